@@ -78,6 +78,7 @@ type dotWriter struct {
 	inBody    bool // the blank line after the header has been written
 	limit     int  // body lines still to send; negative: no limit
 	done      bool
+	n         int64 // octets of the message sent, without stuffing
 }
 
 // newDotWriter returns a writer for RETR (bodyLines < 0) or for TOP with
@@ -136,6 +137,7 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 		if _, err := d.w.Write(p[i:j]); err != nil {
 			return i, err
 		}
+		d.n += int64(j - i)
 		d.bol, d.lineEmpty = false, false
 		i = j
 	}
@@ -146,6 +148,7 @@ func (d *dotWriter) endLine() error {
 	if _, err := d.w.WriteString("\r\n"); err != nil {
 		return err
 	}
+	d.n += 2
 	if !d.inBody {
 		if d.lineEmpty {
 			d.inBody = true

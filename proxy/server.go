@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -114,16 +116,19 @@ type Server struct {
 	MaxConnections      int
 	MaxConnectionsPerIP int
 
-	mu        sync.Mutex
-	listeners map[*net.Listener]struct{}
-	conns     map[*conn]struct{}
-	perIP     map[netip.Addr]int
-	locks     map[string]struct{}
-	penalty   *penaltyBox
+	initOnce   sync.Once
+	mu         sync.Mutex
+	listeners  map[*net.Listener]struct{}
+	conns      map[*conn]struct{}
+	perIP      map[netip.Addr]int
+	locks      map[string]struct{}
+	penalty    *penaltyBox
 	inShutdown atomic.Bool
-	connWG    sync.WaitGroup
-	nextID    atomic.Uint64
-	onceInit  sync.Once
+	shutdownCh chan struct{} // closed by Shutdown and Close
+	baseCtx    context.Context
+	cancelAll  context.CancelFunc // cancels every session's context (Close)
+	connWG     sync.WaitGroup
+	nextID     atomic.Uint64
 }
 
 func durationOr(d, def time.Duration) time.Duration {
@@ -170,5 +175,242 @@ func (s *Server) logger() *zerolog.Logger {
 	return s.Logger
 }
 
-// keep the compiler quiet until the session code lands
-var _ = context.Background
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.listeners = make(map[*net.Listener]struct{})
+		s.conns = make(map[*conn]struct{})
+		s.perIP = make(map[netip.Addr]int)
+		s.locks = make(map[string]struct{})
+		s.penalty = newPenaltyBox()
+		s.shutdownCh = make(chan struct{})
+		s.baseCtx, s.cancelAll = context.WithCancel(context.Background())
+	})
+}
+
+// ListenAndServe listens on the TCP address addr and calls Serve.
+func (s *Server) ListenAndServe(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pop3: listen %s: %w", addr, err)
+	}
+	return s.Serve(l)
+}
+
+// ListenAndServeTLS listens on the TCP address addr and calls ServeTLS.
+func (s *Server) ListenAndServeTLS(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pop3s: listen %s: %w", addr, err)
+	}
+	return s.ServeTLS(l)
+}
+
+// Serve accepts plain POP3 connections on l, offering STLS when TLSConfig
+// is set. It returns ErrServerClosed after Shutdown or Close; l is closed
+// on return.
+func (s *Server) Serve(l net.Listener) error { return s.serve(l, false) }
+
+// ServeTLS accepts POP3 connections on l that start with a TLS handshake
+// (RFC 8314 §3.1). TLSConfig must be set.
+func (s *Server) ServeTLS(l net.Listener) error {
+	if s.TLSConfig == nil {
+		l.Close()
+		return errors.New("pop3s: ServeTLS needs TLSConfig")
+	}
+	return s.serve(l, true)
+}
+
+func (s *Server) tlsConfig() *tls.Config {
+	cfg := s.TLSConfig.Clone()
+	if cfg.MinVersion < tls.VersionTLS12 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	return cfg
+}
+
+func (s *Server) serve(l net.Listener, implicitTLS bool) error {
+	if s.Backend == nil {
+		l.Close()
+		return errors.New("pop3: Server.Backend is nil")
+	}
+	s.init()
+	if !s.trackListener(&l, true) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer s.trackListener(&l, false)
+	defer l.Close()
+
+	var tlsCfg *tls.Config
+	if s.TLSConfig != nil {
+		tlsCfg = s.tlsConfig()
+	}
+	var backoff time.Duration
+	for {
+		rw, err := l.Accept()
+		if err != nil {
+			if s.inShutdown.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				// Back off as net/http does, e.g. when out of file descriptors.
+				if backoff == 0 {
+					backoff = 5 * time.Millisecond
+				} else if backoff *= 2; backoff > time.Second {
+					backoff = time.Second
+				}
+				s.logger().Warn().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("pop3: accept: %w", err)
+		}
+		backoff = 0
+		c := s.newConn(rw, tlsCfg, implicitTLS)
+		if c == nil {
+			continue
+		}
+		go c.serve()
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (s *Server) trackListener(l *net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.inShutdown.Load() {
+			return false
+		}
+		s.listeners[l] = struct{}{}
+	} else {
+		delete(s.listeners, l)
+	}
+	return true
+}
+
+// newConn registers a new connection, or refuses it when a connection
+// limit is reached or the server is shutting down.
+func (s *Server) newConn(rw net.Conn, tlsCfg *tls.Config, implicitTLS bool) *conn {
+	addr := remoteAddr(rw)
+	s.mu.Lock()
+	refuse := ""
+	switch {
+	case s.inShutdown.Load():
+		refuse = "Server shutting down."
+	case s.maxConns() > 0 && len(s.conns) >= s.maxConns():
+		refuse = "Too many connections."
+	case s.maxConnsPerIP() > 0 && s.perIP[addr] >= s.maxConnsPerIP():
+		refuse = "Too many connections from your address."
+	}
+	if refuse != "" {
+		s.mu.Unlock()
+		s.logger().Warn().Str("remote", rw.RemoteAddr().String()).Str("reason", refuse).Msg("connection refused")
+		if !implicitTLS {
+			rw.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(rw, "-ERR [SYS/TEMP] "+refuse+"\r\n")
+		}
+		rw.Close()
+		return nil
+	}
+	c := newConn(s, rw, addr, tlsCfg, implicitTLS)
+	s.conns[c] = struct{}{}
+	s.perIP[addr]++
+	s.connWG.Add(1)
+	s.mu.Unlock()
+	return c
+}
+
+func (s *Server) forgetConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	if s.perIP[c.addr]--; s.perIP[c.addr] <= 0 {
+		delete(s.perIP, c.addr)
+	}
+	s.mu.Unlock()
+	s.connWG.Done()
+}
+
+func remoteAddr(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		a, _ := netip.AddrFromSlice(ta.IP)
+		return a.Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// lock takes the maildrop lock key; it reports false if another session
+// holds it.
+func (s *Server) lock(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, held := s.locks[key]; held {
+		return false
+	}
+	s.locks[key] = struct{}{}
+	return true
+}
+
+func (s *Server) unlock(key string) {
+	s.mu.Lock()
+	delete(s.locks, key)
+	s.mu.Unlock()
+}
+
+// Shutdown stops the listeners, then ends every session at its next
+// command boundary without entering the UPDATE state, so no message is
+// deleted for a session that did not QUIT. A QUIT already being processed
+// completes. If ctx ends first, Shutdown closes the remaining connections
+// and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.beginShutdown()
+	done := make(chan struct{})
+	go func() { s.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every connection at once, cancelling
+// backend calls in progress. No deletes are applied except those already
+// committed.
+func (s *Server) Close() error {
+	s.init()
+	s.beginShutdown()
+	s.cancelAll()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.rwc.Close()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) beginShutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inShutdown.Swap(true) {
+		return
+	}
+	close(s.shutdownCh)
+	for l := range s.listeners {
+		(*l).Close()
+	}
+	for c := range s.conns {
+		c.interrupt()
+	}
+}
