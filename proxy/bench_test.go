@@ -33,7 +33,7 @@ func (g genMailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error)
 }
 
 func (g genMailbox) Delete(ctx context.Context, uids []string) error { return nil }
-func (g genMailbox) Close() error                                  { return nil }
+func (g genMailbox) Close() error                                    { return nil }
 
 // lineReader yields left octets of CRLF-size content made of benchLine.
 type lineReader struct {
