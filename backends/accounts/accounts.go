@@ -1,0 +1,190 @@
+// Package accounts routes POP3 logins to configured accounts: it checks
+// the password against the account's bcrypt hash, then opens the
+// account's own backend.
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// Account is one configured login.
+type Account struct {
+	// User is the POP3 user name, matched literally (no case folding, no
+	// % expansion).
+	User string
+	// PasswordHash is a bcrypt hash of the password.
+	PasswordHash string
+	// Backend opens the account's maildrop. Its Login is called with the
+	// client's user name and password once they are verified.
+	Backend proxy.Backend
+}
+
+// Options tunes a Router. The zero value selects the defaults.
+type Options struct {
+	// CacheTTL is how long a successful verification is remembered, so
+	// that a client polling every minute pays for bcrypt once, not per
+	// poll. Zero means 5 minutes; negative turns the cache off.
+	CacheTTL time.Duration
+	// CacheSize bounds the remembered verifications. Zero means 1024.
+	CacheSize int
+}
+
+// Router is a proxy.Backend serving several accounts.
+type Router struct {
+	accounts map[string]*account
+	dummy    []byte // hash compared when the user does not exist
+	cache    *expirable.LRU[[sha256.Size]byte, struct{}]
+	bcrypts  chan struct{} // bounds concurrent bcrypt work
+}
+
+type account struct {
+	user    string
+	hash    []byte
+	backend proxy.Backend
+}
+
+var _ proxy.Backend = (*Router)(nil)
+
+// New returns a Router for accounts. User names must be unique and every
+// hash must be a valid bcrypt hash.
+func New(accounts []Account, opts Options) (*Router, error) {
+	r := &Router{
+		accounts: make(map[string]*account, len(accounts)),
+		bcrypts:  make(chan struct{}, runtime.GOMAXPROCS(0)),
+	}
+	maxCost := bcrypt.DefaultCost
+	for i, a := range accounts {
+		if _, dup := r.accounts[a.User]; dup {
+			return nil, fmt.Errorf("accounts: duplicate user %q", a.User)
+		}
+		cost, err := bcrypt.Cost([]byte(a.PasswordHash))
+		if err != nil {
+			return nil, fmt.Errorf("accounts: user %q: invalid password hash: %w", a.User, err)
+		}
+		if a.Backend == nil {
+			return nil, fmt.Errorf("accounts: user %q: no backend", a.User)
+		}
+		if i == 0 || cost > maxCost {
+			maxCost = cost
+		}
+		r.accounts[a.User] = &account{user: a.User, hash: []byte(a.PasswordHash), backend: a.Backend}
+	}
+
+	// Unknown users cost as much as the dearest real one, so the time to
+	// answer does not tell whether a user exists.
+	// Its password is random, so that nothing ever matches it.
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	dummy, err := bcrypt.GenerateFromPassword(secret, maxCost)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: dummy hash: %w", err)
+	}
+	r.dummy = dummy
+
+	if opts.CacheTTL >= 0 {
+		ttl, size := opts.CacheTTL, opts.CacheSize
+		if ttl == 0 {
+			ttl = 5 * time.Minute
+		}
+		if size <= 0 {
+			size = 1024
+		}
+		r.cache = expirable.NewLRU[[sha256.Size]byte, struct{}](size, nil, ttl)
+	}
+	return r, nil
+}
+
+// Login verifies the password, then logs in to the account's backend. Bad
+// credentials give an error wrapping proxy.ErrAuthFailed that does not
+// say whether the user or the password was wrong. The Mailbox returned
+// implements proxy.MaildropIDer with the account's user name.
+func (r *Router) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+	a := r.accounts[user]
+	if a == nil {
+		// Same work, same error as a wrong password.
+		if _, err := r.verify(ctx, user, pass, r.dummy, false); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("accounts: login %q: %w", user, proxy.ErrAuthFailed)
+	}
+	ok, err := r.verify(ctx, user, pass, a.hash, true)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("accounts: login %q: %w", user, proxy.ErrAuthFailed)
+	}
+	mb, err := a.backend.Login(ctx, user, pass)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: login %q: %w", user, err)
+	}
+	return &mailbox{Mailbox: mb, id: a.user}, nil
+}
+
+// verify reports whether pass matches hash. With remember, successes are
+// cached; failures never are.
+func (r *Router) verify(ctx context.Context, user, pass string, hash []byte, remember bool) (bool, error) {
+	key := cacheKey(user, pass, hash)
+	if remember && r.cache != nil {
+		if _, ok := r.cache.Get(key); ok {
+			return true, nil
+		}
+	}
+	select {
+	case r.bcrypts <- struct{}{}:
+	case <-ctx.Done():
+		return false, fmt.Errorf("accounts: waiting to verify a password: %w", ctx.Err())
+	}
+	err := bcrypt.CompareHashAndPassword(hash, []byte(pass))
+	<-r.bcrypts
+	switch {
+	case err == nil:
+		if remember && r.cache != nil {
+			r.cache.Add(key, struct{}{})
+		}
+		return true, nil
+	case errors.Is(err, bcrypt.ErrMismatchedHashAndPassword):
+		return false, nil
+	}
+	return false, fmt.Errorf("accounts: verifying a password: %w", err)
+}
+
+// cacheKey hashes the user, password and stored hash, each prefixed with
+// its length so that no two triples share a key. Including the stored
+// hash means a changed password invalidates the entry.
+func cacheKey(user, pass string, hash []byte) [sha256.Size]byte {
+	h := sha256.New()
+	for _, b := range [][]byte{[]byte(user), []byte(pass), hash} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// mailbox names the maildrop after the account, so that the proxy takes
+// one lock per account.
+type mailbox struct {
+	proxy.Mailbox
+	id string
+}
+
+var _ proxy.MaildropIDer = (*mailbox)(nil)
+
+// MaildropID returns the account's user name.
+func (m *mailbox) MaildropID() string { return m.id }

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/term"
+
+	"github.com/popbridge/popbridge/backends/accounts"
+	"github.com/popbridge/popbridge/backends/maildir"
+	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// shutdownTimeout bounds the wait for sessions to end after a signal;
+// then the remaining connections are closed.
+const shutdownTimeout = 30 * time.Second
+
+func (c *cli) serve(ctx context.Context, args []string) error {
+	fs := c.flags("serve", "-config FILE", "Run the POP3 server described by the configuration file.\nSIGINT or SIGTERM stops it gracefully.")
+	path := fs.String("config", "", "configuration `file` (YAML)")
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return usageError("-config is required")
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c.stderr, cfg.Log)
+	if err != nil {
+		return err
+	}
+	srv, err := newServer(cfg, &log)
+	if err != nil {
+		return err
+	}
+
+	var ls []listener
+	defer func() {
+		for _, l := range ls {
+			l.Close() // no-op once Serve has closed it
+		}
+	}()
+	for _, spec := range []struct {
+		name, addr string
+		tls        bool
+	}{
+		{"pop3", cfg.Listen.POP3, false},
+		{"pop3s", cfg.Listen.POP3S, true},
+	} {
+		if spec.addr == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", spec.addr)
+		if err != nil {
+			return fmt.Errorf("listen.%s: %w", spec.name, err)
+		}
+		ls = append(ls, listener{Listener: l, name: spec.name, tls: spec.tls})
+	}
+	log.Info().Str("version", versionString()).Str("config", *path).
+		Int("accounts", len(cfg.Accounts)).Msg("popbridge starting")
+	if srv.Cleartext.Mode == proxy.CleartextAlways {
+		log.Warn().Msg("cleartext_auth is always: passwords may cross the network unencrypted")
+	}
+	return runServer(ctx, srv, ls, log)
+}
+
+// newServer builds the POP3 server for cfg.
+func newServer(cfg *config.Config, log *zerolog.Logger) (*proxy.Server, error) {
+	router, err := newRouter(cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv := &proxy.Server{Backend: router, Logger: log}
+	if srv.Cleartext, err = cfg.CleartextAuth.Policy(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Limits.Apply(srv); err != nil {
+		return nil, err
+	}
+	if cfg.TLS != nil {
+		if srv.TLSConfig, err = cfg.TLS.Load(); err != nil {
+			return nil, err
+		}
+	}
+	return srv, nil
+}
+
+// newRouter builds every account's backend and the router in front.
+func newRouter(cfg *config.Config) (*accounts.Router, error) {
+	accts := make([]accounts.Account, 0, len(cfg.Accounts))
+	for i, a := range cfg.Accounts {
+		b, err := newBackend(cfg, a)
+		if err != nil {
+			return nil, fmt.Errorf("accounts[%d] (%s): %w", i, a.User, err)
+		}
+		accts = append(accts, accounts.Account{User: a.User, PasswordHash: a.PasswordHash, Backend: b})
+	}
+	return accounts.New(accts, accounts.Options{})
+}
+
+// backend is what the binary needs from every backend type.
+type backend interface {
+	proxy.Backend
+	// Check tries the backend without a client, for popbridge check.
+	Check(ctx context.Context) error
+}
+
+// newBackend builds the backend of account a.
+func newBackend(cfg *config.Config, a config.Account) (backend, error) {
+	switch a.Backend.Type {
+	case config.TypeMaildir:
+		m := a.Backend.Maildir
+		b, err := maildir.New(maildir.Options{
+			Path:     m.Path,
+			OnDelete: maildir.DeletePolicy(m.OnDelete),
+			StateDir: cfg.StateDir,
+			Account:  a.User,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("unknown backend type %q", a.Backend.Type)
+}
+
+// describe names account a's backend for people, without secrets.
+func describe(a config.Account) string {
+	switch a.Backend.Type {
+	case config.TypeMaildir:
+		policy := a.Backend.Maildir.OnDelete
+		if policy == "" {
+			policy = config.OnDeleteRemove
+		}
+		return fmt.Sprintf("maildir %s, on_delete %s", a.Backend.Maildir.Path, policy)
+	}
+	return a.Backend.Type
+}
+
+// newLogger returns the logger described by lc, writing to w.
+func newLogger(w io.Writer, lc config.Log) (zerolog.Logger, error) {
+	level := zerolog.InfoLevel
+	if lc.Level != "" {
+		var err error
+		if level, err = zerolog.ParseLevel(lc.Level); err != nil {
+			return zerolog.Logger{}, fmt.Errorf("log.level: %w", err)
+		}
+	}
+	tty := isTerminal(w)
+	var console bool
+	switch lc.Format {
+	case "", "auto":
+		console = tty
+	case "console":
+		console = true
+	case "json":
+	default:
+		return zerolog.Logger{}, fmt.Errorf("log.format: unknown format %q", lc.Format)
+	}
+	if console {
+		w = zerolog.ConsoleWriter{Out: w, NoColor: !tty, TimeFormat: time.DateTime}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// listener is a bound listening socket and how to serve it.
+type listener struct {
+	net.Listener
+	name string // pop3 or pop3s
+	tls  bool   // implicit TLS
+}
+
+// runServer serves every listener until ctx ends, then shuts srv down
+// gracefully, or until a listener fails.
+func runServer(ctx context.Context, srv *proxy.Server, ls []listener, log zerolog.Logger) error {
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		log.Info().Str("listener", l.name).Str("addr", l.Addr().String()).Bool("tls", l.tls).
+			Bool("stls", !l.tls && srv.TLSConfig != nil).Msg("listening")
+		go func() {
+			var err error
+			if l.tls {
+				err = srv.ServeTLS(l)
+			} else {
+				err = srv.Serve(l)
+			}
+			if err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				err = fmt.Errorf("%s on %s: %w", l.name, l.Addr(), err)
+			}
+			errc <- err
+		}()
+	}
+
+	var failed error
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("shutting down: waiting for sessions to end")
+	case failed = <-errc:
+		log.Error().Err(failed).Msg("listener failed; shutting down")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Msg("sessions did not end in time; connections closed")
+	}
+	n := len(ls)
+	if failed != nil {
+		n--
+	}
+	for range n {
+		<-errc
+	}
+	if failed != nil {
+		return failed
+	}
+	log.Info().Msg("stopped")
+	return nil
+}

@@ -1,0 +1,155 @@
+// Package config reads popbridge's YAML configuration file.
+//
+// Load decodes the file strictly (an unknown key is an error), fills in
+// secrets from ${ENV_VAR} references and *_file keys, makes relative paths
+// relative to the file's directory, and validates the result. Every problem
+// is reported, each with its line or key path.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Listen Listen `yaml:"listen"`
+	// TLS is the server certificate; nil means no TLS (no STLS, no pop3s).
+	TLS *TLS `yaml:"tls"`
+	// CleartextAuth says where logins without TLS are allowed. The zero
+	// value allows loopback only.
+	CleartextAuth CleartextAuth `yaml:"cleartext_auth"`
+	// StateDir holds persistent state (e.g. messages hidden by
+	// on_delete: keep). Required when an account needs it.
+	StateDir string `yaml:"state_dir"`
+	Log      Log    `yaml:"log"`
+	// Limits tune the server; zero values keep the server's defaults.
+	Limits   Limits    `yaml:"limits"`
+	Accounts []Account `yaml:"accounts"`
+
+	// failed holds the key paths Load could not resolve, so that
+	// validation does not report them twice.
+	failed map[string]bool
+}
+
+// Listen holds the listening addresses (host:port). Empty means off.
+type Listen struct {
+	// POP3 is the plain listener; it offers STLS when TLS is set.
+	POP3 string `yaml:"pop3"`
+	// POP3S is the implicit-TLS listener (RFC 8314); it needs TLS.
+	POP3S string `yaml:"pop3s"`
+}
+
+// TLS names the PEM files of the server certificate and its key.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Log configures the log written to standard error.
+type Log struct {
+	// Level is trace, debug, info, warn or error. Empty means info.
+	Level string `yaml:"level"`
+	// Format is auto (console on a terminal, JSON otherwise), console or
+	// json. Empty means auto.
+	Format string `yaml:"format"`
+}
+
+// Limits are the server's resource limits. Every field is optional: zero
+// keeps the proxy's default, a negative value turns the limit off.
+type Limits struct {
+	MaxConnections      int `yaml:"max_connections"`
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// IdleTimeout applies after login; RFC 1939 §3 asks for at least 10m.
+	IdleTimeout     Duration `yaml:"idle_timeout"`
+	AuthIdleTimeout Duration `yaml:"auth_idle_timeout"`
+	WriteTimeout    Duration `yaml:"write_timeout"`
+	BackendTimeout  Duration `yaml:"backend_timeout"`
+	// AuthFailureDelay is the first delay after a failed login; it doubles
+	// up to MaxAuthFailureDelay.
+	AuthFailureDelay    Duration `yaml:"auth_failure_delay"`
+	MaxAuthFailureDelay Duration `yaml:"max_auth_failure_delay"`
+	// TrustedNetworks (CIDRs or addresses) get no auth failure delay.
+	TrustedNetworks []string `yaml:"trusted_networks"`
+}
+
+// Account maps one POP3 login to a backend.
+type Account struct {
+	// User is the POP3 user name, matched literally.
+	User string `yaml:"user"`
+	// PasswordHash is a bcrypt hash (popbridge hash-password). It may be
+	// a ${ENV_VAR} reference; Load replaces it with the variable's value.
+	PasswordHash string `yaml:"password_hash"`
+	// PasswordHashFile names a file holding the hash instead; Load reads
+	// it into PasswordHash.
+	PasswordHashFile string  `yaml:"password_hash_file"`
+	Backend          Backend `yaml:"backend"`
+}
+
+// Load reads, resolves and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	data, err := os.ReadFile(path) // its error names the file
+	if err != nil {
+		return nil, err
+	}
+	return parse(path, data, filepath.Dir(abs))
+}
+
+// parse decodes data (named name in errors), resolves it against dir and
+// validates it.
+func parse(name string, data []byte, dir string) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, decodeError(name, err)
+	}
+	r := resolver{dir: dir, failed: map[string]bool{}}
+	r.resolve(&c)
+	c.failed = r.failed
+	errs := append(r.errs, c.Validate())
+	c.failed = nil
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+var (
+	lineRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+)
+
+// decodeError turns a YAML error into one "file:line: problem" error per
+// problem, naming unknown keys as such rather than by Go type.
+func decodeError(name string, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	errs := make([]error, 0, len(te.Errors))
+	for _, msg := range te.Errors {
+		m := lineRE.FindStringSubmatch(msg)
+		if m == nil {
+			errs = append(errs, fmt.Errorf("%s: %s", name, msg))
+			continue
+		}
+		text := m[2]
+		if u := unknownRE.FindStringSubmatch(text); u != nil {
+			text = fmt.Sprintf("unknown key %q", u[1])
+		}
+		errs = append(errs, fmt.Errorf("%s:%s: %s", name, m[1], text))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,608 @@
+package config
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// testHash is a bcrypt hash of "secret" at the lowest cost, to keep the
+// tests fast.
+var testHash = func() string {
+	h, err := bcrypt.GenerateFromPassword([]byte("secret"), bcrypt.MinCost)
+	if err != nil {
+		panic(err)
+	}
+	return string(h)
+}()
+
+// minimal is the smallest valid configuration.
+const minimal = `
+listen:
+  pop3: 127.0.0.1:1110
+accounts:
+  - user: alice
+    password_hash: "HASH"
+    backend:
+      type: maildir
+      path: mail/alice
+`
+
+// parseString parses src (with HASH replaced by testHash) as if it were
+// the file /etc/popbridge/cfg.yaml.
+func parseString(t *testing.T, src string) (*Config, error) {
+	t.Helper()
+	return parse("cfg.yaml", []byte(strings.ReplaceAll(src, "HASH", testHash)), "/etc/popbridge")
+}
+
+// errLines splits a joined error into its lines.
+func errLines(err error) []string {
+	if err == nil {
+		return nil
+	}
+	return strings.Split(err.Error(), "\n")
+}
+
+func TestLoadFull(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bob.hash"), []byte(testHash+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ALICE_HASH", testHash)
+	src := `
+listen:
+  pop3: 127.0.0.1:1110
+  pop3s: "[::1]:1995"
+tls:
+  cert_file: tls/cert.pem
+  key_file: /etc/ssl/key.pem
+cleartext_auth: [10.0.0.0/8, 192.0.2.7]
+state_dir: ./state
+log: {level: debug, format: json}
+limits:
+  max_connections: 200
+  max_connections_per_ip: 5
+  idle_timeout: 15m
+  auth_idle_timeout: 30s
+  write_timeout: 1m
+  backend_timeout: 45s
+  auth_failure_delay: 1s
+  max_auth_failure_delay: 8s
+  trusted_networks: [10.1.0.0/16]
+accounts:
+  - user: alice
+    password_hash: ${ALICE_HASH}
+    backend:
+      type: maildir
+      path: mail/alice
+      on_delete: keep
+  - user: bob@example.org
+    password_hash_file: bob.hash
+    backend:
+      type: maildir
+      path: /srv/mail/bob
+      on_delete: remove
+`
+	path := filepath.Join(dir, "popbridge.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := &Config{
+		Listen:        Listen{POP3: "127.0.0.1:1110", POP3S: "[::1]:1995"},
+		TLS:           &TLS{CertFile: filepath.Join(dir, "tls/cert.pem"), KeyFile: "/etc/ssl/key.pem"},
+		CleartextAuth: CleartextAuth{Networks: []string{"10.0.0.0/8", "192.0.2.7"}},
+		StateDir:      filepath.Join(dir, "state"),
+		Log:           Log{Level: "debug", Format: "json"},
+		Limits: Limits{
+			MaxConnections: 200, MaxConnectionsPerIP: 5,
+			IdleTimeout: "15m", AuthIdleTimeout: "30s", WriteTimeout: "1m", BackendTimeout: "45s",
+			AuthFailureDelay: "1s", MaxAuthFailureDelay: "8s",
+			TrustedNetworks: []string{"10.1.0.0/16"},
+		},
+		Accounts: []Account{
+			{User: "alice", PasswordHash: testHash, Backend: Backend{
+				Type: "maildir", Maildir: &MaildirBackend{Path: filepath.Join(dir, "mail/alice"), OnDelete: "keep"}}},
+			{User: "bob@example.org", PasswordHash: testHash, PasswordHashFile: filepath.Join(dir, "bob.hash"), Backend: Backend{
+				Type: "maildir", Maildir: &MaildirBackend{Path: "/srv/mail/bob", OnDelete: "remove"}}},
+		},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("Load:\n got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") || !os.IsNotExist(unwrapAll(err)) {
+		t.Errorf("Load of a missing file: %v", err)
+	}
+}
+
+func unwrapAll(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}
+
+func TestProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		env  map[string]string
+		want []string // every line of the error, in order
+	}{
+		{"minimal", minimal, nil, nil},
+		{"empty file", ``, nil, []string{
+			"listen: set pop3, pop3s or both",
+			"accounts: list at least one account",
+		}},
+		{"syntax error", "listen: [\n", nil, []string{
+			"cfg.yaml: yaml: line 1: did not find expected node content",
+		}},
+		{"unknown top-level key", minimal + "colour: blue\n", nil, []string{
+			`cfg.yaml:10: unknown key "colour"`,
+		}},
+		{"unknown nested key", `
+listen:
+  pop3: 127.0.0.1:1110
+  imap: 127.0.0.1:143
+accounts: []
+`, nil, []string{
+			`cfg.yaml:4: unknown key "imap"`,
+		}},
+		{"unknown backend key", minimal + "      pathh: typo\n      on_delete: remove\n", nil, []string{
+			`cfg.yaml:10: unknown key "pathh" for backend type maildir`,
+		}},
+		{"unknown keys in two places", minimal + "      x: 1\n  - user: bob\n    passwd: x\n", nil, []string{
+			`cfg.yaml:10: unknown key "x" for backend type maildir`,
+			`cfg.yaml:12: unknown key "passwd"`,
+		}},
+		{"backend wrong value type", minimal + "      on_delete: [a]\n", nil, []string{
+			"cfg.yaml:10: cannot unmarshal !!seq into string",
+		}},
+		{"backend not a mapping", `
+listen: {pop3: ":1110"}
+accounts:
+  - user: a
+    password_hash: "HASH"
+    backend: maildir
+`, nil, []string{
+			"cfg.yaml:6: backend must be a mapping with a type key",
+		}},
+		{"backend type missing and unknown", `
+listen: {pop3: ":1110"}
+accounts:
+  - user: a
+    password_hash: "HASH"
+    backend: {path: /x}
+  - user: b
+    password_hash: "HASH"
+    backend: {type: imapx, host: x}
+`, nil, []string{
+			"accounts[0].backend.type: must be set (one of maildir)",
+			`accounts[1].backend.type: unknown type "imapx" (want one of maildir)`,
+		}},
+		{"duplicate key", "listen: {pop3: \":1110\"}\nlisten: {pop3: \":1111\"}\n", nil, []string{
+			`cfg.yaml:2: mapping key "listen" already defined at line 1`,
+		}},
+		{"backend from an alias", `
+listen: {pop3: ":1110"}
+accounts:
+  - user: a
+    password_hash: "HASH"
+    backend: &b {type: maildir, path: /m/a}
+  - user: b
+    password_hash: "HASH"
+    backend: *b
+`, nil, []string{
+			"accounts[1].backend.path: same Maildir as accounts[0]; each Maildir may belong to one account only",
+		}},
+		{"backend merge key", `
+listen: {pop3: ":1110"}
+state_dir: /s
+accounts:
+  - user: a
+    password_hash: "HASH"
+    backend: &b {type: maildir, path: /m/a, on_delete: keep}
+  - user: b
+    password_hash: "HASH"
+    backend:
+      <<: *b
+      path: /m/b
+`, nil, nil},
+		{"backend merge key with an unknown key", `
+listen: {pop3: ":1110"}
+accounts:
+  - user: a
+    password_hash: "HASH"
+    backend: &b {type: maildir, path: /m/a, colour: red}
+  - user: b
+    password_hash: "HASH"
+    backend:
+      <<: [*b]
+      path: /m/b
+`, nil, []string{
+			`cfg.yaml:6: unknown key "colour" for backend type maildir`,
+			`cfg.yaml:6: unknown key "colour" for backend type maildir`,
+		}},
+		{"listeners", `
+listen:
+  pop3: localhost
+  pop3s: 127.0.0.1:99999
+accounts:
+  - user: a
+    password_hash: "HASH"
+    backend: {type: maildir, path: /m}
+`, nil, []string{
+			`listen.pop3: invalid address "localhost" (want host:port, e.g. 127.0.0.1:1110)`,
+			`listen.pop3s: invalid port "99999"`,
+			"listen.pop3s: needs tls",
+		}},
+		{"same address and tls keys", `
+listen: {pop3: ":1110", pop3s: ":1110"}
+tls: {cert_file: c.pem}
+accounts:
+  - user: a
+    password_hash: "HASH"
+    backend: {type: maildir, path: /m}
+`, nil, []string{
+			"listen.pop3s: same address as listen.pop3",
+			"tls.key_file: must be set",
+		}},
+		{"cleartext modes", minimal + "cleartext_auth: always\n", nil, nil},
+		{"cleartext never without tls", minimal + "cleartext_auth: never\n", nil, []string{
+			"cleartext_auth: never needs tls, or no client could log in",
+		}},
+		{"cleartext unknown mode", minimal + "cleartext_auth: sometimes\n", nil, []string{
+			`cleartext_auth: unknown mode "sometimes" (want never, loopback, always or a list of networks)`,
+		}},
+		{"cleartext bad networks", minimal + "cleartext_auth: [10.0.0.0/8, 10.0.0.0/33, fe80::/10, bogus]\n", nil, []string{
+			`cleartext_auth[1]: invalid network "10.0.0.0/33" (want a CIDR such as 10.0.0.0/8)`,
+			`cleartext_auth[3]: invalid network "bogus" (want a CIDR such as 10.0.0.0/8)`,
+		}},
+		{"cleartext empty list", minimal + "cleartext_auth: []\n", nil, []string{
+			"cleartext_auth: list at least one network, or use never",
+		}},
+		{"cleartext mapping", minimal + "cleartext_auth: {mode: never}\n", nil, []string{
+			"cfg.yaml:10: cleartext_auth must be never, loopback, always or a list of networks",
+		}},
+		{"log", minimal + "log: {level: verbose, format: xml}\n", nil, []string{
+			`log.level: unknown level "verbose" (want trace, debug, info, warn or error)`,
+			`log.format: unknown format "xml" (want auto, console or json)`,
+		}},
+		{"limits", minimal + `limits:
+  idle_timeout: 10
+  auth_failure_delay: 2 seconds
+  write_timeout: -1s
+  trusted_networks: [127.0.0.1, 10.0.0/8]
+`, nil, []string{
+			`limits.idle_timeout: invalid duration "10" (want e.g. 90s, 10m, 1h)`,
+			`limits.auth_failure_delay: invalid duration "2 seconds" (want e.g. 90s, 10m, 1h)`,
+			`limits.trusted_networks[1]: invalid network "10.0.0/8" (want a CIDR such as 10.0.0.0/8)`,
+		}},
+		{"limits wrong type", minimal + "limits: {max_connections: many}\n", nil, []string{
+			"cfg.yaml:10: cannot unmarshal !!str `many` into int",
+		}},
+		{"accounts", `
+listen: {pop3: ":1110"}
+state_dir: /var/lib/popbridge
+accounts:
+  - user: alice
+    password_hash: "HASH"
+    backend: {type: maildir, path: /m/alice, on_delete: keep}
+  - user: ""
+    backend: {type: maildir}
+  - user: alice
+    password_hash: "$2a$12$tooshort"
+    backend: {type: maildir, path: /m/alice/, on_delete: trash}
+  - user: "bob smith"
+    password_hash: "HASH"
+    backend: {type: maildir, path: /m/bob}
+`, nil, []string{
+			"accounts[1].user: must be set",
+			"accounts[1].password_hash: must be set (make one with popbridge hash-password)",
+			"accounts[1].backend.path: must be set",
+			`accounts[2].user: duplicate of accounts[0].user "alice"`,
+			"accounts[2].password_hash: not a valid bcrypt hash (make one with popbridge hash-password)",
+			`accounts[2].backend.on_delete: unknown policy "trash" (want remove or keep)`,
+			"accounts[2].backend.path: same Maildir as accounts[0]; each Maildir may belong to one account only",
+			"accounts[3].user: must be UTF-8 without spaces or control characters",
+		}},
+		{"keep needs state_dir", minimal + "      on_delete: keep\n", nil, []string{
+			"state_dir: must be set: accounts[0].backend.on_delete is keep",
+		}},
+		{"env var set", strings.Replace(minimal, `"HASH"`, "${POPBRIDGE_TEST_PW}", 1),
+			map[string]string{"POPBRIDGE_TEST_PW": testHash}, nil},
+		{"env var unset", strings.Replace(minimal, `"HASH"`, "${POPBRIDGE_TEST_UNSET}", 1), nil, []string{
+			"accounts[0].password_hash: environment variable POPBRIDGE_TEST_UNSET is not set",
+		}},
+		{"env var set to a bad hash", strings.Replace(minimal, `"HASH"`, "${POPBRIDGE_TEST_PW}", 1),
+			map[string]string{"POPBRIDGE_TEST_PW": "hunter2"}, []string{
+				"accounts[0].password_hash: not a valid bcrypt hash (make one with popbridge hash-password)",
+			}},
+		{"env var bad reference", strings.Replace(minimal, `"HASH"`, `"${1X}"`, 1), nil, []string{
+			`accounts[0].password_hash: invalid environment variable name "1X"`,
+		}},
+		{"env var unterminated", strings.Replace(minimal, `"HASH"`, `"${X"`, 1), nil, []string{
+			"accounts[0].password_hash: unterminated ${ (want ${NAME})",
+		}},
+		{"hash file missing", strings.Replace(minimal, `password_hash: "HASH"`, "password_hash_file: /nonexistent/popbridge.hash", 1), nil, []string{
+			"accounts[0].password_hash_file: open /nonexistent/popbridge.hash: no such file or directory",
+		}},
+		{"hash and hash file", strings.Replace(minimal, `password_hash: "HASH"`, "password_hash: \"HASH\"\n    password_hash_file: h", 1), nil, []string{
+			"accounts[0].password_hash: set either password_hash or password_hash_file, not both",
+		}},
+		{"every problem at once", `
+listen: {pop3s: ":1995"}
+cleartext_auth: [300.0.0.0/8]
+log: {level: loud}
+limits: {idle_timeout: soon}
+accounts:
+  - user: a
+    password_hash: ${POPBRIDGE_TEST_UNSET}
+    backend: {type: maildir}
+  - user: a
+    password_hash: nope
+    backend: {type: gmail}
+`, nil, []string{
+			"accounts[0].password_hash: environment variable POPBRIDGE_TEST_UNSET is not set",
+			"listen.pop3s: needs tls",
+			`cleartext_auth[0]: invalid network "300.0.0.0/8" (want a CIDR such as 10.0.0.0/8)`,
+			`log.level: unknown level "loud" (want trace, debug, info, warn or error)`,
+			`limits.idle_timeout: invalid duration "soon" (want e.g. 90s, 10m, 1h)`,
+			"accounts[0].backend.path: must be set",
+			`accounts[1].user: duplicate of accounts[0].user "a"`,
+			"accounts[1].password_hash: not a valid bcrypt hash (make one with popbridge hash-password)",
+			`accounts[1].backend.type: unknown type "gmail" (want one of maildir)`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			c, err := parseString(t, tt.src)
+			got := errLines(err)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("problems:\n got %q\nwant %q", got, tt.want)
+			}
+			if (err == nil) != (c != nil) {
+				t.Errorf("config %v with error %v: want exactly one", c, err)
+			}
+		})
+	}
+}
+
+func TestHashFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("good.hash", testHash+"\r\n")
+	write("empty.hash", "\n")
+	write("bad.hash", "${NOT_EXPANDED}\n")
+	src := `
+listen: {pop3: ":1110"}
+accounts:
+  - user: good
+    password_hash_file: good.hash
+    backend: {type: maildir, path: good}
+  - user: empty
+    password_hash_file: empty.hash
+    backend: {type: maildir, path: empty}
+  - user: bad
+    password_hash_file: bad.hash
+    backend: {type: maildir, path: bad}
+`
+	_, err := parse("cfg.yaml", []byte(src), dir)
+	want := []string{
+		"accounts[1].password_hash_file: " + filepath.Join(dir, "empty.hash") + " is empty",
+		"accounts[2].password_hash_file: not a valid bcrypt hash (make one with popbridge hash-password)",
+	}
+	if got := errLines(err); !reflect.DeepEqual(got, want) {
+		t.Errorf("problems:\n got %q\nwant %q", got, want)
+	}
+
+	c, err := parse("cfg.yaml", []byte(src[:strings.Index(src, "  - user: empty")]), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Accounts[0].PasswordHash != testHash {
+		t.Errorf("hash from file = %q, want %q (trailing CRLF trimmed)", c.Accounts[0].PasswordHash, testHash)
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	t.Setenv("PB_A", "x")
+	t.Setenv("PB_EMPTY", "")
+	tests := []struct{ in, want, err string }{
+		{"plain", "plain", ""},
+		{testHash, testHash, ""},
+		{"$A and $PB_A", "$A and $PB_A", ""},
+		{"${PB_A}", "x", ""},
+		{"a${PB_A}b${PB_A}", "axbx", ""},
+		{"${PB_EMPTY}", "", ""},
+		{"${PB_NOPE_UNSET}", "", "environment variable PB_NOPE_UNSET is not set"},
+		{"${}", "", `invalid environment variable name ""`},
+		{"${A-B}", "", `invalid environment variable name "A-B"`},
+		{"${PB_A", "", "unterminated ${ (want ${NAME})"},
+	}
+	for _, tt := range tests {
+		got, err := expandEnv(tt.in)
+		if tt.err != "" {
+			if err == nil || err.Error() != tt.err {
+				t.Errorf("expandEnv(%q) error = %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("expandEnv(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestValidateBuiltInCode(t *testing.T) {
+	c := &Config{
+		Listen: Listen{POP3: "127.0.0.1:0"},
+		Accounts: []Account{{User: "u", PasswordHash: testHash,
+			Backend: Backend{Type: TypeMaildir}}},
+	}
+	want := []string{"accounts[0].backend: maildir settings missing"}
+	if got := errLines(c.Validate()); !reflect.DeepEqual(got, want) {
+		t.Errorf("Validate = %q, want %q", got, want)
+	}
+	c.Accounts[0].Backend.Maildir = &MaildirBackend{Path: "/m"}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	tests := []struct {
+		in   CleartextAuth
+		want proxy.CleartextPolicy
+	}{
+		{CleartextAuth{}, proxy.CleartextPolicy{Mode: proxy.CleartextLoopback}},
+		{CleartextAuth{Mode: "loopback"}, proxy.CleartextPolicy{Mode: proxy.CleartextLoopback}},
+		{CleartextAuth{Mode: "never"}, proxy.CleartextPolicy{Mode: proxy.CleartextNever}},
+		{CleartextAuth{Mode: "always"}, proxy.CleartextPolicy{Mode: proxy.CleartextAlways}},
+		{CleartextAuth{Networks: []string{"10.1.2.3/8", "192.0.2.7", "2001:db8::/32", "::ffff:192.0.2.8"}},
+			proxy.CleartextPolicy{Mode: proxy.CleartextNetworks, Networks: []netip.Prefix{
+				netip.MustParsePrefix("10.0.0.0/8"),
+				netip.MustParsePrefix("192.0.2.7/32"),
+				netip.MustParsePrefix("2001:db8::/32"),
+				netip.MustParsePrefix("192.0.2.8/32"),
+			}}},
+	}
+	for _, tt := range tests {
+		got, err := tt.in.Policy()
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%+v.Policy() = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+	if _, err := (CleartextAuth{Mode: "sometimes"}).Policy(); err == nil {
+		t.Error("Policy of an unknown mode: no error")
+	}
+	if _, err := (CleartextAuth{Networks: []string{"x"}}).Policy(); err == nil {
+		t.Error("Policy of a bad network: no error")
+	}
+}
+
+func TestLimitsApply(t *testing.T) {
+	var srv proxy.Server
+	l := Limits{
+		MaxConnections: 10, MaxConnectionsPerIP: -1,
+		IdleTimeout: "15m", AuthIdleTimeout: "20s", WriteTimeout: "-1s", BackendTimeout: "1m30s",
+		AuthFailureDelay: "500ms", MaxAuthFailureDelay: "4s",
+		TrustedNetworks: []string{"10.0.0.0/8"},
+	}
+	if err := l.Apply(&srv); err != nil {
+		t.Fatal(err)
+	}
+	got := []any{srv.MaxConnections, srv.MaxConnectionsPerIP, srv.IdleTimeout, srv.AuthIdleTimeout,
+		srv.WriteTimeout, srv.BackendTimeout, srv.AuthFailureDelay, srv.MaxAuthFailureDelay, srv.TrustedNetworks}
+	want := []any{10, -1, 15 * time.Minute, 20 * time.Second, -time.Second, 90 * time.Second,
+		500 * time.Millisecond, 4 * time.Second, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("after Apply: %v, want %v", got, want)
+	}
+
+	var zero proxy.Server
+	if err := (Limits{}).Apply(&zero); err != nil {
+		t.Fatal(err)
+	}
+	if zero.IdleTimeout != 0 || zero.MaxConnections != 0 || len(zero.TrustedNetworks) != 0 {
+		t.Errorf("empty limits changed defaults: idle %v, max conns %d, trusted %v", zero.IdleTimeout, zero.MaxConnections, zero.TrustedNetworks)
+	}
+	if err := (Limits{IdleTimeout: "x"}).Apply(&zero); err == nil || !strings.HasPrefix(err.Error(), "limits.idle_timeout:") {
+		t.Errorf("Apply of a bad duration: %v", err)
+	}
+}
+
+func TestTLSLoad(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeSelfSigned(t, cert, key)
+	cfg, err := (&TLS{CertFile: cert, KeyFile: key}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Certificates) != 1 || cfg.MinVersion != tls.VersionTLS12 {
+		t.Errorf("tls config: %d certificates, min version %x", len(cfg.Certificates), cfg.MinVersion)
+	}
+	if _, err := (&TLS{CertFile: key, KeyFile: cert}).Load(); err == nil {
+		t.Error("Load with swapped files: no error")
+	}
+}
+
+func writeSelfSigned(t *testing.T, certFile, keyFile string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExamples keeps the example configurations in docs/examples valid.
+func TestExamples(t *testing.T) {
+	files, err := filepath.Glob("../docs/examples/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no example configurations found in docs/examples")
+	}
+	t.Setenv("BOB_PASSWORD_HASH", testHash)
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s:\n%v", f, err)
+		}
+	}
+}

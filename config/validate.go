@@ -1,0 +1,207 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// problems collects validation errors, each prefixed with its key path.
+type problems struct {
+	errs []error
+	skip map[string]bool // keys already reported by Load
+}
+
+func (p *problems) add(key, format string, args ...any) {
+	if p.skip[key] {
+		return
+	}
+	p.errs = append(p.errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+// Validate checks the configuration and reports every problem it finds,
+// each as "key.path: problem", joined with errors.Join. It does no I/O:
+// certificate files, for instance, are read by TLS.Load.
+func (c *Config) Validate() error {
+	p := &problems{skip: c.failed}
+	c.validateListen(p)
+	c.validateCleartext(p)
+	if c.Log.Level != "" && !slices.Contains([]string{"trace", "debug", "info", "warn", "error"}, c.Log.Level) {
+		p.add("log.level", "unknown level %q (want trace, debug, info, warn or error)", c.Log.Level)
+	}
+	if c.Log.Format != "" && !slices.Contains([]string{"auto", "console", "json"}, c.Log.Format) {
+		p.add("log.format", "unknown format %q (want auto, console or json)", c.Log.Format)
+	}
+	c.Limits.validate(p)
+	c.validateAccounts(p)
+	return errors.Join(p.errs...)
+}
+
+func (c *Config) validateListen(p *problems) {
+	if c.Listen.POP3 == "" && c.Listen.POP3S == "" {
+		p.add("listen", "set pop3, pop3s or both")
+	}
+	checkAddr(p, "listen.pop3", c.Listen.POP3)
+	checkAddr(p, "listen.pop3s", c.Listen.POP3S)
+	if c.Listen.POP3S != "" && c.TLS == nil {
+		p.add("listen.pop3s", "needs tls")
+	}
+	if c.Listen.POP3 != "" && c.Listen.POP3 == c.Listen.POP3S {
+		p.add("listen.pop3s", "same address as listen.pop3")
+	}
+	if c.TLS != nil {
+		if c.TLS.CertFile == "" {
+			p.add("tls.cert_file", "must be set")
+		}
+		if c.TLS.KeyFile == "" {
+			p.add("tls.key_file", "must be set")
+		}
+	}
+}
+
+func checkAddr(p *problems, key, addr string) {
+	if addr == "" {
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		p.add(key, "invalid address %q (want host:port, e.g. 127.0.0.1:1110)", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.add(key, "invalid port %q", port)
+	}
+}
+
+func (c *Config) validateCleartext(p *problems) {
+	ca := c.CleartextAuth
+	switch {
+	case ca.Mode != "" && ca.Networks != nil:
+		p.add("cleartext_auth", "set a mode or a list of networks, not both")
+	case ca.Mode == "" && ca.Networks != nil && len(ca.Networks) == 0:
+		p.add("cleartext_auth", "list at least one network, or use never")
+	case ca.Mode == CleartextNever && c.TLS == nil:
+		p.add("cleartext_auth", "never needs tls, or no client could log in")
+	case ca.Mode != "" && ca.Mode != CleartextNever && ca.Mode != CleartextLoopback && ca.Mode != CleartextAlways:
+		p.add("cleartext_auth", "unknown mode %q (want never, loopback, always or a list of networks)", ca.Mode)
+	}
+	for i, s := range ca.Networks {
+		if _, err := parsePrefix(s); err != nil {
+			p.add(fmt.Sprintf("cleartext_auth[%d]", i), "%v", err)
+		}
+	}
+}
+
+func (l *Limits) validate(p *problems) {
+	for _, d := range []struct {
+		key string
+		val Duration
+	}{
+		{"idle_timeout", l.IdleTimeout},
+		{"auth_idle_timeout", l.AuthIdleTimeout},
+		{"write_timeout", l.WriteTimeout},
+		{"backend_timeout", l.BackendTimeout},
+		{"auth_failure_delay", l.AuthFailureDelay},
+		{"max_auth_failure_delay", l.MaxAuthFailureDelay},
+	} {
+		if _, err := d.val.Value(); err != nil {
+			p.add("limits."+d.key, "%v", err)
+		}
+	}
+	for i, s := range l.TrustedNetworks {
+		if _, err := parsePrefix(s); err != nil {
+			p.add(fmt.Sprintf("limits.trusted_networks[%d]", i), "%v", err)
+		}
+	}
+}
+
+func (c *Config) validateAccounts(p *problems) {
+	if len(c.Accounts) == 0 {
+		p.add("accounts", "list at least one account")
+	}
+	users := map[string]int{}
+	maildirs := map[string]int{}
+	for i, a := range c.Accounts {
+		key := fmt.Sprintf("accounts[%d]", i)
+		switch {
+		case a.User == "":
+			p.add(key+".user", "must be set")
+		case !validUser(a.User):
+			p.add(key+".user", "must be UTF-8 without spaces or control characters")
+		}
+		if j, dup := users[a.User]; dup && a.User != "" {
+			p.add(key+".user", "duplicate of accounts[%d].user %q", j, a.User)
+		} else {
+			users[a.User] = i
+		}
+
+		hashKey := key + ".password_hash"
+		if a.PasswordHashFile != "" {
+			hashKey = key + ".password_hash_file"
+		}
+		if a.PasswordHash == "" {
+			p.add(hashKey, "must be set (make one with popbridge hash-password)")
+		} else if _, err := bcrypt.Cost([]byte(a.PasswordHash)); err != nil {
+			p.add(hashKey, "not a valid bcrypt hash (make one with popbridge hash-password)")
+		}
+
+		c.validateBackend(p, key+".backend", a.Backend)
+		if m := a.Backend.Maildir; m != nil && m.Path != "" {
+			path := filepath.Clean(m.Path)
+			if j, dup := maildirs[path]; dup {
+				p.add(key+".backend.path", "same Maildir as accounts[%d]; each Maildir may belong to one account only", j)
+			} else {
+				maildirs[path] = i
+			}
+		}
+	}
+}
+
+func (c *Config) validateBackend(p *problems, key string, b Backend) {
+	switch b.Type {
+	case "":
+		p.add(key+".type", "must be set (one of %s)", strings.Join(backendTypes, ", "))
+	case TypeMaildir:
+		m := b.Maildir
+		if m == nil {
+			p.add(key, "maildir settings missing")
+			return
+		}
+		if m.Path == "" {
+			p.add(key+".path", "must be set")
+		}
+		switch m.OnDelete {
+		case "", OnDeleteRemove:
+		case OnDeleteKeep:
+			if c.StateDir == "" {
+				p.add("state_dir", "must be set: %s.on_delete is keep", key)
+			}
+		default:
+			p.add(key+".on_delete", "unknown policy %q (want remove or keep)", m.OnDelete)
+		}
+	default:
+		p.add(key+".type", "unknown type %q (want one of %s)", b.Type, strings.Join(backendTypes, ", "))
+	}
+}
+
+// validUser reports whether s can be sent as a POP3 USER argument: UTF-8
+// without spaces or control characters.
+func validUser(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
