@@ -284,7 +284,7 @@ func (c *conn) login(user, pass string) error {
 	c.state, c.bad, c.loggedIn = stateTransaction, 0, user
 	c.srv.penalty.forget(c.addr)
 	c.log = c.log.With().Str("user", user).Logger()
-	c.log.Info().Int("messages", len(list)).Msg("logged in")
+	c.log.Info().Int("messages", len(list)).Bool("tls", c.isTLS).Msg("logged in")
 	c.reply("+OK Logged in.")
 	return nil
 }
@@ -490,9 +490,9 @@ func (c *conn) send(m *message, lines int) error {
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write failed: %w", err)
 	}
+	c.stats.bytes += dw.n
 	if lines < 0 {
 		c.stats.retrieved++
-		c.stats.bytes += dw.n
 		if dw.n != m.Size {
 			c.log.Error().Str("uid", m.UID).Int64("listed", m.Size).Int64("sent", dw.n).Msg("message size differs from LIST size")
 		}

@@ -239,7 +239,6 @@ func (c *conn) handshake() error {
 		return err
 	}
 	c.nc, c.isTLS = tc, true
-	c.log = c.log.With().Bool("tls", true).Logger()
 	return nil
 }
 
