@@ -523,11 +523,15 @@ func (c *conn) cmdQUIT() error {
 		cancel()
 		if err != nil {
 			c.log.Error().Err(err).Int("marked", len(uids)).Msg("deleting messages failed")
+			c.releaseMailbox()
 			c.reply("-ERR [SYS/TEMP] Some deleted messages were not removed.")
 			return errQuit
 		}
 		c.stats.deleted = len(uids)
 	}
+	// Release the maildrop before the reply, so that a client that logs
+	// in again as soon as it reads +OK does not find it locked.
+	c.releaseMailbox()
 	c.reply(fmt.Sprintf("+OK Logging out, %d messages deleted.", len(uids)))
 	return errQuit
 }

@@ -594,3 +594,13 @@ func TestShutdown(t *testing.T) {
 		t.Fatal("listener still accepts after Shutdown")
 	}
 }
+
+func TestQuitReleasesLockBeforeReply(t *testing.T) {
+	addr := startServer(t, &Server{Backend: newMemBackend()})
+	for i := 0; i < 50; i++ {
+		cl := dial(t, addr)
+		login(t, cl, "alice", "secret")
+		converse(t, cl, []step{{"QUIT", []string{"+OK*"}}})
+		cl.c.Close()
+	}
+}
