@@ -468,7 +468,7 @@ func (c *conn) send(m *message, lines int) error {
 		return err
 	}
 	w := bigWriterPool.Get().(*bufio.Writer)
-	w.Reset(deadlineWriter{c.nc, c.srv.writeTimeout()})
+	w.Reset(c.dw)
 	defer func() { w.Reset(nil); bigWriterPool.Put(w) }()
 
 	if lines < 0 {

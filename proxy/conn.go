@@ -57,6 +57,7 @@ type conn struct {
 
 	br *bufio.Reader
 	bw *bufio.Writer
+	dw *deadlineWriter // under bw and the RETR writer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -95,7 +96,7 @@ type deadlineWriter struct {
 	d time.Duration
 }
 
-func (w deadlineWriter) Write(p []byte) (int, error) {
+func (w *deadlineWriter) Write(p []byte) (int, error) {
 	if w.d > 0 {
 		w.c.SetWriteDeadline(time.Now().Add(w.d))
 	}
@@ -104,7 +105,8 @@ func (w deadlineWriter) Write(p []byte) (int, error) {
 
 func (c *conn) setIO() {
 	c.br = bufio.NewReaderSize(c.nc, readBufSize)
-	c.bw = bufio.NewWriterSize(deadlineWriter{c.nc, c.srv.writeTimeout()}, smallWriteBuf)
+	c.dw = &deadlineWriter{c.nc, c.srv.writeTimeout()}
+	c.bw = bufio.NewWriterSize(c.dw, smallWriteBuf)
 }
 
 // interrupt makes a session blocked in reading a command return, for
@@ -295,9 +297,10 @@ func (c *conn) reply(s string) {
 	c.bw.WriteString("\r\n")
 }
 
-// replyNow writes a final reply, ignoring errors: the session is ending.
+// replyNow writes a final reply, ignoring errors: the session is ending,
+// so a client that does not read gets one second, not WriteTimeout.
 func (c *conn) replyNow(s string) {
-	c.rwc.SetWriteDeadline(time.Now().Add(time.Second))
+	c.dw.d = time.Second
 	c.reply(s)
 	c.bw.Flush()
 }
