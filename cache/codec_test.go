@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -14,21 +15,70 @@ func TestMessageCodec(t *testing.T) {
 		{Key: "k", Size: 1, UIDL: "a"},
 		{Key: "k", Size: 1<<62 - 1, UIDL: strings.Repeat("z", 70)},
 		{Key: "k", Size: 300, UIDL: "\x00\xff binary"},
+		{Key: "k", Size: 5, UIDL: "", Stamp: "only a stamp"},
+		{Key: "k", Size: 4000, UIDL: "u", Stamp: "4096:1700000000123456789"},
+		{Key: "k", Size: 7, UIDL: strings.Repeat("y", 200), Stamp: "\x00"},
 	} {
 		v := encodeMessage(r)
 		got, err := decodeMessage([]byte(r.Key), v)
 		if err != nil || got != r {
 			t.Errorf("round trip of %+v = %+v, %v", r, got, err)
 		}
+		// A truncated UIDL is caught by its length.
+		if len(r.UIDL) > 0 {
+			cut := v[:len(v)-len(r.Stamp)-1]
+			if _, err := decodeMessage([]byte("k"), cut); !errors.Is(err, errCorrupt) {
+				t.Errorf("decodeMessage of %+v without its last UIDL byte: %v, want errCorrupt", r, err)
+			}
+		}
 	}
-	if n := len(encodeMessage(MessageRecord{Size: 4000, UIDL: "0123456789"})); n != 12 {
-		t.Errorf("4000-octet record with a 10-char UIDL encodes to %d bytes, want 12", n)
+	if n := len(encodeMessage(MessageRecord{Size: 4000, UIDL: "0123456789"})); n != 13 {
+		t.Errorf("4000-octet record with a 10-char UIDL encodes to %d bytes, want 13", n)
 	}
-	for _, v := range [][]byte{nil, {}, {0x80}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}} {
+	for _, v := range [][]byte{nil, {}, {0x80}, {0x05}, {0x05, 0x80}, {0x05, 0x02, 'a'},
+		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x00}} {
 		if _, err := decodeMessage([]byte("k"), v); !errors.Is(err, errCorrupt) {
 			t.Errorf("decodeMessage(%x) = %v, want errCorrupt", v, err)
 		}
 	}
+}
+
+// encodeMessageV1 writes the schema 1 layout, for migration tests.
+func encodeMessageV1(r MessageRecord) []byte {
+	return append(binary.AppendUvarint(nil, uint64(r.Size)), r.UIDL...)
+}
+
+func TestMessageCodecV1(t *testing.T) {
+	for _, r := range []MessageRecord{
+		{Key: "k", Size: 0},
+		{Key: "k", Size: 321, UIDL: "uidl-1"},
+		{Key: "k", Size: 1<<62 - 1, UIDL: strings.Repeat("z", 70)},
+	} {
+		got, err := decodeMessageV1([]byte(r.Key), encodeMessageV1(r))
+		if err != nil || got != r {
+			t.Errorf("v1 round trip of %+v = %+v, %v", r, got, err)
+		}
+	}
+	for _, v := range [][]byte{nil, {0x80}} {
+		if _, err := decodeMessageV1([]byte("k"), v); !errors.Is(err, errCorrupt) {
+			t.Errorf("decodeMessageV1(%x) = %v, want errCorrupt", v, err)
+		}
+	}
+}
+
+func FuzzDecodeMessage(f *testing.F) {
+	f.Add(encodeMessage(MessageRecord{Size: 48213, UIDL: "1733412345.M1P2.host", Stamp: "4321:17"}))
+	f.Add([]byte{0x05, 0x00})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		r, err := decodeMessage([]byte("k"), v)
+		if err != nil {
+			return
+		}
+		r2, err := decodeMessage([]byte("k"), encodeMessage(r))
+		if err != nil || r2 != r {
+			t.Fatalf("re-encoding of %x decodes to %+v, %v; want %+v", v, r2, err, r)
+		}
+	})
 }
 
 func TestSyncCodec(t *testing.T) {

@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -9,7 +11,7 @@ import (
 
 // SchemaVersion is the file layout this package reads and writes. Open
 // migrates an older file and refuses a newer one.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // A migration upgrades a file from its index in migrations to the next
 // version, inside the transaction that then stamps the new version, so a
@@ -31,11 +33,51 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{"message records: length-prefixed UIDL and a stamp", migrateV1Messages},
 }
 
+// migrateV1Messages rewrites every message record from the schema 1
+// layout to schema 2's, with an empty stamp.
+func migrateV1Messages(tx *bolt.Tx) error {
+	accounts := tx.Bucket(bucketAccounts)
+	var names [][]byte
+	if err := accounts.ForEachBucket(func(name []byte) error {
+		names = append(names, bytes.Clone(name))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, name := range names {
+		m := accounts.Bucket(name).Bucket(bucketMessages)
+		if m == nil {
+			continue
+		}
+		// Collected first: a bucket must not change under ForEach.
+		var recs []MessageRecord
+		if err := m.ForEach(func(k, v []byte) error {
+			r, err := decodeMessageV1(k, v)
+			recs = append(recs, r)
+			return err
+		}); err != nil {
+			return fmt.Errorf("account %q: %w", name, err)
+		}
+		for _, r := range recs {
+			if err := m.Put([]byte(r.Key), encodeMessage(r)); err != nil {
+				return fmt.Errorf("account %q: message %q: %w", name, r.Key, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ErrNeedsMigration is returned by a read-only Open of a file with an
+// older schema, which only a writable Open can migrate.
+var ErrNeedsMigration = errors.New("cache: schema needs migrating")
+
 // prepare brings the file to len(migs): a new file is initialised, an
-// older one migrated, a newer one or a foreign bbolt file refused.
-func prepare(db *bolt.DB, migs []migration) error {
+// older one migrated, a newer one or a foreign bbolt file refused. With
+// readOnly, a file that is not at len(migs) is refused.
+func prepare(db *bolt.DB, migs []migration, readOnly bool) error {
 	latest := len(migs)
 	var version int
 	err := db.View(func(tx *bolt.Tx) error {
@@ -51,6 +93,9 @@ func prepare(db *bolt.DB, migs []migration) error {
 	}
 	if version > latest {
 		return fmt.Errorf("schema version %d is newer than the %d this popbridge supports; upgrade popbridge, or move the file away to start an empty cache", version, latest)
+	}
+	if readOnly {
+		return fmt.Errorf("schema version %d must be migrated to %d by a writable open (popbridge serve does it): %w", version, latest, ErrNeedsMigration)
 	}
 	return db.Update(func(tx *bolt.Tx) error {
 		version, err := readVersion(tx) // another process may have migrated it

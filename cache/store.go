@@ -16,7 +16,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// File layout (schema version 1):
+// File layout (schema version 2):
 //
 //	meta/version           decimal schema version
 //	accounts/<name>/m/<key> message record (see codec.go)
@@ -42,8 +42,17 @@ const (
 // its own transaction instead of waiting to share one.
 const bigChange = 256
 
-// ErrNoAccount is returned by Forget for an account the store has no data for.
-var ErrNoAccount = errors.New("cache: no such account")
+// Errors returned by Forget.
+var (
+	// ErrNoAccount: the store has no data for the account.
+	ErrNoAccount = errors.New("cache: no such account")
+	// ErrInUse: a session holds the account (see Store.Hold).
+	ErrInUse = errors.New("cache: account in use by an open session")
+)
+
+// ErrLocked is returned by Open when another Store holds the file for
+// longer than Options.LockTimeout.
+var ErrLocked = errors.New("still locked by another process")
 
 // Options tunes a Store. The zero value is ready to use.
 type Options struct {
@@ -52,13 +61,19 @@ type Options struct {
 	LockTimeout time.Duration
 	// MemoryRecords bounds the account snapshots kept in memory, counted
 	// in records (messages, tombstones and POP3 UIDLs; a message with a
-	// 45-byte key costs about 180 bytes); zero means DefaultMemoryRecords,
-	// a negative value keeps none in memory.
+	// 45-byte key costs about 180 bytes, plus the length of its Stamp);
+	// zero means DefaultMemoryRecords, a negative value keeps none in
+	// memory.
 	MemoryRecords int
 	// BatchDelay is how long a small change waits to share a commit, and
 	// its fsync, with changes to other accounts; zero means
 	// DefaultBatchDelay, a negative value commits every change alone.
 	BatchDelay time.Duration
+	// ReadOnly opens an existing file for reading only, under a shared
+	// lock that read-only Stores of other processes share too: nothing is
+	// created or migrated (an older schema fails with ErrNeedsMigration),
+	// and every write fails.
+	ReadOnly bool
 }
 
 // MessageRecord is what the store knows about one upstream message.
@@ -71,6 +86,10 @@ type MessageRecord struct {
 	// UIDL is the unique-id handed out for the message (RFC 1939 §7);
 	// empty means none was assigned yet.
 	UIDL string
+	// Stamp is backend-defined and opaque to the store: something that
+	// changes when the message does (e.g. a file's size and mtime), so
+	// the backend can tell whether Size still holds. Empty means none.
+	Stamp string
 }
 
 // SyncState is an account's incremental sync position. Zero fields mean
@@ -117,12 +136,14 @@ type Store struct {
 	batch bool
 	mem   *memory
 	locks accountLocks
+	holds holds
 	loads atomic.Int64 // accounts read whole from bbolt, for tests
 }
 
 // Open opens or creates the store at path (mode 0600; its directory is
 // created 0700 if missing), migrating an older schema and refusing a newer
-// one. A nil opts means the zero Options.
+// one; see Options.ReadOnly for the exceptions. A nil opts means the zero
+// Options.
 func Open(path string, opts *Options) (*Store, error) {
 	return open(path, opts, migrations)
 }
@@ -141,21 +162,24 @@ func open(path string, opts *Options, migs []migration) (*Store, error) {
 	if o.BatchDelay == 0 {
 		o.BatchDelay = DefaultBatchDelay
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("cache: open %s: %w", path, err)
+	if !o.ReadOnly {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("cache: open %s: %w", path, err)
+		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, ReadOnly: o.ReadOnly})
 	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("cache: open %s: still locked by another process after %v (is another popbridge running?)", path, o.LockTimeout)
+		return nil, fmt.Errorf("cache: open %s: %w after %v (is another popbridge running?)", path, ErrLocked, o.LockTimeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cache: open %s: %w", path, err)
 	}
-	if err := prepare(db, migs); err != nil {
+	if err := prepare(db, migs, o.ReadOnly); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("cache: open %s: %w", path, err)
 	}
 	s := &Store{db: db, path: path, batch: o.BatchDelay > 0, mem: newMemory(int64(o.MemoryRecords))}
+	s.holds.init()
 	if s.batch {
 		db.MaxBatchDelay = o.BatchDelay
 	}
@@ -294,11 +318,18 @@ func (s *Store) Apply(account string, c Change) error {
 }
 
 // Forget removes all of the account's data: records, tombstones and sync
-// state. It returns an error wrapping ErrNoAccount if there was none.
+// state. It returns an error wrapping ErrNoAccount if there was none, and
+// one wrapping ErrInUse, changing nothing, while a Hold on the account is
+// not released.
 func (s *Store) Forget(account string) error {
 	if err := checkName("account", account); err != nil {
 		return err
 	}
+	done, ok := s.holds.forget(account)
+	if !ok {
+		return fmt.Errorf("cache: forget %q: %w", account, ErrInUse)
+	}
+	defer done()
 	unlock := s.locks.lock(account)
 	defer unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -312,6 +343,17 @@ func (s *Store) Forget(account string) error {
 		return fmt.Errorf("cache: forget %q: %w", account, err)
 	}
 	return nil
+}
+
+// Hold marks the account as used by a session, so that Forget refuses
+// it, until release is called; release may be called more than once.
+// Hold waits while the account is being forgotten. A backend holds its
+// account from login to logout.
+func (s *Store) Hold(account string) (release func(), err error) {
+	if err := checkName("account", account); err != nil {
+		return nil, err
+	}
+	return s.holds.hold(account), nil
 }
 
 // Stats reads every account's figures from the file, sorted by account.
@@ -557,4 +599,57 @@ func (l *accountLocks) lock(account string) (unlock func()) {
 		}
 		l.mu.Unlock()
 	}
+}
+
+// holds counts the sessions holding each account, and the Forgets in
+// progress, which exclude each other.
+type holds struct {
+	mu         sync.Mutex
+	changed    *sync.Cond // a Forget finished
+	sessions   map[string]int
+	forgetting map[string]int
+}
+
+func (h *holds) init() {
+	h.changed = sync.NewCond(&h.mu)
+	h.sessions = map[string]int{}
+	h.forgetting = map[string]int{}
+}
+
+func (h *holds) hold(account string) (release func()) {
+	h.mu.Lock()
+	for h.forgetting[account] > 0 {
+		h.changed.Wait()
+	}
+	h.sessions[account]++
+	h.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			if h.sessions[account]--; h.sessions[account] == 0 {
+				delete(h.sessions, account)
+			}
+			h.mu.Unlock()
+		})
+	}
+}
+
+// forget reports whether the account is free; if so, holds wait until
+// done is called.
+func (h *holds) forget(account string) (done func(), ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sessions[account] > 0 {
+		return nil, false
+	}
+	h.forgetting[account]++
+	return func() {
+		h.mu.Lock()
+		if h.forgetting[account]--; h.forgetting[account] == 0 {
+			delete(h.forgetting, account)
+		}
+		h.mu.Unlock()
+		h.changed.Broadcast()
+	}, true
 }

@@ -75,7 +75,7 @@ func TestOpenLockedByAnotherHolder(t *testing.T) {
 	if err == nil {
 		t.Fatal("second Open of a held file succeeded")
 	}
-	if !strings.Contains(err.Error(), "locked by another process") || !strings.Contains(err.Error(), path) {
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "locked by another process") || !strings.Contains(err.Error(), path) {
 		t.Errorf("error %q does not explain the lock and name the file", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -90,6 +90,7 @@ func TestMessageRecords(t *testing.T) {
 		{Key: "k2", Size: 0, UIDL: ""},
 		{Key: "k3", Size: 1 << 40, UIDL: strings.Repeat("x", 70)},
 		{Key: "ключ\x00bin", Size: 7, UIDL: "u4"},
+		{Key: "k6", Size: 8, UIDL: "u6", Stamp: "8:1700000000000000000"},
 	}
 	if err := s.PutMessages("alice", recs); err != nil {
 		t.Fatal(err)
@@ -125,7 +126,7 @@ func TestMessageRecords(t *testing.T) {
 	if err := s.DeleteMessages("alice", []string{"k2", "absent"}); err != nil {
 		t.Fatal(err)
 	}
-	want := []MessageRecord{recs[0], recs[2], recs[3], {Key: "k5", Size: 5, UIDL: "u5"}}
+	want := []MessageRecord{recs[0], recs[2], recs[3], recs[4], {Key: "k5", Size: 5, UIDL: "u5"}}
 	check(s, want)
 	s = reopen(t, s, testOptions)
 	check(s, want)
@@ -343,6 +344,80 @@ func TestStatsAndForget(t *testing.T) {
 	}
 	if sy, _ := s.SyncState("carol"); sy.HistoryID != 7 {
 		t.Errorf("Forget(bob) touched carol: %+v", sy)
+	}
+}
+
+func TestHoldBlocksForget(t *testing.T) {
+	s, _ := openTemp(t, testOptions)
+	mustApply(t, s, "alice", Change{Put: []MessageRecord{{Key: "1", Size: 1, Stamp: "s"}}})
+	mustApply(t, s, "bob", Change{AddTombstones: []string{"x"}})
+	release, err := s.Hold("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.Hold("alice") // a second session
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Forget("alice"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("Forget of a held account: %v, want ErrInUse", err)
+	}
+	if r, ok, _ := s.Message("alice", "1"); !ok || r.Stamp != "s" {
+		t.Errorf("refused Forget changed the account: %+v %v", r, ok)
+	}
+	if err := s.Forget("bob"); err != nil {
+		t.Errorf("Forget of another account: %v", err)
+	}
+	release()
+	release() // twice is harmless, and does not release the other hold
+	if err := s.Forget("alice"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("Forget with one hold left: %v, want ErrInUse", err)
+	}
+	again()
+	if err := s.Forget("alice"); err != nil {
+		t.Fatalf("Forget after release: %v", err)
+	}
+	if _, err := s.Hold(""); err == nil {
+		t.Error("Hold of the empty account succeeded")
+	}
+
+	// A Hold waits while a Forget runs: hold bbolt's write transaction so
+	// the Forget stays in progress.
+	mustApply(t, s, "carol", Change{AddTombstones: []string{"x"}})
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgot := make(chan error, 1)
+	go func() { forgot <- s.Forget("carol") }()
+	for {
+		s.holds.mu.Lock()
+		n := s.holds.forgetting["carol"]
+		s.holds.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	held := make(chan struct{})
+	go func() {
+		rel, _ := s.Hold("carol")
+		close(held)
+		rel()
+	}()
+	select {
+	case <-held:
+		t.Error("Hold did not wait for the Forget in progress")
+	case <-time.After(50 * time.Millisecond):
+	}
+	tx.Rollback()
+	if err := <-forgot; err != nil {
+		t.Errorf("Forget: %v", err)
+	}
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Hold still waiting after the Forget finished")
 	}
 }
 

@@ -15,13 +15,15 @@ const (
 )
 
 // backendTypes lists the known types, for error messages.
-var backendTypes = []string{TypeMaildir}
+var backendTypes = []string{TypeMaildir, TypePOP3, TypeIMAP}
 
 // Backend is an account's storage. Type selects the backend, and the
 // field of that type holds its settings; the other fields are nil.
 type Backend struct {
 	Type    string
 	Maildir *MaildirBackend
+	POP3    *POP3Backend
+	IMAP    *IMAPBackend
 }
 
 // MaildirBackend serves a local Maildir.
@@ -55,6 +57,12 @@ func (b *Backend) UnmarshalYAML(n *yaml.Node) error {
 	case TypeMaildir:
 		b.Maildir = new(MaildirBackend)
 		return decodeStrict(n, b.Maildir, b.Type)
+	case TypePOP3:
+		b.POP3 = new(POP3Backend)
+		return decodeStrict(n, b.POP3, b.Type)
+	case TypeIMAP:
+		b.IMAP = new(IMAPBackend)
+		return decodeStrict(n, b.IMAP, b.Type)
 	}
 	// A missing or unknown type is reported by Validate, with its key.
 	return nil

@@ -26,10 +26,14 @@ type Config struct {
 	// CleartextAuth says where logins without TLS are allowed. The zero
 	// value allows loopback only.
 	CleartextAuth CleartextAuth `yaml:"cleartext_auth"`
-	// StateDir holds persistent state (e.g. messages hidden by
-	// on_delete: keep). Required when an account needs it.
+	// StateDir holds persistent state: the cache store, cache.db (message
+	// sizes and UIDLs, messages hidden by on_delete: keep), and the
+	// control socket of the running server. Load sets an absent one to
+	// DefaultStateDir beside the file.
 	StateDir string `yaml:"state_dir"`
-	Log      Log    `yaml:"log"`
+	// Cache tunes the in-memory caches.
+	Cache Cache `yaml:"cache"`
+	Log   Log   `yaml:"log"`
 	// Limits tune the server; zero values keep the server's defaults.
 	Limits   Limits    `yaml:"limits"`
 	Accounts []Account `yaml:"accounts"`
@@ -51,6 +55,21 @@ type Listen struct {
 type TLS struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+}
+
+// DefaultStateDir is the state directory, relative to the configuration
+// file's directory, of a file without state_dir.
+const DefaultStateDir = "popbridge-state"
+
+// Cache tunes the in-memory caches. Every field is optional.
+type Cache struct {
+	// BodyBytes bounds the memory holding recently fetched message
+	// bodies, shared by all accounts. Empty means 64MiB; 0 turns the body
+	// cache off.
+	BodyBytes ByteSize `yaml:"body_bytes"`
+	// MaxMessageBytes is the largest body kept; larger messages are never
+	// cached. Empty means 1MiB.
+	MaxMessageBytes ByteSize `yaml:"max_message_bytes"`
 }
 
 // Log configures the log written to standard error.
@@ -95,35 +114,74 @@ type Account struct {
 
 // Load reads, resolves and validates the configuration file at path.
 func Load(path string) (*Config, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	data, err := os.ReadFile(path) // its error names the file
+	data, dir, err := read(path)
 	if err != nil {
 		return nil, err
 	}
-	return parse(path, data, filepath.Dir(abs))
+	return parse(path, data, dir)
 }
 
-// parse decodes data (named name in errors), resolves it against dir and
-// validates it.
-func parse(name string, data []byte, dir string) (*Config, error) {
+// LoadState reads the file at path only as far as popbridge cache needs:
+// the state directory, resolved as Load does, and the account names. It
+// reads no secrets and validates nothing else, so it works without the
+// server's environment variables and secret files.
+func LoadState(path string) (stateDir string, users []string, err error) {
+	data, dir, err := read(path)
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := decode(path, data)
+	if err != nil {
+		return "", nil, err
+	}
+	r := resolver{dir: dir, failed: map[string]bool{}}
+	r.stateDir(c)
+	for _, a := range c.Accounts {
+		users = append(users, a.User)
+	}
+	return c.StateDir, users, nil
+}
+
+// read returns the file's content and its absolute directory.
+func read(path string) (data []byte, dir string, err error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("config: %w", err)
+	}
+	data, err = os.ReadFile(path) // its error names the file
+	if err != nil {
+		return nil, "", err
+	}
+	return data, filepath.Dir(abs), nil
+}
+
+// decode decodes data (named name in errors) strictly.
+func decode(name string, data []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, decodeError(name, err)
 	}
+	return &c, nil
+}
+
+// parse decodes data (named name in errors), resolves it against dir and
+// validates it.
+func parse(name string, data []byte, dir string) (*Config, error) {
+	c, err := decode(name, data)
+	if err != nil {
+		return nil, err
+	}
 	r := resolver{dir: dir, failed: map[string]bool{}}
-	r.resolve(&c)
+	r.resolve(c)
 	c.failed = r.failed
 	errs := append(r.errs, c.Validate())
 	c.failed = nil
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &c, nil
+	return c, nil
 }
 
 var (

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -74,6 +75,7 @@ tls:
   key_file: /etc/ssl/key.pem
 cleartext_auth: [10.0.0.0/8, 192.0.2.7]
 state_dir: ./state
+cache: {body_bytes: 32MiB, max_message_bytes: 512KiB}
 log: {level: debug, format: json}
 limits:
   max_connections: 200
@@ -112,6 +114,7 @@ accounts:
 		TLS:           &TLS{CertFile: filepath.Join(dir, "tls/cert.pem"), KeyFile: "/etc/ssl/key.pem"},
 		CleartextAuth: CleartextAuth{Networks: []string{"10.0.0.0/8", "192.0.2.7"}},
 		StateDir:      filepath.Join(dir, "state"),
+		Cache:         Cache{BodyBytes: "32MiB", MaxMessageBytes: "512KiB"},
 		Log:           Log{Level: "debug", Format: "json"},
 		Limits: Limits{
 			MaxConnections: 200, MaxConnectionsPerIP: 5,
@@ -128,6 +131,101 @@ accounts:
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestStateDirDefault(t *testing.T) {
+	c, err := parseString(t, minimal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "/etc/popbridge/popbridge-state"; c.StateDir != want {
+		t.Errorf("StateDir = %q, want %q", c.StateDir, want)
+	}
+	c, err = parseString(t, minimal+"state_dir: /var/lib/popbridge\n")
+	if err != nil || c.StateDir != "/var/lib/popbridge" {
+		t.Errorf("StateDir = %q, %v", c.StateDir, err)
+	}
+}
+
+func TestLoadState(t *testing.T) {
+	dir := t.TempDir()
+	// A hash from an unset variable and a missing hash file: Load fails,
+	// LoadState does not read them.
+	src := `
+listen: {pop3: 127.0.0.1:1110}
+accounts:
+  - user: alice
+    password_hash: ${POPBRIDGE_TEST_UNSET}
+    backend: {type: maildir, path: a}
+  - user: bob
+    password_hash_file: missing.hash
+    backend: {type: maildir, path: b}
+`
+	path := filepath.Join(dir, "popbridge.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil {
+		t.Fatal("Load succeeded without the secrets")
+	}
+	state, users, err := LoadState(path)
+	if err != nil || state != filepath.Join(dir, DefaultStateDir) || !reflect.DeepEqual(users, []string{"alice", "bob"}) {
+		t.Errorf("LoadState = %q, %q, %v", state, users, err)
+	}
+	if err := os.WriteFile(path, []byte(src+"state_dir: st\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if state, _, _ := LoadState(path); state != filepath.Join(dir, "st") {
+		t.Errorf("LoadState with state_dir: %q", state)
+	}
+	if err := os.WriteFile(path, []byte(src+"colour: blue\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadState(path); err == nil || !strings.Contains(err.Error(), `unknown key "colour"`) {
+		t.Errorf("LoadState with an unknown key: %v", err)
+	}
+	if _, _, err := LoadState(filepath.Join(dir, "nope.yaml")); err == nil {
+		t.Error("LoadState of a missing file succeeded")
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[ByteSize]int64{
+		"": 0, "0": 0, "1234": 1234, "10B": 10, "512KiB": 512 << 10, "64MiB": 64 << 20, "64mib": 64 << 20,
+		"2GiB": 2 << 30, "500KB": 500_000, "64MB": 64_000_000, "1GB": 1_000_000_000, " 8 MiB ": 8 << 20,
+	} {
+		if got, err := in.Value(); err != nil || got != want {
+			t.Errorf("ByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []ByteSize{"x", "MiB", "-1", "1.5MiB", "12 parsecs", "9223372036854775807GiB", "99999999999999999999"} {
+		if n, err := in.Value(); err == nil {
+			t.Errorf("ByteSize(%q) = %d, want an error", in, n)
+		}
+	}
+}
+
+func TestCacheBodies(t *testing.T) {
+	b, err := (Cache{}).Bodies()
+	if err != nil || b == nil || b.MaxBytes != 0 || b.MaxItem != 0 {
+		t.Errorf("default Bodies = %+v, %v; want the cache package's defaults", b, err)
+	}
+	if want, _ := ByteSize(defaultBodyBytes).Value(); want != cache.DefaultBodyBytes {
+		t.Errorf("defaultBodyBytes %s is not cache.DefaultBodyBytes %d", defaultBodyBytes, cache.DefaultBodyBytes)
+	}
+	b, err = (Cache{BodyBytes: "16MiB", MaxMessageBytes: "256KiB"}).Bodies()
+	if err != nil || b.MaxBytes != 16<<20 || b.MaxItem != 256<<10 {
+		t.Errorf("Bodies = %+v, %v", b, err)
+	}
+	if b.Put("a", "k", make([]byte, 300<<10)) || !b.Put("a", "k", make([]byte, 200<<10)) {
+		t.Error("the body cache does not follow max_message_bytes")
+	}
+	if b, err := (Cache{BodyBytes: "0"}).Bodies(); err != nil || b != nil {
+		t.Errorf("body_bytes 0: %+v, %v; want nil (off)", b, err)
+	}
+	if _, err := (Cache{BodyBytes: "lots"}).Bodies(); err == nil || !strings.HasPrefix(err.Error(), "cache.body_bytes:") {
+		t.Errorf("bad body_bytes: %v", err)
 	}
 }
 
@@ -203,8 +301,8 @@ accounts:
     password_hash: "HASH"
     backend: {type: imapx, host: x}
 `, nil, []string{
-			"accounts[0].backend.type: must be set (one of maildir)",
-			`accounts[1].backend.type: unknown type "imapx" (want one of maildir)`,
+			"accounts[0].backend.type: must be set (one of maildir, pop3, imap)",
+			`accounts[1].backend.type: unknown type "imapx" (want one of maildir, pop3, imap)`,
 		}},
 		{"duplicate key", "listen: {pop3: \":1110\"}\nlisten: {pop3: \":1111\"}\n", nil, []string{
 			`cfg.yaml:2: mapping key "listen" already defined at line 1`,
@@ -332,8 +430,23 @@ accounts:
 			"accounts[2].backend.path: same Maildir as accounts[0]; each Maildir may belong to one account only",
 			"accounts[3].user: must be UTF-8 without spaces or control characters",
 		}},
-		{"keep needs state_dir", minimal + "      on_delete: keep\n", nil, []string{
-			"state_dir: must be set: accounts[0].backend.on_delete is keep",
+		{"keep without state_dir", minimal + "      on_delete: keep\n", nil, nil},
+		{"cache sizes", minimal + "cache: {body_bytes: 64 megs, max_message_bytes: -1}\n", nil, []string{
+			`cache.body_bytes: invalid size "64 megs" (want e.g. 64MiB, 512KiB or a number of bytes)`,
+			`cache.max_message_bytes: invalid size "-1" (want e.g. 64MiB, 512KiB or a number of bytes)`,
+		}},
+		{"cache item above the cache", minimal + "cache: {body_bytes: 1MiB, max_message_bytes: 2MiB}\n", nil, []string{
+			"cache.max_message_bytes: 2MiB is more than cache.body_bytes (1MiB), so no such message could be kept",
+		}},
+		{"cache item above the default cache", minimal + "cache: {max_message_bytes: 1GiB}\n", nil, []string{
+			"cache.max_message_bytes: 1GiB is more than cache.body_bytes (default 64MiB), so no such message could be kept",
+		}},
+		{"cache item zero", minimal + "cache: {max_message_bytes: 0}\n", nil, []string{
+			"cache.max_message_bytes: must be more than 0 (to turn the body cache off, set body_bytes: 0)",
+		}},
+		{"cache off", minimal + "cache: {body_bytes: 0, max_message_bytes: 1GiB}\n", nil, nil},
+		{"cache unknown key", minimal + "cache: {bodies: 5}\n", nil, []string{
+			`cfg.yaml:10: unknown key "bodies"`,
 		}},
 		{"env var set", strings.Replace(minimal, `"HASH"`, "${POPBRIDGE_TEST_PW}", 1),
 			map[string]string{"POPBRIDGE_TEST_PW": testHash}, nil},
@@ -377,7 +490,7 @@ accounts:
 			"accounts[0].backend.path: must be set",
 			`accounts[1].user: duplicate of accounts[0].user "a"`,
 			"accounts[1].password_hash: not a valid bcrypt hash (make one with popbridge hash-password)",
-			`accounts[1].backend.type: unknown type "gmail" (want one of maildir)`,
+			`accounts[1].backend.type: unknown type "gmail" (want one of maildir, pop3, imap)`,
 		}},
 	}
 	for _, tt := range tests {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -58,6 +59,27 @@ func (l Limits) Apply(srv *proxy.Server) error {
 	srv.MaxConnections = l.MaxConnections
 	srv.MaxConnectionsPerIP = l.MaxConnectionsPerIP
 	return nil
+}
+
+// defaultBodyBytes is cache.DefaultBodyBytes as written in a file.
+const defaultBodyBytes = "64MiB"
+
+// Bodies returns the body cache c describes, or nil (keep nothing) for
+// body_bytes: 0.
+func (c Cache) Bodies() (*cache.Bodies, error) {
+	body, err := c.BodyBytes.Value()
+	if err != nil {
+		return nil, fmt.Errorf("cache.body_bytes: %w", err)
+	}
+	item, err := c.MaxMessageBytes.Value()
+	if err != nil {
+		return nil, fmt.Errorf("cache.max_message_bytes: %w", err)
+	}
+	if c.BodyBytes != "" && body == 0 {
+		return nil, nil
+	}
+	// Zero fields take the cache package's defaults.
+	return &cache.Bodies{MaxBytes: body, MaxItem: item}, nil
 }
 
 // Load reads the certificate and key and returns a server TLS config

@@ -22,7 +22,7 @@ func (r *resolver) errorf(key, format string, args ...any) {
 }
 
 func (r *resolver) resolve(c *Config) {
-	r.path(&c.StateDir)
+	r.stateDir(c)
 	if c.TLS != nil {
 		r.path(&c.TLS.CertFile)
 		r.path(&c.TLS.KeyFile)
@@ -34,7 +34,21 @@ func (r *resolver) resolve(c *Config) {
 		if m := a.Backend.Maildir; m != nil {
 			r.path(&m.Path)
 		}
+		if pb := a.Backend.POP3; pb != nil {
+			pb.resolve(r, key+".backend")
+		}
+		if ib := a.Backend.IMAP; ib != nil {
+			ib.resolve(r, key+".backend")
+		}
 	}
+}
+
+// stateDir fills in the default state directory and resolves it.
+func (r *resolver) stateDir(c *Config) {
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	r.path(&c.StateDir)
 }
 
 // path makes a relative path relative to the config file's directory.

@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +26,36 @@ func (d Duration) Value() (time.Duration, error) {
 		return 0, fmt.Errorf("invalid duration %q (want e.g. 90s, 10m, 1h)", string(d))
 	}
 	return v, nil
+}
+
+// ByteSize is an amount of memory: a number of bytes, optionally with a
+// unit, "512KiB", "64MiB", "1GiB" (powers of 1024) or "500KB", "64MB",
+// "1GB" (powers of 1000); units ignore case. It is kept as written, like
+// Duration; empty means the key's default.
+type ByteSize string
+
+var byteUnits = map[string]int64{
+	"": 1, "b": 1,
+	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+	"kb": 1e3, "mb": 1e6, "gb": 1e9,
+}
+
+// Value parses s; empty is zero.
+func (s ByteSize) Value() (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	str := strings.TrimSpace(string(s))
+	i := 0
+	for i < len(str) && str[i] >= '0' && str[i] <= '9' {
+		i++
+	}
+	unit, ok := byteUnits[strings.ToLower(strings.TrimSpace(str[i:]))]
+	n, err := strconv.ParseInt(str[:i], 10, 64)
+	if i == 0 || !ok || err != nil || n > math.MaxInt64/unit {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 64MiB, 512KiB or a number of bytes)", string(s))
+	}
+	return n * unit, nil
 }
 
 // Cleartext modes accepted by cleartext_auth.

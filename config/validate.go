@@ -41,6 +41,7 @@ func (c *Config) Validate() error {
 		p.add("log.format", "unknown format %q (want auto, console or json)", c.Log.Format)
 	}
 	c.Limits.validate(p)
+	c.Cache.validate(p)
 	c.validateAccounts(p)
 	return errors.Join(p.errs...)
 }
@@ -123,6 +124,33 @@ func (l *Limits) validate(p *problems) {
 	}
 }
 
+func (c *Cache) validate(p *problems) {
+	body, berr := c.BodyBytes.Value()
+	if berr != nil {
+		p.add("cache.body_bytes", "%v", berr)
+	}
+	if c.BodyBytes == "" {
+		body, _ = ByteSize(defaultBodyBytes).Value()
+	}
+	item, ierr := c.MaxMessageBytes.Value()
+	switch {
+	case ierr != nil:
+		p.add("cache.max_message_bytes", "%v", ierr)
+	case c.MaxMessageBytes != "" && item == 0:
+		p.add("cache.max_message_bytes", "must be more than 0 (to turn the body cache off, set body_bytes: 0)")
+	case berr == nil && body > 0 && item > body:
+		p.add("cache.max_message_bytes", "%s is more than cache.body_bytes (%s), so no such message could be kept", c.MaxMessageBytes, c.bodyBytesText())
+	}
+}
+
+// bodyBytesText is body_bytes as written, or its default.
+func (c *Cache) bodyBytesText() string {
+	if c.BodyBytes == "" {
+		return "default " + defaultBodyBytes
+	}
+	return string(c.BodyBytes)
+}
+
 func (c *Config) validateAccounts(p *problems) {
 	if len(c.Accounts) == 0 {
 		p.add("accounts", "list at least one account")
@@ -148,7 +176,9 @@ func (c *Config) validateAccounts(p *problems) {
 			hashKey = key + ".password_hash_file"
 		}
 		if a.PasswordHash == "" {
-			p.add(hashKey, "must be set (make one with popbridge hash-password)")
+			if !a.Passthrough() {
+				p.add(hashKey, "must be set (make one with popbridge hash-password)")
+			}
 		} else if _, err := bcrypt.Cost([]byte(a.PasswordHash)); err != nil {
 			p.add(hashKey, "not a valid bcrypt hash (make one with popbridge hash-password)")
 		}
@@ -179,14 +209,22 @@ func (c *Config) validateBackend(p *problems, key string, b Backend) {
 			p.add(key+".path", "must be set")
 		}
 		switch m.OnDelete {
-		case "", OnDeleteRemove:
-		case OnDeleteKeep:
-			if c.StateDir == "" {
-				p.add("state_dir", "must be set: %s.on_delete is keep", key)
-			}
+		case "", OnDeleteRemove, OnDeleteKeep:
 		default:
 			p.add(key+".on_delete", "unknown policy %q (want remove or keep)", m.OnDelete)
 		}
+	case TypePOP3:
+		if b.POP3 == nil {
+			p.add(key, "pop3 settings missing")
+			return
+		}
+		b.POP3.validate(p, key, c)
+	case TypeIMAP:
+		if b.IMAP == nil {
+			p.add(key, "imap settings missing")
+			return
+		}
+		b.IMAP.validate(p, key)
 	default:
 		p.add(key+".type", "unknown type %q (want one of %s)", b.Type, strings.Join(backendTypes, ", "))
 	}

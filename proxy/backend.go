@@ -32,6 +32,15 @@ type Mailbox interface {
 	Close() error
 }
 
+// TopOpener is implemented by a Mailbox that can stream the start of a
+// message more cheaply than all of it, for TOP (RFC 1939 §7). The stream
+// must hold the header, the blank line and at least lines body lines, or
+// the whole message when it is shorter; the proxy cuts it after lines body
+// lines and closes it. Errors are as for Open.
+type TopOpener interface {
+	OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error)
+}
+
 // MaildropIDer is implemented by a Mailbox whose lock key differs from the
 // login name, so that two names for one maildrop share one lock.
 type MaildropIDer interface {

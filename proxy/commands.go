@@ -450,7 +450,13 @@ func (c *conn) cmdTOP(arg string) error {
 // its header and that many body lines. The stream is opened before +OK;
 // if it fails after +OK, the connection is closed without the final ".".
 func (c *conn) send(m *message, lines int) error {
-	rc, err := c.mbox.Open(c.ctx, m.UID)
+	var rc io.ReadCloser
+	var err error
+	if t, ok := c.mbox.(TopOpener); ok && lines >= 0 {
+		rc, err = t.OpenTop(c.ctx, m.UID, lines)
+	} else {
+		rc, err = c.mbox.Open(c.ctx, m.UID)
+	}
 	if err != nil {
 		if errors.Is(err, ErrNoMessage) {
 			c.log.Info().Str("uid", m.UID).Err(err).Msg("message vanished")

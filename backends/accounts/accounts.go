@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"time"
 
@@ -24,8 +25,14 @@ type Account struct {
 	// User is the POP3 user name, matched literally (no case folding, no
 	// % expansion).
 	User string
-	// PasswordHash is a bcrypt hash of the password.
+	// PasswordHash is a bcrypt hash of the password. It may be empty for
+	// a Passthrough account.
 	PasswordHash string
+	// Passthrough says that Backend checks the password itself (an
+	// upstream login with the client's own credentials). Without a
+	// PasswordHash, every login for User goes to Backend unchecked; with
+	// one, the hash is checked first.
+	Passthrough bool
 	// Backend opens the account's maildrop. Its Login is called with the
 	// client's user name and password once they are verified.
 	Backend proxy.Backend
@@ -51,7 +58,7 @@ type Router struct {
 
 type account struct {
 	user    string
-	hash    []byte
+	hash    []byte // nil: passthrough, the backend checks
 	backend proxy.Backend
 }
 
@@ -69,12 +76,16 @@ func New(accounts []Account, opts Options) (*Router, error) {
 		if _, dup := r.accounts[a.User]; dup {
 			return nil, fmt.Errorf("accounts: duplicate user %q", a.User)
 		}
+		if a.Backend == nil {
+			return nil, fmt.Errorf("accounts: user %q: no backend", a.User)
+		}
+		if a.Passthrough && a.PasswordHash == "" {
+			r.accounts[a.User] = &account{user: a.User, backend: a.Backend}
+			continue
+		}
 		cost, err := bcrypt.Cost([]byte(a.PasswordHash))
 		if err != nil {
 			return nil, fmt.Errorf("accounts: user %q: invalid password hash: %w", a.User, err)
-		}
-		if a.Backend == nil {
-			return nil, fmt.Errorf("accounts: user %q: no backend", a.User)
 		}
 		if i == 0 || cost > maxCost {
 			maxCost = cost
@@ -108,8 +119,10 @@ func New(accounts []Account, opts Options) (*Router, error) {
 
 // Login verifies the password, then logs in to the account's backend. Bad
 // credentials give an error wrapping proxy.ErrAuthFailed that does not
-// say whether the user or the password was wrong. The Mailbox returned
-// implements proxy.MaildropIDer with the account's user name.
+// say whether the user or the password was wrong. A passthrough account
+// without a hash leaves the check to its backend. The Mailbox returned
+// implements proxy.MaildropIDer with the account's user name, and
+// proxy.TopOpener when the backend's does.
 func (r *Router) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
 	a := r.accounts[user]
 	if a == nil {
@@ -119,18 +132,24 @@ func (r *Router) Login(ctx context.Context, user, pass string) (proxy.Mailbox, e
 		}
 		return nil, fmt.Errorf("accounts: login %q: %w", user, proxy.ErrAuthFailed)
 	}
-	ok, err := r.verify(ctx, user, pass, a.hash, true)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("accounts: login %q: %w", user, proxy.ErrAuthFailed)
+	if a.hash != nil {
+		ok, err := r.verify(ctx, user, pass, a.hash, true)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("accounts: login %q: %w", user, proxy.ErrAuthFailed)
+		}
 	}
 	mb, err := a.backend.Login(ctx, user, pass)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: login %q: %w", user, err)
 	}
-	return &mailbox{Mailbox: mb, id: a.user}, nil
+	m := &mailbox{Mailbox: mb, id: a.user}
+	if _, ok := mb.(proxy.TopOpener); ok {
+		return topMailbox{m}, nil
+	}
+	return m, nil
 }
 
 // verify reports whether pass matches hash. With remember, successes are
@@ -188,3 +207,13 @@ var _ proxy.MaildropIDer = (*mailbox)(nil)
 
 // MaildropID returns the account's user name.
 func (m *mailbox) MaildropID() string { return m.id }
+
+// topMailbox is a mailbox whose backend has a TOP fast path, which the
+// embedding in mailbox would hide.
+type topMailbox struct{ *mailbox }
+
+var _ proxy.TopOpener = topMailbox{}
+
+func (m topMailbox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error) {
+	return m.Mailbox.(proxy.TopOpener).OpenTop(ctx, uid, lines)
+}

@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -287,9 +288,11 @@ func TestNewErrors(t *testing.T) {
 		accounts []Account
 		want     string
 	}{
-		{"duplicate", []Account{{"a", good(), &fakeBackend{}}, {"a", good(), &fakeBackend{}}}, `accounts: duplicate user "a"`},
-		{"bad hash", []Account{{"a", "plaintext", &fakeBackend{}}}, `accounts: user "a": invalid password hash`},
-		{"no backend", []Account{{"a", good(), nil}}, `accounts: user "a": no backend`},
+		{"duplicate", []Account{{User: "a", PasswordHash: good(), Backend: &fakeBackend{}}, {User: "a", PasswordHash: good(), Backend: &fakeBackend{}}}, `accounts: duplicate user "a"`},
+		{"bad hash", []Account{{User: "a", PasswordHash: "plaintext", Backend: &fakeBackend{}}}, `accounts: user "a": invalid password hash`},
+		{"no hash", []Account{{User: "a", Backend: &fakeBackend{}}}, `accounts: user "a": invalid password hash`},
+		{"no backend", []Account{{User: "a", PasswordHash: good()}}, `accounts: user "a": no backend`},
+		{"passthrough without backend", []Account{{User: "a", Passthrough: true}}, `accounts: user "a": no backend`},
 	}
 	for _, tt := range tests {
 		_, err := New(tt.accounts, Options{})
@@ -329,5 +332,101 @@ func TestConcurrentLogins(t *testing.T) {
 	}
 	if n := f.alice.count(); n != 20 {
 		t.Errorf("alice's backend saw %d logins, want 20", n)
+	}
+}
+
+// passBackend accepts one password itself, as an upstream login would.
+type passBackend struct {
+	fakeBackend
+	pass string
+	seen []string // passwords received
+}
+
+func (b *passBackend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+	b.seen = append(b.seen, pass)
+	if pass != b.pass {
+		return nil, fmt.Errorf("upstream: %w", proxy.ErrAuthFailed)
+	}
+	return b.fakeBackend.Login(ctx, user, pass)
+}
+
+func TestPassthrough(t *testing.T) {
+	open := &passBackend{pass: "upstream secret"}
+	gated := &passBackend{pass: "upstream secret"}
+	r, err := New([]Account{
+		{User: "carol", Passthrough: true, Backend: open},
+		{User: "dave", Passthrough: true, PasswordHash: hash(t, "local", bcrypt.MinCost), Backend: gated},
+	}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := r.Login(ctx, "carol", "upstream secret"); err != nil {
+		t.Errorf("passthrough login: %v", err)
+	}
+	if _, err := r.Login(ctx, "carol", "wrong"); !errors.Is(err, proxy.ErrAuthFailed) {
+		t.Errorf("passthrough with a password the backend rejects: %v", err)
+	}
+	if !reflect.DeepEqual(open.seen, []string{"upstream secret", "wrong"}) {
+		t.Errorf("backend got passwords %q", open.seen)
+	}
+	// With a hash, the hash is checked first.
+	if _, err := r.Login(ctx, "dave", "upstream secret"); !errors.Is(err, proxy.ErrAuthFailed) || len(gated.seen) != 0 {
+		t.Errorf("passthrough with a hash and the wrong local password: %v, backend saw %q", err, gated.seen)
+	}
+	if _, err := r.Login(ctx, "dave", "local"); !errors.Is(err, proxy.ErrAuthFailed) || len(gated.seen) != 1 {
+		t.Errorf("passthrough with a hash: %v, backend saw %q", err, gated.seen)
+	}
+	// Only passthrough accounts may go without a hash.
+	if _, err := New([]Account{{User: "erin", Backend: open}}, Options{}); err == nil {
+		t.Error("New accepted an account without a hash")
+	}
+}
+
+// topBackend's mailboxes have a TOP fast path.
+type topBackend struct{ fakeBackend }
+
+type topMailboxFake struct{ fakeMailbox }
+
+func (m *topMailboxFake) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error) {
+	return io.NopCloser(strings.NewReader(fmt.Sprintf("top %s %d", uid, lines))), nil
+}
+
+func (b *topBackend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+	return &topMailboxFake{}, nil
+}
+
+func TestTopOpenerForwarded(t *testing.T) {
+	r, err := New([]Account{
+		{User: "top", PasswordHash: hash(t, "pw", bcrypt.MinCost), Backend: &topBackend{}},
+		{User: "plain", PasswordHash: hash(t, "pw", bcrypt.MinCost), Backend: &fakeBackend{}},
+	}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := r.Login(context.Background(), "top", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, ok := mb.(proxy.TopOpener)
+	if !ok {
+		t.Fatalf("%T hides the backend's TopOpener", mb)
+	}
+	if _, ok := mb.(proxy.MaildropIDer); !ok {
+		t.Fatalf("%T is no MaildropIDer", mb)
+	}
+	rc, err := to.OpenTop(context.Background(), "u1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(rc); string(b) != "top u1 3" {
+		t.Fatalf("OpenTop through the wrapper: %q", b)
+	}
+	mb, err = r.Login(context.Background(), "plain", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := mb.(proxy.TopOpener); ok {
+		t.Fatalf("%T claims a TopOpener its backend lacks", mb)
 	}
 }

@@ -8,7 +8,6 @@
 package maildir
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,12 +15,17 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"iter"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
+	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -41,34 +45,26 @@ type Options struct {
 	Path string
 	// OnDelete is the delete policy; empty means Remove.
 	OnDelete DeletePolicy
-	// StateDir holds the Keep policy's record of hidden messages. Required
-	// when OnDelete is Keep.
-	StateDir string
-	// Account names the account in StateDir and in logs. Empty means a
-	// name derived from Path.
+	// Store keeps, per account, each message's exact size and UIDL (keyed
+	// by its unique name, stamped with the file's size and mtime) across
+	// restarts, and the Keep policy's hidden messages as tombstones.
+	// Required for Keep; nil keeps sizes in this process only.
+	Store *cache.Store
+	// Account names the account in Store. Empty means "path-" and 16 hex
+	// digits of the SHA-256 of Path made absolute.
 	Account string
 }
 
 // Backend is one account's Maildir. Login does not check credentials: the
 // caller (the account router) has done that.
 type Backend struct {
-	opts     Options
-	keepFile string // Keep policy: the list of hidden UIDs
+	opts    Options
+	account string       // the account in opts.Store
+	reads   atomic.Int64 // files read to learn their size, for tests
 
 	mu    sync.Mutex
-	sizes map[sizeKey]int64 // CRLF sizes of files already scanned
+	local map[string]cache.MessageRecord // without a Store; replaced, never changed
 }
-
-// sizeKey identifies one version of a message file for the size cache.
-type sizeKey struct {
-	base  string
-	size  int64
-	mtime int64 // UnixNano
-}
-
-// keepMu serialises read-modify-write cycles of every keep file in the
-// process, so two Backends for one account cannot lose each other's UIDs.
-var keepMu sync.Mutex
 
 // New returns a Backend for opts. It does not touch the file system.
 func New(opts Options) (*Backend, error) {
@@ -83,40 +79,19 @@ func New(opts Options) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("maildir: unknown delete policy %q (want %q or %q)", opts.OnDelete, Remove, Keep)
 	}
-	b := &Backend{opts: opts, sizes: make(map[sizeKey]int64)}
-	if opts.OnDelete == Keep {
-		if opts.StateDir == "" {
-			return nil, errors.New("maildir: state dir is required for the keep policy")
+	if opts.OnDelete == Keep && opts.Store == nil {
+		return nil, errors.New("maildir: the keep policy needs a cache store")
+	}
+	b := &Backend{opts: opts, account: opts.Account}
+	if b.account == "" {
+		abs, err := filepath.Abs(opts.Path)
+		if err != nil {
+			return nil, fmt.Errorf("maildir: %w", err)
 		}
-		name := opts.Account
-		if name == "" {
-			abs, err := filepath.Abs(opts.Path)
-			if err != nil {
-				return nil, fmt.Errorf("maildir: %w", err)
-			}
-			sum := sha256.Sum256([]byte(abs))
-			name = "path-" + hex.EncodeToString(sum[:8])
-		}
-		b.keepFile = filepath.Join(opts.StateDir, "maildir-keep", sanitize(name)+".list")
+		sum := sha256.Sum256([]byte(abs))
+		b.account = "path-" + hex.EncodeToString(sum[:8])
 	}
 	return b, nil
-}
-
-// sanitize maps an account name to a file name, one to one: bytes outside
-// [A-Za-z0-9._-] and a leading "." become %XX.
-func sanitize(s string) string {
-	var sb strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			c == '_' || c == '-' || (c == '.' && i > 0)
-		if ok {
-			sb.WriteByte(c)
-		} else {
-			fmt.Fprintf(&sb, "%%%02X", c)
-		}
-	}
-	return sb.String()
 }
 
 // Login opens the maildrop; user and pass are ignored.
@@ -134,11 +109,19 @@ func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, 
 			return nil, fmt.Errorf("maildir: open %q: %s is not a directory", b.opts.Path, sub)
 		}
 	}
-	return &mailbox{b: b}, nil
+	m := &mailbox{b: b}
+	if b.opts.Store != nil {
+		release, err := b.opts.Store.Hold(b.account)
+		if err != nil {
+			return nil, fmt.Errorf("maildir: open %q: %w", b.opts.Path, err)
+		}
+		m.release = release
+	}
+	return m, nil
 }
 
-// Check verifies that the Maildir exists and can be read, and for the Keep
-// policy that the state directory can be created and its list read.
+// Check verifies that the Maildir exists and can be read, and with a
+// Store that the account's records can be read.
 func (b *Backend) Check(ctx context.Context) error {
 	for _, sub := range []string{"cur", "new"} {
 		if err := ctx.Err(); err != nil {
@@ -155,13 +138,8 @@ func (b *Backend) Check(ctx context.Context) error {
 			return fmt.Errorf("maildir: check %q: read %s: %w", b.opts.Path, sub, err)
 		}
 	}
-	if b.opts.OnDelete == Keep {
-		if err := os.MkdirAll(filepath.Dir(b.keepFile), 0o700); err != nil {
-			return fmt.Errorf("maildir: check state dir: %w", err)
-		}
-		if _, err := b.loadHidden(); err != nil {
-			return err
-		}
+	if _, err := b.view(); err != nil {
+		return fmt.Errorf("maildir: check %q: %w", b.opts.Path, err)
 	}
 	return nil
 }
@@ -271,41 +249,103 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
-// messageSize returns the wire size of the message at path, from the cache
-// when the file is unchanged. It returns an error wrapping fs.ErrNotExist
-// if the file is gone and errNotRegular for anything but a file.
-func (b *Backend) messageSize(base, path string) (int64, error) {
-	fi, err := os.Stat(path)
+// records is what List needs from the cache: a *cache.Snapshot, or a
+// localView without a Store.
+type records interface {
+	Message(key string) (cache.MessageRecord, bool)
+	Messages() iter.Seq[cache.MessageRecord]
+	Tombstones() iter.Seq[string]
+}
+
+// localView is the records of a Backend without a Store; it has no
+// tombstones, since Keep needs a Store.
+type localView map[string]cache.MessageRecord
+
+func (v localView) Message(key string) (cache.MessageRecord, bool) {
+	r, ok := v[key]
+	return r, ok
+}
+
+func (v localView) Messages() iter.Seq[cache.MessageRecord] { return maps.Values(v) }
+func (v localView) Tombstones() iter.Seq[string]            { return func(func(string) bool) {} }
+
+// view returns the account's records as they are now.
+func (b *Backend) view() (records, error) {
+	if b.opts.Store == nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return localView(b.local), nil
+	}
+	snap, err := b.opts.Store.Snapshot(b.account)
 	if err != nil {
-		return 0, err
+		return nil, err
+	}
+	return snap, nil
+}
+
+// update applies c to the account's records: in one commit to the Store,
+// or to a new copy of the local map.
+func (b *Backend) update(c cache.Change) error {
+	if b.opts.Store != nil {
+		return b.opts.Store.Apply(b.account, c)
+	}
+	if len(c.Put) == 0 && len(c.Delete) == 0 {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := maps.Clone(b.local)
+	if n == nil {
+		n = make(map[string]cache.MessageRecord, len(c.Put))
+	}
+	for _, k := range c.Delete {
+		delete(n, k)
+	}
+	for _, r := range c.Put {
+		n[r.Key] = r
+	}
+	b.local = n
+	return nil
+}
+
+// stamp identifies one version of a message file: its size and mtime.
+// Maildir files never change in place, so an equal stamp means an equal
+// size on the wire.
+func stamp(fi fs.FileInfo) string {
+	return strconv.FormatInt(fi.Size(), 10) + ":" + strconv.FormatInt(fi.ModTime().UnixNano(), 10)
+}
+
+// measure returns the record of the message file e with UID uid: the
+// known one when its stamp still matches the file, else a new one made by
+// reading the file, and then fresh is true. It returns an error wrapping
+// fs.ErrNotExist if the file is gone and errNotRegular for anything but a
+// file.
+func (b *Backend) measure(uid string, e entry, known records) (r cache.MessageRecord, fresh bool, err error) {
+	fi, err := os.Stat(e.path)
+	if err != nil {
+		return r, false, err
 	}
 	if !fi.Mode().IsRegular() {
-		return 0, errNotRegular
+		return r, false, errNotRegular
 	}
-	key := sizeKey{base: base, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	b.mu.Lock()
-	n, ok := b.sizes[key]
-	b.mu.Unlock()
-	if ok {
-		return n, nil
+	st := stamp(fi)
+	if r, ok := known.Message(e.base); ok && r.Stamp == st && r.UIDL == uid {
+		return r, false, nil
 	}
-	f, err := os.Open(path)
+	f, err := os.Open(e.path)
 	if err != nil {
-		return 0, err
+		return r, false, err
 	}
 	defer f.Close()
+	b.reads.Add(1)
 	var c proxy.SizeCounter
 	buf := bufPool.Get().(*[]byte)
 	_, err = io.CopyBuffer(&c, struct{ io.Reader }{f}, *buf)
 	bufPool.Put(buf)
 	if err != nil {
-		return 0, err
+		return r, false, err
 	}
-	n = c.Size()
-	b.mu.Lock()
-	b.sizes[key] = n
-	b.mu.Unlock()
-	return n, nil
+	return cache.MessageRecord{Key: e.base, Size: c.Size(), UIDL: uid, Stamp: st}, true, nil
 }
 
 var errNotRegular = errors.New("not a regular file")
@@ -313,87 +353,6 @@ var errNotRegular = errors.New("not a regular file")
 // testHookAfterScan, when set by a test, runs between List's scan and its
 // stats, where a concurrent rename or removal hurts most.
 var testHookAfterScan func()
-
-// pruneSizes drops cache entries of messages no longer present.
-func (b *Backend) pruneSizes(present map[string]entry) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for k := range b.sizes {
-		if _, ok := present[UID(k.base)]; !ok {
-			delete(b.sizes, k)
-		}
-	}
-}
-
-// loadHidden reads the Keep policy's hidden UIDs; a missing file is empty.
-func (b *Backend) loadHidden() (map[string]bool, error) {
-	hidden := make(map[string]bool)
-	if b.keepFile == "" {
-		return hidden, nil
-	}
-	f, err := os.Open(b.keepFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return hidden, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("maildir: read keep list: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if uid := strings.TrimSpace(sc.Text()); uid != "" {
-			hidden[uid] = true
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("maildir: read keep list %q: %w", b.keepFile, err)
-	}
-	return hidden, nil
-}
-
-// saveHidden replaces the keep list atomically: temporary file, fsync,
-// rename, fsync of the directory. The file has mode 0600.
-func (b *Backend) saveHidden(hidden map[string]bool) error {
-	dir := filepath.Dir(b.keepFile)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("maildir: write keep list: %w", err)
-	}
-	uids := make([]string, 0, len(hidden))
-	for uid := range hidden {
-		uids = append(uids, uid)
-	}
-	slices.Sort(uids)
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("maildir: write keep list: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	w := bufio.NewWriter(tmp)
-	for _, uid := range uids {
-		w.WriteString(uid)
-		w.WriteByte('\n')
-	}
-	err = w.Flush()
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), b.keepFile)
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("maildir: write keep list %q: %w", b.keepFile, err)
-	}
-	return nil
-}
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
@@ -409,9 +368,10 @@ func syncDir(dir string) error {
 
 // mailbox is one session's view of the Maildir.
 type mailbox struct {
-	b    *Backend
-	msgs map[string]entry // listed messages by UID, with their last known path
-	gone map[string]bool  // hidden UIDs whose file was absent at List
+	b       *Backend
+	release func()           // the Store hold, if any
+	msgs    map[string]entry // listed messages by UID, with their last known path
+	gone    []string         // tombstones whose file was absent at List
 }
 
 var (
@@ -430,11 +390,13 @@ func (m *mailbox) MaildropID() string {
 }
 
 // List returns the visible messages ordered by unique name (delivery time
-// first), with exact CRLF sizes.
+// first), with exact CRLF sizes. A file is read only when the cache has
+// no record of it with the file's current stamp; new records, and the
+// removal of those whose file is gone, are written in one commit.
 func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
-	hidden, err := m.b.loadHidden()
+	known, err := m.b.view()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("maildir: list %q: %w", m.b.opts.Path, err)
 	}
 	found, err := m.b.scan(ctx)
 	if err != nil {
@@ -443,10 +405,13 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	if testHookAfterScan != nil {
 		testHookAfterScan()
 	}
-	m.gone = make(map[string]bool)
-	for uid := range hidden {
+	hidden := make(map[string]bool)
+	m.gone = nil
+	for key := range known.Tombstones() {
+		uid := UID(key)
+		hidden[uid] = true
 		if _, ok := found[uid]; !ok {
-			m.gone[uid] = true
+			m.gone = append(m.gone, key)
 		}
 	}
 	uids := make([]string, 0, len(found))
@@ -459,6 +424,7 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 
 	m.msgs = make(map[string]entry, len(uids))
 	list := make([]proxy.MessageInfo, 0, len(uids))
+	var c cache.Change
 	rescans := 0
 	for _, uid := range uids {
 		if err := ctx.Err(); err != nil {
@@ -468,7 +434,7 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 		if !ok {
 			continue // gone at a rescan
 		}
-		size, err := m.b.messageSize(e.base, e.path)
+		r, fresh, err := m.b.measure(uid, e, known)
 		// Renamed or removed since the scan: rescan and retry, with a
 		// bound per List so a mass move costs a few scans, not one each.
 		for errors.Is(err, fs.ErrNotExist) && rescans < 3 {
@@ -480,7 +446,7 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 				err = fs.ErrNotExist
 				break
 			}
-			size, err = m.b.messageSize(e.base, e.path)
+			r, fresh, err = m.b.measure(uid, e, known)
 		}
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotRegular) {
 			continue // removed by someone else, or not a message
@@ -488,10 +454,23 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 		if err != nil {
 			return nil, fmt.Errorf("maildir: list %q: %w", e.path, err)
 		}
+		if fresh {
+			c.Put = append(c.Put, r)
+		}
 		m.msgs[uid] = e
-		list = append(list, proxy.MessageInfo{UID: uid, Size: size})
+		list = append(list, proxy.MessageInfo{UID: uid, Size: r.Size})
 	}
-	m.b.pruneSizes(found)
+	for r := range known.Messages() {
+		uid := UID(r.Key)
+		if _, ok := found[uid]; !ok {
+			if _, listed := m.msgs[uid]; !listed {
+				c.Delete = append(c.Delete, r.Key)
+			}
+		}
+	}
+	if err := m.b.update(c); err != nil {
+		return nil, fmt.Errorf("maildir: list %q: %w", m.b.opts.Path, err)
+	}
 	return list, nil
 }
 
@@ -555,8 +534,8 @@ func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
 }
 
 // Delete applies the delete policy to uids: Remove unlinks the files (a
-// file already gone counts as removed), Keep adds the UIDs to the keep
-// list. It reports every failure.
+// file already gone counts as removed) and drops their records, Keep
+// tombstones them. It reports every failure.
 func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 	for _, uid := range uids {
 		if _, ok := m.msgs[uid]; !ok {
@@ -570,6 +549,7 @@ func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 		return m.hide(ctx, uids)
 	}
 	var errs []error
+	var removed []string
 	for _, uid := range uids {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("maildir: delete: %w", err))
@@ -578,43 +558,50 @@ func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 		err := m.follow(ctx, uid, os.Remove)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("maildir: delete %q: %w", uid, err))
+			continue
 		}
+		removed = append(removed, m.msgs[uid].base)
 	}
 	for _, sub := range []string{"cur", "new"} {
 		if err := syncDir(filepath.Join(m.b.opts.Path, sub)); err != nil {
 			errs = append(errs, fmt.Errorf("maildir: delete: sync %s: %w", sub, err))
 		}
 	}
+	// The files are gone whatever happens here, and the next List drops
+	// records left behind, so a failure is not a failed delete.
+	_ = m.b.update(cache.Change{Delete: removed})
 	return errors.Join(errs...)
 }
 
-// hide adds uids to the keep list. Hidden UIDs whose file was absent both
-// at List and now are dropped from the list, so it does not grow forever.
+// hide tombstones uids in one commit. Tombstones whose file was absent
+// both at List and now are removed in the same commit, so they do not
+// pile up.
 func (m *mailbox) hide(ctx context.Context, uids []string) error {
-	keepMu.Lock()
-	defer keepMu.Unlock()
-	hidden, err := m.b.loadHidden()
-	if err != nil {
-		return err
+	var c cache.Change
+	for _, uid := range uids {
+		c.AddTombstones = append(c.AddTombstones, m.msgs[uid].base)
 	}
 	if len(m.gone) > 0 {
 		found, err := m.b.scan(ctx)
 		if err != nil {
 			return err
 		}
-		for uid := range m.gone {
-			if _, ok := found[uid]; !ok {
-				delete(hidden, uid)
+		for _, key := range m.gone {
+			if _, ok := found[UID(key)]; !ok {
+				c.RemoveTombstones = append(c.RemoveTombstones, key)
 			}
 		}
 	}
-	for _, uid := range uids {
-		hidden[uid] = true
+	if err := m.b.update(c); err != nil {
+		return fmt.Errorf("maildir: hide %d message(s): %w", len(uids), err)
 	}
-	return m.b.saveHidden(hidden)
+	return nil
 }
 
-// Close releases nothing: a Maildir needs no lock of its own.
+// Close releases the Store hold; a Maildir needs no lock of its own.
 func (m *mailbox) Close() error {
+	if m.release != nil {
+		m.release()
+	}
 	return nil
 }

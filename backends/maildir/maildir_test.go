@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -35,6 +38,31 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// newStore opens a cache store in a temporary directory.
+func newStore(t testing.TB) *cache.Store {
+	t.Helper()
+	st, err := cache.Open(filepath.Join(t.TempDir(), "state", "cache.db"), &cache.Options{BatchDelay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// reopenStore closes st and opens its file again, as a restart does.
+func reopenStore(t testing.TB, st *cache.Store) *cache.Store {
+	t.Helper()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := cache.Open(st.Path(), &cache.Options{BatchDelay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
 }
 
 func newBackend(t *testing.T, opts Options) *Backend {
@@ -127,50 +155,242 @@ func TestSizes(t *testing.T) {
 }
 
 func TestSizeCache(t *testing.T) {
+	for _, withStore := range []bool{false, true} {
+		t.Run(fmt.Sprintf("store=%v", withStore), func(t *testing.T) {
+			dir := newMaildir(t)
+			path := filepath.Join(dir, "cur", "1700000000.M1P1.test:2,")
+			writeFile(t, path, "ab\n\n") // 6 octets on the wire
+			mtime := time.Unix(1700000000, 0)
+			if err := os.Chtimes(path, mtime, mtime); err != nil {
+				t.Fatal(err)
+			}
+			opts := Options{Path: dir}
+			if withStore {
+				opts.Store = newStore(t)
+			}
+			b := newBackend(t, opts)
+			if got := list(t, login(t, b))[0].Size; got != 6 {
+				t.Fatalf("cold size %d, want 6", got)
+			}
+			// Same length and mtime, different content: a warm List must
+			// not read the file again. (Maildir files never change in
+			// place; this only proves the cache is used.)
+			writeFile(t, path, "a\r\nb") // 4 octets on the wire
+			if err := os.Chtimes(path, mtime, mtime); err != nil {
+				t.Fatal(err)
+			}
+			if got := list(t, login(t, b))[0].Size; got != 6 {
+				t.Fatalf("warm size %d, want the cached 6", got)
+			}
+			if n := b.reads.Load(); n != 1 {
+				t.Errorf("%d file reads for two Lists, want 1", n)
+			}
+			// A new mtime is a new stamp.
+			later := mtime.Add(time.Second)
+			if err := os.Chtimes(path, later, later); err != nil {
+				t.Fatal(err)
+			}
+			if got := list(t, login(t, b))[0].Size; got != 4 {
+				t.Fatalf("size after mtime change %d, want 4", got)
+			}
+			recs := recordsOf(t, b)
+			if r := recs["1700000000.M1P1.test"]; len(recs) != 1 || r.Size != 4 || r.UIDL != "1700000000.M1P1.test" ||
+				r.Stamp != fmt.Sprintf("4:%d", later.UnixNano()) {
+				t.Errorf("records %+v, want one of size 4 with the new stamp", recs)
+			}
+			// A removed message leaves the cache at the next List.
+			os.Remove(path)
+			list(t, login(t, b))
+			if recs := recordsOf(t, b); len(recs) != 0 {
+				t.Errorf("records %+v after the message went, want none", recs)
+			}
+		})
+	}
+}
+
+// recordsOf returns the Backend's message records by key.
+func recordsOf(t *testing.T, b *Backend) map[string]cache.MessageRecord {
+	t.Helper()
+	v, err := b.view()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]cache.MessageRecord{}
+	for r := range v.Messages() {
+		out[r.Key] = r
+	}
+	return out
+}
+
+// TestRecordsPersist checks that sizes and UIDLs survive a restart (a new
+// Store on the same file and a new Backend), so nothing is read again, and
+// that records follow the Maildir: new files added, removed ones dropped,
+// at QUIT or when someone else removed them.
+func TestRecordsPersist(t *testing.T) {
 	dir := newMaildir(t)
-	path := filepath.Join(dir, "cur", "1700000000.M1P1.test:2,")
-	writeFile(t, path, "ab\n\n") // 6 octets on the wire
-	mtime := time.Unix(1700000000, 0)
-	if err := os.Chtimes(path, mtime, mtime); err != nil {
+	names := []string{"1700000000.M1P1.a", "1700000001.M1P1.b", "1700000002.M1P1.c", "1700000003.M1P1.with space"}
+	for i, n := range names {
+		writeFile(t, filepath.Join(dir, "new", n), strings.Repeat("line\n", i+1))
+	}
+	st := newStore(t)
+	opts := Options{Path: dir, Store: st, Account: "alice"}
+	b := newBackend(t, opts)
+	first := list(t, login(t, b))
+	if len(first) != 4 || b.reads.Load() != 4 {
+		t.Fatalf("cold List: %v with %d reads, want 4 messages read once each", first, b.reads.Load())
+	}
+	stats, err := st.Stats()
+	if err != nil || len(stats) != 1 || stats[0].Account != "alice" || stats[0].Messages != 4 || stats[0].Bytes != 6*(1+2+3+4) {
+		t.Fatalf("Stats after the first List: %+v, %v", stats, err)
+	}
+	recs := recordsOf(t, b)
+	for _, n := range names {
+		if r, ok := recs[n]; !ok || r.UIDL != UID(n) || r.Stamp == "" {
+			t.Errorf("record of %q: %+v %v, want UIDL %q and a stamp", n, r, ok, UID(n))
+		}
+	}
+
+	// Restart; the files move to cur/ and gain flags, which keeps their
+	// stamps: nothing is read.
+	for _, n := range names {
+		mustRename(t, filepath.Join(dir, "new", n), filepath.Join(dir, "cur", n+":2,S"))
+	}
+	opts.Store = reopenStore(t, st)
+	b = newBackend(t, opts)
+	mb := login(t, b)
+	if again := list(t, mb); !slices.Equal(again, first) {
+		t.Errorf("after restart: %v, want %v", again, first)
+	}
+	if n := b.reads.Load(); n != 0 {
+		t.Errorf("warm List after restart read %d files, want 0", n)
+	}
+
+	// DELE+QUIT removes a's file and record; someone else removes b; a
+	// new message d arrives: one List reads d only.
+	if err := mb.Delete(context.Background(), []string{names[0]}); err != nil {
 		t.Fatal(err)
 	}
-	b := newBackend(t, Options{Path: dir})
-	if got := list(t, login(t, b))[0].Size; got != 6 {
-		t.Fatalf("cold size %d, want 6", got)
+	if _, ok := recordsOf(t, b)[names[0]]; ok {
+		t.Errorf("record of %q kept after its file was removed at QUIT", names[0])
 	}
-	// Same length and mtime, different content: a warm List must not
-	// read the file again. (Maildir files never change in place; this
-	// only proves the cache is used.)
-	writeFile(t, path, "a\r\nb") // 4 octets on the wire
-	if err := os.Chtimes(path, mtime, mtime); err != nil {
+	if err := os.Remove(filepath.Join(dir, "cur", names[1]+":2,S")); err != nil {
 		t.Fatal(err)
 	}
-	if got := list(t, login(t, b))[0].Size; got != 6 {
-		t.Fatalf("warm size %d, want the cached 6", got)
+	writeFile(t, filepath.Join(dir, "new", "1700000004.M1P1.d"), "d\n")
+	got := uids(list(t, login(t, b)))
+	want := []string{names[2], UID(names[3]), "1700000004.M1P1.d"}
+	if !slices.Equal(got, want) {
+		t.Errorf("listed %q, want %q", got, want)
 	}
-	// A new mtime is a new cache key.
-	later := mtime.Add(time.Second)
-	if err := os.Chtimes(path, later, later); err != nil {
-		t.Fatal(err)
+	if n := b.reads.Load(); n != 1 {
+		t.Errorf("%d files read, want 1 (the new one)", n)
 	}
-	if got := list(t, login(t, b))[0].Size; got != 4 {
-		t.Fatalf("size after mtime change %d, want 4", got)
+	recs = recordsOf(t, b)
+	if len(recs) != 3 || recs["1700000004.M1P1.d"].Size != 3 {
+		t.Errorf("records after changes: %+v", recs)
 	}
-	b.mu.Lock()
-	n := len(b.sizes)
-	b.mu.Unlock()
-	if n != 2 {
-		t.Errorf("cache has %d entries, want 2", n)
+	if stats, _ := opts.Store.Stats(); len(stats) != 1 || stats[0].Messages != 3 {
+		t.Errorf("Stats after changes: %+v", stats)
 	}
-	// A removed message leaves the cache at the next List.
-	os.Remove(path)
-	list(t, login(t, b))
-	b.mu.Lock()
-	n = len(b.sizes)
-	b.mu.Unlock()
-	if n != 0 {
-		t.Errorf("cache has %d entries after the message went, want 0", n)
+}
+
+// TestWarmList10k lists 10,000 messages cold, then warm after a restart:
+// the warm List must read no file. It logs both times.
+func TestWarmList10k(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 10,000 files")
 	}
+	dir := newMaildir(t)
+	writeMany(t, dir, 10_000)
+	st := newStore(t)
+	opts := Options{Path: dir, Store: st, Account: "alice"}
+	b := newBackend(t, opts)
+	start := time.Now()
+	cold := list(t, login(t, b))
+	coldTime := time.Since(start)
+	if len(cold) != 10_000 || b.reads.Load() != 10_000 {
+		t.Fatalf("cold List: %d messages, %d reads", len(cold), b.reads.Load())
+	}
+	opts.Store = reopenStore(t, st)
+	b = newBackend(t, opts)
+	start = time.Now()
+	warm := list(t, login(t, b))
+	warmTime := time.Since(start)
+	if !slices.Equal(warm, cold) {
+		t.Error("warm List differs from the cold one")
+	}
+	if n := b.reads.Load(); n != 0 {
+		t.Errorf("warm List after a restart read %d files, want 0", n)
+	}
+	t.Logf("10,000 messages: cold List %v, warm List after restart %v", coldTime, warmTime)
+}
+
+// writeMany writes n small messages to dir/cur.
+func writeMany(t testing.TB, dir string, n int) {
+	t.Helper()
+	for i := range n {
+		name := fmt.Sprintf("%d.M%dP1.host:2,S", 1700000000+i, i)
+		if err := os.WriteFile(filepath.Join(dir, "cur", name), []byte("Subject: x\n\nbody\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkList10k times one session's List of 10,000 messages: cold
+// (every file read), warm in one process, and warm from the store's file
+// after a restart (its snapshot loaded from bbolt).
+func BenchmarkList10k(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "Maildir")
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			b.Fatal(err)
+		}
+	}
+	writeMany(b, dir, 10_000)
+	ctx := context.Background()
+	listOnce := func(be *Backend) {
+		mb, err := be.Login(ctx, "u", "p")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if msgs, err := mb.List(ctx); err != nil || len(msgs) != 10_000 {
+			b.Fatalf("List: %d, %v", len(msgs), err)
+		}
+		mb.Close()
+	}
+	b.Run("cold", func(b *testing.B) {
+		for b.Loop() {
+			be, _ := New(Options{Path: dir})
+			listOnce(be)
+		}
+	})
+	b.Run("warm/no-store", func(b *testing.B) {
+		be, _ := New(Options{Path: dir})
+		listOnce(be)
+		for b.Loop() {
+			listOnce(be)
+		}
+	})
+	st := newStore(b)
+	be, _ := New(Options{Path: dir, Store: st, Account: "a"})
+	listOnce(be)
+	b.Run("warm/store", func(b *testing.B) {
+		for b.Loop() {
+			listOnce(be)
+		}
+	})
+	b.Run("warm/store-restarted", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			st = reopenStore(b, st)
+			be, _ := New(Options{Path: dir, Store: st, Account: "a"})
+			b.StartTimer()
+			listOnce(be)
+			if be.reads.Load() != 0 {
+				b.Fatal("read files after a restart")
+			}
+		}
+	})
 }
 
 func TestUIDStableAcrossMoveAndFlags(t *testing.T) {
@@ -484,11 +704,11 @@ func TestDeleteWhenMaildirVanished(t *testing.T) {
 
 func TestDeleteKeep(t *testing.T) {
 	dir := newMaildir(t)
-	state := t.TempDir()
+	st := newStore(t)
 	for i, n := range []string{"1700000000.M1P1.a", "1700000001.M1P1.b", "1700000002.M1P1.c"} {
 		writeFile(t, filepath.Join(dir, "cur", n+":2,S"), string(rune('a'+i))+"\n")
 	}
-	opts := Options{Path: dir, OnDelete: Keep, StateDir: state, Account: "alice"}
+	opts := Options{Path: dir, OnDelete: Keep, Store: st, Account: "alice"}
 	be := newBackend(t, opts)
 	mb := login(t, be)
 	if n := len(list(t, mb)); n != 3 {
@@ -504,41 +724,42 @@ func TestDeleteKeep(t *testing.T) {
 		}
 	}
 	want := []string{"1700000001.M1P1.b"}
-	// Hidden in the same Backend, in a new Backend (restart), and after the
-	// hidden file moves or gains flags.
+	// Hidden in the same Backend, in a new Backend on a reopened store
+	// (restart), and after the hidden file moves or gains flags.
 	if got := uids(list(t, login(t, be))); !slices.Equal(got, want) {
 		t.Errorf("same backend lists %q, want %q", got, want)
 	}
 	mustRename(t, filepath.Join(dir, "cur", "1700000000.M1P1.a:2,S"), filepath.Join(dir, "cur", "1700000000.M1P1.a:2,ST"))
+	st = reopenStore(t, st)
+	opts.Store = st
 	if got := uids(list(t, login(t, newBackend(t, opts)))); !slices.Equal(got, want) {
 		t.Errorf("new backend lists %q, want %q", got, want)
 	}
-	// Another account on the same Maildir has its own list.
+	// Another account on the same Maildir has its own tombstones.
 	other := opts
 	other.Account = "bob"
 	if n := len(list(t, login(t, newBackend(t, other)))); n != 3 {
 		t.Errorf("other account lists %d, want 3", n)
 	}
 
-	// The state file: 0600, one UID a line.
-	path := filepath.Join(state, "maildir-keep", "alice.list")
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatalf("state file: %v", err)
+	// The tombstones are the store's, under the unique names.
+	tombs := func() []string {
+		t.Helper()
+		m, err := st.Tombstones("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Sorted(maps.Keys(m))
 	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("state file mode %v, want 0600", fi.Mode().Perm())
+	if got := tombs(); !slices.Equal(got, []string{"1700000000.M1P1.a", "1700000002.M1P1.c"}) {
+		t.Errorf("tombstones %q", got)
 	}
-	data, _ := os.ReadFile(path)
-	if string(data) != "1700000000.M1P1.a\n1700000002.M1P1.c\n" {
-		t.Errorf("state file holds %q", data)
-	}
-	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
-		t.Errorf("state dir has %d entries, want just the list (no temp files)", len(ents))
+	if m, _ := st.Tombstones("bob"); len(m) != 0 {
+		t.Errorf("bob has tombstones %v", m)
 	}
 
-	// A hidden message removed by someone else leaves the list at the next
-	// Delete; the one still on disk stays hidden.
+	// A hidden message removed by someone else loses its tombstone at the
+	// next Delete; the one still on disk stays hidden.
 	if err := os.Remove(filepath.Join(dir, "cur", "1700000002.M1P1.c:2,S")); err != nil {
 		t.Fatal(err)
 	}
@@ -547,28 +768,69 @@ func TestDeleteKeep(t *testing.T) {
 	if err := mb.Delete(context.Background(), []string{"1700000001.M1P1.b"}); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	data, _ = os.ReadFile(path)
-	if string(data) != "1700000000.M1P1.a\n1700000001.M1P1.b\n" {
-		t.Errorf("state file after prune holds %q", data)
+	if got := tombs(); !slices.Equal(got, []string{"1700000000.M1P1.a", "1700000001.M1P1.b"}) {
+		t.Errorf("tombstones after prune %q", got)
 	}
 	if got := list(t, login(t, newBackend(t, opts))); len(got) != 0 {
 		t.Errorf("everything hidden, yet listed %v", got)
 	}
 }
 
-func TestKeepFileNameIsContained(t *testing.T) {
-	state := t.TempDir()
-	seen := map[string]string{}
-	for _, acct := range []string{"../../etc/passwd", "a/b", ".", "..", "alice", "Alice", "a%2Fb", ""} {
-		b := newBackend(t, Options{Path: "/srv/mail/x", OnDelete: Keep, StateDir: state, Account: acct})
-		dir := filepath.Join(state, "maildir-keep")
-		if filepath.Dir(b.keepFile) != dir {
-			t.Errorf("account %q: keep file %q escapes %q", acct, b.keepFile, dir)
-		}
-		if prev, ok := seen[b.keepFile]; ok {
-			t.Errorf("accounts %q and %q share %q", prev, acct, b.keepFile)
-		}
-		seen[b.keepFile] = acct
+func TestKeepMappedName(t *testing.T) {
+	dir := newMaildir(t)
+	const name = "1700000000.M1P1.with space"
+	writeFile(t, filepath.Join(dir, "cur", name+":2,S"), "x\n")
+	st := newStore(t)
+	opts := Options{Path: dir, OnDelete: Keep, Store: st, Account: "alice"}
+	mb := login(t, newBackend(t, opts))
+	if got := uids(list(t, mb)); !slices.Equal(got, []string{UID(name)}) {
+		t.Fatalf("listed %q", got)
+	}
+	if err := mb.Delete(context.Background(), []string{UID(name)}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := st.IsTombstoned("alice", name); !ok {
+		t.Error("no tombstone under the unique name")
+	}
+	if got := list(t, login(t, newBackend(t, opts))); len(got) != 0 {
+		t.Errorf("hidden message listed: %v", got)
+	}
+}
+
+// TestSessionHoldsAccount checks that an open session keeps its account
+// from being forgotten, and that Close lets go.
+func TestSessionHoldsAccount(t *testing.T) {
+	dir := newMaildir(t)
+	writeFile(t, filepath.Join(dir, "cur", "1700000000.M1P1.a:2,S"), "a\n")
+	st := newStore(t)
+	b := newBackend(t, Options{Path: dir, Store: st, Account: "alice"})
+	mb, err := b.Login(context.Background(), "u", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list(t, mb)
+	if err := st.Forget("alice"); !errors.Is(err, cache.ErrInUse) {
+		t.Fatalf("Forget during a session: %v, want ErrInUse", err)
+	}
+	mb.Close()
+	if err := st.Forget("alice"); err != nil {
+		t.Fatalf("Forget after Close: %v", err)
+	}
+	if n := len(recordsOf(t, b)); n != 0 {
+		t.Errorf("%d records after Forget", n)
+	}
+}
+
+func TestAccountName(t *testing.T) {
+	st := newStore(t)
+	a := newBackend(t, Options{Path: "/srv/mail/x", Store: st})
+	b := newBackend(t, Options{Path: "/srv/mail/x/", Store: st})
+	c := newBackend(t, Options{Path: "/srv/mail/y", Store: st})
+	if a.account != b.account || a.account == c.account || !regexp.MustCompile(`^path-[0-9a-f]{16}$`).MatchString(a.account) {
+		t.Errorf("derived accounts %q, %q, %q", a.account, b.account, c.account)
+	}
+	if d := newBackend(t, Options{Path: "/srv/mail/x", Store: st, Account: "alice"}); d.account != "alice" {
+		t.Errorf("account %q, want alice", d.account)
 	}
 }
 
@@ -605,11 +867,16 @@ func TestLoginAndCheck(t *testing.T) {
 		t.Error("Check without new/ succeeded")
 	}
 	dir = newMaildir(t)
-	state := filepath.Join(t.TempDir(), "state")
-	ok := newBackend(t, Options{Path: dir, OnDelete: Keep, StateDir: state, Account: "a"})
+	st := newStore(t)
+	ok := newBackend(t, Options{Path: dir, OnDelete: Keep, Store: st, Account: "a"})
 	if err := ok.Check(ctx); err != nil {
 		t.Errorf("Check: %v", err)
 	}
+	st.Close()
+	if err := ok.Check(ctx); err == nil {
+		t.Error("Check with a closed store succeeded")
+	}
+	ok = newBackend(t, Options{Path: dir, OnDelete: Keep, Store: newStore(t), Account: "a"})
 	mb := login(t, ok)
 	if id := mb.(proxy.MaildropIDer).MaildropID(); id != "maildir:"+dir {
 		t.Errorf("MaildropID %q", id)

@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
 )
 
@@ -16,7 +20,7 @@ const checkTimeout = 30 * time.Second
 
 func (c *cli) check(ctx context.Context, args []string) error {
 	fs := c.flags("check", "-config FILE", "Validate the configuration file and print every problem, then try the\n"+
-		"TLS certificate and each account's backend and print OK or FAIL for each.\nExits 1 if anything failed.")
+		"TLS certificate, the state directory and each account's backend and print\nOK or FAIL for each. Exits 1 if anything failed.")
 	path := fs.String("config", "", "configuration `file` (YAML)")
 	if err := c.parse(fs, args); err != nil {
 		return err
@@ -60,8 +64,22 @@ func (c *cli) check(ctx context.Context, args []string) error {
 		}
 		report("tls", detail, err)
 	}
+	detail, err := checkState(cfg.StateDir)
+	report("state", detail, err)
+	// The backends are built on a scratch store: the real one may be held
+	// by a running server, and check must not change it.
+	scratch, err := os.MkdirTemp("", "popbridge-check-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	st, err := openState(scratch, nil)
+	if err != nil {
+		return err
+	}
+	defer st.store.Close()
 	for _, a := range cfg.Accounts {
-		report(a.User, describe(a), checkAccount(ctx, cfg, a))
+		report(a.User, describe(a), checkAccount(ctx, a, st))
 	}
 	tw.Flush()
 	if !ok {
@@ -70,8 +88,45 @@ func (c *cli) check(ctx context.Context, args []string) error {
 	return nil
 }
 
-func checkAccount(ctx context.Context, cfg *config.Config, a config.Account) error {
-	b, err := newBackend(cfg, a)
+// checkState describes the state directory: the running server's, or its
+// cache file opened read-only, or a directory where one can be created.
+func checkState(dir string) (string, error) {
+	if r, ok, err := askServer(dir, controlRequest{Op: "stats"}); err != nil {
+		return dir, err
+	} else if ok {
+		return fmt.Sprintf("%s, in use by the running popbridge (pid %d), %d account(s) cached", dir, r.PID, len(r.Accounts)), nil
+	}
+	path := filepath.Join(dir, storeFile)
+	if _, err := os.Stat(path); err == nil {
+		store, err := cache.Open(path, &cache.Options{ReadOnly: true})
+		if errors.Is(err, cache.ErrNeedsMigration) {
+			return fmt.Sprintf("%s (popbridge serve will migrate it: %v)", path, err), nil
+		}
+		if err != nil {
+			return path, err
+		}
+		defer store.Close()
+		st, err := store.Stats()
+		if err != nil {
+			return path, err
+		}
+		return fmt.Sprintf("%s, %d account(s) cached", path, len(st)), nil
+	}
+	// No cache yet: the directory must be creatable and writable.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return dir, err
+	}
+	f, err := os.CreateTemp(dir, ".check-*")
+	if err != nil {
+		return dir, err
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return fmt.Sprintf("%s (%s is created at the first start)", dir, storeFile), nil
+}
+
+func checkAccount(ctx context.Context, a config.Account, st *state) error {
+	b, err := newBackend(a, st)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends/accounts"
 	"github.com/popbridge/popbridge/backends/maildir"
+	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -32,9 +33,10 @@ const (
 func (c *cli) demo(ctx context.Context, args []string) error {
 	fs := c.flags("demo", "[-dir DIR] [-listen ADDR]", "Serve a sample Maildir over POP3 to user demo, password demo. No\n"+
 		"configuration needed. The Maildir is created in DIR on the first run and\n"+
-		"reused afterwards; delete DIR to start over. Logins are accepted from\n"+
+		"reused afterwards; delete DIR to start over. DIR is also the state\n"+
+		"directory (popbridge cache stats -state DIR). Logins are accepted from\n"+
 		"this machine only.")
-	dir := fs.String("dir", "popbridge-demo", "`directory` for the sample Maildir")
+	dir := fs.String("dir", "popbridge-demo", "`directory` for the sample Maildir and the state")
 	addr := fs.String("listen", "127.0.0.1:1110", "`address` to listen on")
 	if err := c.parse(fs, args); err != nil {
 		return err
@@ -45,7 +47,16 @@ func (c *cli) demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	mb, err := maildir.New(maildir.Options{Path: mdir, OnDelete: maildir.Remove, Account: demoUser})
+	log, err := newLogger(c.stderr, config.Log{})
+	if err != nil {
+		return err
+	}
+	st, err := openState(*dir, &cache.Bodies{})
+	if err != nil {
+		return err
+	}
+	defer st.close(log) // runs last: after the server and the control socket stopped
+	mb, err := maildir.New(maildir.Options{Path: mdir, OnDelete: maildir.Remove, Store: st.store, Account: demoUser})
 	if err != nil {
 		return err
 	}
@@ -57,10 +68,6 @@ func (c *cli) demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(c.stderr, config.Log{})
-	if err != nil {
-		return err
-	}
 	srv := &proxy.Server{Backend: router, Logger: &log}
 
 	l, err := net.Listen("tcp", *addr)
@@ -69,6 +76,9 @@ func (c *cli) demo(ctx context.Context, args []string) error {
 			return fmt.Errorf("%w\n(is another popbridge running? choose another address with -listen)", err)
 		}
 		return err
+	}
+	if ctl := startControlOrWarn(st, log); ctl != nil {
+		defer ctl.Close()
 	}
 	c.printDemoIntro(mdir, created, l.Addr(), &log)
 	return runServer(ctx, srv, []listener{{Listener: l, name: "pop3"}}, log)

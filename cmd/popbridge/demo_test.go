@@ -57,6 +57,13 @@ func TestDemo(t *testing.T) {
 	if code := stop(); code != 0 {
 		t.Fatalf("demo exited %d; stderr:\n%s", code, stderr)
 	}
+	// The demo's state lives in its directory; the socket is gone.
+	if _, err := os.Stat(filepath.Join(dir, storeFile)); err != nil {
+		t.Errorf("demo store: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, controlFile)); !os.IsNotExist(err) {
+		t.Errorf("demo control socket left after stop: %v", err)
+	}
 
 	// A second run reuses the Maildir: same files, same UIDLs.
 	stdout, stderr, stop = startRun(t, "demo", "-dir", dir, "-listen", "127.0.0.1:0")

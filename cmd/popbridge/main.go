@@ -5,6 +5,8 @@
 //	popbridge serve -config FILE
 //	popbridge demo [-dir DIR] [-listen ADDR]
 //	popbridge check -config FILE
+//	popbridge cache stats [-json] (-config FILE | -state DIR)
+//	popbridge cache forget (-config FILE | -state DIR) ACCOUNT
 //	popbridge hash-password [-cost N]
 //	popbridge version
 package main
@@ -36,6 +38,11 @@ Usage:
                                       password demo; no setup needed
   popbridge check -config FILE        validate the configuration, then try
                                       every account's backend
+  popbridge cache stats (-config FILE | -state DIR) [-json]
+                                      per account: cached messages,
+                                      tombstones, bytes
+  popbridge cache forget (-config FILE | -state DIR) ACCOUNT
+                                      drop everything cached for ACCOUNT
   popbridge hash-password [-cost N]   read a password on standard input,
                                       print its bcrypt hash
   popbridge version                   print the version
@@ -77,6 +84,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = c.demo(ctx, args)
 	case "check":
 		err = c.check(ctx, args)
+	case "cache":
+		err = c.cache(args)
 	case "hash-password":
 		err = c.hashPassword(args)
 	case "version", "-version", "--version":

@@ -214,6 +214,7 @@ func TestCheck(t *testing.T) {
 	}
 	wantLines := []*regexp.Regexp{
 		regexp.MustCompile(`^` + regexp.QuoteMeta(path) + `: configuration valid, 2 account\(s\)$`),
+		regexp.MustCompile(`^OK +state +` + regexp.QuoteMeta(filepath.Join(dir, "state")) + ` \(cache\.db is created at the first start\)$`),
 		regexp.MustCompile(`^OK +alice +maildir ` + regexp.QuoteMeta(filepath.Join(dir, "alice")) + `, on_delete keep$`),
 		regexp.MustCompile(`^FAIL +bob +maildir ` + regexp.QuoteMeta(filepath.Join(dir, "bob")) + `, on_delete remove: .*no such file or directory$`),
 	}
@@ -232,7 +233,7 @@ func TestCheck(t *testing.T) {
 	if r.code != 0 || r.stderr != "" {
 		t.Errorf("check of a good config: exit %d, stderr %q", r.code, r.stderr)
 	}
-	wantLines[2] = regexp.MustCompile(`^OK +bob +maildir .*, on_delete remove$`)
+	wantLines[3] = regexp.MustCompile(`^OK +bob +maildir .*, on_delete remove$`)
 	wantLines = append(wantLines[:1], append([]*regexp.Regexp{
 		regexp.MustCompile(`^OK +tls +` + regexp.QuoteMeta(filepath.Join(dir, "cert.pem")) + `, certificate for localhost, expires \d{4}-\d\d-\d\d$`),
 	}, wantLines[1:]...)...)

@@ -39,7 +39,16 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := newServer(cfg, &log)
+	bodies, err := cfg.Cache.Bodies()
+	if err != nil {
+		return err
+	}
+	st, err := openState(cfg.StateDir, bodies)
+	if err != nil {
+		return err
+	}
+	defer st.close(log) // runs last: after the server and the control socket stopped
+	srv, err := newServer(cfg, &log, st)
 	if err != nil {
 		return err
 	}
@@ -67,16 +76,32 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		ls = append(ls, listener{Listener: l, name: spec.name, tls: spec.tls})
 	}
 	log.Info().Str("version", versionString()).Str("config", *path).
-		Int("accounts", len(cfg.Accounts)).Msg("popbridge starting")
+		Int("accounts", len(cfg.Accounts)).Str("state_dir", cfg.StateDir).Msg("popbridge starting")
 	if srv.Cleartext.Mode == proxy.CleartextAlways {
 		log.Warn().Msg("cleartext_auth is always: passwords may cross the network unencrypted")
+	}
+	if ctl := startControlOrWarn(st, log); ctl != nil {
+		defer ctl.Close()
 	}
 	return runServer(ctx, srv, ls, log)
 }
 
-// newServer builds the POP3 server for cfg.
-func newServer(cfg *config.Config, log *zerolog.Logger) (*proxy.Server, error) {
-	router, err := newRouter(cfg)
+// startControlOrWarn starts the control socket. The server runs without
+// it if it cannot: popbridge cache then reports the store as locked.
+func startControlOrWarn(st *state, log zerolog.Logger) *controlServer {
+	ctl, err := startControl(st, log)
+	if err != nil {
+		log.Warn().Err(err).Msg("no control socket: popbridge cache stats and forget cannot reach this server")
+		return nil
+	}
+	log.Debug().Str("path", ctl.path).Msg("control socket listening")
+	return ctl
+}
+
+// newServer builds the POP3 server for cfg, its backends sharing st.
+func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Server, error) {
+	st.log = log
+	router, err := newRouter(cfg, st)
 	if err != nil {
 		return nil, err
 	}
@@ -96,14 +121,14 @@ func newServer(cfg *config.Config, log *zerolog.Logger) (*proxy.Server, error) {
 }
 
 // newRouter builds every account's backend and the router in front.
-func newRouter(cfg *config.Config) (*accounts.Router, error) {
+func newRouter(cfg *config.Config, st *state) (*accounts.Router, error) {
 	accts := make([]accounts.Account, 0, len(cfg.Accounts))
 	for i, a := range cfg.Accounts {
-		b, err := newBackend(cfg, a)
+		b, err := newBackend(a, st)
 		if err != nil {
 			return nil, fmt.Errorf("accounts[%d] (%s): %w", i, a.User, err)
 		}
-		accts = append(accts, accounts.Account{User: a.User, PasswordHash: a.PasswordHash, Backend: b})
+		accts = append(accts, accounts.Account{User: a.User, PasswordHash: a.PasswordHash, Passthrough: a.Passthrough(), Backend: b})
 	}
 	return accounts.New(accts, accounts.Options{})
 }
@@ -115,17 +140,30 @@ type backend interface {
 	Check(ctx context.Context) error
 }
 
-// newBackend builds the backend of account a.
-func newBackend(cfg *config.Config, a config.Account) (backend, error) {
+// newBackend builds the backend of account a. Every backend shares st's
+// store, where the account's name is its user name, and its body cache.
+func newBackend(a config.Account, st *state) (backend, error) {
 	switch a.Backend.Type {
 	case config.TypeMaildir:
 		m := a.Backend.Maildir
 		b, err := maildir.New(maildir.Options{
 			Path:     m.Path,
 			OnDelete: maildir.DeletePolicy(m.OnDelete),
-			StateDir: cfg.StateDir,
+			Store:    st.store,
 			Account:  a.User,
 		})
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	case config.TypePOP3:
+		b, err := newPOP3Backend(a, st)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	case config.TypeIMAP:
+		b, err := newIMAPBackend(a, st)
 		if err != nil {
 			return nil, err
 		}
@@ -143,6 +181,13 @@ func describe(a config.Account) string {
 			policy = config.OnDeleteRemove
 		}
 		return fmt.Sprintf("maildir %s, on_delete %s", a.Backend.Maildir.Path, policy)
+	case config.TypePOP3:
+		p := a.Backend.POP3
+		return fmt.Sprintf("pop3 %s, tls %s, auth %s", p.Addr, or(p.TLS, "implicit"), or(p.Auth, config.POP3AuthPassword))
+	case config.TypeIMAP:
+		m := a.Backend.IMAP
+		return fmt.Sprintf("imap %s/%s, tls %s, auth %s, on_delete %s", m.Addr, or(m.Folder, "INBOX"),
+			or(m.TLS, "implicit"), or(m.Auth, config.IMAPAuthPassword), or(m.OnDelete, config.OnDeleteExpunge))
 	}
 	return a.Backend.Type
 }

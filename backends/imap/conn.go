@@ -1,0 +1,403 @@
+package imap
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
+	"github.com/rs/zerolog"
+
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// logoutTimeout bounds LOGOUT at Close.
+const logoutTimeout = 5 * time.Second
+
+// deadlineConn replaces go-imap's fixed deadlines (30 s per response and 5
+// minutes per literal, set once, so a big message sent to a slow POP3
+// client would fail) with an inactivity timeout: while a command is
+// outstanding (busy), every Read and Write must make progress within
+// timeout; while idle, reads wait without limit, as go-imap's do. abort
+// makes every pending and later Read and Write fail at once; it is how a
+// cancelled context stops a command.
+type deadlineConn struct {
+	net.Conn
+	mu      sync.Mutex
+	timeout time.Duration
+	busy    bool
+	aborted bool
+}
+
+var errAborted = errors.New("connection aborted")
+
+func (d *deadlineConn) Read(p []byte) (int, error) {
+	d.mu.Lock()
+	if d.aborted {
+		d.mu.Unlock()
+		return 0, errAborted
+	}
+	if d.busy {
+		d.Conn.SetReadDeadline(time.Now().Add(d.timeout))
+	} else {
+		d.Conn.SetReadDeadline(time.Time{})
+	}
+	d.mu.Unlock()
+	n, err := d.Conn.Read(p)
+	if err != nil {
+		d.fail(err)
+	}
+	return n, err
+}
+
+// fail makes a timeout final: go-imap reads again after an error, and
+// each read would wait the whole timeout again.
+func (d *deadlineConn) fail(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		d.abort()
+	}
+}
+
+func (d *deadlineConn) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	if d.aborted {
+		d.mu.Unlock()
+		return 0, errAborted
+	}
+	d.Conn.SetWriteDeadline(time.Now().Add(d.timeout))
+	d.mu.Unlock()
+	n, err := d.Conn.Write(p)
+	if err != nil {
+		d.fail(err)
+	}
+	return n, err
+}
+
+// The deadlines of go-imap and crypto/tls are ignored: see deadlineConn.
+func (d *deadlineConn) SetDeadline(time.Time) error      { return nil }
+func (d *deadlineConn) SetReadDeadline(time.Time) error  { return nil }
+func (d *deadlineConn) SetWriteDeadline(time.Time) error { return nil }
+
+// setBusy starts (true) or ends the inactivity timeout, also for a Read
+// already waiting.
+func (d *deadlineConn) setBusy(busy bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.busy = busy
+	if d.aborted {
+		return
+	}
+	if busy {
+		d.Conn.SetReadDeadline(time.Now().Add(d.timeout))
+	} else {
+		d.Conn.SetReadDeadline(time.Time{})
+	}
+}
+
+func (d *deadlineConn) setTimeout(t time.Duration) {
+	d.mu.Lock()
+	d.timeout = t
+	d.mu.Unlock()
+}
+
+func (d *deadlineConn) abort() {
+	d.mu.Lock()
+	d.aborted = true
+	d.Conn.SetDeadline(time.Unix(1, 0))
+	d.mu.Unlock()
+}
+
+// session is one IMAP connection with its folder selected, dialled again
+// when the server dropped it.
+type session struct {
+	b          *Backend
+	user, pass string
+	log        zerolog.Logger
+	checkOnly  bool // Check: EXAMINE, and no login for passthrough
+
+	c      *imapclient.Client
+	dc     *deadlineConn
+	caps   imap.CapSet
+	sel    *imap.SelectData // from the last SELECT
+	broken bool             // c must not be used again
+
+	// validity is the UIDVALIDITY of the session's snapshot, once taken;
+	// a reconnection that finds another one fails.
+	validity uint32
+}
+
+// tlsConfig returns the client TLS configuration for the server.
+func (b *Backend) tlsConfig() *tls.Config {
+	var cfg *tls.Config
+	if b.opts.TLSConfig != nil {
+		cfg = b.opts.TLSConfig.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = b.host
+	}
+	if cfg.MinVersion == 0 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	return cfg
+}
+
+// connect dials, starts TLS, authenticates and selects the folder.
+func (s *session) connect(ctx context.Context) (err error) {
+	b := s.b
+	dctx, cancel := context.WithTimeout(ctx, b.opts.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(dctx, "tcp", b.opts.Addr)
+	if err != nil {
+		return b.errorf(proxy.ErrTemporary, "connect to", err)
+	}
+	dc := &deadlineConn{Conn: raw, timeout: b.opts.CommandTimeout, busy: true}
+	stop := context.AfterFunc(ctx, dc.abort)
+	var c *imapclient.Client
+	defer func() {
+		if !stop() && err == nil {
+			err = b.errorf(proxy.ErrTemporary, "connect to", ctx.Err())
+		}
+		if err != nil {
+			if c != nil {
+				c.Close()
+			} else {
+				dc.Close()
+			}
+		}
+	}()
+
+	switch b.opts.TLS {
+	case TLSImplicit:
+		cfg := b.tlsConfig()
+		if cfg.NextProtos == nil {
+			cfg.NextProtos = []string{"imap"}
+		}
+		tc := tls.Client(dc, cfg)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			return b.tlsError(err)
+		}
+		c = imapclient.New(tc, nil)
+	case TLSStartTLS:
+		c, err = imapclient.NewStartTLS(dc, &imapclient.Options{TLSConfig: b.tlsConfig()})
+		if err != nil {
+			return b.tlsError(err)
+		}
+	default:
+		c = imapclient.New(dc, nil)
+	}
+	if err := c.WaitGreeting(); err != nil {
+		return b.errorf(proxy.ErrTemporary, "greeting from", err)
+	}
+	if c.State() != imap.ConnStateAuthenticated {
+		if s.checkOnly && b.opts.Auth == AuthPassthrough {
+			s.c, s.dc = c, dc
+			return nil
+		}
+		if err := s.authenticate(c); err != nil {
+			return err
+		}
+	}
+	caps := c.Caps()
+	if caps == nil {
+		return b.errorf(proxy.ErrTemporary, "capabilities of", errors.New("no CAPABILITY reply"))
+	}
+	sel, err := c.Select(b.opts.Folder, &imap.SelectOptions{ReadOnly: b.readOnly() || s.checkOnly}).Wait()
+	if err != nil {
+		// A refusal is most likely a folder that does not exist (Dovecot
+		// sends no NONEXISTENT code) or may not be read: the operator's.
+		sentinel := proxy.ErrTemporary
+		var ie *imap.Error
+		if errors.As(err, &ie) && !temporaryCode(ie.Code) {
+			sentinel = proxy.ErrPermanent
+		}
+		return b.errorf(sentinel, fmt.Sprintf("select %q at", b.opts.Folder), err)
+	}
+	if s.validity != 0 && sel.UIDValidity != s.validity {
+		s.log.Warn().Uint32("uidvalidity", s.validity).Uint32("new_uidvalidity", sel.UIDValidity).
+			Msg("UIDVALIDITY changed during the session; the session's message list is void")
+		return b.errorf(proxy.ErrTemporary, "reselect at", fmt.Errorf("UIDVALIDITY changed from %d to %d during the session", s.validity, sel.UIDValidity))
+	}
+	dc.setBusy(false)
+	s.c, s.dc, s.caps, s.sel, s.broken = c, dc, caps, sel, false
+	s.log.Debug().Str("folder", b.opts.Folder).Uint32("exists", sel.NumMessages).
+		Uint32("uidvalidity", sel.UIDValidity).Uint32("uidnext", uint32(sel.UIDNext)).Msg("selected")
+	return nil
+}
+
+// tlsError reports a certificate the client rejects as permanent (the
+// operator must fix the configuration), other TLS failures as temporary.
+func (b *Backend) tlsError(err error) error {
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) {
+		return b.errorf(proxy.ErrPermanent, "verify the certificate of", err)
+	}
+	return b.errorf(proxy.ErrTemporary, "start TLS with", err)
+}
+
+// authenticate logs in with the configured mechanism.
+func (s *session) authenticate(c *imapclient.Client) error {
+	b := s.b
+	caps := c.Caps()
+	var err error
+	switch b.opts.Auth {
+	case AuthXOAUTH2, AuthOAuthBearer:
+		mech := "XOAUTH2"
+		if b.opts.Auth == AuthOAuthBearer {
+			mech = sasl.OAuthBearer
+		}
+		if !caps.Has(imap.AuthCap(mech)) {
+			return b.errorf(proxy.ErrPermanent, "log in to", fmt.Errorf("server does not offer AUTH=%s", mech))
+		}
+		tok, terr := b.opts.TokenSource.Token()
+		if terr != nil {
+			return b.errorf(proxy.ErrTemporary, "get an OAuth2 token for", terr)
+		}
+		if mech == "XOAUTH2" {
+			err = c.Authenticate(&xoauth2Client{user: s.user, token: tok.AccessToken})
+		} else {
+			err = c.Authenticate(oauthBearerClient{sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{
+				Username: s.user, Token: tok.AccessToken, Host: b.host, Port: b.port,
+			})})
+		}
+	default:
+		switch {
+		case caps.Has(imap.AuthCap(sasl.Plain)):
+			err = c.Authenticate(sasl.NewPlainClient("", s.user, s.pass))
+		case caps.Has(imap.CapLoginDisabled):
+			return b.errorf(proxy.ErrPermanent, "log in to", errors.New("server has LOGINDISABLED and no AUTH=PLAIN (use tls)"))
+		default:
+			err = c.Login(s.user, s.pass).Wait()
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	// A tagged NO or BAD rejects the credentials, unless its code says
+	// the fault is the server's.
+	sentinel := proxy.ErrTemporary
+	var ie *imap.Error
+	if errors.As(err, &ie) && !temporaryCode(ie.Code) {
+		sentinel = proxy.ErrAuthFailed
+	}
+	return b.errorf(sentinel, fmt.Sprintf("log in as %q to", s.user), err)
+}
+
+// temporaryCode reports whether a NO with this response code (RFC 5530)
+// blames a passing condition of the server.
+func temporaryCode(code imap.ResponseCode) bool {
+	switch code {
+	case imap.ResponseCodeUnavailable, imap.ResponseCodeServerBug, imap.ResponseCodeLimit,
+		imap.ResponseCodeInUse, imap.ResponseCodeContactAdmin:
+		return true
+	}
+	return false
+}
+
+// dead reports whether the connection must be dialled again.
+func (s *session) dead() bool {
+	if s.c == nil || s.broken {
+		return true
+	}
+	select {
+	case <-s.c.Closed():
+		return true
+	default:
+		return false
+	}
+}
+
+// drop closes the connection without LOGOUT.
+func (s *session) drop() {
+	if s.c != nil {
+		s.c.Close()
+		s.c = nil
+	}
+}
+
+// ensure dials again if the connection is gone.
+func (s *session) ensure(ctx context.Context) (fresh bool, err error) {
+	if !s.dead() {
+		return false, nil
+	}
+	s.drop()
+	s.log.Info().Msg("IMAP connection lost; connecting again")
+	return true, s.connect(ctx)
+}
+
+// begin marks a command outstanding on the connection and makes ctx
+// abort it. The caller must call end with the command's result; end
+// returns it, or the context's error if ctx aborted the command.
+func (s *session) begin(ctx context.Context) (c *imapclient.Client, end func(error) error) {
+	dc := s.dc
+	dc.setBusy(true)
+	stop := context.AfterFunc(ctx, dc.abort)
+	return s.c, func(err error) error {
+		if !stop() {
+			s.broken = true
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+			}
+		}
+		if err != nil && connFailure(err) {
+			s.broken = true
+		}
+		dc.setBusy(false)
+		return err
+	}
+}
+
+// run runs f on a live connection. An idempotent f that fails because a
+// reused connection broke is run once more on a new one.
+func (s *session) run(ctx context.Context, idempotent bool, f func(*imapclient.Client) error) error {
+	fresh, err := s.ensure(ctx)
+	if err != nil {
+		return err
+	}
+	c, end := s.begin(ctx)
+	err = end(f(c))
+	if err != nil && idempotent && !fresh && s.broken && ctx.Err() == nil {
+		s.log.Info().Err(err).Msg("IMAP connection failed; retrying once on a new one")
+		if _, err := s.ensure(ctx); err != nil {
+			return err
+		}
+		c, end = s.begin(ctx)
+		err = end(f(c))
+	}
+	return err
+}
+
+// connFailure reports whether err broke the connection, rather than being
+// the server's answer to a command.
+func connFailure(err error) bool {
+	var ie *imap.Error
+	return !errors.As(err, &ie) && !errors.Is(err, proxy.ErrNoMessage)
+}
+
+// logout sends LOGOUT, briefly, and closes the connection.
+func (s *session) logout() error {
+	if s.c == nil {
+		return nil
+	}
+	defer s.drop()
+	if s.dead() {
+		return nil
+	}
+	s.dc.setTimeout(min(logoutTimeout, s.b.opts.CommandTimeout))
+	s.dc.setBusy(true)
+	err := s.c.Logout().Wait()
+	s.dc.setBusy(false)
+	if err != nil {
+		return s.b.errorf(proxy.ErrTemporary, "log out of", err)
+	}
+	return nil
+}

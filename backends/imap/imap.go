@@ -1,0 +1,317 @@
+// Package imap serves a folder of an upstream IMAP server (Gmail,
+// Outlook.com, Dovecot, any IMAP4rev1 server) as a POP3 maildrop, built on
+// github.com/emersion/go-imap/v2.
+//
+// A POP3 session uses one IMAP connection: Login dials, authenticates and
+// selects the folder; List takes the snapshot from UID FETCH (UID
+// RFC822.SIZE), so sizes are exact; RETR streams BODY.PEEK[]; TOP streams
+// BODY.PEEK[HEADER] and, as far as the client reads, bounded partials of
+// BODY.PEEK[TEXT]; the delete policy runs only from Delete (QUIT); Close
+// logs out. A connection the server dropped while the POP3 client was idle
+// is dialled again, and refused if the folder's UIDVALIDITY changed.
+//
+// A message's UIDL is its IMAP UID and the folder's UIDVALIDITY as 16
+// lower-case hex digits ("%08x%08x"), which is what Dovecot's default
+// pop3_uidl_format gives, so a move from Dovecot POP3 to popbridge keeps
+// UIDLs.
+// When UIDVALIDITY changes, every UIDL changes and the log says so.
+//
+// With a cache.Store, the sizes and UIDs seen are kept per UIDVALIDITY, so a
+// later login asks the server only for UIDs above the highest one seen and
+// compares the message count to find expunged messages; with no new mail a
+// warm login is LOGIN and SELECT only.
+package imap
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/oauth2"
+
+	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// TLSMode says how the connection to the server is secured.
+type TLSMode string
+
+const (
+	// TLSImplicit starts TLS when connecting (port 993, RFC 8314).
+	TLSImplicit TLSMode = "implicit"
+	// TLSStartTLS connects in cleartext and upgrades with STARTTLS (RFC
+	// 9051 §6.2.1) before authenticating; a server without it is refused.
+	TLSStartTLS TLSMode = "starttls"
+	// TLSNone never encrypts: for loopback tests only.
+	TLSNone TLSMode = "none"
+)
+
+// Auth says which credentials go to the server.
+type Auth string
+
+const (
+	// AuthPassword sends Options.Username and Options.Password with
+	// AUTHENTICATE PLAIN when the server offers it, else with LOGIN.
+	AuthPassword Auth = "password"
+	// AuthXOAUTH2 sends Options.Username and a token from
+	// Options.TokenSource with AUTHENTICATE XOAUTH2 (Gmail, Outlook).
+	AuthXOAUTH2 Auth = "xoauth2"
+	// AuthOAuthBearer is AuthXOAUTH2 with OAUTHBEARER (RFC 7628).
+	AuthOAuthBearer Auth = "oauthbearer"
+	// AuthPassthrough sends the POP3 client's own user name and password,
+	// as AuthPassword does.
+	AuthPassthrough Auth = "passthrough"
+)
+
+// DeletePolicy says what DELE followed by QUIT does to a message. Besides
+// the constants, "move:FOLDER" moves it to FOLDER (see Move).
+type DeletePolicy string
+
+const (
+	// Expunge sets \Deleted and removes the messages with UID EXPUNGE
+	// (UIDPLUS, RFC 4315). Without UIDPLUS a plain EXPUNGE would also
+	// remove messages other clients marked \Deleted, so it is sent only
+	// when UID SEARCH DELETED finds no message but the client's; otherwise
+	// the messages stay marked \Deleted upstream and hidden from POP, and a
+	// warning is logged.
+	Expunge DeletePolicy = "expunge"
+	// Seen sets \Seen and hides the messages from POP (tombstones in the
+	// Store), so they are not downloaded again.
+	Seen DeletePolicy = "seen"
+	// Keep leaves the server alone and hides the messages from POP.
+	Keep DeletePolicy = "keep"
+)
+
+// movePrefix starts a move policy.
+const movePrefix = "move:"
+
+// Move returns the policy that moves deleted messages to folder: MOVE
+// (RFC 6851), or without it COPY then removal as for Expunge. A folder the
+// server says does not exist (TRYCREATE) is created.
+func Move(folder string) DeletePolicy { return DeletePolicy(movePrefix + folder) }
+
+// moveTarget returns the folder of a move policy.
+func (p DeletePolicy) moveTarget() (string, bool) {
+	return strings.CutPrefix(string(p), movePrefix)
+}
+
+// Defaults for Options fields left zero.
+const (
+	DefaultFolder         = "INBOX"
+	DefaultDialTimeout    = 15 * time.Second
+	DefaultCommandTimeout = 60 * time.Second
+	// DefaultTopWhole: TOP fetches messages up to this size whole (and
+	// through Bodies, so a RETR that follows costs nothing).
+	DefaultTopWhole = 64 << 10
+	// DefaultTopPartial is the first BODY.PEEK[TEXT] partial TOP fetches
+	// of a larger message; later ones double, up to maxTopPartial.
+	DefaultTopPartial = 16 << 10
+	maxTopPartial     = 1 << 20
+)
+
+// Options configures a Backend.
+type Options struct {
+	// Addr is the server's host:port. Required.
+	Addr string
+	// TLS is the TLS mode; empty means TLSImplicit.
+	TLS TLSMode
+	// TLSConfig sets the roots and the server name; nil means the system
+	// roots and the host of Addr. It is cloned, never changed.
+	TLSConfig *tls.Config
+	// Auth selects the credentials; empty means AuthPassword.
+	Auth Auth
+	// Username is the IMAP login for every mode but AuthPassthrough;
+	// Password goes with it for AuthPassword.
+	Username, Password string
+	// TokenSource gives the access tokens for AuthXOAUTH2 and
+	// AuthOAuthBearer; it is asked at every login (wrap it in
+	// oauth2.ReuseTokenSource to cache).
+	TokenSource oauth2.TokenSource
+	// Folder is the mailbox served; empty means INBOX.
+	Folder string
+	// OnDelete is the delete policy; empty means Expunge.
+	OnDelete DeletePolicy
+	// MarkReadOnRetr sets \Seen on messages RETR sends, by fetching
+	// BODY[] instead of BODY.PEEK[]. TOP never sets it.
+	MarkReadOnRetr bool
+	// Store keeps sizes, UIDs and sync state per account, so warm logins
+	// fetch only what changed, and the tombstones of Seen and Keep. Nil
+	// fetches every size at every login; Seen and Keep need a Store.
+	Store *cache.Store
+	// Bodies, if not nil, keeps small bodies so that TOP followed by RETR,
+	// or a repeated RETR, fetches the message once.
+	Bodies *cache.Bodies
+	// Account names the account in Store, Bodies and logs. Empty means
+	// "imap:USER@ADDR/FOLDER" with the IMAP user name (always so for
+	// AuthPassthrough).
+	Account string
+	// DialTimeout bounds connecting, TLS handshake included; zero means
+	// DefaultDialTimeout.
+	DialTimeout time.Duration
+	// CommandTimeout is how long the server may stay silent while a reply
+	// is awaited (reset by every read, so a long download is fine); zero
+	// means DefaultCommandTimeout.
+	CommandTimeout time.Duration
+	// TopWhole and TopPartial tune TOP; zero means DefaultTopWhole and
+	// DefaultTopPartial, a negative TopWhole always uses partials.
+	TopWhole, TopPartial int64
+	// Logger receives sync summaries, UIDVALIDITY changes, reconnects and
+	// delete-policy warnings; nil logs nothing. Passwords and tokens are
+	// never logged.
+	Logger *zerolog.Logger
+}
+
+// Backend serves one IMAP folder, or with AuthPassthrough that folder of
+// any account the server knows.
+type Backend struct {
+	opts Options
+	host string // of Addr, for TLS and OAUTHBEARER
+	port int
+	log  zerolog.Logger
+}
+
+var (
+	_ proxy.Backend   = (*Backend)(nil)
+	_ proxy.Mailbox   = (*mailbox)(nil)
+	_ proxy.TopOpener = (*mailbox)(nil)
+)
+
+// New checks opts and returns a Backend. It does not connect.
+func New(opts Options) (*Backend, error) {
+	if opts.Addr == "" {
+		return nil, errors.New("imap: addr is required")
+	}
+	host, portStr, err := net.SplitHostPort(opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("imap: addr %q: %w", opts.Addr, err)
+	}
+	port, err := net.LookupPort("tcp", portStr)
+	if err != nil {
+		return nil, fmt.Errorf("imap: addr %q: %w", opts.Addr, err)
+	}
+	switch opts.TLS {
+	case "":
+		opts.TLS = TLSImplicit
+	case TLSImplicit, TLSStartTLS, TLSNone:
+	default:
+		return nil, fmt.Errorf("imap: unknown tls mode %q (want implicit, starttls or none)", opts.TLS)
+	}
+	switch opts.Auth {
+	case "":
+		opts.Auth = AuthPassword
+		fallthrough
+	case AuthPassword:
+		if opts.Username == "" {
+			return nil, errors.New("imap: username is required for password auth")
+		}
+	case AuthXOAUTH2, AuthOAuthBearer:
+		if opts.Username == "" || opts.TokenSource == nil {
+			return nil, fmt.Errorf("imap: username and a token source are required for %s auth", opts.Auth)
+		}
+	case AuthPassthrough:
+	default:
+		return nil, fmt.Errorf("imap: unknown auth %q (want password, xoauth2, oauthbearer or passthrough)", opts.Auth)
+	}
+	if opts.Folder == "" {
+		opts.Folder = DefaultFolder
+	}
+	switch opts.OnDelete {
+	case "":
+		opts.OnDelete = Expunge
+	case Expunge:
+	case Seen, Keep:
+		if opts.Store == nil {
+			return nil, fmt.Errorf("imap: on_delete %s needs a cache store", opts.OnDelete)
+		}
+	default:
+		folder, ok := opts.OnDelete.moveTarget()
+		if !ok {
+			return nil, fmt.Errorf("imap: unknown delete policy %q (want expunge, move:FOLDER, seen or keep)", opts.OnDelete)
+		}
+		if folder == "" {
+			return nil, errors.New("imap: delete policy move: needs a folder (move:FOLDER)")
+		}
+		if folder == opts.Folder {
+			return nil, fmt.Errorf("imap: delete policy %q moves to the folder served", opts.OnDelete)
+		}
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = DefaultDialTimeout
+	}
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = DefaultCommandTimeout
+	}
+	if opts.TopWhole == 0 {
+		opts.TopWhole = DefaultTopWhole
+	}
+	if opts.TopPartial <= 0 {
+		opts.TopPartial = DefaultTopPartial
+	}
+	b := &Backend{opts: opts, host: host, port: port, log: zerolog.Nop()}
+	if opts.Logger != nil {
+		b.log = opts.Logger.With().Str("backend", "imap").Str("upstream", opts.Addr).Logger()
+	}
+	return b, nil
+}
+
+// account returns the name of the upstream user's account in the cache.
+func (b *Backend) account(user string) string {
+	if b.opts.Account != "" && b.opts.Auth != AuthPassthrough {
+		return b.opts.Account
+	}
+	return "imap:" + user + "@" + b.opts.Addr + "/" + b.opts.Folder
+}
+
+// readOnly reports whether the folder can be opened with EXAMINE: nothing
+// this configuration does changes it.
+func (b *Backend) readOnly() bool {
+	return b.opts.OnDelete == Keep && !b.opts.MarkReadOnRetr
+}
+
+// Login connects, authenticates and selects the folder. For
+// AuthPassthrough user and pass are the IMAP credentials; otherwise they
+// are ignored (the account router checked them). Credentials the server
+// rejects give an error wrapping proxy.ErrAuthFailed; a server that cannot
+// be reached, one wrapping proxy.ErrTemporary.
+func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+	if b.opts.Auth != AuthPassthrough {
+		user, pass = b.opts.Username, b.opts.Password
+	}
+	m := &mailbox{b: b, account: b.account(user), release: func() {}}
+	if store := b.opts.Store; store != nil {
+		// Hold the account, so that popbridge cache forget waits.
+		release, err := store.Hold(m.account)
+		if err != nil {
+			return nil, b.errorf(proxy.ErrTemporary, "hold the cache account for", err)
+		}
+		m.release = release
+	}
+	m.s = &session{b: b, user: user, pass: pass}
+	m.s.log = b.log.With().Str("imap_user", user).Logger()
+	if err := m.s.connect(ctx); err != nil {
+		m.release()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Check connects, logs in and examines the folder without changing
+// anything, for popbridge check. With AuthPassthrough it only connects
+// (and starts TLS): there are no credentials to try.
+func (b *Backend) Check(ctx context.Context) error {
+	s := &session{b: b, user: b.opts.Username, pass: b.opts.Password, log: b.log, checkOnly: true}
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
+	return s.logout()
+}
+
+// errorf wraps err with a sentinel for the proxy and the operation.
+func (b *Backend) errorf(sentinel *proxy.Error, op string, err error) error {
+	return fmt.Errorf("imap: %s %s: %w: %w", op, b.opts.Addr, sentinel, err)
+}

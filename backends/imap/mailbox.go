@@ -1,0 +1,465 @@
+package imap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// drainLimit: a stream closed early with at most this many octets of its
+// literal unread is read to the end, keeping the connection; a larger rest
+// costs less as a new connection.
+const drainLimit = maxTopPartial
+
+// storeChunk bounds the UIDs of one STORE, COPY, MOVE or EXPUNGE, to keep
+// command lines short.
+const storeChunk = 500
+
+// respCodeExpungeIssued: a FETCH of a message another session expunged
+// (RFC 9051 §7.1).
+const respCodeExpungeIssued imap.ResponseCode = "EXPUNGEISSUED"
+
+// mailbox is one POP3 session's view of the folder.
+type mailbox struct {
+	b       *Backend
+	s       *session
+	account string
+	msgs    []msg  // from List, by UID and so by UIDL
+	release func() // the Store's Hold on the account
+}
+
+// mapErr wraps err for the proxy, keeping a sentinel it already has.
+func (m *mailbox) mapErr(op string, err error) error {
+	var pe *proxy.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	return m.b.errorf(proxy.ErrTemporary, op, err)
+}
+
+func (m *mailbox) find(uidl string) (msg, bool) {
+	i, ok := slices.BinarySearchFunc(m.msgs, uidl, func(x msg, k string) int { return strings.Compare(x.key, k) })
+	if !ok {
+		return msg{}, false
+	}
+	return m.msgs[i], true
+}
+
+func (m *mailbox) lookup(uidl string) (msg, error) {
+	x, ok := m.find(uidl)
+	if !ok {
+		return msg{}, fmt.Errorf("imap: message %s: %w", uidl, proxy.ErrNoMessage)
+	}
+	return x, nil
+}
+
+// Open streams the message with BODY.PEEK[] (BODY[] when MarkReadOnRetr),
+// through Bodies when set. A message expunged upstream since List gives an
+// error wrapping proxy.ErrNoMessage.
+func (m *mailbox) Open(ctx context.Context, uidl string) (io.ReadCloser, error) {
+	x, err := m.lookup(uidl)
+	if err != nil {
+		return nil, err
+	}
+	return m.openWhole(ctx, x, !m.b.opts.MarkReadOnRetr)
+}
+
+func (m *mailbox) openWhole(ctx context.Context, x msg, peek bool) (io.ReadCloser, error) {
+	bodies := m.b.opts.Bodies
+	if body, ok := bodies.Get(m.account, x.key); ok {
+		if !peek {
+			err := m.s.run(ctx, true, func(c *imapclient.Client) error {
+				return storeFlags(c, []imap.UID{x.uid}, imap.FlagSeen)
+			})
+			if err != nil {
+				return nil, m.mapErr("mark a message read at", err)
+			}
+		}
+		return io.NopCloser(bytes.NewReader(body)), nil
+	}
+	rc, err := m.openSection(ctx, x.uid, &imap.FetchItemBodySection{Peek: peek})
+	if err != nil {
+		return nil, err
+	}
+	return bodies.Tee(m.account, x.key, x.size, rc), nil
+}
+
+// OpenTop streams what TOP needs: a message up to TopWhole octets whole
+// (kept in Bodies, read to the end at Close, so that a RETR that follows
+// is free); a larger one as BODY.PEEK[HEADER] and then, only as far as the
+// proxy reads, partials of BODY.PEEK[TEXT] of TopPartial octets, doubling.
+// Nothing sets \Seen.
+func (m *mailbox) OpenTop(ctx context.Context, uidl string, lines int) (io.ReadCloser, error) {
+	x, err := m.lookup(uidl)
+	if err != nil {
+		return nil, err
+	}
+	if x.size <= m.b.opts.TopWhole {
+		rc, err := m.openWhole(ctx, x, true)
+		if err != nil {
+			return nil, err
+		}
+		return drainOnClose{rc}, nil
+	}
+	hr, err := m.openSection(ctx, x.uid, &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true})
+	if err != nil {
+		return nil, err
+	}
+	return &topReader{m: m, ctx: ctx, uid: x.uid, cur: hr, header: true, chunk: m.b.opts.TopPartial}, nil
+}
+
+// drainOnClose reads a small stream to its end before closing it.
+type drainOnClose struct{ io.ReadCloser }
+
+func (d drainOnClose) Close() error {
+	io.Copy(io.Discard, d.ReadCloser)
+	return d.ReadCloser.Close()
+}
+
+// topReader is the header literal followed by TEXT partials fetched on
+// demand, until one comes back short.
+type topReader struct {
+	m      *mailbox
+	ctx    context.Context
+	uid    imap.UID
+	cur    io.ReadCloser
+	header bool  // cur is the header
+	off    int64 // TEXT offset after cur
+	want   int64 // octets cur was asked for
+	got    int64 // octets read from cur
+	chunk  int64 // size of the next partial
+	eof    bool
+}
+
+func (t *topReader) Read(p []byte) (int, error) {
+	for {
+		if t.eof {
+			return 0, io.EOF
+		}
+		if t.cur == nil {
+			sec := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierText, Peek: true,
+				Partial: &imap.SectionPartial{Offset: t.off, Size: t.chunk}}
+			rc, err := t.m.openSection(t.ctx, t.uid, sec)
+			if err != nil {
+				return 0, err
+			}
+			t.cur, t.header, t.want, t.got = rc, false, t.chunk, 0
+			t.off += t.chunk
+			t.chunk = min(2*t.chunk, maxTopPartial)
+		}
+		n, err := t.cur.Read(p)
+		t.got += int64(n)
+		if err == io.EOF {
+			t.cur.Close()
+			t.cur = nil
+			if !t.header && t.got < t.want {
+				t.eof = true
+			}
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+func (t *topReader) Close() error {
+	t.eof = true
+	if t.cur != nil {
+		err := t.cur.Close()
+		t.cur = nil
+		return err
+	}
+	return nil
+}
+
+// openSection starts UID FETCH uid (UID BODY[...]) and returns the
+// section's literal as a stream that holds the connection until it is
+// read to the end or closed. A fetch that fails on a reused connection
+// before any data is tried once more on a new one.
+func (m *mailbox) openSection(ctx context.Context, uid imap.UID, sec *imap.FetchItemBodySection) (io.ReadCloser, error) {
+	s := m.s
+	for attempt := 0; ; attempt++ {
+		fresh, err := s.ensure(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c, end := s.begin(ctx)
+		r, err := startFetch(c, uid, sec)
+		if err == nil {
+			r.s, r.end = s, end
+			return r, nil
+		}
+		err = end(err)
+		if attempt == 0 && !fresh && s.broken && ctx.Err() == nil {
+			s.log.Info().Err(err).Msg("IMAP connection failed; retrying once on a new one")
+			continue
+		}
+		if errors.Is(err, proxy.ErrNoMessage) {
+			return nil, fmt.Errorf("imap: UID %d: %w", uid, err)
+		}
+		return nil, m.mapErr(fmt.Sprintf("fetch UID %d from", uid), err)
+	}
+}
+
+// startFetch sends the FETCH and waits for the start of the literal.
+func startFetch(c *imapclient.Client, uid imap.UID, sec *imap.FetchItemBodySection) (*literalStream, error) {
+	fc := c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}})
+	// Another client expunged the message: no FETCH reply at all, or
+	// (Dovecot, before it told this session) a NIL section and OK
+	// [EXPUNGEISSUED], whose code go-imap does not pass on.
+	gone := func() (*literalStream, error) {
+		err := fc.Close()
+		var ie *imap.Error
+		if err == nil || errors.As(err, &ie) && ie.Code == respCodeExpungeIssued {
+			return nil, proxy.ErrNoMessage
+		}
+		return nil, err
+	}
+	data := fc.Next()
+	if data == nil {
+		return gone()
+	}
+	for item := data.Next(); item != nil; item = data.Next() {
+		if bs, ok := item.(imapclient.FetchItemDataBodySection); ok {
+			if bs.Literal == nil {
+				return gone()
+			}
+			return &literalStream{fc: fc, lit: bs.Literal, left: bs.Literal.Size()}, nil
+		}
+	}
+	err := fc.Close()
+	if err == nil {
+		err = errors.New("FETCH reply without the body section")
+	}
+	return nil, err
+}
+
+// literalStream reads one FETCH literal; at its end it waits for the
+// command's completion, so that a NO after the data fails the stream.
+type literalStream struct {
+	s    *session
+	fc   *imapclient.FetchCommand
+	lit  io.Reader
+	left int64 // octets of the literal not yet read
+	end  func(error) error
+	done bool
+	err  error
+}
+
+func (r *literalStream) Read(p []byte) (int, error) {
+	if r.done {
+		if r.err != nil {
+			return 0, r.err
+		}
+		return 0, io.EOF
+	}
+	n, err := r.lit.Read(p)
+	r.left -= int64(n)
+	switch {
+	case err == io.EOF:
+		if err := r.finish(); err != nil {
+			return n, err
+		}
+		return n, io.EOF
+	case err != nil:
+		r.finish()
+		return n, err
+	}
+	return n, nil
+}
+
+// finish completes the command.
+func (r *literalStream) finish() error {
+	if !r.done {
+		r.done = true
+		r.err = r.end(r.fc.Close())
+	}
+	return r.err
+}
+
+// Close ends the command: it reads the rest of a small literal, or drops
+// the connection (the next command dials again) to skip a large one.
+func (r *literalStream) Close() error {
+	if r.done {
+		return nil
+	}
+	if r.left > drainLimit {
+		r.s.dc.abort()
+	}
+	r.finish()
+	return nil
+}
+
+// Delete applies the delete policy to the messages (see DeletePolicy).
+func (m *mailbox) Delete(ctx context.Context, uidls []string) error {
+	var uids []imap.UID
+	var keys []string
+	for _, u := range uidls {
+		if x, ok := m.find(u); ok {
+			uids = append(uids, x.uid)
+			keys = append(keys, x.key)
+		}
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	slices.Sort(uids)
+	policy := m.b.opts.OnDelete
+	log := m.s.log.With().Str("on_delete", string(policy)).Int("messages", len(uids)).Logger()
+	// Each policy may run twice if a reused connection turns out dead:
+	// STORE, EXPUNGE and MOVE of the same UIDs are idempotent (a retried
+	// COPY could copy twice only if the first one's reply was lost).
+	var hide bool // the messages stay upstream: hide them from POP
+	var err error
+	switch policy {
+	case Keep:
+		hide = true
+	case Seen:
+		hide = true
+		err = m.s.run(ctx, true, func(c *imapclient.Client) error {
+			return storeFlags(c, uids, imap.FlagSeen)
+		})
+	case Expunge:
+		err = m.s.run(ctx, true, func(c *imapclient.Client) (err error) {
+			hide, err = m.expunge(c, uids)
+			return err
+		})
+	default:
+		folder, _ := policy.moveTarget()
+		err = m.s.run(ctx, true, func(c *imapclient.Client) (err error) {
+			hide, err = m.move(c, uids, folder)
+			return err
+		})
+	}
+	if err != nil {
+		return m.mapErr("apply on_delete "+string(policy)+" at", err)
+	}
+	for _, k := range keys {
+		m.b.opts.Bodies.Remove(m.account, k)
+	}
+	store := m.b.opts.Store
+	switch {
+	case store == nil && hide:
+		log.Warn().Msg("no cache store for tombstones: the messages will be listed again")
+	case store == nil:
+	case hide:
+		if err := store.Apply(m.account, cache.Change{AddTombstones: keys}); err != nil {
+			return m.mapErr("hide messages of", err)
+		}
+	default:
+		// Gone upstream; forgetting them now keeps the next login warm.
+		if err := store.Apply(m.account, cache.Change{Delete: keys}); err != nil {
+			log.Error().Err(err).Msg("updating the cache failed")
+		}
+	}
+	log.Info().Bool("hidden", hide).Msg("deleted messages")
+	return nil
+}
+
+// expunge sets \Deleted and removes the messages with UID EXPUNGE. Without
+// UIDPLUS, it sends EXPUNGE only if no other message is marked \Deleted,
+// and otherwise reports that the messages stay (hide).
+func (m *mailbox) expunge(c *imapclient.Client, uids []imap.UID) (hide bool, err error) {
+	if err := storeFlags(c, uids, imap.FlagDeleted); err != nil {
+		return false, err
+	}
+	if m.s.caps.Has(imap.CapUIDPlus) {
+		for set := range chunks(uids) {
+			if err := c.UIDExpunge(set).Close(); err != nil {
+				return false, fmt.Errorf("UID EXPUNGE: %w", err)
+			}
+		}
+		return false, nil
+	}
+	data, err := c.UIDSearch(&imap.SearchCriteria{Flag: []imap.Flag{imap.FlagDeleted}}, nil).Wait()
+	if err != nil {
+		return false, fmt.Errorf("UID SEARCH DELETED: %w", err)
+	}
+	foreign := 0
+	for _, uid := range data.AllUIDs() {
+		if _, ok := slices.BinarySearch(uids, uid); !ok {
+			foreign++
+		}
+	}
+	if foreign > 0 {
+		m.s.log.Warn().Int("messages", len(uids)).Int("others_deleted", foreign).
+			Msg("server lacks UIDPLUS and other messages are marked \\Deleted: not expunging; " +
+				"the messages stay marked \\Deleted upstream and are hidden from POP")
+		return true, nil
+	}
+	if err := c.Expunge().Close(); err != nil {
+		return false, fmt.Errorf("EXPUNGE: %w", err)
+	}
+	return false, nil
+}
+
+// move moves the messages to folder with MOVE, or COPY and expunge.
+func (m *mailbox) move(c *imapclient.Client, uids []imap.UID, folder string) (hide bool, err error) {
+	hasMove := m.s.caps.Has(imap.CapMove)
+	for set := range chunks(uids) {
+		op := func() error {
+			if hasMove {
+				_, err := c.Move(set, folder).Wait()
+				return err
+			}
+			_, err := c.Copy(set, folder).Wait()
+			return err
+		}
+		err := op()
+		var ie *imap.Error
+		if errors.As(err, &ie) && ie.Code == imap.ResponseCodeTryCreate {
+			m.s.log.Info().Str("folder", folder).Msg("creating the on_delete folder")
+			if cerr := c.Create(folder, nil).Wait(); cerr != nil {
+				return false, fmt.Errorf("CREATE %q: %w", folder, cerr)
+			}
+			err = op()
+		}
+		if err != nil {
+			return false, fmt.Errorf("UID MOVE/COPY to %q: %w", folder, err)
+		}
+	}
+	if hasMove {
+		return false, nil
+	}
+	return m.expunge(c, uids)
+}
+
+// storeFlags adds flag to the messages: UID STORE +FLAGS.SILENT.
+func storeFlags(c *imapclient.Client, uids []imap.UID, flag imap.Flag) error {
+	for set := range chunks(uids) {
+		err := c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{flag}}, nil).Close()
+		if err != nil {
+			return fmt.Errorf("UID STORE +FLAGS.SILENT (%s): %w", flag, err)
+		}
+	}
+	return nil
+}
+
+// chunks yields sets of at most storeChunk UIDs.
+func chunks(uids []imap.UID) func(func(imap.UIDSet) bool) {
+	return func(yield func(imap.UIDSet) bool) {
+		for part := range slices.Chunk(uids, storeChunk) {
+			if !yield(imap.UIDSetNum(part...)) {
+				return
+			}
+		}
+	}
+}
+
+// Close logs out and releases the account.
+func (m *mailbox) Close() error {
+	defer m.release()
+	return m.s.logout()
+}

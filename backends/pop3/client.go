@@ -1,0 +1,713 @@
+package pop3
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TLSMode says how a Client secures its connection.
+type TLSMode string
+
+const (
+	// TLSImplicit starts TLS before the greeting (RFC 8314 §3, port 995).
+	TLSImplicit TLSMode = "implicit"
+	// TLSStartTLS upgrades a plain connection with STLS (RFC 2595 §4).
+	TLSStartTLS TLSMode = "starttls"
+	// TLSNone sends everything, passwords included, in clear text: for
+	// loopback tests only.
+	TLSNone TLSMode = "none"
+)
+
+// Defaults for ClientOptions fields left zero.
+const (
+	DefaultDialTimeout    = 15 * time.Second
+	DefaultCommandTimeout = 60 * time.Second
+)
+
+// maxLine bounds a response line that is not part of a message: status
+// lines (RFC 2449 §4 allows 512 octets), CAPA, LIST and UIDL lines. It is
+// generous for servers that exceed the RFC, and keeps memory bounded.
+const maxLine = 8192
+
+// ClientOptions configures Dial.
+type ClientOptions struct {
+	// Addr is the server's host:port.
+	Addr string
+	// TLS is the TLS mode; empty means TLSImplicit.
+	TLS TLSMode
+	// TLSConfig is used for implicit TLS and STLS. Nil means the system
+	// roots; an empty ServerName is taken from Addr's host.
+	TLSConfig *tls.Config
+	// DialTimeout bounds the TCP connect, the TLS handshakes, the greeting
+	// and CAPA. Zero means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// CommandTimeout bounds each command's reply, and each read of a
+	// message stream. Zero means DefaultCommandTimeout.
+	CommandTimeout time.Duration
+}
+
+// ResponseError is a -ERR reply (RFC 1939 §3) with its response code
+// (RFC 2449 §8, RFC 3206), e.g. "IN-USE", "AUTH" or "SYS/TEMP".
+type ResponseError struct {
+	Command string // the command keyword, e.g. "PASS"
+	Code    string // the response code without brackets; "" if none
+	Text    string // the rest of the line
+}
+
+func (e *ResponseError) Error() string {
+	s := "pop3: " + e.Command + ": -ERR"
+	if e.Code != "" {
+		s += " [" + e.Code + "]"
+	}
+	if e.Text != "" {
+		s += " " + e.Text
+	}
+	return s
+}
+
+// ErrNoUIDL is returned by UIDL when the server does not implement it.
+var ErrNoUIDL = errors.New("pop3: server does not support UIDL")
+
+// Client is one POP3 client connection (RFC 1939). It is not safe for
+// concurrent use: one command at a time, and a message stream from Retr or
+// Top must be closed before the next command. After an I/O or protocol
+// error the Client is broken and every later command fails.
+type Client struct {
+	conn    net.Conn
+	r       *bufio.Reader
+	w       *bufio.Writer
+	timeout time.Duration
+	isTLS   bool
+	caps    map[string]string // capability name (upper case) -> arguments
+	capaOK  bool              // CAPA answered +OK
+	err     error             // sticky: the connection is unusable
+	stream  *dotReader        // the open message stream, if any
+	stop    func() bool       // ends the context watch of the running command
+}
+
+// Dial connects to the server, secures the connection as opts.TLS says,
+// reads the greeting and the capabilities (again after STLS). A -ERR
+// greeting is returned as a *ResponseError with Command "greeting".
+func Dial(ctx context.Context, opts ClientOptions) (*Client, error) {
+	dialTimeout := opts.DialTimeout
+	if dialTimeout <= 0 {
+		dialTimeout = DefaultDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	mode := opts.TLS
+	if mode == "" {
+		mode = TLSImplicit
+	}
+	var conf *tls.Config
+	if mode != TLSNone {
+		conf = tlsConfig(opts.TLSConfig, opts.Addr)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("pop3: dial %s: %w", opts.Addr, err)
+	}
+	c := &Client{timeout: opts.CommandTimeout}
+	if c.timeout <= 0 {
+		c.timeout = DefaultCommandTimeout
+	}
+	fail := func(err error) (*Client, error) {
+		conn.Close()
+		return nil, err
+	}
+	switch mode {
+	case TLSImplicit:
+		tc := tls.Client(conn, conf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fail(fmt.Errorf("pop3: TLS handshake with %s: %w", opts.Addr, err))
+		}
+		conn, c.isTLS = tc, true
+	case TLSStartTLS, TLSNone:
+	default:
+		return fail(fmt.Errorf("pop3: unknown TLS mode %q", mode))
+	}
+	c.setConn(conn)
+	if _, err := c.cmd(ctx, "greeting", ""); err != nil {
+		return fail(err)
+	}
+	if err := c.capa(ctx); err != nil {
+		return fail(err)
+	}
+	if mode == TLSStartTLS {
+		if err := c.startTLS(ctx, conf); err != nil {
+			return fail(err)
+		}
+	}
+	return c, nil
+}
+
+// tlsConfig returns a copy of conf with ServerName set from addr.
+func tlsConfig(conf *tls.Config, addr string) *tls.Config {
+	if conf == nil {
+		conf = &tls.Config{}
+	}
+	conf = conf.Clone()
+	if conf.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			conf.ServerName = host
+		}
+	}
+	if conf.MinVersion < tls.VersionTLS12 {
+		conf.MinVersion = tls.VersionTLS12 // RFC 8314 §4.1
+	}
+	return conf
+}
+
+func (c *Client) setConn(conn net.Conn) {
+	c.conn = conn
+	c.r = bufio.NewReaderSize(conn, 64<<10)
+	c.w = bufio.NewWriterSize(conn, 4<<10)
+}
+
+// startTLS sends STLS and performs the handshake; capabilities learnt
+// before TLS are discarded and asked again (RFC 2595 §4).
+func (c *Client) startTLS(ctx context.Context, conf *tls.Config) error {
+	if c.capaOK && !c.HasCapability("STLS") {
+		return errors.New("pop3: server does not offer STLS")
+	}
+	if _, err := c.cmd(ctx, "STLS", "STLS"); err != nil {
+		return err
+	}
+	if c.r.Buffered() > 0 {
+		// Octets after +OK and before the handshake: an injection attempt
+		// (CVE-2011-0411 style). Never read them as TLS-protected.
+		return c.broken(errors.New("pop3: plaintext data after STLS reply"))
+	}
+	tc := tls.Client(c.conn, conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return c.broken(fmt.Errorf("pop3: STLS handshake: %w", err))
+	}
+	c.setConn(tc)
+	c.isTLS = true
+	return c.capa(ctx)
+}
+
+// capa asks for the capabilities (RFC 2449 §5). A -ERR leaves them unknown.
+func (c *Client) capa(ctx context.Context) error {
+	c.caps, c.capaOK = map[string]string{}, false
+	lines, err := c.multiCmd(ctx, "CAPA", "CAPA")
+	var re *ResponseError
+	if errors.As(err, &re) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.capaOK = true
+	for _, l := range lines {
+		name, args, _ := strings.Cut(l, " ")
+		c.caps[strings.ToUpper(name)] = args
+	}
+	return nil
+}
+
+// Capabilities reports whether CAPA succeeded, and the capabilities
+// (names in upper case, mapped to their arguments).
+func (c *Client) Capabilities() (map[string]string, bool) {
+	return c.caps, c.capaOK
+}
+
+// HasCapability reports whether CAPA listed name.
+func (c *Client) HasCapability(name string) bool {
+	_, ok := c.caps[strings.ToUpper(name)]
+	return ok
+}
+
+// HasSASL reports whether CAPA listed the SASL mechanism mech.
+func (c *Client) HasSASL(mech string) bool {
+	for _, m := range strings.Fields(c.caps["SASL"]) {
+		if strings.EqualFold(m, mech) {
+			return true
+		}
+	}
+	return false
+}
+
+// TLS reports whether the connection is encrypted.
+func (c *Client) TLS() bool { return c.isTLS }
+
+// Login authenticates with USER and PASS (RFC 1939 §7).
+func (c *Client) Login(ctx context.Context, user, pass string) error {
+	if err := checkArg(user); err != nil {
+		return err
+	}
+	if err := checkArg(pass); err != nil {
+		return err
+	}
+	if _, err := c.cmd(ctx, "USER", "USER "+user); err != nil {
+		return err
+	}
+	_, err := c.cmd(ctx, "PASS", "PASS "+pass)
+	return err
+}
+
+// AuthPlain authenticates with SASL PLAIN (RFC 5034, RFC 4616), sending
+// the initial response inline when the line fits in 255 octets.
+func (c *Client) AuthPlain(ctx context.Context, user, pass string) error {
+	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+	return c.auth(ctx, "PLAIN", ir, len("AUTH PLAIN ")+len(ir)+2 <= 255)
+}
+
+// AuthXOAUTH2 authenticates with Google's and Microsoft's XOAUTH2. With
+// oneLine the response goes on the AUTH line (Gmail's form); otherwise
+// AUTH XOAUTH2 waits for "+ " and the response follows on its own line
+// (Outlook's form). A rejected token's error challenge is answered with
+// an empty line, so the session stays in step, and the -ERR that follows
+// is returned.
+func (c *Client) AuthXOAUTH2(ctx context.Context, user, token string, oneLine bool) error {
+	ir := base64.StdEncoding.EncodeToString([]byte("user=" + user + "\x01auth=Bearer " + token + "\x01\x01"))
+	return c.auth(ctx, "XOAUTH2", ir, oneLine)
+}
+
+// auth runs one SASL exchange whose only client message is ir.
+func (c *Client) auth(ctx context.Context, mech, ir string, inline bool) error {
+	if err := checkArg(ir); err != nil {
+		return err
+	}
+	line := "AUTH " + mech
+	if inline {
+		line += " " + ir
+	}
+	defer c.begin(ctx)()
+	if err := c.send(line); err != nil {
+		return err
+	}
+	sent := inline
+	for {
+		l, err := c.readLine()
+		if err != nil {
+			return err
+		}
+		switch {
+		case bytes.HasPrefix(l, []byte("+OK")):
+			return nil
+		case bytes.HasPrefix(l, []byte("-ERR")):
+			return parseErr("AUTH", l)
+		case len(l) > 0 && l[0] == '+' && (len(l) == 1 || l[1] == ' '):
+			// A challenge: the empty one asks for the response; once it is
+			// sent, a challenge is an error report (XOAUTH2's base64 JSON),
+			// answered with an empty line (RFC 4954 style) to get the -ERR.
+			if !sent {
+				sent = true
+				err = c.send(ir)
+			} else {
+				err = c.send("")
+			}
+			if err != nil {
+				return err
+			}
+		default:
+			return c.broken(fmt.Errorf("pop3: AUTH: unexpected reply %q", clip(l)))
+		}
+	}
+}
+
+// checkArg refuses arguments that would break the command line.
+func checkArg(s string) error {
+	if strings.ContainsAny(s, "\r\n\x00") {
+		return errors.New("pop3: argument contains CR, LF or NUL")
+	}
+	return nil
+}
+
+// Stat returns the message count and the maildrop size (RFC 1939 §5).
+func (c *Client) Stat(ctx context.Context) (count int, size int64, err error) {
+	l, err := c.cmd(ctx, "STAT", "STAT")
+	if err != nil {
+		return 0, 0, err
+	}
+	f := strings.Fields(l)
+	if len(f) < 2 {
+		return 0, 0, c.broken(fmt.Errorf("pop3: STAT: bad reply %q", l))
+	}
+	if count, err = strconv.Atoi(f[0]); err == nil {
+		size, err = strconv.ParseInt(f[1], 10, 64)
+	}
+	if err != nil || count < 0 || size < 0 {
+		return 0, 0, c.broken(fmt.Errorf("pop3: STAT: bad reply %q", l))
+	}
+	return count, size, nil
+}
+
+// UIDLEntry is one line of a UIDL listing.
+type UIDLEntry struct {
+	N   int
+	UID string
+}
+
+// UIDL returns the unique-id listing (RFC 1939 §7). A -ERR reply gives an
+// error wrapping ErrNoUIDL as well as the *ResponseError.
+func (c *Client) UIDL(ctx context.Context) ([]UIDLEntry, error) {
+	lines, err := c.multiCmd(ctx, "UIDL", "UIDL")
+	if err != nil {
+		var re *ResponseError
+		if errors.As(err, &re) {
+			return nil, fmt.Errorf("%w: %w", ErrNoUIDL, err)
+		}
+		return nil, err
+	}
+	out := make([]UIDLEntry, 0, len(lines))
+	for _, l := range lines {
+		ns, uid, ok := strings.Cut(l, " ")
+		n, err := strconv.Atoi(ns)
+		uid = strings.TrimRight(uid, " ")
+		if !ok || err != nil || n < 1 || uid == "" {
+			return nil, c.broken(fmt.Errorf("pop3: UIDL: bad line %q", clip([]byte(l))))
+		}
+		out = append(out, UIDLEntry{n, uid})
+	}
+	return out, nil
+}
+
+// ListEntry is one line of a LIST listing.
+type ListEntry struct {
+	N    int
+	Size int64
+}
+
+// List returns the scan listing (RFC 1939 §5).
+func (c *Client) List(ctx context.Context) ([]ListEntry, error) {
+	lines, err := c.multiCmd(ctx, "LIST", "LIST")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ListEntry, 0, len(lines))
+	for _, l := range lines {
+		f := strings.Fields(l)
+		var n int
+		var size int64
+		if len(f) >= 2 {
+			if n, err = strconv.Atoi(f[0]); err == nil {
+				size, err = strconv.ParseInt(f[1], 10, 64)
+			}
+		}
+		if len(f) < 2 || err != nil || n < 1 || size < 0 {
+			return nil, c.broken(fmt.Errorf("pop3: LIST: bad line %q", clip([]byte(l))))
+		}
+		out = append(out, ListEntry{n, size})
+	}
+	return out, nil
+}
+
+// Retr starts RETR n and returns the message as a stream with the dot
+// stuffing removed and the terminating line left out (RFC 1939 §3, §7).
+// The stream returns io.EOF only after the terminating "."; a connection
+// that fails first gives another error. Close reads what is left, so that
+// the next command stays in step.
+func (c *Client) Retr(ctx context.Context, n int) (io.ReadCloser, error) {
+	return c.message(ctx, "RETR", "RETR "+strconv.Itoa(n))
+}
+
+// Top starts TOP n lines (RFC 1939 §7), streamed as by Retr.
+func (c *Client) Top(ctx context.Context, n, lines int) (io.ReadCloser, error) {
+	return c.message(ctx, "TOP", "TOP "+strconv.Itoa(n)+" "+strconv.Itoa(lines))
+}
+
+func (c *Client) message(ctx context.Context, kw, line string) (io.ReadCloser, error) {
+	if _, err := c.cmd(ctx, kw, line); err != nil {
+		return nil, err
+	}
+	d := &dotReader{c: c, bol: true}
+	d.stop = context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	c.stream = d
+	return d, nil
+}
+
+// Dele marks message n as deleted (RFC 1939 §5).
+func (c *Client) Dele(ctx context.Context, n int) error {
+	_, err := c.cmd(ctx, "DELE", "DELE "+strconv.Itoa(n))
+	return err
+}
+
+// Rset unmarks every deleted message (RFC 1939 §5).
+func (c *Client) Rset(ctx context.Context) error {
+	_, err := c.cmd(ctx, "RSET", "RSET")
+	return err
+}
+
+// Noop does nothing but check the connection (RFC 1939 §5).
+func (c *Client) Noop(ctx context.Context) error {
+	_, err := c.cmd(ctx, "NOOP", "NOOP")
+	return err
+}
+
+// Quit sends QUIT, which commits the deletions (RFC 1939 §6), and closes
+// the connection. A nil error means the server answered +OK.
+func (c *Client) Quit(ctx context.Context) error {
+	_, err := c.cmd(ctx, "QUIT", "QUIT")
+	c.Close()
+	return err
+}
+
+// Close closes the connection without sending anything, so the server
+// does not enter the UPDATE state.
+func (c *Client) Close() error {
+	if c.err == nil {
+		c.err = net.ErrClosed
+	}
+	return c.conn.Close()
+}
+
+// Err returns the error that broke the Client, or nil while it is usable.
+func (c *Client) Err() error { return c.err }
+
+// broken makes err sticky and closes the connection.
+func (c *Client) broken(err error) error {
+	if c.err == nil {
+		c.err = err
+		c.conn.Close()
+	}
+	return err
+}
+
+// begin sets the deadline for one command and makes ctx's end interrupt
+// it; the returned func undoes that.
+func (c *Client) begin(ctx context.Context) func() {
+	dl := time.Now().Add(c.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	c.conn.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	return func() { stop() }
+}
+
+// ready checks that a command may be sent.
+func (c *Client) ready() error {
+	if c.err != nil {
+		return c.err
+	}
+	if c.stream != nil && !c.stream.finished() {
+		return errors.New("pop3: a message stream is still open")
+	}
+	c.stream = nil
+	return nil
+}
+
+func (c *Client) send(line string) error {
+	c.w.WriteString(line)
+	c.w.WriteString("\r\n")
+	if err := c.w.Flush(); err != nil {
+		return c.broken(fmt.Errorf("pop3: write: %w", err))
+	}
+	return nil
+}
+
+// readLine reads one response line of at most maxLine octets, without
+// its line end. The result is valid until the next read.
+func (c *Client) readLine() ([]byte, error) {
+	var long []byte
+	for {
+		l, err := c.r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull || (err == nil && long != nil) {
+			long = append(long, l...)
+			if len(long) > maxLine {
+				return nil, c.broken(errors.New("pop3: response line too long"))
+			}
+			if err != nil {
+				continue
+			}
+			l = long
+		} else if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, c.broken(fmt.Errorf("pop3: read: %w", err))
+		}
+		if len(l) > maxLine {
+			return nil, c.broken(errors.New("pop3: response line too long"))
+		}
+		l = bytes.TrimSuffix(l[:len(l)-1], []byte("\r"))
+		return l, nil
+	}
+}
+
+// cmd sends line (nothing when line is empty: the greeting) and reads a
+// single-line reply. It returns the text after "+OK ", or a
+// *ResponseError for -ERR.
+func (c *Client) cmd(ctx context.Context, kw, line string) (string, error) {
+	if err := c.ready(); err != nil {
+		return "", err
+	}
+	defer c.begin(ctx)()
+	if line != "" {
+		if err := c.send(line); err != nil {
+			return "", err
+		}
+	}
+	l, err := c.readLine()
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return "", err
+	}
+	switch {
+	case bytes.HasPrefix(l, []byte("+OK")) && (len(l) == 3 || l[3] == ' '):
+		return strings.TrimPrefix(string(l[3:]), " "), nil
+	case bytes.HasPrefix(l, []byte("-ERR")):
+		return "", parseErr(kw, l)
+	}
+	return "", c.broken(fmt.Errorf("pop3: %s: unexpected reply %q", kw, clip(l)))
+}
+
+// multiCmd sends a command with a multi-line reply (CAPA, LIST, UIDL)
+// and returns its lines, unstuffed.
+func (c *Client) multiCmd(ctx context.Context, kw, line string) ([]string, error) {
+	if _, err := c.cmd(ctx, kw, line); err != nil {
+		return nil, err
+	}
+	defer c.begin(ctx)()
+	var out []string
+	for {
+		l, err := c.readLine()
+		if err != nil {
+			return nil, err
+		}
+		if len(l) > 0 && l[0] == '.' {
+			if len(l) == 1 {
+				return out, nil
+			}
+			l = l[1:]
+		}
+		out = append(out, string(l))
+	}
+}
+
+// parseErr turns a -ERR line into a *ResponseError.
+func parseErr(kw string, l []byte) *ResponseError {
+	text := strings.TrimSpace(string(l[len("-ERR"):]))
+	e := &ResponseError{Command: kw, Text: text}
+	if strings.HasPrefix(text, "[") {
+		if i := strings.IndexByte(text, ']'); i > 0 {
+			e.Code = strings.ToUpper(text[1:i])
+			e.Text = strings.TrimSpace(text[i+1:])
+		}
+	}
+	return e
+}
+
+func clip(b []byte) []byte {
+	if len(b) > 80 {
+		return append(b[:77:77], "..."...)
+	}
+	return b
+}
+
+// dotReader streams the body of a multi-line reply without the dot
+// stuffing, line ends as sent. It never holds more than the Client's read
+// buffer, whatever the line lengths.
+type dotReader struct {
+	c    *Client
+	bol  bool  // at the beginning of a line
+	done bool  // the terminating line was read
+	err  error // sticky read error
+	stop func() bool
+}
+
+func (d *dotReader) finished() bool { return d.done || d.err != nil }
+
+func (d *dotReader) fail(err error) (int, error) {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	d.err = d.c.broken(fmt.Errorf("pop3: message stream: %w", err))
+	d.stop()
+	return 0, d.err
+}
+
+// Read returns message octets; io.EOF only after the terminating line.
+func (d *dotReader) Read(p []byte) (int, error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	if d.done {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r := d.c.r
+	d.c.conn.SetReadDeadline(time.Now().Add(d.c.timeout))
+	if d.bol {
+		b, err := r.Peek(1)
+		if err != nil {
+			return d.fail(err)
+		}
+		if b[0] == '.' {
+			if b, err = r.Peek(2); err != nil {
+				return d.fail(err)
+			}
+			end := 0
+			if b[1] == '\n' {
+				end = 2 // ".\n": tolerated from sloppy servers
+			} else if b[1] == '\r' {
+				if b, err = r.Peek(3); err != nil {
+					return d.fail(err)
+				}
+				if b[2] == '\n' {
+					end = 3
+				}
+			}
+			if end > 0 {
+				r.Discard(end)
+				d.done = true
+				d.stop()
+				return 0, io.EOF
+			}
+			r.Discard(1) // the stuffed dot
+		}
+		d.bol = false
+	}
+	if r.Buffered() == 0 {
+		if _, err := r.Peek(1); err != nil {
+			return d.fail(err)
+		}
+	}
+	n := min(r.Buffered(), len(p))
+	b, _ := r.Peek(n)
+	// Copy whole lines while the next one does not start with "."; stop
+	// at the end of a line whose successor is not buffered yet.
+	end := 0
+	for {
+		i := bytes.IndexByte(b[end:], '\n')
+		if i < 0 {
+			end = len(b)
+			break
+		}
+		end += i + 1
+		if end == len(b) || b[end] == '.' {
+			break
+		}
+	}
+	d.bol = b[end-1] == '\n'
+	copy(p, b[:end])
+	r.Discard(end)
+	return end, nil
+}
+
+// Close reads the rest of the reply, so the connection stays in step; if
+// that fails the Client is broken.
+func (d *dotReader) Close() error {
+	if d.finished() {
+		return nil
+	}
+	_, err := io.Copy(io.Discard, d)
+	return err
+}

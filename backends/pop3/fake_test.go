@@ -1,0 +1,604 @@
+package pop3
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// fakeMsg is one message of a fake upstream: its UIDL, the size LIST
+// claims (-1: the true wire size) and its wire form (CRLF, stuffed).
+type fakeMsg struct {
+	uidl     string
+	listSize int64
+	wire     string
+}
+
+// fake is a small scripted POP3 server. It checks the client's protocol
+// steps and records what it saw.
+type fake struct {
+	t  *testing.T
+	ln net.Listener
+
+	xoauth2 string // "", "one-line" or "two-line": the AUTH form required
+	user    string
+	secret  string // password or token
+	noUIDL  bool
+	inUse   bool // PASS gets -ERR [IN-USE]
+	msgs    []fakeMsg
+
+	mu       sync.Mutex
+	commands []string
+	deleted  []string // UIDLs removed by a committed QUIT
+	desync   []string // protocol errors by the client
+}
+
+func newFake(t *testing.T, f *fake) *fake {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.t, f.ln = t, ln
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go f.serve(c)
+		}
+	}()
+	return f
+}
+
+func (f *fake) addr() string { return f.ln.Addr().String() }
+
+func (f *fake) note(list *[]string, s string) {
+	f.mu.Lock()
+	*list = append(*list, s)
+	f.mu.Unlock()
+}
+
+func (f *fake) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c)
+	w := bufio.NewWriter(c)
+	out := func(s string) { w.WriteString(s + "\r\n"); w.Flush() }
+	out("+OK fake ready")
+	authed := false
+	var user string
+	marked := map[int]bool{}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		f.note(&f.commands, line)
+		kw, arg, _ := strings.Cut(line, " ")
+		switch strings.ToUpper(kw) {
+		case "CAPA":
+			out("+OK")
+			if !f.noUIDL {
+				out("UIDL")
+			}
+			out("TOP")
+			if f.xoauth2 != "" {
+				out("SASL XOAUTH2")
+			} else {
+				out("USER")
+			}
+			out(".")
+		case "USER":
+			user = arg
+			out("+OK")
+		case "PASS":
+			switch {
+			case f.inUse:
+				out("-ERR [IN-USE] Mailbox is locked.")
+			case f.xoauth2 == "" && user == f.user && arg == f.secret:
+				authed = true
+				out("+OK logged in")
+			default:
+				out("-ERR [AUTH] Authentication failed.")
+			}
+		case "AUTH":
+			mech, ir, inline := strings.Cut(arg, " ")
+			if !strings.EqualFold(mech, "XOAUTH2") || f.xoauth2 == "" {
+				out("-ERR Unsupported mechanism")
+				continue
+			}
+			if inline != (f.xoauth2 == "one-line") {
+				f.note(&f.desync, "wrong XOAUTH2 form: "+line)
+			}
+			if !inline {
+				out("+ ")
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				ir = strings.TrimRight(l, "\r\n")
+			}
+			raw, err := base64.StdEncoding.DecodeString(ir)
+			if err != nil {
+				out("-ERR bad base64")
+				continue
+			}
+			want := "user=" + f.user + "\x01auth=Bearer " + f.secret + "\x01\x01"
+			if string(raw) != want {
+				// Google's error challenge; the client must answer with
+				// an empty line before it gets the -ERR.
+				out("+ " + base64.StdEncoding.EncodeToString([]byte(`{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`)))
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l != "\r\n" {
+					f.note(&f.desync, "answer to error challenge: "+strconv.Quote(l))
+				}
+				out("-ERR [AUTH] Invalid credentials")
+				continue
+			}
+			authed = true
+			out("+OK Welcome.")
+		case "UIDL", "LIST", "RETR", "TOP", "DELE", "RSET", "NOOP", "STAT":
+			if !authed {
+				out("-ERR not authenticated")
+				continue
+			}
+			f.transaction(strings.ToUpper(kw), arg, marked, out)
+		case "QUIT":
+			if authed {
+				for i := range f.msgs {
+					if marked[i+1] {
+						f.note(&f.deleted, f.msgs[i].uidl)
+					}
+				}
+			}
+			out("+OK bye")
+			return
+		default:
+			out("-ERR unknown command")
+		}
+	}
+}
+
+func (f *fake) transaction(kw, arg string, marked map[int]bool, out func(string)) {
+	num := func() (int, bool) {
+		s, _, _ := strings.Cut(arg, " ")
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > len(f.msgs) || marked[n] {
+			out("-ERR no such message")
+			return 0, false
+		}
+		return n, true
+	}
+	size := func(m fakeMsg) int64 {
+		if m.listSize >= 0 {
+			return m.listSize
+		}
+		return int64(len(unstuffWire(m.wire)))
+	}
+	switch kw {
+	case "UIDL":
+		if f.noUIDL {
+			out("-ERR UIDL not supported")
+			return
+		}
+		out("+OK")
+		for i, m := range f.msgs {
+			if !marked[i+1] {
+				out(fmt.Sprintf("%d %s", i+1, m.uidl))
+			}
+		}
+		out(".")
+	case "LIST":
+		out("+OK")
+		for i, m := range f.msgs {
+			if !marked[i+1] {
+				out(fmt.Sprintf("%d %d", i+1, size(m)))
+			}
+		}
+		out(".")
+	case "STAT":
+		out(fmt.Sprintf("+OK %d 0", len(f.msgs)))
+	case "RETR", "TOP":
+		if n, ok := num(); ok {
+			out("+OK")
+			out(f.msgs[n-1].wire + ".")
+		}
+	case "DELE":
+		if n, ok := num(); ok {
+			marked[n] = true
+			out("+OK marked")
+		}
+	case "RSET":
+		clear(marked)
+		out("+OK")
+	case "NOOP":
+		out("+OK")
+	}
+}
+
+// unstuffWire removes the stuffing of a wire body.
+func unstuffWire(w string) string {
+	var sb strings.Builder
+	for _, l := range strings.SplitAfter(w, "\r\n") {
+		sb.WriteString(strings.TrimPrefix(l, "."))
+	}
+	return sb.String()
+}
+
+var fakeMsgs = []fakeMsg{
+	{uidl: "a1", listSize: -1, wire: "Subject: one\r\n\r\n..dot\r\n...\r\nplain\r\n"},
+	// A UIDL with a character outside 0x21-0x7E, and a repeated one.
+	{uidl: "bad\x7fuid", listSize: -1, wire: "Subject: two\r\n\r\nbody\r\n"},
+	{uidl: "a1", listSize: -1, wire: "Subject: three\r\n\r\nbody\r\n"},
+	// LIST lies: 5 octets.
+	{uidl: strings.Repeat("L", 71), listSize: 5, wire: "Subject: four\r\n\r\n..\r\nend\r\n"},
+}
+
+// serveOne starts a proxy.Server over b on loopback and returns its address.
+func serveOne(t *testing.T, b proxy.Backend) string {
+	t.Helper()
+	srv := &proxy.Server{Backend: b, AuthFailureDelay: -1}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func TestXOAUTH2Forms(t *testing.T) {
+	for _, form := range []string{"one-line", "two-line"} {
+		t.Run(form, func(t *testing.T) {
+			f := newFake(t, &fake{xoauth2: form, user: "u@example.com", secret: "good-token", msgs: fakeMsgs[:1]})
+			ctx := context.Background()
+			for _, tc := range []struct {
+				token string
+				ok    bool
+			}{{"bad-token", false}, {"good-token", true}} {
+				b, err := New(Options{
+					Addr: f.addr(), TLS: TLSNone, Auth: AuthXOAUTH2, Username: "u@example.com",
+					TokenSource:    oauth2.StaticTokenSource(&oauth2.Token{AccessToken: tc.token}),
+					XOAUTH2TwoLine: form == "two-line",
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				mb, err := b.Login(ctx, "", "")
+				if tc.ok {
+					if err != nil {
+						t.Fatalf("good token: %v", err)
+					}
+					list, _ := mb.List(ctx)
+					if len(list) != 1 || list[0].UID != "a1" {
+						t.Errorf("list %+v", list)
+					}
+					mb.Close()
+					continue
+				}
+				if !errors.Is(err, proxy.ErrAuthFailed) {
+					t.Fatalf("bad token: err %v, want ErrAuthFailed", err)
+				}
+			}
+			// The bad-token session stayed in step: the fake saw the empty
+			// line, and nothing else, after the error challenge.
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if len(f.desync) > 0 {
+				t.Errorf("client out of step: %q", f.desync)
+			}
+		})
+	}
+}
+
+// TestXOAUTH2ErrorChallengeInStep checks at the Client level that after a
+// rejected token the connection still answers the next command.
+func TestXOAUTH2ErrorChallengeInStep(t *testing.T) {
+	f := newFake(t, &fake{xoauth2: "two-line", user: "u", secret: "tok"})
+	ctx := context.Background()
+	c, err := Dial(ctx, ClientOptions{Addr: f.addr(), TLS: TLSNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !c.HasSASL("xoauth2") {
+		t.Fatalf("CAPA: %v", c.caps)
+	}
+	var re *ResponseError
+	if err := c.AuthXOAUTH2(ctx, "u", "wrong", false); !errors.As(err, &re) || re.Code != "AUTH" {
+		t.Fatalf("wrong token: %v", err)
+	}
+	if err := c.AuthXOAUTH2(ctx, "u", "tok", false); err != nil {
+		t.Fatalf("retry in the same session: %v", err)
+	}
+	if err := c.Noop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFakeSnapshotAndSizes(t *testing.T) {
+	f := newFake(t, &fake{user: "u", secret: "p", msgs: fakeMsgs})
+	store, err := cache.Open(t.TempDir()+"/cache.db", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p", Store: store, Account: "acct"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mb, err := b.Login(ctx, "x", "y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _ := mb.List(ctx)
+	if len(list) != 4 {
+		t.Fatalf("list %+v", list)
+	}
+	seen := map[string]bool{}
+	for i, m := range list {
+		if !proxy.ValidUID(m.UID) || seen[m.UID] {
+			t.Errorf("message %d: UID %q invalid or repeated", i+1, m.UID)
+		}
+		seen[m.UID] = true
+	}
+	if list[0].UID != "a1" {
+		t.Errorf("valid UIDL not passed through: %q", list[0].UID)
+	}
+	if list[3].Size != 5 {
+		t.Errorf("first session size %d, want LIST's 5", list[3].Size)
+	}
+	// RETR unstuffs and measures.
+	rc, err := mb.Open(ctx, list[0].UID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(rc)
+	rc.Close()
+	if want := "Subject: one\r\n\r\n.dot\r\n..\r\nplain\r\n"; string(body) != want || err != nil {
+		t.Errorf("RETR 1 = %q, %v; want %q", body, err, want)
+	}
+	// TOP-like partial read: Close drains, the next command is in step.
+	rc, err = mb.Open(ctx, list[3].UID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	io.ReadFull(rc, buf)
+	if err := rc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mb.Close()
+
+	// The lying LIST size was corrected, in the store, for the next login.
+	mb, err = b.Login(ctx, "x", "y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list2, _ := mb.List(ctx)
+	want := int64(len("Subject: four\r\n\r\n.\r\nend\r\n"))
+	if list2[3].Size != want {
+		t.Errorf("second session size %d, want %d", list2[3].Size, want)
+	}
+	for i := range list {
+		if list[i].UID != list2[i].UID {
+			t.Errorf("UID %d changed across sessions: %q -> %q", i+1, list[i].UID, list2[i].UID)
+		}
+	}
+	// Delete sends DELE and QUIT; the fake commits.
+	if err := mb.Delete(ctx, []string{list2[1].UID, list2[3].UID}); err != nil {
+		t.Fatal(err)
+	}
+	mb.Close()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if got := strings.Join(f.deleted, ","); got != "bad\x7fuid,"+strings.Repeat("L", 71) {
+		t.Errorf("deleted upstream %q", got)
+	}
+}
+
+func TestFakeErrors(t *testing.T) {
+	ctx := context.Background()
+	t.Run("no UIDL", func(t *testing.T) {
+		f := newFake(t, &fake{user: "u", secret: "p", noUIDL: true, msgs: fakeMsgs})
+		b, _ := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p"})
+		_, err := b.Login(ctx, "", "")
+		if err == nil || !strings.Contains(err.Error(), "UIDL") || !errors.Is(err, proxy.ErrPermanent) {
+			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("in use", func(t *testing.T) {
+		f := newFake(t, &fake{user: "u", secret: "p", inUse: true})
+		b, _ := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p"})
+		if _, err := b.Login(ctx, "", ""); !errors.Is(err, proxy.ErrInUse) {
+			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("bad password", func(t *testing.T) {
+		f := newFake(t, &fake{user: "u", secret: "p"})
+		b, _ := New(Options{Addr: f.addr(), TLS: TLSNone, Auth: AuthPassthrough})
+		if _, err := b.Login(ctx, "u", "wrong"); !errors.Is(err, proxy.ErrAuthFailed) {
+			t.Fatalf("err %v", err)
+		}
+		if mb, err := b.Login(ctx, "u", "p"); err != nil {
+			t.Fatalf("passthrough: %v", err)
+		} else {
+			mb.Close()
+		}
+	})
+	t.Run("down", func(t *testing.T) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr := ln.Addr().String()
+		ln.Close()
+		b, _ := New(Options{Addr: addr, TLS: TLSNone, Username: "u", Password: "p"})
+		if _, err := b.Login(ctx, "", ""); !errors.Is(err, proxy.ErrTemporary) {
+			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("silent", func(t *testing.T) {
+		// A server that accepts and never greets: the dial timeout ends it.
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err == nil {
+				defer c.Close()
+				time.Sleep(2 * time.Second)
+			}
+		}()
+		b, _ := New(Options{Addr: ln.Addr().String(), TLS: TLSNone, Username: "u", Password: "p", DialTimeout: 200 * time.Millisecond})
+		start := time.Now()
+		if _, err := b.Login(ctx, "", ""); !errors.Is(err, proxy.ErrTemporary) || time.Since(start) > time.Second {
+			t.Fatalf("err %v after %v", err, time.Since(start))
+		}
+	})
+}
+
+// TestDotReader feeds multi-line bodies in small writes and checks the
+// unstuffing, the line-length independence and that a cut gives an error.
+func TestDotReader(t *testing.T) {
+	long := strings.Repeat("x", 200000)
+	for _, tc := range []struct {
+		wire, want string
+		cut        bool
+	}{
+		{wire: ".\r\n", want: ""},
+		{wire: "a\r\n.\r\n", want: "a\r\n"},
+		{wire: "..\r\n...x\r\n.b\r\n.\r\n", want: ".\r\n..x\r\nb\r\n"},
+		{wire: long + "\r\n." + long + "\r\n.\r\n", want: long + "\r\n" + long + "\r\n"},
+		{wire: "a\n.\n", want: "a\n"},
+		{wire: "a\r\nb\r\n", cut: true},
+		{wire: "a\r\n.", cut: true},
+		{wire: "a\r\n.\r", cut: true},
+	} {
+		server, client := net.Pipe()
+		go io.Copy(io.Discard, server)
+		go func() {
+			server.Write([]byte("+OK\r\n"))
+			for i := 0; i < len(tc.wire); i += 7 {
+				server.Write([]byte(tc.wire[i:min(i+7, len(tc.wire))]))
+			}
+			if tc.cut {
+				server.Close()
+				return
+			}
+			server.Write([]byte("+OK next\r\n"))
+		}()
+		c := &Client{timeout: 5 * time.Second}
+		c.setConn(client)
+		rc, err := c.Retr(context.Background(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		if tc.cut {
+			if err == nil {
+				t.Errorf("%q: cut stream ended without error", clip([]byte(tc.wire)))
+			}
+			client.Close()
+			continue
+		}
+		if err != nil || string(got) != tc.want {
+			t.Errorf("%q: got %q, %v; want %q", clip([]byte(tc.wire)), clip(got), err, clip([]byte(tc.want)))
+		}
+		// The reply after the terminator is intact.
+		if l, err := c.readLine(); err != nil || string(l) != "+OK next" {
+			t.Errorf("%q: next line %q, %v", clip([]byte(tc.wire)), l, err)
+		}
+		client.Close()
+	}
+}
+
+func TestResponseCodes(t *testing.T) {
+	for line, want := range map[string]ResponseError{
+		"-ERR [IN-USE] locked":  {Code: "IN-USE", Text: "locked"},
+		"-ERR [sys/temp] later": {Code: "SYS/TEMP", Text: "later"},
+		"-ERR":                  {},
+		"-ERR plain text":       {Text: "plain text"},
+	} {
+		got := parseErr("X", []byte(line))
+		if got.Code != want.Code || got.Text != want.Text {
+			t.Errorf("%q: %+v", line, got)
+		}
+	}
+}
+
+func TestLongResponseLine(t *testing.T) {
+	server, client := net.Pipe()
+	go func() {
+		server.Write([]byte("+OK " + strings.Repeat("y", maxLine+10) + "\r\n"))
+		server.Close()
+	}()
+	c := &Client{timeout: 5 * time.Second}
+	c.setConn(client)
+	if _, err := c.cmd(context.Background(), "greeting", ""); err == nil || !strings.Contains(err.Error(), "too long") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestFakeKeepPolicy(t *testing.T) {
+	f := newFake(t, &fake{user: "u", secret: "p", msgs: fakeMsgs})
+	store, err := cache.Open(t.TempDir()+"/cache.db", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if _, err := New(Options{Addr: f.addr(), Username: "u", OnDelete: Keep}); err == nil {
+		t.Fatal("keep without a store accepted")
+	}
+	b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p", Store: store, OnDelete: Keep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mb, err := b.Login(ctx, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _ := mb.List(ctx)
+	if err := mb.Delete(ctx, []string{list[0].UID}); err != nil {
+		t.Fatal(err)
+	}
+	mb.Close()
+	mb, err = b.Login(ctx, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list2, _ := mb.List(ctx)
+	mb.Close()
+	if len(list2) != len(list)-1 || list2[0].UID != list[1].UID {
+		t.Errorf("after keep-delete: %+v", list2)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.deleted) > 0 {
+		t.Errorf("keep policy deleted upstream: %q", f.deleted)
+	}
+	for _, c := range f.commands {
+		if strings.HasPrefix(c, "DELE") {
+			t.Errorf("keep policy sent %q", c)
+		}
+	}
+}

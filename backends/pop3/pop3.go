@@ -1,0 +1,580 @@
+// Package pop3 relays an upstream POP3 server as a popbridge maildrop,
+// adding TLS and XOAUTH2 that old clients cannot do. It holds its own POP3
+// client (Client).
+//
+// A session uses one upstream connection. Login dials, authenticates and
+// takes the snapshot from the upstream UIDL and LIST listings; RETR and
+// TOP stream from upstream RETR, unstuffed here and restuffed by the
+// proxy. Deletions reach the upstream only from Delete (QUIT): DELE for
+// each message, then QUIT, whose reply decides the result. Close never
+// sends QUIT after a DELE, so a dropped client session deletes nothing.
+package pop3
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// Auth says which credentials go to the upstream server.
+type Auth string
+
+const (
+	// AuthPassword sends Options.Username and Options.Password with USER
+	// and PASS, or with AUTH PLAIN when CAPA lacks USER but offers PLAIN.
+	AuthPassword Auth = "password"
+	// AuthXOAUTH2 sends Options.Username and a token from
+	// Options.TokenSource with AUTH XOAUTH2.
+	AuthXOAUTH2 Auth = "xoauth2"
+	// AuthPassthrough sends the POP3 client's own user name and password,
+	// as for AuthPassword.
+	AuthPassthrough Auth = "passthrough"
+)
+
+// DeletePolicy says what DELE followed by QUIT does.
+type DeletePolicy string
+
+const (
+	// Delete sends DELE upstream for each message, then QUIT.
+	Delete DeletePolicy = "delete"
+	// Keep leaves the upstream alone and hides the messages from POP with
+	// tombstones in Options.Store.
+	Keep DeletePolicy = "keep"
+)
+
+// Options configures a Backend.
+type Options struct {
+	// Addr is the upstream host:port. Required.
+	Addr string
+	// TLS is the TLS mode; empty means TLSImplicit.
+	TLS TLSMode
+	// TLSConfig sets the roots and server name; nil means the system roots
+	// and the host of Addr.
+	TLSConfig *tls.Config
+	// Auth selects the credentials; empty means AuthPassword.
+	Auth Auth
+	// Username and Password are the upstream credentials for AuthPassword;
+	// Username alone for AuthXOAUTH2.
+	Username, Password string
+	// TokenSource gives the XOAUTH2 access tokens. Required for
+	// AuthXOAUTH2.
+	TokenSource oauth2.TokenSource
+	// XOAUTH2TwoLine sends AUTH XOAUTH2 and the response on separate lines
+	// (Outlook); false sends them on one line (Gmail).
+	XOAUTH2TwoLine bool
+	// OnDelete is the delete policy; empty means Delete.
+	OnDelete DeletePolicy
+	// Store keeps corrected message sizes and, for Keep, the tombstones.
+	// Nil keeps the sizes in memory only; Keep needs a Store.
+	Store *cache.Store
+	// Bodies, if not nil, keeps small bodies so that TOP followed by RETR
+	// fetches the message once.
+	Bodies *cache.Bodies
+	// Account names the account in Store and Bodies. Empty means
+	// "pop3:USER@ADDR" with the upstream user name (always so for
+	// AuthPassthrough).
+	Account string
+	// DialTimeout and CommandTimeout are as in ClientOptions.
+	DialTimeout, CommandTimeout time.Duration
+}
+
+// Backend relays one upstream POP3 account, or with AuthPassthrough any
+// account the upstream knows.
+type Backend struct {
+	opts Options
+
+	mu    sync.Mutex
+	sizes map[string]int64 // corrected sizes by account+"\x00"+key, without Store
+}
+
+var (
+	_ proxy.Backend = (*Backend)(nil)
+	_ proxy.Mailbox = (*mailbox)(nil)
+)
+
+// New checks opts and returns a Backend. It does not connect.
+func New(opts Options) (*Backend, error) {
+	if opts.Addr == "" {
+		return nil, errors.New("pop3: addr is required")
+	}
+	switch opts.TLS {
+	case "":
+		opts.TLS = TLSImplicit
+	case TLSImplicit, TLSStartTLS, TLSNone:
+	default:
+		return nil, fmt.Errorf("pop3: unknown tls mode %q (want implicit, starttls or none)", opts.TLS)
+	}
+	switch opts.Auth {
+	case "":
+		opts.Auth = AuthPassword
+		fallthrough
+	case AuthPassword:
+		if opts.Username == "" {
+			return nil, errors.New("pop3: username is required for password auth")
+		}
+	case AuthXOAUTH2:
+		if opts.Username == "" || opts.TokenSource == nil {
+			return nil, errors.New("pop3: username and a token source are required for xoauth2 auth")
+		}
+	case AuthPassthrough:
+	default:
+		return nil, fmt.Errorf("pop3: unknown auth %q (want password, xoauth2 or passthrough)", opts.Auth)
+	}
+	switch opts.OnDelete {
+	case "":
+		opts.OnDelete = Delete
+	case Delete:
+	case Keep:
+		if opts.Store == nil {
+			return nil, errors.New("pop3: on_delete keep needs a cache store")
+		}
+	default:
+		return nil, fmt.Errorf("pop3: unknown delete policy %q (want delete or keep)", opts.OnDelete)
+	}
+	return &Backend{opts: opts, sizes: make(map[string]int64)}, nil
+}
+
+// Login connects and authenticates upstream and takes the snapshot. For
+// AuthPassthrough user and pass are the upstream credentials; otherwise
+// they are ignored (the account router checked them).
+func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+	c, upUser, err := b.connect(ctx, user, pass)
+	if err != nil {
+		return nil, err
+	}
+	m := &mailbox{b: b, c: c, account: b.account(upUser)}
+	if err := m.snapshot(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Check logs in upstream, reads the listings and leaves without changing
+// anything, for popbridge check. It does not work for AuthPassthrough.
+func (b *Backend) Check(ctx context.Context) error {
+	if b.opts.Auth == AuthPassthrough {
+		c, err := Dial(ctx, b.clientOptions())
+		if err != nil {
+			return b.upstreamErr("connect", err)
+		}
+		return c.Quit(ctx)
+	}
+	mb, err := b.Login(ctx, "", "")
+	if err != nil {
+		return err
+	}
+	return mb.Close()
+}
+
+func (b *Backend) clientOptions() ClientOptions {
+	return ClientOptions{
+		Addr:           b.opts.Addr,
+		TLS:            b.opts.TLS,
+		TLSConfig:      b.opts.TLSConfig,
+		DialTimeout:    b.opts.DialTimeout,
+		CommandTimeout: b.opts.CommandTimeout,
+	}
+}
+
+func (b *Backend) account(upUser string) string {
+	if b.opts.Account != "" && b.opts.Auth != AuthPassthrough {
+		return b.opts.Account
+	}
+	return "pop3:" + upUser + "@" + b.opts.Addr
+}
+
+// connect dials and authenticates; it returns the upstream user name.
+func (b *Backend) connect(ctx context.Context, user, pass string) (*Client, string, error) {
+	if b.opts.Auth != AuthPassthrough {
+		user, pass = b.opts.Username, b.opts.Password
+	}
+	var token string
+	if b.opts.Auth == AuthXOAUTH2 {
+		tok, err := b.opts.TokenSource.Token()
+		if err != nil {
+			return nil, "", fmt.Errorf("pop3: %s: get OAuth2 token: %w: %w", b.opts.Addr, proxy.ErrTemporary, err)
+		}
+		token = tok.AccessToken
+	}
+	c, err := Dial(ctx, b.clientOptions())
+	if err != nil {
+		return nil, "", b.upstreamErr("connect", err)
+	}
+	switch {
+	case b.opts.Auth == AuthXOAUTH2:
+		err = c.AuthXOAUTH2(ctx, user, token, !b.opts.XOAUTH2TwoLine)
+	case c.capaOK && !c.HasCapability("USER") && c.HasSASL("PLAIN"):
+		err = c.AuthPlain(ctx, user, pass)
+	default:
+		err = c.Login(ctx, user, pass)
+	}
+	if err != nil {
+		c.Close()
+		return nil, "", b.upstreamErr("login", err)
+	}
+	return c, user, nil
+}
+
+// upstreamErr maps an upstream failure to the proxy's errors: [IN-USE]
+// to ErrInUse, a -ERR at login without a code (or with [AUTH]) to
+// ErrAuthFailed, [SYS/PERM] to ErrPermanent, everything else (the upstream
+// down, timeouts, [SYS/TEMP]) to ErrTemporary.
+func (b *Backend) upstreamErr(op string, err error) error {
+	sentinel := proxy.ErrTemporary
+	var re *ResponseError
+	if errors.As(err, &re) {
+		switch re.Code {
+		case "IN-USE", "LOGIN-DELAY":
+			sentinel = proxy.ErrInUse
+		case "AUTH":
+			sentinel = proxy.ErrAuthFailed
+		case "SYS/PERM":
+			sentinel = proxy.ErrPermanent
+		case "":
+			if op == "login" && re.Command != "greeting" {
+				sentinel = proxy.ErrAuthFailed
+			}
+		}
+	}
+	return fmt.Errorf("pop3: %s %s: %w: %w", op, b.opts.Addr, sentinel, err)
+}
+
+// msg is one message of a session's snapshot.
+type msg struct {
+	n    int    // upstream message number
+	key  string // store key: the upstream UIDL, "#k" added for duplicates
+	size int64  // the size listed to the client
+}
+
+type mailbox struct {
+	b       *Backend
+	c       *Client
+	account string
+	list    []proxy.MessageInfo
+	byUID   map[string]*msg
+	quit    bool // Delete sent QUIT
+}
+
+// snapshot builds the session's listing from upstream UIDL and LIST.
+func (m *mailbox) snapshot(ctx context.Context) error {
+	c, addr := m.c, m.b.opts.Addr
+	if caps, ok := c.Capabilities(); ok {
+		if _, ok := caps["UIDL"]; !ok {
+			return fmt.Errorf("pop3: upstream %s does not offer UIDL (CAPA); popbridge needs stable unique ids: %w", addr, proxy.ErrPermanent)
+		}
+	}
+	uidls, err := c.UIDL(ctx)
+	if errors.Is(err, ErrNoUIDL) {
+		return fmt.Errorf("pop3: upstream %s does not support UIDL; popbridge needs stable unique ids: %w: %w", addr, proxy.ErrPermanent, err)
+	}
+	if err != nil {
+		return m.b.upstreamErr("UIDL", err)
+	}
+	list, err := c.List(ctx)
+	if err != nil {
+		return m.b.upstreamErr("LIST", err)
+	}
+	sizes := make(map[int]int64, len(list))
+	for _, e := range list {
+		sizes[e.N] = e.Size
+	}
+
+	var snap *cache.Snapshot
+	st := m.b.opts.Store
+	if st != nil {
+		if snap, err = st.Snapshot(m.account); err != nil {
+			return fmt.Errorf("pop3: %w: %w", proxy.ErrTemporary, err)
+		}
+	}
+
+	// Keys: the upstream UIDL, "#2", "#3"... added to repeats.
+	type entry struct {
+		n        int
+		key, uid string
+		size     int64
+	}
+	entries := make([]entry, 0, len(uidls))
+	seen := make(map[string]int, len(uidls))
+	for _, u := range uidls {
+		size, ok := sizes[u.N]
+		if !ok {
+			continue // listed by UIDL only: gone between the commands
+		}
+		key := u.UID
+		if k := seen[u.UID]; k > 0 {
+			key = u.UID + " #" + strconv.Itoa(k+1)
+		}
+		seen[u.UID]++
+		entries = append(entries, entry{n: u.N, key: key, size: size})
+	}
+	// UIDs: a valid upstream UIDL passes through; others are mapped to a
+	// hash of the key, rehashed on the (unlikely) clash with another UID.
+	used := make(map[string]bool, len(entries))
+	for i, e := range entries {
+		if proxy.ValidUID(e.key) {
+			entries[i].uid = e.key
+			used[e.key] = true
+		}
+	}
+	for i, e := range entries {
+		if e.uid != "" {
+			continue
+		}
+		for k := 0; ; k++ {
+			uid := mapUID(e.key, k)
+			if !used[uid] {
+				entries[i].uid = uid
+				used[uid] = true
+				break
+			}
+		}
+	}
+
+	m.byUID = make(map[string]*msg, len(entries))
+	m.list = make([]proxy.MessageInfo, 0, len(entries))
+	keys := make([]string, 0, len(entries))
+	for _, e := range entries {
+		keys = append(keys, e.key)
+		size := e.size
+		if snap != nil {
+			if snap.Tombstoned(e.key) {
+				continue
+			}
+			if r, ok := snap.Message(e.key); ok {
+				size = r.Size // measured on an earlier RETR
+			}
+		} else if s, ok := m.b.knownSize(m.account, e.key); ok {
+			size = s
+		}
+		m.byUID[e.uid] = &msg{n: e.n, key: e.key, size: size}
+		m.list = append(m.list, proxy.MessageInfo{UID: e.uid, Size: size})
+	}
+	if snap != nil {
+		m.prune(snap, keys)
+	}
+	return nil
+}
+
+// prune forgets the records and tombstones of messages gone upstream,
+// when the upstream listing changed since the last login.
+func (m *mailbox) prune(snap *cache.Snapshot, keys []string) {
+	sync := snap.Sync()
+	if equalStrings(sync.POP3UIDLs, keys) {
+		return
+	}
+	present := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		present[k] = true
+	}
+	var ch cache.Change
+	for r := range snap.Messages() {
+		if !present[r.Key] {
+			ch.Delete = append(ch.Delete, r.Key)
+		}
+	}
+	for k := range snap.Tombstones() {
+		if !present[k] {
+			ch.RemoveTombstones = append(ch.RemoveTombstones, k)
+		}
+	}
+	sync.POP3UIDLs = keys
+	ch.Sync = &sync
+	// Best effort: a failure only delays the pruning.
+	_ = m.b.opts.Store.Apply(m.account, ch)
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// mapUID returns a valid UID for an upstream UIDL that is not one: "~"
+// and 40 hex digits of SHA-256 over the key (and k, after a clash).
+func mapUID(key string, k int) string {
+	h := sha256.New()
+	h.Write([]byte("popbridge-pop3-uidl\x00" + key))
+	if k > 0 {
+		h.Write([]byte("\x00" + strconv.Itoa(k)))
+	}
+	return "~" + hex.EncodeToString(h.Sum(nil))[:40]
+}
+
+func (b *Backend) knownSize(account, key string) (int64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s, ok := b.sizes[account+"\x00"+key]
+	return s, ok
+}
+
+// learnSize records the exact size measured while streaming a message.
+func (m *mailbox) learnSize(uid string, ms *msg, size int64) {
+	ms.size = size
+	if st := m.b.opts.Store; st != nil {
+		_ = st.PutMessages(m.account, []cache.MessageRecord{{Key: ms.key, Size: size, UIDL: uid}})
+		return
+	}
+	m.b.mu.Lock()
+	m.b.sizes[m.account+"\x00"+ms.key] = size
+	m.b.mu.Unlock()
+}
+
+// List returns the snapshot taken at login.
+func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
+	return m.list, nil
+}
+
+// Open streams the message with upstream RETR.
+func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
+	ms := m.byUID[uid]
+	if ms == nil {
+		return nil, fmt.Errorf("pop3: uid %q: %w", uid, proxy.ErrNoMessage)
+	}
+	open := func() (io.ReadCloser, error) {
+		rc, err := m.c.Retr(ctx, ms.n)
+		if err != nil {
+			var re *ResponseError
+			if errors.As(err, &re) {
+				return nil, fmt.Errorf("pop3: RETR %d: %w: %w", ms.n, proxy.ErrNoMessage, err)
+			}
+			return nil, m.b.upstreamErr("RETR", err)
+		}
+		return &counted{r: rc, m: m, uid: uid, ms: ms}, nil
+	}
+	if m.b.opts.Bodies == nil {
+		return open()
+	}
+	return m.b.opts.Bodies.Open(m.account, ms.key, -1, open)
+}
+
+// OpenTop streams the header and lines body lines with upstream TOP when
+// CAPA listed TOP (RFC 2449 §6.3), so a peek at a large message does not
+// fetch all of it; otherwise, or when the body is cached, it is Open. It
+// implements the proxy's optional TopOpener.
+func (m *mailbox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error) {
+	ms := m.byUID[uid]
+	if ms == nil {
+		return nil, fmt.Errorf("pop3: uid %q: %w", uid, proxy.ErrNoMessage)
+	}
+	if _, cached := m.b.opts.Bodies.Get(m.account, ms.key); cached || !m.c.HasCapability("TOP") {
+		return m.Open(ctx, uid)
+	}
+	rc, err := m.c.Top(ctx, ms.n, lines)
+	if err != nil {
+		var re *ResponseError
+		if errors.As(err, &re) {
+			return nil, fmt.Errorf("pop3: TOP %d: %w: %w", ms.n, proxy.ErrNoMessage, err)
+		}
+		return nil, m.b.upstreamErr("TOP", err)
+	}
+	return rc, nil
+}
+
+// counted measures a message as it streams and corrects its size at EOF.
+type counted struct {
+	r   io.ReadCloser
+	m   *mailbox
+	uid string
+	ms  *msg
+	n   proxy.SizeCounter
+}
+
+func (c *counted) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Write(p[:n])
+	if err == io.EOF {
+		if size := c.n.Size(); size != c.ms.size {
+			c.m.learnSize(c.uid, c.ms, size)
+		}
+	}
+	return n, err
+}
+
+// Close reads the rest of the message, keeping the upstream in step.
+func (c *counted) Close() error {
+	_, err := io.Copy(io.Discard, onlyReader{c})
+	if cerr := c.r.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+type onlyReader struct{ io.Reader }
+
+// Delete removes the messages upstream (DELE each, then QUIT) or, for
+// Keep, hides them with tombstones.
+func (m *mailbox) Delete(ctx context.Context, uids []string) error {
+	keys := make([]string, 0, len(uids))
+	var nums []int
+	for _, uid := range uids {
+		if ms := m.byUID[uid]; ms != nil {
+			keys = append(keys, ms.key)
+			nums = append(nums, ms.n)
+		}
+	}
+	if m.b.opts.OnDelete == Keep {
+		if err := m.b.opts.Store.AddTombstones(m.account, keys); err != nil {
+			return fmt.Errorf("pop3: %w: %w", proxy.ErrTemporary, err)
+		}
+		return nil
+	}
+	var failed []error
+	for _, n := range nums {
+		if err := m.c.Dele(ctx, n); err != nil {
+			var re *ResponseError
+			if !errors.As(err, &re) {
+				// The connection broke: nothing is committed.
+				return m.b.upstreamErr("DELE", err)
+			}
+			failed = append(failed, err)
+		}
+	}
+	m.quit = true
+	if err := m.c.Quit(ctx); err != nil {
+		return m.b.upstreamErr("QUIT", err)
+	}
+	for _, k := range keys {
+		m.b.opts.Bodies.Remove(m.account, k)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("pop3: %d of %d DELE failed: %w: %w", len(failed), len(nums), proxy.ErrTemporary, errors.Join(failed...))
+	}
+	return nil
+}
+
+// Close ends the upstream session. Nothing was marked upstream unless
+// Delete ran, which already sent QUIT; otherwise RSET and QUIT are sent
+// when the connection is in step, and it is just closed when not.
+func (m *mailbox) Close() error {
+	if m.quit || m.c.Err() != nil {
+		m.c.Close()
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.c.Rset(ctx); err != nil {
+		m.c.Close()
+		return nil
+	}
+	m.c.Quit(ctx)
+	return nil
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/config"
+)
+
+const cacheUsage = `Usage: popbridge cache stats [-json] (-config FILE | -state DIR)
+       popbridge cache forget (-config FILE | -state DIR) ACCOUNT
+
+stats prints, per account, what the cache holds: message records, tombstones
+(messages hidden from POP3), the sum of the recorded message sizes, and the
+file space used. forget removes everything the cache holds for ACCOUNT: sizes
+and UIDLs are learnt again, and messages hidden by on_delete: keep show again.
+
+While popbridge serve or demo runs, both ask it over the control socket in
+the state directory; otherwise they open the cache file (cache.db) directly.
+forget refuses an account with an open POP3 session.
+`
+
+func (c *cli) cache(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(c.stderr, cacheUsage)
+		return errFlags
+	}
+	switch args[0] {
+	case "stats":
+		return c.cacheStats(args[1:])
+	case "forget":
+		return c.cacheForget(args[1:])
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(c.stderr, cacheUsage)
+		return errHelp
+	}
+	return usageError(fmt.Sprintf("unknown subcommand %q (want stats or forget)", args[0]))
+}
+
+// stateFlags adds -config and -state to fs; dir returns the state
+// directory they name and, for -config, the configured account names.
+func stateFlags(fs *flag.FlagSet) (dir func() (string, []string, error)) {
+	cfgPath := fs.String("config", "", "configuration `file`; its state_dir is used")
+	stateDir := fs.String("state", "", "state `directory` (e.g. a demo's -dir)")
+	return func() (string, []string, error) {
+		switch {
+		case *cfgPath != "" && *stateDir != "":
+			return "", nil, usageError("give -config or -state, not both")
+		case *stateDir != "":
+			return *stateDir, nil, nil
+		case *cfgPath != "":
+			return config.LoadState(*cfgPath)
+		}
+		return "", nil, usageError("-config or -state is required")
+	}
+}
+
+func (c *cli) cacheStats(args []string) error {
+	fs := c.flags("cache stats", "[-json] (-config FILE | -state DIR)", "Print what the cache holds, per account. Asks the running popbridge if there\nis one, else reads the cache file.")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	stateDir := stateFlags(fs)
+	if err := c.parse(fs, args); err != nil {
+		return err
+	}
+	dir, users, err := stateDir()
+	if err != nil {
+		return err
+	}
+	r, err := readStats(dir)
+	if err != nil {
+		return err
+	}
+	// Configured accounts without data get a zero line.
+	for _, u := range users {
+		if !slices.ContainsFunc(r.Accounts, func(a accountStats) bool { return a.Account == u }) {
+			r.Accounts = append(r.Accounts, accountStats{Account: u})
+		}
+	}
+	slices.SortFunc(r.Accounts, func(a, b accountStats) int { return strings.Compare(a.Account, b.Account) })
+	if *asJSON {
+		if r.Accounts == nil {
+			r.Accounts = []accountStats{} // [] rather than null
+		}
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "ACCOUNT\tMESSAGES\tTOMBSTONES\tBYTES\tDISK\n")
+	for _, a := range r.Accounts {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", a.Account, a.Messages, a.Tombstones, a.Bytes, a.DiskBytes)
+	}
+	tw.Flush()
+	if r.Source == "server" {
+		fmt.Fprintf(c.stdout, "\nFrom the running popbridge (pid %d); its body cache holds %d message(s), %d bytes.\n", r.PID, r.Bodies.Count, r.Bodies.Bytes)
+	} else {
+		fmt.Fprintf(c.stdout, "\nFrom %s (no popbridge running).\n", filepath.Join(dir, storeFile))
+	}
+	return nil
+}
+
+// statsOutput is what cache stats prints, as a table or as JSON.
+type statsOutput struct {
+	// Source is "server" (the running popbridge answered) or "file" (the
+	// store was read directly).
+	Source   string         `json:"source"`
+	StateDir string         `json:"state_dir"`
+	PID      int            `json:"pid,omitempty"`
+	Accounts []accountStats `json:"accounts"`
+	Bodies   *bodyStats     `json:"bodies,omitempty"` // the server's
+}
+
+// readStats asks the server in dir, else reads its store.
+func readStats(dir string) (statsOutput, error) {
+	out := statsOutput{Source: "server", StateDir: dir}
+	r, ok, err := askServer(dir, controlRequest{Op: "stats"})
+	if err != nil {
+		return out, err
+	}
+	if ok {
+		if !r.OK {
+			return out, fmt.Errorf("the running popbridge: %s", r.Error)
+		}
+		out.PID, out.Accounts, out.Bodies = r.PID, r.Accounts, r.Bodies
+		if out.Bodies == nil {
+			out.Bodies = &bodyStats{}
+		}
+		return out, nil
+	}
+	store, err := openStore(dir, true)
+	if err != nil {
+		return out, err
+	}
+	defer store.Close()
+	out.Source = "file"
+	out.Accounts, err = storeStats(store)
+	return out, err
+}
+
+func (c *cli) cacheForget(args []string) error {
+	fs := c.flags("cache forget", "(-config FILE | -state DIR) ACCOUNT", "Remove everything the cache holds for ACCOUNT. Sizes and UIDLs are learnt\n"+
+		"again at the next login; messages hidden by on_delete: keep show again.\nRefused while the account has an open POP3 session.")
+	stateDir := stateFlags(fs)
+	// The account may come before or after the flags.
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return errFlags
+	}
+	var account string
+	if fs.NArg() > 0 {
+		account = fs.Arg(0)
+		if err := c.parse(fs, fs.Args()[1:]); err != nil {
+			return err
+		}
+	}
+	if account == "" {
+		return usageError("ACCOUNT is required")
+	}
+	dir, _, err := stateDir()
+	if err != nil {
+		return err
+	}
+	r, ok, err := askServer(dir, controlRequest{Op: "forget", Account: account})
+	if err != nil {
+		return err
+	}
+	if ok {
+		switch {
+		case r.OK:
+			fmt.Fprintf(c.stdout, "Forgot account %q (in the running popbridge, pid %d).\n", account, r.PID)
+			return nil
+		case r.Code == codeNoAccount:
+			return fmt.Errorf("no data for account %q in %s", account, filepath.Join(dir, storeFile))
+		case r.Code == codeInUse:
+			return fmt.Errorf("account %q has an open POP3 session; try again when it has ended", account)
+		}
+		return fmt.Errorf("the running popbridge: %s", r.Error)
+	}
+	store, err := openStore(dir, false)
+	if err != nil {
+		return err
+	}
+	err = store.Forget(account)
+	if cerr := store.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, cache.ErrNoAccount) {
+		return fmt.Errorf("no data for account %q in %s", account, store.Path())
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Forgot account %q in %s.\n", account, store.Path())
+	return nil
+}
+
+// openStore opens the store in dir when no server answered: read-only for
+// reading (migrating first if needed), writable otherwise. It never
+// creates one.
+func openStore(dir string, readOnly bool) (*cache.Store, error) {
+	path := filepath.Join(dir, storeFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no cache in %s: %s does not exist (popbridge creates it when it starts)", dir, storeFile)
+	}
+	store, err := cache.Open(path, &cache.Options{ReadOnly: readOnly})
+	if errors.Is(err, cache.ErrNeedsMigration) {
+		store, err = cache.Open(path, nil)
+	}
+	if errors.Is(err, cache.ErrLocked) {
+		return nil, fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, controlFile))
+	}
+	return store, err
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+
+	imapb "github.com/popbridge/popbridge/backends/imap"
+	"github.com/popbridge/popbridge/config"
+)
+
+// newIMAPBackend builds the imap backend of account a.
+func newIMAPBackend(a config.Account, st *state) (*imapb.Backend, error) {
+	c := a.Backend.IMAP
+	dial, err := c.DialTimeout.Value()
+	if err != nil {
+		return nil, fmt.Errorf("dial_timeout: %w", err)
+	}
+	command, err := c.CommandTimeout.Value()
+	if err != nil {
+		return nil, fmt.Errorf("command_timeout: %w", err)
+	}
+	opts := imapb.Options{
+		Addr:           c.Addr,
+		TLS:            imapb.TLSMode(c.TLS),
+		Auth:           imapb.Auth(c.Auth),
+		Username:       c.Username,
+		Password:       c.Password,
+		Folder:         c.Folder,
+		OnDelete:       imapb.DeletePolicy(c.OnDelete),
+		MarkReadOnRetr: c.MarkReadOnRetr,
+		Store:          st.store,
+		Bodies:         st.bodies,
+		Account:        a.User,
+		DialTimeout:    dial,
+		CommandTimeout: command,
+		Logger:         st.log,
+	}
+	if c.TokenFile != "" {
+		opts.TokenSource = imapb.FileTokenSource(c.TokenFile)
+	}
+	if opts.TLSConfig, err = clientTLS(c.CAFile, c.ServerName); err != nil {
+		return nil, err
+	}
+	return imapb.New(opts)
+}
+
+// clientTLS returns the TLS settings for an upstream server: nil for the
+// system roots and the address's host, else the roots in caFile and the
+// name serverName.
+func clientTLS(caFile, serverName string) (*tls.Config, error) {
+	if caFile == "" && serverName == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{ServerName: serverName}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificates", caFile)
+		}
+	}
+	return cfg, nil
+}

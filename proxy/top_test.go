@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// topBackend serves memBackend's mailboxes with a TopOpener whose stream
+// is the message with a marker line appended, so a test can tell which
+// path served a reply and that the proxy still cut it.
+type topBackend struct {
+	*memBackend
+	mu    sync.Mutex
+	calls []string // "uid/lines" per OpenTop
+}
+
+type topMailbox struct {
+	*memMailbox
+	tb *topBackend
+}
+
+func (b *topBackend) Login(ctx context.Context, user, pass string) (Mailbox, error) {
+	mb, err := b.memBackend.Login(ctx, user, pass)
+	if err != nil {
+		return nil, err
+	}
+	return &topMailbox{memMailbox: mb.(*memMailbox), tb: b}, nil
+}
+
+func (m *topMailbox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error) {
+	m.tb.mu.Lock()
+	m.tb.calls = append(m.tb.calls, fmt.Sprintf("%s/%d", uid, lines))
+	m.tb.mu.Unlock()
+	rc, err := m.Open(ctx, uid)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(rc, strings.NewReader("via OpenTop\r\n")), rc}, nil
+}
+
+var _ TopOpener = (*topMailbox)(nil)
+
+func TestTopOpener(t *testing.T) {
+	b := &topBackend{memBackend: newMemBackend()}
+	b.openErr["uid-3"] = fmt.Errorf("gone: %w", ErrNoMessage)
+	addr := startServer(t, &Server{Backend: b})
+	cl := dial(t, addr)
+	login(t, cl, "alice", "secret")
+
+	cl.send("TOP 1 0\r\n")
+	if got := cl.line(); got != "+OK" {
+		t.Fatalf("TOP 1 0: %q", got)
+	}
+	if got, want := cl.multi(), "Subject: one\r\n\r\n"; got != want {
+		t.Fatalf("TOP 1 0 sent %q, want %q (cut after the header)", got, want)
+	}
+	cl.send("TOP 2 1\r\n")
+	cl.line()
+	if got, want := cl.multi(), "Subject: two\r\n\r\nline 1\r\n"; got != want {
+		t.Fatalf("TOP 2 1 sent %q, want %q", got, want)
+	}
+	// A line count beyond the body sends the whole stream: the proxy
+	// trusts OpenTop to have ended it at the message's end.
+	cl.send("TOP 1 50\r\n")
+	cl.line()
+	if got, want := cl.multi(), "Subject: one\r\n\r\nHello\r\nvia OpenTop\r\n"; got != want {
+		t.Fatalf("TOP 1 50 sent %q, want %q", got, want)
+	}
+	// RETR never uses OpenTop.
+	cl.send("RETR 1\r\n")
+	cl.line()
+	if got, want := cl.multi(), "Subject: one\r\n\r\nHello\r\n"; got != want {
+		t.Fatalf("RETR 1 sent %q, want %q", got, want)
+	}
+	converse(t, cl, []step{
+		{"TOP 3 1", []string{"-ERR Message was removed from the mailbox by another client."}},
+		{"QUIT", []string{"+OK*"}},
+	})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if got, want := strings.Join(b.calls, " "), "uid-1/0 uid-2/1 uid-1/50 uid-3/1"; got != want {
+		t.Fatalf("OpenTop calls %q, want %q", got, want)
+	}
+}
