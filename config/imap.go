@@ -60,7 +60,8 @@ const (
 // Passthrough reports whether the account's backend checks the POP3
 // client's own password upstream, so that password_hash is optional.
 func (a Account) Passthrough() bool {
-	return a.Backend.IMAP != nil && a.Backend.IMAP.Auth == IMAPAuthPassthrough
+	return a.Backend.IMAP != nil && a.Backend.IMAP.Auth == IMAPAuthPassthrough ||
+		a.Backend.POP3 != nil && a.Backend.POP3.Auth == POP3AuthPassthrough
 }
 
 func (b *IMAPBackend) resolve(r *resolver, key string) {

@@ -81,9 +81,7 @@ func (b *POP3Backend) validate(p *problems, key string, c *Config) {
 			p.add(key+".token_file", "must be set for auth xoauth2")
 		}
 	case POP3AuthPassthrough:
-		// The account router does not hand the client's password to a
-		// backend yet.
-		p.add(key+".auth", "passthrough is not supported by the account router yet")
+		// The POP3 client's own user name and password go upstream.
 	default:
 		p.add(key+".auth", "unknown auth %q (want %s)", b.Auth,
 			strings.Join([]string{POP3AuthPassword, POP3AuthXOAUTH2, POP3AuthPassthrough}, ", "))
@@ -94,11 +92,7 @@ func (b *POP3Backend) validate(p *problems, key string, c *Config) {
 		p.add(key+".xoauth2_form", "unknown form %q (want one-line or two-line)", b.XOAUTH2Form)
 	}
 	switch b.OnDelete {
-	case "", OnDeleteDelete:
-	case OnDeleteKeep:
-		// Tombstones live in the cache store, which serve does not open
-		// for pop3 accounts yet.
-		p.add(key+".on_delete", "keep needs the cache store, not wired for pop3 yet; use delete")
+	case "", OnDeleteDelete, OnDeleteKeep:
 	default:
 		p.add(key+".on_delete", "unknown policy %q (want delete or keep)", b.OnDelete)
 	}

@@ -80,3 +80,24 @@ accounts:
 		}
 	}
 }
+
+func TestPOP3PassthroughAndKeep(t *testing.T) {
+	c, err := parseString(t, `
+listen:
+  pop3: 127.0.0.1:1110
+accounts:
+  - user: carol
+    backend:
+      type: pop3
+      addr: pop.example.com:995
+      auth: passthrough
+      on_delete: keep
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Accounts[0]
+	if !a.Passthrough() || a.Backend.POP3.OnDelete != OnDeleteKeep {
+		t.Errorf("carol: passthrough %v, backend %+v", a.Passthrough(), a.Backend.POP3)
+	}
+}

@@ -154,8 +154,18 @@ func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, 
 	if err != nil {
 		return nil, err
 	}
-	m := &mailbox{b: b, c: c, account: b.account(upUser)}
+	m := &mailbox{b: b, c: c, account: b.account(upUser), release: func() {}}
+	if store := b.opts.Store; store != nil {
+		// Hold the account, so that popbridge cache forget waits.
+		release, err := store.Hold(m.account)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("pop3: hold cache account %q: %v: %w", m.account, err, proxy.ErrTemporary)
+		}
+		m.release = release
+	}
 	if err := m.snapshot(ctx); err != nil {
+		m.release()
 		c.Close()
 		return nil, err
 	}
@@ -265,7 +275,8 @@ type mailbox struct {
 	account string
 	list    []proxy.MessageInfo
 	byUID   map[string]*msg
-	quit    bool // Delete sent QUIT
+	quit    bool   // Delete sent QUIT
+	release func() // the Store's Hold on the account
 }
 
 // snapshot builds the session's listing from upstream UIDL and LIST.
@@ -565,6 +576,7 @@ func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 // Delete ran, which already sent QUIT; otherwise RSET and QUIT are sent
 // when the connection is in step, and it is just closed when not.
 func (m *mailbox) Close() error {
+	defer m.release()
 	if m.quit || m.c.Err() != nil {
 		m.c.Close()
 		return nil
