@@ -17,7 +17,7 @@ import (
 )
 
 // Benchmarks against a private Dovecot, side by side with Dovecot's own
-// POP3 server on the same Maildir (see docs/benchmarks-imap.md):
+// POP3 server on the same Maildir (see docs/benchmarks.md, "IMAP backend"):
 //
 //	go test -run '^$' -bench . -benchtime 20x ./backends/imap/
 //	POPBRIDGE_BENCH_MESSAGES=10000 go test -run '^$' -bench Open ./backends/imap/

@@ -131,6 +131,27 @@ type session struct {
 	// validity is the UIDVALIDITY of the session's snapshot, once taken;
 	// a reconnection that finds another one fails.
 	validity uint32
+
+	// ahead is a FETCH sent before it was asked for (see fetchAhead);
+	// every other use of the connection first cancels it.
+	ahead *ahead
+}
+
+// ahead is an outstanding UID FETCH (UID BODY.PEEK[]) whose reply nobody
+// reads yet.
+type ahead struct {
+	uid imap.UID
+	fc  *imapclient.FetchCommand
+	end func(error) error
+}
+
+// cancelAhead reads and drops the reply of a FETCH sent ahead, so that
+// the next command's reply can be read.
+func (s *session) cancelAhead() {
+	if a := s.ahead; a != nil {
+		s.ahead = nil
+		a.end(a.fc.Close())
+	}
 }
 
 // tlsConfig returns the client TLS configuration for the server.
@@ -260,7 +281,9 @@ func (s *session) authenticate(c *imapclient.Client) error {
 		}
 		tok, terr := b.opts.TokenSource.Token()
 		if terr != nil {
-			return b.errorf(proxy.ErrTemporary, "get an OAuth2 token for", terr)
+			sentinel := proxy.ErrTemporary
+			errors.As(terr, &sentinel) // the token source's own reply wins (SYS/PERM: run popbridge auth)
+			return b.errorf(sentinel, "get an OAuth2 token for", terr)
 		}
 		if mech == "XOAUTH2" {
 			err = c.Authenticate(&xoauth2Client{user: s.user, token: tok.AccessToken})
@@ -326,6 +349,7 @@ func (s *session) drop() {
 
 // ensure dials again if the connection is gone.
 func (s *session) ensure(ctx context.Context) (fresh bool, err error) {
+	s.cancelAhead()
 	if !s.dead() {
 		return false, nil
 	}
@@ -389,6 +413,7 @@ func (s *session) logout() error {
 		return nil
 	}
 	defer s.drop()
+	s.cancelAhead()
 	if s.dead() {
 		return nil
 	}

@@ -7,8 +7,11 @@
 // RFC822.SIZE), so sizes are exact; RETR streams BODY.PEEK[]; TOP streams
 // BODY.PEEK[HEADER] and, as far as the client reads, bounded partials of
 // BODY.PEEK[TEXT]; the delete policy runs only from Delete (QUIT); Close
-// logs out. A connection the server dropped while the POP3 client was idle
-// is dialled again, and refused if the folder's UIDVALIDITY changed.
+// logs out (in the background). After a RETR read a message whole, the
+// FETCH of the next message (up to 1 MiB) is sent ahead, so a client that
+// downloads in order does not wait a round trip to the server per message.
+// A connection the server dropped while the POP3 client was idle is
+// dialled again, and refused if the folder's UIDVALIDITY changed.
 //
 // A message's UIDL is its IMAP UID and the folder's UIDVALIDITY as 16
 // lower-case hex digits ("%08x%08x"), which is what Dovecot's default

@@ -16,6 +16,10 @@ import (
 	"github.com/popbridge/popbridge/proxy"
 )
 
+// aheadMax: only messages up to this size are fetched ahead; a FETCH
+// ahead that is not used costs at most that much reading.
+const aheadMax = 1 << 20
+
 // drainLimit: a stream closed early with at most this many octets of its
 // literal unread is read to the end, keeping the connection; a larger rest
 // costs less as a new connection.
@@ -91,7 +95,31 @@ func (m *mailbox) openWhole(ctx context.Context, x msg, peek bool) (io.ReadClose
 	if err != nil {
 		return nil, err
 	}
+	if ls, ok := rc.(*literalStream); ok && peek {
+		ls.onEOF = func() { m.fetchAhead(ctx, x) }
+	}
 	return bodies.Tee(m.account, x.key, x.size, rc), nil
+}
+
+// fetchAhead sends the FETCH of the message after x, without waiting for
+// the reply: POP3 clients download in order, and the next RETR then finds
+// its data already on the way instead of waiting a round trip to the
+// server. Only small messages, peeked, not already kept in Bodies.
+func (m *mailbox) fetchAhead(ctx context.Context, x msg) {
+	i, ok := slices.BinarySearchFunc(m.msgs, x.key, func(y msg, k string) int { return strings.Compare(y.key, k) })
+	if !ok || i+1 >= len(m.msgs) || m.s.ahead != nil || m.s.dead() || ctx.Err() != nil {
+		return
+	}
+	next := m.msgs[i+1]
+	if next.size > aheadMax {
+		return
+	}
+	if _, ok := m.b.opts.Bodies.Get(m.account, next.key); ok {
+		return
+	}
+	c, end := m.s.begin(ctx)
+	fc := c.Fetch(imap.UIDSetNum(next.uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+	m.s.ahead = &ahead{uid: next.uid, fc: fc, end: end}
 }
 
 // OpenTop streams what TOP needs: a message up to TopWhole octets whole
@@ -190,6 +218,23 @@ func (t *topReader) Close() error {
 // before any data is tried once more on a new one.
 func (m *mailbox) openSection(ctx context.Context, uid imap.UID, sec *imap.FetchItemBodySection) (io.ReadCloser, error) {
 	s := m.s
+	if a := s.ahead; a != nil && a.uid == uid && sec.Peek && sec.Specifier == imap.PartSpecifierNone && sec.Partial == nil {
+		// The FETCH went ahead: read its reply.
+		s.ahead = nil
+		r, err := readFetch(a.fc)
+		if err == nil {
+			r.s, r.end = s, a.end
+			return r, nil
+		}
+		err = a.end(err)
+		if errors.Is(err, proxy.ErrNoMessage) {
+			return nil, fmt.Errorf("imap: UID %d: %w", uid, err)
+		}
+		if !s.broken || ctx.Err() != nil {
+			return nil, m.mapErr(fmt.Sprintf("fetch UID %d from", uid), err)
+		}
+		s.log.Info().Err(err).Msg("IMAP connection failed; retrying on a new one")
+	}
 	for attempt := 0; ; attempt++ {
 		fresh, err := s.ensure(ctx)
 		if err != nil {
@@ -215,7 +260,11 @@ func (m *mailbox) openSection(ctx context.Context, uid imap.UID, sec *imap.Fetch
 
 // startFetch sends the FETCH and waits for the start of the literal.
 func startFetch(c *imapclient.Client, uid imap.UID, sec *imap.FetchItemBodySection) (*literalStream, error) {
-	fc := c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}})
+	return readFetch(c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}}))
+}
+
+// readFetch waits for the start of the literal of a FETCH of one section.
+func readFetch(fc *imapclient.FetchCommand) (*literalStream, error) {
 	// Another client expunged the message: no FETCH reply at all, or
 	// (Dovecot, before it told this session) a NIL section and OK
 	// [EXPUNGEISSUED], whose code go-imap does not pass on.
@@ -256,6 +305,9 @@ type literalStream struct {
 	end  func(error) error
 	done bool
 	err  error
+	// onEOF, if set, runs once the literal was read whole and the
+	// command completed.
+	onEOF func()
 }
 
 func (r *literalStream) Read(p []byte) (int, error) {
@@ -271,6 +323,9 @@ func (r *literalStream) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		if err := r.finish(); err != nil {
 			return n, err
+		}
+		if r.onEOF != nil {
+			r.onEOF()
 		}
 		return n, io.EOF
 	case err != nil:
@@ -458,8 +513,14 @@ func chunks(uids []imap.UID) func(func(imap.UIDSet) bool) {
 	}
 }
 
-// Close logs out and releases the account.
+// Close releases the account and logs out in the background, so that
+// the client's QUIT is not answered a round trip to the server later.
 func (m *mailbox) Close() error {
-	defer m.release()
-	return m.s.logout()
+	m.release()
+	go func() {
+		if err := m.s.logout(); err != nil {
+			m.s.log.Debug().Err(err).Msg("LOGOUT failed")
+		}
+	}()
+	return nil
 }
