@@ -632,6 +632,8 @@ func (d *dotReader) fail(err error) (int, error) {
 	return 0, d.err
 }
 
+var dotLine = []byte("\n.")
+
 // Read returns message octets; io.EOF only after the terminating line.
 func (d *dotReader) Read(p []byte) (int, error) {
 	if d.err != nil {
@@ -682,19 +684,13 @@ func (d *dotReader) Read(p []byte) (int, error) {
 	}
 	n := min(r.Buffered(), len(p))
 	b, _ := r.Peek(n)
-	// Copy whole lines while the next one does not start with "."; stop
-	// at the end of a line whose successor is not buffered yet.
-	end := 0
-	for {
-		i := bytes.IndexByte(b[end:], '\n')
-		if i < 0 {
-			end = len(b)
-			break
-		}
-		end += i + 1
-		if end == len(b) || b[end] == '.' {
-			break
-		}
+	// Copy up to the next line that starts with "." (stuffed, or the
+	// terminator), which the next Read handles at the beginning of a
+	// line; a line whose successor is not buffered yet is copied whole.
+	// One search for "\n." instead of one per line: mail lines are short.
+	end := len(b)
+	if i := bytes.Index(b, dotLine); i >= 0 {
+		end = i + 1
 	}
 	d.bol = b[end-1] == '\n'
 	copy(p, b[:end])
