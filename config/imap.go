@@ -33,6 +33,9 @@ type IMAPBackend struct {
 	// oauthbearer. It is read at every login, so an external refresher
 	// may rewrite it.
 	TokenFile string `yaml:"token_file"`
+	// OAuth2, when set, is the OAuth2 client whose stored and refreshed
+	// tokens (popbridge auth) replace TokenFile.
+	OAuth2 *OAuth2 `yaml:"oauth2"`
 	// Folder is the mailbox served. Empty means INBOX.
 	Folder string `yaml:"folder"`
 	// OnDelete is expunge (the default), move:FOLDER, seen (set \Seen
@@ -67,6 +70,9 @@ func (a Account) Passthrough() bool {
 func (b *IMAPBackend) resolve(r *resolver, key string) {
 	r.path(&b.CAFile)
 	r.path(&b.TokenFile)
+	if b.OAuth2 != nil {
+		b.OAuth2.resolve(r, key+".oauth2")
+	}
 	r.secret(key+".password", &b.Password, key+".password_file", &b.PasswordFile)
 }
 
@@ -93,8 +99,8 @@ func (b *IMAPBackend) validate(p *problems, key string) {
 		if b.Username == "" {
 			p.add(key+".username", "must be set for auth %s", b.Auth)
 		}
-		if b.TokenFile == "" {
-			p.add(key+".token_file", "must be set for auth %s", b.Auth)
+		if b.TokenFile == "" && b.OAuth2 == nil {
+			p.add(key+".token_file", "must be set for auth %s (or oauth2)", b.Auth)
 		}
 	case IMAPAuthPassthrough:
 		if b.Username != "" {
@@ -106,6 +112,12 @@ func (b *IMAPBackend) validate(p *problems, key string) {
 	default:
 		p.add(key+".auth", "unknown auth %q (want %s)", b.Auth,
 			strings.Join([]string{IMAPAuthPassword, IMAPAuthXOAUTH2, IMAPAuthOAuthBearer, IMAPAuthPassthrough}, ", "))
+	}
+	if b.OAuth2 != nil {
+		if b.TokenFile != "" {
+			p.add(key+".oauth2", "set either token_file or oauth2, not both")
+		}
+		b.OAuth2.validate(p, key+".oauth2", b.Auth)
 	}
 	switch folder, move := strings.CutPrefix(b.OnDelete, OnDeleteMovePrefix); {
 	case move && folder == "":

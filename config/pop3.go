@@ -31,6 +31,9 @@ type POP3Backend struct {
 	// TokenFile holds the OAuth2 access token for xoauth2. It is read at
 	// every login, so an external refresher may rewrite it.
 	TokenFile string `yaml:"token_file"`
+	// OAuth2, when set, is the OAuth2 client whose stored and refreshed
+	// tokens (popbridge auth) replace TokenFile.
+	OAuth2 *OAuth2 `yaml:"oauth2"`
 	// XOAUTH2Form is one-line (AUTH XOAUTH2 <response>, Gmail) or
 	// two-line (AUTH XOAUTH2, then the response after "+ ", Outlook).
 	// Empty means one-line.
@@ -51,6 +54,9 @@ const (
 func (b *POP3Backend) resolve(r *resolver, key string) {
 	r.path(&b.CAFile)
 	r.path(&b.TokenFile)
+	if b.OAuth2 != nil {
+		b.OAuth2.resolve(r, key+".oauth2")
+	}
 	r.secret(key+".password", &b.Password, key+".password_file", &b.PasswordFile)
 }
 
@@ -77,14 +83,20 @@ func (b *POP3Backend) validate(p *problems, key string, c *Config) {
 		if b.Username == "" {
 			p.add(key+".username", "must be set for auth xoauth2")
 		}
-		if b.TokenFile == "" {
-			p.add(key+".token_file", "must be set for auth xoauth2")
+		if b.TokenFile == "" && b.OAuth2 == nil {
+			p.add(key+".token_file", "must be set for auth xoauth2 (or oauth2)")
 		}
 	case POP3AuthPassthrough:
 		// The POP3 client's own user name and password go upstream.
 	default:
 		p.add(key+".auth", "unknown auth %q (want %s)", b.Auth,
 			strings.Join([]string{POP3AuthPassword, POP3AuthXOAUTH2, POP3AuthPassthrough}, ", "))
+	}
+	if b.OAuth2 != nil {
+		if b.TokenFile != "" {
+			p.add(key+".oauth2", "set either token_file or oauth2, not both")
+		}
+		b.OAuth2.validate(p, key+".oauth2", b.Auth)
 	}
 	switch b.XOAUTH2Form {
 	case "", "one-line", "two-line":

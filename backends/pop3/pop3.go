@@ -215,7 +215,9 @@ func (b *Backend) connect(ctx context.Context, user, pass string) (*Client, stri
 	if b.opts.Auth == AuthXOAUTH2 {
 		tok, err := b.opts.TokenSource.Token()
 		if err != nil {
-			return nil, "", fmt.Errorf("pop3: %s: get OAuth2 token: %w: %w", b.opts.Addr, proxy.ErrTemporary, err)
+			sentinel := proxy.ErrTemporary
+			errors.As(err, &sentinel) // the token source's own reply wins (SYS/PERM: run popbridge auth)
+			return nil, "", fmt.Errorf("pop3: %s: get OAuth2 token: %w: %w", b.opts.Addr, sentinel, err)
 		}
 		token = tok.AccessToken
 	}

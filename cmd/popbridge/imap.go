@@ -40,6 +40,13 @@ func newIMAPBackend(a config.Account, st *state) (*imapb.Backend, error) {
 	if c.TokenFile != "" {
 		opts.TokenSource = imapb.FileTokenSource(c.TokenFile)
 	}
+	if c.OAuth2 != nil {
+		ts, err := oauthSource(a, st)
+		if err != nil {
+			return nil, err
+		}
+		opts.TokenSource = ts
+	}
 	if opts.TLSConfig, err = clientTLS(c.CAFile, c.ServerName); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@
 //	popbridge serve -config FILE
 //	popbridge demo [-dir DIR] [-listen ADDR]
 //	popbridge check -config FILE
+//	popbridge auth ACCOUNT -config FILE [-flow loopback|device]
 //	popbridge cache stats [-json] (-config FILE | -state DIR)
 //	popbridge cache forget (-config FILE | -state DIR) ACCOUNT
 //	popbridge hash-password [-cost N]
@@ -43,6 +44,9 @@ Usage:
                                       tombstones, bytes
   popbridge cache forget (-config FILE | -state DIR) ACCOUNT
                                       drop everything cached for ACCOUNT
+  popbridge auth ACCOUNT -config FILE [-flow loopback|device]
+                                      obtain and store the OAuth2 token of an
+                                      account with backend.oauth2
   popbridge hash-password [-cost N]   read a password on standard input,
                                       print its bcrypt hash
   popbridge version                   print the version
@@ -84,6 +88,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = c.demo(ctx, args)
 	case "check":
 		err = c.check(ctx, args)
+	case "auth":
+		err = c.auth(ctx, args)
 	case "cache":
 		err = c.cache(args)
 	case "hash-password":

@@ -28,6 +28,13 @@ func newPOP3Backend(a config.Account, st *state) (*pop3relay.Backend, error) {
 	if c.TokenFile != "" {
 		opts.TokenSource = pop3relay.FileTokenSource(c.TokenFile)
 	}
+	if c.OAuth2 != nil {
+		ts, err := oauthSource(a, st)
+		if err != nil {
+			return nil, err
+		}
+		opts.TokenSource = ts
+	}
 	if c.CAFile != "" || c.ServerName != "" {
 		opts.TLSConfig = &tls.Config{ServerName: c.ServerName}
 		if c.CAFile != "" {

@@ -1,0 +1,422 @@
+package oauth_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/oauth2"
+
+	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader in
+// different goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor waits until re matches out and returns the first submatch.
+func waitFor(t *testing.T, out *syncBuffer, re *regexp.Regexp) string {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			return m[1]
+		}
+	}
+	t.Fatalf("no %v in the output:\n%s", re, out.String())
+	return ""
+}
+
+var authURLRE = regexp.MustCompile(`(?m)^  (http://\S+/authorize\?\S+)$`)
+
+func fakeConfig(t *testing.T, f *oauthtest.Server) *oauth2.Config {
+	t.Helper()
+	cfg, err := oauth.Config{Provider: oauth.Custom, ClientID: f.ClientID, ClientSecret: f.ClientSecret,
+		AuthURL: f.AuthURL, TokenURL: f.TokenURL, DeviceURL: f.DeviceURL, Scopes: []string{"mail", "offline_access"}}.OAuth2(oauth.IMAP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+type flowResult struct {
+	tok *oauth2.Token
+	err error
+}
+
+func startLoopback(t *testing.T, cfg *oauth2.Config, opts oauth.LoopbackOptions) (*syncBuffer, chan flowResult) {
+	out := &syncBuffer{}
+	opts.Out = out
+	ch := make(chan flowResult, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	go func() {
+		tok, err := oauth.Loopback(ctx, cfg, opts)
+		ch <- flowResult{tok, err}
+	}()
+	return out, ch
+}
+
+// TestLoopbackBrowser plays the browser: it opens the printed URL at
+// the fake, which checks PKCE later, and follows the redirect to the
+// loopback listener.
+func TestLoopbackBrowser(t *testing.T) {
+	f := oauthtest.Start(t)
+	f.ClientSecret = "shh"
+	out, ch := startLoopback(t, fakeConfig(t, f), oauth.LoopbackOptions{SSHHint: "me@box"})
+	u := waitFor(t, out, authURLRE)
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "You may close this window") {
+		t.Fatalf("browser got %d %q", resp.StatusCode, body)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("Loopback: %v\n%s", r.err, out)
+	}
+	if !f.ValidAccess(r.tok.AccessToken) || !f.LiveRefreshToken(r.tok.RefreshToken) {
+		t.Fatalf("token not issued by the fake: %+v", r.tok)
+	}
+	if port := regexp.MustCompile(`redirect_uri=http%3A%2F%2F127.0.0.1%3A(\d+)%2F`).FindStringSubmatch(u); port == nil ||
+		!strings.Contains(out.String(), "ssh -L "+port[1]+":127.0.0.1:"+port[1]+" me@box") {
+		t.Fatalf("no ssh -L line for the redirect port:\n%s", out)
+	}
+	if got := f.Scopes(); !slices.Equal(got, []string{"mail", "offline_access"}) {
+		t.Fatalf("scopes %q", got)
+	}
+}
+
+// noRedirect is a browser on another machine: it gets the redirect but
+// cannot reach the loopback listener.
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+func redirectOf(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := noRedirect.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("authorize: %s", resp.Status)
+	}
+	return resp.Header.Get("Location")
+}
+
+// TestLoopbackPaste feeds the redirected URL on the paste reader, after
+// a line that is not a redirect.
+func TestLoopbackPaste(t *testing.T) {
+	f := oauthtest.Start(t)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	out, ch := startLoopback(t, fakeConfig(t, f), oauth.LoopbackOptions{Paste: pr})
+	loc := redirectOf(t, waitFor(t, out, authURLRE))
+	io.WriteString(pw, "\nhttp://example.org/nothing\n"+loc+"\n")
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("Loopback: %v\n%s", r.err, out)
+	}
+	if !f.ValidAccess(r.tok.AccessToken) || r.tok.RefreshToken == "" {
+		t.Fatalf("token %+v", r.tok)
+	}
+	if !strings.Contains(out.String(), "no code= parameter") {
+		t.Fatalf("the bad paste got no hint:\n%s", out)
+	}
+}
+
+// TestLoopbackBadState refuses a pasted URL whose state is not ours.
+func TestLoopbackBadState(t *testing.T) {
+	f := oauthtest.Start(t)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	out, ch := startLoopback(t, fakeConfig(t, f), oauth.LoopbackOptions{Paste: pr})
+	loc := redirectOf(t, waitFor(t, out, authURLRE))
+	loc = regexp.MustCompile(`state=[^&]*`).ReplaceAllString(loc, "state=forged")
+	io.WriteString(pw, loc+"\n")
+	if r := <-ch; r.err == nil || !strings.Contains(r.err.Error(), "state does not match") {
+		t.Fatalf("forged state: %v", r.err)
+	}
+}
+
+// TestPKCEChecked: a code exchanged with another verifier is refused by
+// the fake, which shows that the fake checks PKCE.
+func TestPKCEChecked(t *testing.T) {
+	f := oauthtest.Start(t)
+	cfg := fakeConfig(t, f)
+	cfg.RedirectURL = "http://127.0.0.1:1/"
+	loc := redirectOf(t, cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	code := regexp.MustCompile(`code=([^&]+)`).FindStringSubmatch(loc)[1]
+	_, err := cfg.Exchange(context.Background(), code, oauth2.VerifierOption(oauth2.GenerateVerifier()))
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Fatalf("wrong verifier: %v", err)
+	}
+}
+
+func TestDevice(t *testing.T) {
+	f := oauthtest.Start(t)
+	f.DevicePending, f.DeviceSlowDown, f.DeviceInterval = 2, 1, 3
+	var sleeps []time.Duration
+	out := &syncBuffer{}
+	tok, err := oauth.Device(context.Background(), fakeConfig(t, f), oauth.DeviceOptions{Out: out,
+		Sleep: func(_ context.Context, d time.Duration) error { sleeps = append(sleeps, d); return nil }})
+	if err != nil {
+		t.Fatalf("Device: %v\n%s", err, out)
+	}
+	if !f.ValidAccess(tok.AccessToken) || tok.RefreshToken == "" {
+		t.Fatalf("token %+v", tok)
+	}
+	if want := []string{"authorization_pending", "authorization_pending", "slow_down", "token"}; !slices.Equal(f.Polls(), want) {
+		t.Fatalf("polls %q, want %q", f.Polls(), want)
+	}
+	if want := []time.Duration{3 * time.Second, 3 * time.Second, 3 * time.Second, 8 * time.Second}; !slices.Equal(sleeps, want) {
+		t.Fatalf("sleeps %v, want %v", sleeps, want)
+	}
+	if s := out.String(); !strings.Contains(s, "ABCD-EFGH") || !strings.Contains(s, f.URL+"/devicelogin") {
+		t.Fatalf("instructions lack the code or URL:\n%s", s)
+	}
+
+	f.DeviceDeny = true
+	_, err = oauth.Device(context.Background(), fakeConfig(t, f), oauth.DeviceOptions{Out: io.Discard,
+		Sleep: func(context.Context, time.Duration) error { return nil }})
+	if err == nil || !strings.Contains(err.Error(), "denied") {
+		t.Fatalf("access_denied: %v", err)
+	}
+}
+
+func TestScopes(t *testing.T) {
+	for _, c := range []struct {
+		provider, proto string
+		want            []string
+	}{
+		{oauth.Google, oauth.IMAP, []string{"https://mail.google.com/"}},
+		{oauth.Google, oauth.POP3, []string{"https://mail.google.com/"}},
+		{oauth.Microsoft, oauth.IMAP, []string{"https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access"}},
+		{oauth.Microsoft, oauth.POP3, []string{"https://outlook.office.com/POP.AccessAsUser.All", "offline_access"}},
+	} {
+		cfg, err := oauth.Config{Provider: c.provider, ClientID: "x"}.OAuth2(c.proto)
+		if err != nil || !slices.Equal(cfg.Scopes, c.want) {
+			t.Errorf("%s %s: %q %v", c.provider, c.proto, cfg.Scopes, err)
+		}
+	}
+	cfg, _ := oauth.Config{Provider: oauth.Microsoft, Tenant: "organizations"}.OAuth2(oauth.IMAP)
+	if cfg.Endpoint.DeviceAuthURL != "https://login.microsoftonline.com/organizations/oauth2/v2.0/devicecode" {
+		t.Errorf("tenant: %s", cfg.Endpoint.DeviceAuthURL)
+	}
+	if _, err := (oauth.Config{Provider: oauth.Custom}).OAuth2(oauth.IMAP); err == nil {
+		t.Error("custom without token_url accepted")
+	}
+}
+
+func testKey(b byte) *[32]byte {
+	var k [32]byte
+	for i := range k {
+		k[i] = b
+	}
+	return &k
+}
+
+func TestStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tokens")
+	s := &oauth.Store{Dir: dir}
+	if _, err := s.Load("ann@example.org"); !errors.Is(err, oauth.ErrNoToken) {
+		t.Fatalf("empty store: %v", err)
+	}
+	tok := &oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1", TokenType: "Bearer", Expiry: time.Now().Add(time.Hour).Round(0)}
+	if err := s.Save("ann@example.org", tok); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(s.Path("ann@example.org"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v %v", fi.Mode(), err)
+	}
+	// Replace: the new token wins and no temporary file is left over.
+	tok2 := *tok
+	tok2.AccessToken, tok2.RefreshToken = "at-2", "rt-2"
+	if err := s.Save("ann@example.org", &tok2); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load("ann@example.org")
+	if err != nil || got.AccessToken != "at-2" || got.RefreshToken != "rt-2" || !got.Expiry.Equal(tok.Expiry) {
+		t.Fatalf("Load after replace: %+v %v", got, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("files left in the store: %v", ents)
+	}
+	if s.Path("../x/y") == filepath.Join(dir, "..", "x", "y.json") {
+		t.Fatal("account name escapes the store")
+	}
+
+	// Encrypted: round trip, nothing readable on disk, wrong or missing
+	// key refused clearly; a plain file is still read with a key.
+	enc := &oauth.Store{Dir: dir, Key: testKey(1)}
+	if got, err := enc.Load("ann@example.org"); err != nil || got.RefreshToken != "rt-2" {
+		t.Fatalf("plain file with a key: %v", err)
+	}
+	if err := enc.Save("ann@example.org", tok); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(enc.Path("ann@example.org"))
+	if bytes.Contains(data, []byte("rt-1")) || bytes.Contains(data, []byte("at-1")) {
+		t.Fatalf("encrypted file shows the token:\n%s", data)
+	}
+	if got, err := enc.Load("ann@example.org"); err != nil || got.RefreshToken != "rt-1" || got.AccessToken != "at-1" {
+		t.Fatalf("encrypted round trip: %+v %v", got, err)
+	}
+	for _, k := range []*[32]byte{testKey(2), nil} {
+		_, err := (&oauth.Store{Dir: dir, Key: k}).Load("ann@example.org")
+		if !errors.Is(err, oauth.ErrWrongKey) || !strings.Contains(err.Error(), oauth.KeyEnv) {
+			t.Fatalf("key %v: %v", k != nil, err)
+		}
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	hex := strings.Repeat("ab", 32)
+	b64 := "q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s="
+	for _, s := range []string{hex, b64, " " + b64 + "\n"} {
+		k, err := oauth.ParseKey(s)
+		if err != nil || k[0] != 0xab || k[31] != 0xab {
+			t.Errorf("ParseKey(%q): %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "short", strings.Repeat("ab", 31)} {
+		if _, err := oauth.ParseKey(s); err == nil {
+			t.Errorf("ParseKey(%q) accepted", s)
+		}
+	}
+	t.Setenv(oauth.KeyEnv, hex)
+	if k, err := oauth.LoadKey(""); err != nil || k == nil {
+		t.Fatalf("LoadKey from env: %v", err)
+	}
+}
+
+// seed stores a token whose access token has expired, with a live
+// refresh token at the fake.
+func seed(t *testing.T, f *oauthtest.Server, s *oauth.Store, account string) {
+	t.Helper()
+	f.AddRefreshToken("rt-seed")
+	if err := s.Save(account, &oauth2.Token{AccessToken: "at-old", RefreshToken: "rt-seed", Expiry: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSourceRefresh(t *testing.T) {
+	for _, rotate := range []bool{false, true} {
+		f := oauthtest.Start(t)
+		f.Rotate = rotate
+		s := &oauth.Store{Dir: t.TempDir(), Key: testKey(7)}
+		seed(t, f, s, "ann")
+		src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, nil)
+		tok, err := src.Token()
+		if err != nil || !f.ValidAccess(tok.AccessToken) {
+			t.Fatalf("rotate %v: Token: %+v %v", rotate, tok, err)
+		}
+		stored, err := s.Load("ann")
+		if err != nil || stored.AccessToken != tok.AccessToken {
+			t.Fatalf("rotate %v: refreshed token not saved: %v", rotate, err)
+		}
+		if rotate && (stored.RefreshToken == "rt-seed" || !f.LiveRefreshToken(stored.RefreshToken)) {
+			t.Fatalf("rotated refresh token not saved: %q", stored.RefreshToken)
+		}
+		if !rotate && stored.RefreshToken != "rt-seed" {
+			t.Fatalf("refresh token lost when the reply has none: %q", stored.RefreshToken)
+		}
+		// The cached token serves without another refresh.
+		if _, err := src.Token(); err != nil || f.Refreshes() != 1 {
+			t.Fatalf("second Token: %d refreshes, %v", f.Refreshes(), err)
+		}
+	}
+}
+
+func TestSourceInvalidGrant(t *testing.T) {
+	f := oauthtest.Start(t)
+	s := &oauth.Store{Dir: t.TempDir()}
+	seed(t, f, s, "ann")
+	f.RevokeAll()
+	var logBuf syncBuffer
+	log := zerolog.New(&logBuf)
+	src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, &log)
+	_, err := src.Token()
+	var pe *proxy.Error
+	if !errors.As(err, &pe) || pe.Code != proxy.CodeSysPerm || !strings.Contains(pe.Text, "popbridge auth") {
+		t.Fatalf("invalid_grant: %v", err)
+	}
+	if l := logBuf.String(); !strings.Contains(l, `"account":"ann"`) || !strings.Contains(l, "invalid_grant") || strings.Contains(l, "rt-seed") {
+		t.Fatalf("log: %s", l)
+	}
+	// The owner runs popbridge auth: the new stored token is picked up.
+	seed(t, f, s, "ann")
+	if _, err := src.Token(); err != nil {
+		t.Fatalf("after re-auth: %v", err)
+	}
+	// No token at all.
+	_, err = oauth.NewSource(context.Background(), "ben", fakeConfig(t, f), s, nil).Token()
+	if !errors.As(err, &pe) || pe.Code != proxy.CodeSysPerm {
+		t.Fatalf("no token: %v", err)
+	}
+}
+
+// TestSourceConcurrent: 20 sessions asking at expiry cause one refresh.
+func TestSourceConcurrent(t *testing.T) {
+	f := oauthtest.Start(t)
+	f.Rotate = true
+	s := &oauth.Store{Dir: t.TempDir()}
+	seed(t, f, s, "ann")
+	src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, nil)
+	var wg sync.WaitGroup
+	toks := make([]string, 20)
+	errs := make([]error, 20)
+	start := make(chan struct{})
+	for i := range 20 {
+		wg.Go(func() {
+			<-start
+			tok, err := src.Token()
+			errs[i] = err
+			if err == nil {
+				toks[i] = tok.AccessToken
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range 20 {
+		if errs[i] != nil || toks[i] != toks[0] {
+			t.Fatalf("session %d: %q %v (first %q)", i, toks[i], errs[i], toks[0])
+		}
+	}
+	if n := f.Refreshes(); n != 1 {
+		t.Fatalf("%d refreshes, want 1", n)
+	}
+}

@@ -1,0 +1,127 @@
+// Package oauth obtains, stores and refreshes OAuth2 tokens for the
+// backends that log in with XOAUTH2 or OAUTHBEARER (imap, pop3).
+//
+// The interactive flows (Loopback, Device) run once per account, from
+// "popbridge auth"; the refresh token they return is kept by a Store, one
+// file per account, optionally encrypted. A Source then gives the
+// backends fresh access tokens, refreshing once for all the sessions of
+// an account and persisting every token the server returns.
+package oauth
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/oauth2"
+)
+
+// Providers.
+const (
+	Google    = "google"
+	Microsoft = "microsoft"
+	Custom    = "custom"
+)
+
+// Protocols that scopes depend on.
+const (
+	IMAP = "imap"
+	POP3 = "pop3"
+)
+
+// DefaultTenant is the Microsoft tenant used when Config.Tenant is empty:
+// "common" accepts both personal (Outlook.com) and work or school
+// accounts.
+const DefaultTenant = "common"
+
+// Config describes an OAuth2 client. The zero URLs of Google and
+// Microsoft take the provider's endpoints; Custom needs AuthURL and
+// TokenURL (and DeviceURL for the device flow).
+type Config struct {
+	Provider     string
+	ClientID     string
+	ClientSecret string // empty for public clients
+	// Tenant is the Microsoft tenant: common, organizations, consumers
+	// or a tenant id. Empty means DefaultTenant.
+	Tenant string
+	// AuthURL, TokenURL and DeviceURL override the provider's endpoints.
+	AuthURL, TokenURL, DeviceURL string
+	// Scopes overrides DefaultScopes(Provider, protocol).
+	Scopes []string
+}
+
+// DefaultScopes returns the scopes that let protocol (IMAP or POP3) log
+// in at provider: https://mail.google.com/ for Google, the Outlook
+// resource scope plus offline_access for Microsoft, none for Custom.
+func DefaultScopes(provider, protocol string) []string {
+	switch provider {
+	case Google:
+		return []string{"https://mail.google.com/"}
+	case Microsoft:
+		if protocol == POP3 {
+			return []string{"https://outlook.office.com/POP.AccessAsUser.All", "offline_access"}
+		}
+		return []string{"https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access"}
+	}
+	return nil
+}
+
+// OAuth2 returns the x/oauth2 configuration of c for protocol. The
+// RedirectURL is left for the loopback flow to fill in.
+func (c Config) OAuth2(protocol string) (*oauth2.Config, error) {
+	var ep oauth2.Endpoint
+	switch c.Provider {
+	case Google:
+		ep = oauth2.Endpoint{
+			AuthURL:       "https://accounts.google.com/o/oauth2/auth",
+			TokenURL:      "https://oauth2.googleapis.com/token",
+			DeviceAuthURL: "https://oauth2.googleapis.com/device/code",
+		}
+	case Microsoft:
+		t := c.Tenant
+		if t == "" {
+			t = DefaultTenant
+		}
+		base := "https://login.microsoftonline.com/" + t + "/oauth2/v2.0/"
+		ep = oauth2.Endpoint{AuthURL: base + "authorize", TokenURL: base + "token", DeviceAuthURL: base + "devicecode"}
+	case Custom:
+	default:
+		return nil, fmt.Errorf("oauth: unknown provider %q (want google, microsoft or custom)", c.Provider)
+	}
+	if c.AuthURL != "" {
+		ep.AuthURL = c.AuthURL
+	}
+	if c.TokenURL != "" {
+		ep.TokenURL = c.TokenURL
+	}
+	if c.DeviceURL != "" {
+		ep.DeviceAuthURL = c.DeviceURL
+	}
+	if ep.TokenURL == "" {
+		return nil, fmt.Errorf("oauth: provider %s needs token_url", c.Provider)
+	}
+	// Public clients (no secret) must not send an empty Basic password;
+	// confidential ones send the secret in the form too, which every
+	// provider here accepts.
+	ep.AuthStyle = oauth2.AuthStyleInParams
+	scopes := c.Scopes
+	if len(scopes) == 0 {
+		scopes = DefaultScopes(c.Provider, protocol)
+	}
+	return &oauth2.Config{
+		ClientID:     c.ClientID,
+		ClientSecret: c.ClientSecret,
+		Endpoint:     ep,
+		Scopes:       append([]string(nil), scopes...),
+	}, nil
+}
+
+// DefaultFlow is the interactive flow "popbridge auth" uses for provider
+// when none is chosen: the device flow for Microsoft (it suits headless
+// servers), the loopback flow otherwise (Google's device flow cannot
+// grant Gmail scopes).
+func DefaultFlow(provider string) string {
+	if strings.EqualFold(provider, Microsoft) {
+		return "device"
+	}
+	return "loopback"
+}

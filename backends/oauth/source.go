@@ -1,0 +1,120 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/oauth2"
+
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// ErrGrant is the error the POP3 client sees when the refresh token is
+// expired or revoked (invalid_grant): -ERR [SYS/PERM] with this text.
+var ErrGrant = &proxy.Error{Code: proxy.CodeSysPerm, Text: "OAuth2 grant expired or revoked; the owner must run popbridge auth"}
+
+// ErrNoGrant is the error the POP3 client sees when no token was ever
+// stored for the account.
+var ErrNoGrant = &proxy.Error{Code: proxy.CodeSysPerm, Text: "No OAuth2 grant yet; the owner must run popbridge auth"}
+
+// Early is how long before its expiry an access token is refreshed, so
+// that a session never logs in with a token about to lapse.
+const Early = time.Minute
+
+// Source is an oauth2.TokenSource for one account, backed by a Store.
+// It hands out the cached access token while valid; otherwise one caller
+// refreshes it (concurrent callers wait and share the result), and the
+// new token is saved whenever it differs from the stored one (Microsoft
+// rotates refresh tokens on every use). When the token in memory is
+// unusable, Source first re-reads the store, so a "popbridge auth" run
+// while the server runs takes effect without a restart.
+type Source struct {
+	account string
+	cfg     *oauth2.Config
+	store   *Store
+	ctx     context.Context
+	log     *zerolog.Logger
+
+	mu  sync.Mutex
+	tok *oauth2.Token
+}
+
+// NewSource returns the token source of account. ctx carries the HTTP
+// client for refreshes (oauth2.HTTPClient), if any; log (nil for none)
+// gets a line naming the account when its grant is gone or a save fails.
+// Tokens and secrets are never logged.
+func NewSource(ctx context.Context, account string, cfg *oauth2.Config, store *Store, log *zerolog.Logger) *Source {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return &Source{account: account, cfg: cfg, store: store, ctx: ctx, log: log}
+}
+
+var _ oauth2.TokenSource = (*Source)(nil)
+
+func usable(t *oauth2.Token) bool {
+	return t != nil && t.AccessToken != "" && (t.Expiry.IsZero() || time.Until(t.Expiry) > Early)
+}
+
+// Token returns a valid access token, refreshing it if needed.
+func (s *Source) Token() (*oauth2.Token, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if usable(s.tok) {
+		t := *s.tok
+		return &t, nil
+	}
+	stored, err := s.store.Load(s.account)
+	switch {
+	case errors.Is(err, ErrNoToken):
+		s.logf("no OAuth2 token stored; run popbridge auth %s", s.account)
+		return nil, fmt.Errorf("oauth: account %s: %w: %w", s.account, ErrNoGrant, err)
+	case err != nil:
+		// A wrong key or a damaged file needs the operator too.
+		s.logf("cannot read the OAuth2 token: %v", err)
+		return nil, fmt.Errorf("oauth: account %s: %w: %w", s.account, proxy.ErrPermanent, err)
+	}
+	if usable(stored) {
+		s.tok = stored
+		t := *stored
+		return &t, nil
+	}
+	if stored.RefreshToken == "" {
+		s.logf("the stored OAuth2 token has expired and has no refresh token; run popbridge auth %s", s.account)
+		return nil, fmt.Errorf("oauth: account %s: no refresh token: %w", s.account, ErrGrant)
+	}
+	fresh, err := s.cfg.TokenSource(s.ctx, &oauth2.Token{RefreshToken: stored.RefreshToken}).Token()
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
+			s.tok = nil
+			s.logf("OAuth2 refresh token expired or revoked (invalid_grant); run popbridge auth %s", s.account)
+			return nil, fmt.Errorf("oauth: account %s: refresh: %w: %s", s.account, ErrGrant, re.ErrorCode)
+		}
+		// Temporary: the provider is down or unreachable. The error text
+		// of x/oauth2 holds the response body, never our secrets.
+		return nil, fmt.Errorf("oauth: account %s: refresh: %w", s.account, err)
+	}
+	if fresh.RefreshToken == "" {
+		fresh.RefreshToken = stored.RefreshToken
+	}
+	s.tok = fresh
+	if fresh.AccessToken != stored.AccessToken || fresh.RefreshToken != stored.RefreshToken || !fresh.Expiry.Equal(stored.Expiry) {
+		if err := s.store.Save(s.account, fresh); err != nil {
+			// Keep serving from memory; the log says what is at risk.
+			s.logf("saving the refreshed OAuth2 token failed (a rotated refresh token may be lost): %v", err)
+		}
+	}
+	t := *fresh
+	return &t, nil
+}
+
+func (s *Source) logf(format string, args ...any) {
+	if s.log != nil {
+		s.log.Error().Str("account", s.account).Msgf(format, args...)
+	}
+}

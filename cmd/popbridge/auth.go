@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"golang.org/x/oauth2"
+
+	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/config"
+)
+
+// tokenDir is the directory of the OAuth2 token store in the state
+// directory: one file per account.
+const tokenDir = "tokens"
+
+// oauthAccount returns the OAuth2 settings of account a and the protocol
+// its scopes follow, or nil if its backend has no oauth2 section.
+func oauthAccount(a config.Account) (*config.OAuth2, string) {
+	switch {
+	case a.Backend.IMAP != nil && a.Backend.IMAP.OAuth2 != nil:
+		return a.Backend.IMAP.OAuth2, oauth.IMAP
+	case a.Backend.POP3 != nil && a.Backend.POP3.OAuth2 != nil:
+		return a.Backend.POP3.OAuth2, oauth.POP3
+	}
+	return nil, ""
+}
+
+// oauthClient returns the OAuth2 client of o for protocol and the token
+// store under stateDir, with the key of token_key_file or
+// POPBRIDGE_TOKEN_KEY.
+func oauthClient(o *config.OAuth2, protocol, stateDir string) (*oauth2.Config, *oauth.Store, error) {
+	cfg, err := oauth.Config{
+		Provider: o.Provider, ClientID: o.ClientID, ClientSecret: o.ClientSecret, Tenant: o.Tenant,
+		AuthURL: o.AuthURL, TokenURL: o.TokenURL, DeviceURL: o.DeviceURL, Scopes: o.Scopes,
+	}.OAuth2(protocol)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := oauth.LoadKey(o.TokenKeyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, &oauth.Store{Dir: filepath.Join(stateDir, tokenDir), Key: key}, nil
+}
+
+// oauthSource returns the refreshing token source of account a for its
+// backend, or nil if the backend has no oauth2 section.
+func oauthSource(a config.Account, st *state) (oauth2.TokenSource, error) {
+	o, proto := oauthAccount(a)
+	if o == nil {
+		return nil, nil
+	}
+	cfg, store, err := oauthClient(o, proto, st.dir)
+	if err != nil {
+		return nil, fmt.Errorf("oauth2: %w", err)
+	}
+	return oauth.NewSource(context.Background(), a.User, cfg, store, st.log), nil
+}
+
+func (c *cli) auth(ctx context.Context, args []string) error {
+	fs := c.flags("auth", "ACCOUNT -config FILE [-flow loopback|device]",
+		"Obtain an OAuth2 refresh token for ACCOUNT, whose backend has an oauth2\n"+
+			"section, and store it in the state directory (tokens/ACCOUNT.json, mode\n"+
+			"0600, encrypted with token_key_file or POPBRIDGE_TOKEN_KEY if set).\n\n"+
+			"The loopback flow (default for google and custom) prints a URL to open in\n"+
+			"a browser; the browser is sent back to a port on 127.0.0.1. On a headless\n"+
+			"server, forward that port with the printed ssh -L command, or paste the\n"+
+			"URL the browser ends on here. The device flow (default for microsoft)\n"+
+			"prints a code to enter at the provider's web page, on any device.\n"+
+			"A running server picks up the new token at its next login; no restart.")
+	path := fs.String("config", "", "configuration `file` (YAML)")
+	flow := fs.String("flow", "", "`loopback` or device; empty means the provider's default")
+	// ACCOUNT may come before or after the flags.
+	var account string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		account, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return errFlags
+	}
+	rest := fs.Args()
+	if account == "" && len(rest) > 0 {
+		account, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return usageError(fmt.Sprintf("unexpected argument %q", rest[0]))
+	}
+	if account == "" {
+		return usageError("name the ACCOUNT (its user in the configuration)")
+	}
+	if *path == "" {
+		return usageError("-config is required")
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	var acct *config.Account
+	for i := range cfg.Accounts {
+		if cfg.Accounts[i].User == account {
+			acct = &cfg.Accounts[i]
+		}
+	}
+	if acct == nil {
+		return fmt.Errorf("no account %q in %s", account, *path)
+	}
+	o, proto := oauthAccount(*acct)
+	if o == nil {
+		return fmt.Errorf("account %s: its backend has no oauth2 section (see docs/oauth.md)", account)
+	}
+	oc, store, err := oauthClient(o, proto, cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("account %s: %w", account, err)
+	}
+	if *flow == "" {
+		*flow = oauth.DefaultFlow(o.Provider)
+		if o.Provider == oauth.Custom && oc.Endpoint.AuthURL == "" {
+			*flow = "device"
+		}
+	}
+	fmt.Fprintf(c.stdout, "Authorizing %s (%s, %s flow, scopes %s).\n\n", account, o.Provider, *flow, strings.Join(oc.Scopes, " "))
+	var tok *oauth2.Token
+	switch *flow {
+	case "loopback":
+		if oc.Endpoint.AuthURL == "" {
+			return fmt.Errorf("account %s: the loopback flow needs auth_url", account)
+		}
+		opts := oauth.LoopbackOptions{Out: c.stdout, Paste: c.stdin, SSHHint: sshHint()}
+		if o.Provider == oauth.Google {
+			// A refresh token every time, even if access was granted before.
+			opts.AuthParams = []oauth2.AuthCodeOption{oauth2.AccessTypeOffline, oauth2.ApprovalForce}
+		}
+		tok, err = oauth.Loopback(ctx, oc, opts)
+	case "device":
+		if o.Provider == oauth.Google {
+			fmt.Fprintln(c.stderr, "popbridge auth: warning: Google's device flow cannot grant Gmail scopes; use -flow loopback")
+		}
+		tok, err = oauth.Device(ctx, oc, oauth.DeviceOptions{Out: c.stdout})
+	default:
+		return usageError(fmt.Sprintf("unknown -flow %q (want loopback or device)", *flow))
+	}
+	if err != nil {
+		return fmt.Errorf("account %s: %w", account, err)
+	}
+	if tok.RefreshToken == "" {
+		fmt.Fprintln(c.stderr, "popbridge auth: warning: the provider sent no refresh token; the server can use this token only until it expires"+
+			" (Microsoft: add the offline_access scope)")
+	}
+	if err := store.Save(account, tok); err != nil {
+		return err
+	}
+	enc := "not encrypted"
+	if store.Key != nil {
+		enc = "encrypted"
+	}
+	fmt.Fprintf(c.stdout, "\nToken for %s saved to %s (%s).\n", account, store.Path(account), enc)
+	return nil
+}
+
+// sshHint returns "user@host" for the ssh -L line when this looks like a
+// machine without a local browser (an SSH session, or Linux without a
+// display), else "".
+func sshHint() string {
+	headless := os.Getenv("SSH_CONNECTION") != "" || os.Getenv("SSH_TTY") != "" ||
+		runtime.GOOS == "linux" && os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == ""
+	if !headless {
+		return ""
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "THIS-HOST"
+	}
+	if ip := strings.Fields(os.Getenv("SSH_CONNECTION")); len(ip) == 4 {
+		host = ip[2] // the address this session reached
+	}
+	user := os.Getenv("USER")
+	if user == "" {
+		user = "YOU"
+	}
+	return user + "@" + host
+}
