@@ -349,37 +349,28 @@ func (c *conn) cmdSTAT() error {
 }
 
 func (c *conn) cmdLIST(arg string) error {
-	if arg != "" {
-		m, n, msg := c.parseMsgNum(arg)
-		if m == nil {
-			return c.msgNumError(msg)
-		}
-		c.reply(fmt.Sprintf("+OK %d %d", n, m.Size))
-		return nil
-	}
-	c.reply("+OK scan listing follows")
-	for i, m := range c.msgs {
-		if !m.deleted {
-			c.reply(strconv.Itoa(i+1) + " " + strconv.FormatInt(m.Size, 10))
-		}
-	}
-	c.reply(".")
-	return nil
+	return c.listing(arg, "scan listing", func(m *message) string { return strconv.FormatInt(m.Size, 10) })
 }
 
 func (c *conn) cmdUIDL(arg string) error {
+	return c.listing(arg, "unique-id listing", func(m *message) string { return m.UID })
+}
+
+// listing answers LIST or UIDL (RFC 1939 §5, §7): "n field" for message
+// arg, or a multi-line listing of every message not marked deleted.
+func (c *conn) listing(arg, what string, field func(*message) string) error {
 	if arg != "" {
 		m, n, msg := c.parseMsgNum(arg)
 		if m == nil {
 			return c.msgNumError(msg)
 		}
-		c.reply(fmt.Sprintf("+OK %d %s", n, m.UID))
+		c.reply("+OK " + strconv.Itoa(n) + " " + field(m))
 		return nil
 	}
-	c.reply("+OK unique-id listing follows")
-	for i, m := range c.msgs {
-		if !m.deleted {
-			c.reply(strconv.Itoa(i+1) + " " + m.UID)
+	c.reply("+OK " + what + " follows")
+	for i := range c.msgs {
+		if m := &c.msgs[i]; !m.deleted {
+			c.reply(strconv.Itoa(i+1) + " " + field(m))
 		}
 	}
 	c.reply(".")

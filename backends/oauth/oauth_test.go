@@ -420,3 +420,31 @@ func TestSourceConcurrent(t *testing.T) {
 		t.Fatalf("%d refreshes, want 1", n)
 	}
 }
+
+func TestFileTokenSource(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("  ya29.first \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts := oauth.FileTokenSource(path)
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != "ya29.first" || tok.TokenType != "Bearer" {
+		t.Fatalf("Token() = %+v, %v", tok, err)
+	}
+	// Re-read at every call.
+	if err := os.WriteFile(path, []byte("ya29.second"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := ts.Token(); err != nil || tok.AccessToken != "ya29.second" {
+		t.Fatalf("after rewrite: %+v, %v", tok, err)
+	}
+	if err := os.WriteFile(path, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("empty token file accepted")
+	}
+	if _, err := oauth.FileTokenSource(path + ".missing").Token(); err == nil {
+		t.Fatal("missing token file accepted")
+	}
+}

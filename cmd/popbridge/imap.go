@@ -7,6 +7,7 @@ import (
 	"os"
 
 	imapb "github.com/popbridge/popbridge/backends/imap"
+	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/config"
 )
 
@@ -38,7 +39,7 @@ func newIMAPBackend(a config.Account, st *state) (*imapb.Backend, error) {
 		Logger:         st.log,
 	}
 	if c.TokenFile != "" {
-		opts.TokenSource = imapb.FileTokenSource(c.TokenFile)
+		opts.TokenSource = oauth.FileTokenSource(c.TokenFile)
 	}
 	if c.OAuth2 != nil {
 		ts, err := oauthSource(a, st)

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"fmt"
-	"os"
-
+	"github.com/popbridge/popbridge/backends/oauth"
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/config"
 )
@@ -26,7 +22,7 @@ func newPOP3Backend(a config.Account, st *state) (*pop3relay.Backend, error) {
 		Bodies:         st.bodies,
 	}
 	if c.TokenFile != "" {
-		opts.TokenSource = pop3relay.FileTokenSource(c.TokenFile)
+		opts.TokenSource = oauth.FileTokenSource(c.TokenFile)
 	}
 	if c.OAuth2 != nil {
 		ts, err := oauthSource(a, st)
@@ -35,18 +31,9 @@ func newPOP3Backend(a config.Account, st *state) (*pop3relay.Backend, error) {
 		}
 		opts.TokenSource = ts
 	}
-	if c.CAFile != "" || c.ServerName != "" {
-		opts.TLSConfig = &tls.Config{ServerName: c.ServerName}
-		if c.CAFile != "" {
-			pem, err := os.ReadFile(c.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("ca_file: %w", err)
-			}
-			opts.TLSConfig.RootCAs = x509.NewCertPool()
-			if !opts.TLSConfig.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("ca_file %s: no PEM certificates", c.CAFile)
-			}
-		}
+	var err error
+	if opts.TLSConfig, err = clientTLS(c.CAFile, c.ServerName); err != nil {
+		return nil, err
 	}
 	return pop3relay.New(opts)
 }

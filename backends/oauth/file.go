@@ -1,4 +1,4 @@
-package pop3
+package oauth
 
 import (
 	"errors"
@@ -21,11 +21,11 @@ type fileTokenSource string
 func (f fileTokenSource) Token() (*oauth2.Token, error) {
 	data, err := os.ReadFile(string(f))
 	if err != nil {
-		return nil, fmt.Errorf("pop3: token file: %w", err)
+		return nil, fmt.Errorf("oauth: token file: %w", err)
 	}
 	tok := strings.TrimSpace(string(data))
 	if tok == "" {
-		return nil, errors.New("pop3: token file " + string(f) + " is empty")
+		return nil, errors.New("oauth: token file " + string(f) + " is empty")
 	}
 	return &oauth2.Token{AccessToken: tok, TokenType: "Bearer"}, nil
 }
