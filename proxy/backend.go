@@ -41,6 +41,43 @@ type TopOpener interface {
 	OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error)
 }
 
+// Committer is implemented by a Mailbox that acts on a clean QUIT beyond
+// removing messages, such as Gmail POP's "download once" mode. In the
+// UPDATE state (RFC 1939 §6) the proxy calls Commit instead of Delete,
+// even when nothing was marked: deleted holds the messages marked with
+// DELE, retrieved those sent whole by RETR in the session (TOP does not
+// count), both in message-number order. The reply is +OK only when it
+// returns nil. A dropped session calls neither.
+type Committer interface {
+	Commit(ctx context.Context, deleted, retrieved []string) error
+}
+
+// Unwrapper is implemented by a Mailbox that wraps another, such as a
+// router or a metrics decorator. The proxy looks for the optional
+// interfaces (TopOpener, Committer, MaildropIDer) on the Mailbox first,
+// then on what Unwrap returns, and so on, the way
+// http.ResponseController does; a wrapper that must see those calls
+// implements the interface itself.
+type Unwrapper interface {
+	Unwrap() Mailbox
+}
+
+// find returns the first Mailbox in m's Unwrap chain that implements T.
+func find[T any](m Mailbox) (T, bool) {
+	for m != nil {
+		if t, ok := m.(T); ok {
+			return t, true
+		}
+		u, ok := m.(Unwrapper)
+		if !ok {
+			break
+		}
+		m = u.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
+
 // MaildropIDer is implemented by a Mailbox whose lock key differs from the
 // login name, so that two names for one maildrop share one lock.
 type MaildropIDer interface {

@@ -255,7 +255,7 @@ func (c *conn) login(user, pass string) error {
 		return nil
 	}
 	key := user
-	if m, ok := mbox.(MaildropIDer); ok {
+	if m, ok := find[MaildropIDer](mbox); ok {
 		key = m.MaildropID()
 	}
 	if !c.srv.lock(key) {
@@ -443,7 +443,7 @@ func (c *conn) cmdTOP(arg string) error {
 func (c *conn) send(m *message, lines int) error {
 	var rc io.ReadCloser
 	var err error
-	if t, ok := c.mbox.(TopOpener); ok && lines >= 0 {
+	if t, ok := find[TopOpener](c.mbox); ok && lines >= 0 {
 		rc, err = t.OpenTop(c.ctx, m.UID, lines)
 	} else {
 		rc, err = c.mbox.Open(c.ctx, m.UID)
@@ -489,6 +489,7 @@ func (c *conn) send(m *message, lines int) error {
 	}
 	c.stats.bytes += dw.n
 	if lines < 0 {
+		m.retrieved = true
 		c.stats.retrieved++
 		if dw.n != m.Size {
 			c.log.Error().Str("uid", m.UID).Int64("listed", m.Size).Int64("sent", dw.n).Msg("message size differs from LIST size")
@@ -508,15 +509,24 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // cmdQUIT enters the UPDATE state (RFC 1939 §6): the marked messages are
 // removed, and +OK is sent only when the backend says they are.
 func (c *conn) cmdQUIT() error {
-	var uids []string
+	var uids, retrieved []string
 	for _, m := range c.msgs {
 		if m.deleted {
 			uids = append(uids, m.UID)
 		}
+		if m.retrieved {
+			retrieved = append(retrieved, m.UID)
+		}
 	}
-	if len(uids) > 0 {
+	committer, commit := find[Committer](c.mbox)
+	if len(uids) > 0 || commit {
 		ctx, cancel := context.WithTimeout(c.ctx, c.srv.backendTimeout())
-		err := c.mbox.Delete(ctx, uids)
+		var err error
+		if commit {
+			err = committer.Commit(ctx, uids, retrieved)
+		} else {
+			err = c.mbox.Delete(ctx, uids)
+		}
 		cancel()
 		if err != nil {
 			c.log.Error().Err(err).Int("marked", len(uids)).Msg("deleting messages failed")

@@ -41,7 +41,8 @@ const (
 // message is one entry of the session snapshot.
 type message struct {
 	MessageInfo
-	deleted bool
+	deleted   bool
+	retrieved bool // sent whole by RETR in this session
 }
 
 // conn is one client connection and its POP3 session.

@@ -604,3 +604,95 @@ func TestQuitReleasesLockBeforeReply(t *testing.T) {
 		cl.c.Close()
 	}
 }
+
+// commitMailbox is a memMailbox that implements Committer.
+type commitMailbox struct {
+	*memMailbox
+	commits *[][2][]string
+}
+
+func (m commitMailbox) Commit(ctx context.Context, deleted, retrieved []string) error {
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	*m.commits = append(*m.commits, [2][]string{deleted, retrieved})
+	return m.b.delErr
+}
+
+type commitBackend struct {
+	*memBackend
+	commits [][2][]string
+	wrap    bool // hide the Committer behind an Unwrapper
+}
+
+// wrapMailbox is a decorator without the optional interfaces.
+type wrapMailbox struct{ Mailbox }
+
+func (w wrapMailbox) Unwrap() Mailbox { return w.Mailbox }
+
+func (b *commitBackend) Login(ctx context.Context, user, pass string) (Mailbox, error) {
+	mb, err := b.memBackend.Login(ctx, user, pass)
+	if err != nil {
+		return nil, err
+	}
+	var m Mailbox = commitMailbox{mb.(*memMailbox), &b.commits}
+	if b.wrap {
+		m = wrapMailbox{m}
+	}
+	return m, nil
+}
+
+func TestCommitterSeesDeletedAndRetrieved(t *testing.T) {
+	for _, wrap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("wrapped=%v", wrap), func(t *testing.T) { testCommitter(t, wrap) })
+	}
+}
+
+func testCommitter(t *testing.T, wrap bool) {
+	b := &commitBackend{memBackend: newMemBackend(), wrap: wrap}
+	addr := startServer(t, &Server{Backend: b})
+
+	cl := dial(t, addr)
+	login(t, cl, "alice", "secret")
+	cl.send("RETR 3\r\n")
+	if got := cl.multi(); !strings.HasPrefix(got, "+OK") {
+		t.Fatalf("RETR 3: %q", got)
+	}
+	cl.send("TOP 2 0\r\n")
+	cl.multi()
+	cl.send("RETR 1\r\n")
+	cl.multi()
+	converse(t, cl, []step{
+		{"DELE 2", []string{"+OK*"}},
+		{"QUIT", []string{"+OK Logging out, 1 messages deleted."}},
+	})
+	cl.expectEOF()
+
+	// A session that retrieves nothing still commits, with empty lists.
+	cl = dial(t, addr)
+	login(t, cl, "alice", "secret")
+	converse(t, cl, []step{{"QUIT", []string{"+OK*"}}})
+	cl.expectEOF()
+
+	// A dropped session commits nothing.
+	cl = dial(t, addr)
+	login(t, cl, "alice", "secret")
+	cl.send("RETR 1\r\n")
+	cl.multi()
+	cl.c.Close()
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.closed == 3 })
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.commits) != 2 {
+		t.Fatalf("%d commits, want 2: %q", len(b.commits), b.commits)
+	}
+	if got := fmt.Sprint(b.commits[0]); got != "[[uid-2] [uid-1 uid-3]]" {
+		t.Errorf("first commit (deleted, retrieved) = %s", got)
+	}
+	if len(b.commits[1][0])+len(b.commits[1][1]) != 0 {
+		t.Errorf("second commit = %q, want empty lists", b.commits[1])
+	}
+	if len(b.deleted) != 0 {
+		t.Errorf("Delete called with %v; Commit replaces it", b.deleted)
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"runtime"
 	"time"
 
@@ -122,7 +121,7 @@ func New(accounts []Account, opts Options) (*Router, error) {
 // say whether the user or the password was wrong. A passthrough account
 // without a hash leaves the check to its backend. The Mailbox returned
 // implements proxy.MaildropIDer with the account's user name, and
-// proxy.TopOpener when the backend's does.
+// proxy.Unwrapper returning the backend's.
 func (r *Router) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
 	a := r.accounts[user]
 	if a == nil {
@@ -145,11 +144,7 @@ func (r *Router) Login(ctx context.Context, user, pass string) (proxy.Mailbox, e
 	if err != nil {
 		return nil, fmt.Errorf("accounts: login %q: %w", user, err)
 	}
-	m := &mailbox{Mailbox: mb, id: a.user}
-	if _, ok := mb.(proxy.TopOpener); ok {
-		return topMailbox{m}, nil
-	}
-	return m, nil
+	return &mailbox{Mailbox: mb, id: a.user}, nil
 }
 
 // verify reports whether pass matches hash. With remember, successes are
@@ -203,17 +198,14 @@ type mailbox struct {
 	id string
 }
 
-var _ proxy.MaildropIDer = (*mailbox)(nil)
+var (
+	_ proxy.MaildropIDer = (*mailbox)(nil)
+	_ proxy.Unwrapper    = (*mailbox)(nil)
+)
+
+// Unwrap returns the backend's Mailbox, so that the proxy finds its
+// optional interfaces (TOP fast path, commit at QUIT).
+func (m *mailbox) Unwrap() proxy.Mailbox { return m.Mailbox }
 
 // MaildropID returns the account's user name.
 func (m *mailbox) MaildropID() string { return m.id }
-
-// topMailbox is a mailbox whose backend has a TOP fast path, which the
-// embedding in mailbox would hide.
-type topMailbox struct{ *mailbox }
-
-var _ proxy.TopOpener = topMailbox{}
-
-func (m topMailbox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error) {
-	return m.Mailbox.(proxy.TopOpener).OpenTop(ctx, uid, lines)
-}

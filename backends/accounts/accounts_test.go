@@ -396,7 +396,7 @@ func (b *topBackend) Login(ctx context.Context, user, pass string) (proxy.Mailbo
 	return &topMailboxFake{}, nil
 }
 
-func TestTopOpenerForwarded(t *testing.T) {
+func TestBackendMailboxUnwraps(t *testing.T) {
 	r, err := New([]Account{
 		{User: "top", PasswordHash: hash(t, "pw", bcrypt.MinCost), Backend: &topBackend{}},
 		{User: "plain", PasswordHash: hash(t, "pw", bcrypt.MinCost), Backend: &fakeBackend{}},
@@ -408,9 +408,13 @@ func TestTopOpenerForwarded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	to, ok := mb.(proxy.TopOpener)
+	u, ok := mb.(proxy.Unwrapper)
 	if !ok {
-		t.Fatalf("%T hides the backend's TopOpener", mb)
+		t.Fatalf("%T has no Unwrap", mb)
+	}
+	to, ok := u.Unwrap().(proxy.TopOpener)
+	if !ok {
+		t.Fatalf("%T unwraps to %T, not the backend's TopOpener", mb, u.Unwrap())
 	}
 	if _, ok := mb.(proxy.MaildropIDer); !ok {
 		t.Fatalf("%T is no MaildropIDer", mb)
@@ -426,7 +430,7 @@ func TestTopOpenerForwarded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := mb.(proxy.TopOpener); ok {
+	if _, ok := mb.(proxy.Unwrapper).Unwrap().(proxy.TopOpener); ok {
 		t.Fatalf("%T claims a TopOpener its backend lacks", mb)
 	}
 }
