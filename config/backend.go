@@ -15,7 +15,7 @@ const (
 )
 
 // backendTypes lists the known types, for error messages.
-var backendTypes = []string{TypeMaildir, TypePOP3, TypeIMAP}
+var backendTypes = []string{TypeMaildir, TypePOP3, TypeIMAP, TypeGmail}
 
 // Backend is an account's storage. Type selects the backend, and the
 // field of that type holds its settings; the other fields are nil.
@@ -24,6 +24,7 @@ type Backend struct {
 	Maildir *MaildirBackend
 	POP3    *POP3Backend
 	IMAP    *IMAPBackend
+	Gmail   *GmailBackend
 }
 
 // MaildirBackend serves a local Maildir.
@@ -63,6 +64,9 @@ func (b *Backend) UnmarshalYAML(n *yaml.Node) error {
 	case TypeIMAP:
 		b.IMAP = new(IMAPBackend)
 		return decodeStrict(n, b.IMAP, b.Type)
+	case TypeGmail:
+		b.Gmail = new(GmailBackend)
+		return decodeStrict(n, b.Gmail, b.Type)
 	}
 	// A missing or unknown type is reported by Validate, with its key.
 	return nil

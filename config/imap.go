@@ -117,7 +117,7 @@ func (b *IMAPBackend) validate(p *problems, key string) {
 		if b.TokenFile != "" {
 			p.add(key+".oauth2", "set either token_file or oauth2, not both")
 		}
-		b.OAuth2.validate(p, key+".oauth2", b.Auth)
+		b.OAuth2.validate(p, key+".oauth2", or(b.Auth, "password"))
 	}
 	switch folder, move := strings.CutPrefix(b.OnDelete, OnDeleteMovePrefix); {
 	case move && folder == "":

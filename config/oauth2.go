@@ -16,8 +16,8 @@ const (
 	OAuth2Custom    = "custom"
 )
 
-// OAuth2 is the OAuth2 client of an imap or pop3 backend with auth
-// xoauth2 or oauthbearer. "popbridge auth ACCOUNT" obtains the account's
+// OAuth2 is the OAuth2 client of a gmail backend, or of an imap or pop3
+// backend with auth xoauth2 or oauthbearer. "popbridge auth ACCOUNT" obtains the account's
 // refresh token with it and stores it under state_dir/tokens; the
 // server then refreshes access tokens as needed. It replaces token_file.
 type OAuth2 struct {
@@ -41,8 +41,9 @@ type OAuth2 struct {
 	TokenURL  string `yaml:"token_url"`
 	DeviceURL string `yaml:"device_url"`
 	// Scopes overrides the scopes that follow from provider and backend
-	// type (Gmail: https://mail.google.com/; Outlook: the IMAP or POP
-	// AccessAsUser.All scope plus offline_access).
+	// type (Gmail IMAP and POP: https://mail.google.com/; Gmail API:
+	// gmail.modify; Outlook: the IMAP or POP AccessAsUser.All scope plus
+	// offline_access).
 	Scopes []string `yaml:"scopes"`
 	// TokenKeyFile names a file holding the key (32 bytes, hex or
 	// base64) that encrypts the stored token. Empty means the key in the
@@ -78,9 +79,10 @@ func (o *OAuth2) resolve(r *resolver, key string) {
 	r.secret(key+".client_secret", &o.ClientSecret, key+".client_secret_file", &o.ClientSecretFile)
 }
 
-// validate checks o; auth is the backend's auth setting.
+// validate checks o; auth is the backend's auth setting, "" for a
+// backend (gmail) that always uses OAuth2.
 func (o *OAuth2) validate(p *problems, key, auth string) {
-	if auth != IMAPAuthXOAUTH2 && auth != IMAPAuthOAuthBearer {
+	if auth != "" && auth != IMAPAuthXOAUTH2 && auth != IMAPAuthOAuthBearer {
 		p.add(key, "needs auth xoauth2 or oauthbearer")
 	}
 	if o.ClientID == "" {

@@ -96,7 +96,7 @@ func (b *POP3Backend) validate(p *problems, key string, c *Config) {
 		if b.TokenFile != "" {
 			p.add(key+".oauth2", "set either token_file or oauth2, not both")
 		}
-		b.OAuth2.validate(p, key+".oauth2", b.Auth)
+		b.OAuth2.validate(p, key+".oauth2", or(b.Auth, "password"))
 	}
 	switch b.XOAUTH2Form {
 	case "", "one-line", "two-line":

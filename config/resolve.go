@@ -40,6 +40,9 @@ func (r *resolver) resolve(c *Config) {
 		if ib := a.Backend.IMAP; ib != nil {
 			ib.resolve(r, key+".backend")
 		}
+		if gb := a.Backend.Gmail; gb != nil {
+			gb.resolve(r, key+".backend")
+		}
 	}
 }
 

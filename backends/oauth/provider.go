@@ -1,5 +1,6 @@
 // Package oauth obtains, stores and refreshes OAuth2 tokens for the
-// backends that log in with XOAUTH2 or OAUTHBEARER (imap, pop3).
+// backends that log in with XOAUTH2 or OAUTHBEARER (imap, pop3) and for
+// the Gmail API backend.
 //
 // The interactive flows (Loopback, Device) run once per account, from
 // "popbridge auth"; the refresh token they return is kept by a Store, one
@@ -24,9 +25,14 @@ const (
 
 // Protocols that scopes depend on.
 const (
-	IMAP = "imap"
-	POP3 = "pop3"
+	IMAP  = "imap"
+	POP3  = "pop3"
+	Gmail = "gmail" // the Gmail REST API
 )
+
+// GmailModifyScope reads, labels and trashes Gmail messages, but cannot
+// delete them for good.
+const GmailModifyScope = "https://www.googleapis.com/auth/gmail.modify"
 
 // DefaultTenant is the Microsoft tenant used when Config.Tenant is empty:
 // "common" accepts both personal (Outlook.com) and work or school
@@ -49,12 +55,16 @@ type Config struct {
 	Scopes []string
 }
 
-// DefaultScopes returns the scopes that let protocol (IMAP or POP3) log
-// in at provider: https://mail.google.com/ for Google, the Outlook
-// resource scope plus offline_access for Microsoft, none for Custom.
+// DefaultScopes returns the scopes that let protocol (IMAP, POP3 or the
+// Gmail API) log in at provider: https://mail.google.com/ for Google's
+// IMAP and POP, gmail.modify for the Gmail API, the Outlook resource
+// scope plus offline_access for Microsoft, none for Custom.
 func DefaultScopes(provider, protocol string) []string {
 	switch provider {
 	case Google:
+		if protocol == Gmail {
+			return []string{GmailModifyScope}
+		}
 		return []string{"https://mail.google.com/"}
 	case Microsoft:
 		if protocol == POP3 {

@@ -28,6 +28,8 @@ func oauthAccount(a config.Account) (*config.OAuth2, string) {
 		return a.Backend.IMAP.OAuth2, oauth.IMAP
 	case a.Backend.POP3 != nil && a.Backend.POP3.OAuth2 != nil:
 		return a.Backend.POP3.OAuth2, oauth.POP3
+	case a.Backend.Gmail != nil && a.Backend.Gmail.OAuth2 != nil:
+		return a.Backend.Gmail.OAuth2, oauth.Gmail
 	}
 	return nil, ""
 }
