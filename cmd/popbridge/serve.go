@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
 
 	"github.com/popbridge/popbridge/backends/accounts"
+	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/maildir"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/proxy"
@@ -168,6 +170,12 @@ func newBackend(a config.Account, st *state) (backend, error) {
 			return nil, err
 		}
 		return b, nil
+	case config.TypeGmail:
+		b, err := newGmailBackend(a, st)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
 	return nil, fmt.Errorf("unknown backend type %q", a.Backend.Type)
 }
@@ -188,6 +196,14 @@ func describe(a config.Account) string {
 		m := a.Backend.IMAP
 		return fmt.Sprintf("imap %s/%s, tls %s, auth %s, on_delete %s", m.Addr, or(m.Folder, "INBOX"),
 			or(m.TLS, "implicit"), or(m.Auth, config.IMAPAuthPassword), or(m.OnDelete, config.OnDeleteExpunge))
+	case config.TypeGmail:
+		g := a.Backend.Gmail
+		labels := "INBOX"
+		if len(g.Labels) > 0 {
+			labels = strings.Join(g.Labels, "+")
+		}
+		return fmt.Sprintf("gmail %s, labels %s, on_delete %s, download_once %v", or(g.APIEndpoint, gmail.DefaultEndpoint),
+			labels, or(g.OnDelete, config.GmailArchive), g.DownloadOnce)
 	}
 	return a.Backend.Type
 }

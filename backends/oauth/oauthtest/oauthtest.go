@@ -50,6 +50,14 @@ type authCode struct {
 
 // Start starts a fake; it is closed when the test ends.
 func Start(t testing.TB) *Server {
+	s := New()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// New starts a fake outside a test (e.g. a dev binary); the caller
+// calls Close.
+func New() *Server {
 	s := &Server{
 		ClientID: "test-client", AccessTTL: time.Hour, DeviceInterval: 1,
 		codes: map[string]authCode{}, refresh: map[string]bool{}, access: map[string]time.Time{},
@@ -59,11 +67,13 @@ func Start(t testing.TB) *Server {
 	mux.HandleFunc("POST /token", s.token)
 	mux.HandleFunc("POST /device", s.device)
 	s.srv = httptest.NewServer(mux)
-	t.Cleanup(s.srv.Close)
 	s.URL = s.srv.URL
 	s.AuthURL, s.TokenURL, s.DeviceURL = s.URL+"/authorize", s.URL+"/token", s.URL+"/device"
 	return s
 }
+
+// Close shuts the fake down.
+func (s *Server) Close() { s.srv.Close() }
 
 func random() string {
 	b := make([]byte, 12)

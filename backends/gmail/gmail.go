@@ -1,0 +1,278 @@
+// Package gmail serves a Gmail mailbox as a POP3 maildrop through the
+// Gmail REST API (google.golang.org/api/gmail/v1), for mail that no
+// password protocol reaches.
+//
+// The maildrop holds the messages that carry every label of
+// Options.Labels (INBOX by default) and match Options.Query, limited by
+// Options.Window. A message's UIDL is its Gmail id, which never changes.
+// Its size is exact: the length, with CRLF line ends, of the decoded
+// format=raw message, fetched once and kept in the cache.Store with the
+// message's internalDate (messages are offered oldest first).
+//
+// The first login lists the mailbox (messages.list) and records the
+// mailbox's historyId; later logins read only history.list from there,
+// so a login with no change costs one API call whatever the mailbox's
+// size. A history that Gmail no longer has (HTTP 404) means a full list
+// again; known sizes are kept.
+//
+// Every request goes through one gate per Backend: at most
+// MaxConcurrent in flight, a token bucket on quota units per minute,
+// and truncated exponential backoff with jitter on 429, 403
+// rateLimitExceeded or userRateLimitExceeded, and 5xx, honouring
+// Retry-After. A request that cannot finish before the caller's
+// deadline fails at once with proxy.ErrTemporary rather than hanging
+// the session.
+package gmail
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/oauth2"
+	"golang.org/x/time/rate"
+	gmailapi "google.golang.org/api/gmail/v1"
+	"google.golang.org/api/option"
+
+	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// DeletePolicy says what DELE followed by QUIT does to a message.
+type DeletePolicy string
+
+const (
+	// Archive removes the served labels (for INBOX: Gmail's Archive).
+	Archive DeletePolicy = "archive"
+	// Trash moves the messages to the trash (messages.trash); Gmail
+	// empties it after 30 days.
+	Trash DeletePolicy = "trash"
+	// Delete removes the messages for good (messages.batchDelete). It
+	// needs the scope https://mail.google.com/; gmail.modify cannot.
+	Delete DeletePolicy = "delete"
+	// MarkRead removes the UNREAD label and hides the messages from POP.
+	MarkRead DeletePolicy = "mark-read"
+	// Keep changes nothing in Gmail and hides the messages from POP.
+	Keep DeletePolicy = "keep"
+)
+
+// Window limits the messages a session offers. The zero value offers
+// every message.
+type Window struct {
+	// MaxAge offers only messages received within it (by internalDate).
+	MaxAge time.Duration
+	// Since offers only messages received at or after it.
+	Since time.Time
+	// Batch offers only the oldest Batch messages not yet downloaded (a
+	// RETR in a session that ended with QUIT), so that a large mailbox
+	// drains over several sessions; 0 means no limit. "Oldest" follows
+	// the Gmail id, which grows with the time a message arrived, so that
+	// only the messages offered need a request each.
+	Batch int
+}
+
+// Defaults for Options fields left zero.
+const (
+	DefaultEndpoint       = "https://gmail.googleapis.com/"
+	DefaultMaxConcurrent  = 5
+	DefaultQuotaPerMinute = 6000
+	DefaultCallTimeout    = 30 * time.Second
+	DefaultBackoffBase    = 500 * time.Millisecond
+	DefaultMaxAttempts    = 6
+	// maxBackoff caps one wait between attempts; a Retry-After above it
+	// fails the request at once.
+	maxBackoff = 32 * time.Second
+)
+
+// Options configures a Backend.
+type Options struct {
+	// Account names the account in the Store and the body cache.
+	Account string
+	// Store keeps sizes, dates, the history position and the hidden
+	// messages; required.
+	Store *cache.Store
+	// Bodies, if not nil, keeps decoded messages fetched to learn their
+	// size or for TOP, so that the RETR that follows costs no request.
+	Bodies *cache.Bodies
+
+	// TokenSource gives the access tokens. HTTPClient, if set, is used
+	// instead, as is (tests).
+	TokenSource oauth2.TokenSource
+	HTTPClient  *http.Client
+	// Endpoint is the API's base URL; empty means DefaultEndpoint.
+	Endpoint string
+	// UserID is the mailbox's user id in API paths; empty means "me".
+	UserID string
+
+	// Labels are the label ids a message must all carry; empty means
+	// INBOX. Query is a Gmail search string it must also match.
+	Labels []string
+	Query  string
+	Window Window
+	// OnDelete is the delete policy; empty means Archive.
+	OnDelete DeletePolicy
+	// DownloadOnce hides every message a session retrieved with RETR,
+	// once the session ends with QUIT.
+	DownloadOnce bool
+	// EstimateSizes answers LIST with Gmail's sizeEstimate until a RETR
+	// learns the exact size, instead of fetching every new message at
+	// login. LIST may then differ from what RETR sends.
+	EstimateSizes bool
+
+	// MaxConcurrent bounds the requests in flight; QuotaPerMinute the
+	// quota units spent per minute; CallTimeout one request;
+	// BackoffBase the first wait after a rate-limit or server error;
+	// MaxAttempts the tries per request. Zero means the default.
+	MaxConcurrent  int
+	QuotaPerMinute int
+	CallTimeout    time.Duration
+	BackoffBase    time.Duration
+	MaxAttempts    int
+
+	// OnCall, if set, is called after every request with the API method
+	// ("messages.get") and the quota units it cost; OnBackoff before
+	// every wait between attempts. Both must be quick.
+	OnCall    func(method string, units int)
+	OnBackoff func(method string)
+
+	Logger *zerolog.Logger
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Backend serves one Gmail account. It is safe for concurrent use.
+type Backend struct {
+	opts  Options
+	svc   *gmailapi.Service
+	sem   chan struct{}
+	quota *rate.Limiter
+	log   zerolog.Logger
+
+	calls, units, backoffs atomic.Int64
+}
+
+// Stats counts the requests a Backend made.
+type Stats struct {
+	Calls    int64 // requests sent, including failed ones
+	Units    int64 // quota units they cost
+	Backoffs int64 // waits before a retry
+}
+
+// New checks opts and returns a Backend. It sends no request.
+func New(opts Options) (*Backend, error) {
+	if opts.Store == nil {
+		return nil, errors.New("gmail: a cache store is required")
+	}
+	if opts.Account == "" {
+		return nil, errors.New("gmail: Account must be set")
+	}
+	if opts.TokenSource == nil && opts.HTTPClient == nil {
+		return nil, errors.New("gmail: a token source is required")
+	}
+	switch opts.OnDelete {
+	case "":
+		opts.OnDelete = Archive
+	case Archive, Trash, Delete, MarkRead, Keep:
+	default:
+		return nil, fmt.Errorf("gmail: unknown delete policy %q", opts.OnDelete)
+	}
+	if opts.Window.Batch < 0 {
+		return nil, fmt.Errorf("gmail: negative batch %d", opts.Window.Batch)
+	}
+	if len(opts.Labels) == 0 {
+		opts.Labels = []string{"INBOX"}
+	}
+	if opts.UserID == "" {
+		opts.UserID = "me"
+	}
+	if opts.Endpoint == "" {
+		opts.Endpoint = DefaultEndpoint
+	}
+	if opts.Endpoint[len(opts.Endpoint)-1] != '/' {
+		// Without it, a path prefix is lost in URL resolution.
+		opts.Endpoint += "/"
+	}
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if opts.QuotaPerMinute <= 0 {
+		opts.QuotaPerMinute = DefaultQuotaPerMinute
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = DefaultCallTimeout
+	}
+	if opts.BackoffBase <= 0 {
+		opts.BackoffBase = DefaultBackoffBase
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	b := &Backend{opts: opts, sem: make(chan struct{}, opts.MaxConcurrent)}
+	if opts.Logger != nil {
+		b.log = opts.Logger.With().Str("backend", "gmail").Str("account", opts.Account).Logger()
+	} else {
+		b.log = zerolog.Nop()
+	}
+	// The bucket refills QuotaPerMinute units a minute and holds at most
+	// 250 (Gmail's per-second allowance), enough for any one request.
+	burst := min(max(opts.QuotaPerMinute/6, 50), 250)
+	b.quota = rate.NewLimiter(rate.Limit(float64(opts.QuotaPerMinute)/60), burst)
+
+	copts := []option.ClientOption{option.WithEndpoint(opts.Endpoint)}
+	if opts.HTTPClient != nil {
+		copts = append(copts, option.WithHTTPClient(opts.HTTPClient))
+	} else {
+		// The transport is built here, not by the library, so that no
+		// Google default credentials are looked up.
+		copts = append(copts, option.WithHTTPClient(oauth2.NewClient(context.Background(), opts.TokenSource)))
+	}
+	svc, err := gmailapi.NewService(context.Background(), copts...)
+	if err != nil {
+		return nil, fmt.Errorf("gmail: %w", err)
+	}
+	b.svc = svc
+	return b, nil
+}
+
+// Stats returns the requests made so far.
+func (b *Backend) Stats() Stats {
+	return Stats{Calls: b.calls.Load(), Units: b.units.Load(), Backoffs: b.backoffs.Load()}
+}
+
+// Login opens the maildrop. The user name and password were checked by
+// the account router and are ignored. An OAuth2 grant that is missing or
+// revoked fails here, with the token source's [SYS/PERM] reply.
+func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+	if b.opts.TokenSource != nil && b.opts.HTTPClient == nil {
+		if _, err := b.opts.TokenSource.Token(); err != nil {
+			return nil, b.classify("get an access token", err)
+		}
+	}
+	release, err := b.opts.Store.Hold(b.opts.Account)
+	if err != nil {
+		return nil, fmt.Errorf("gmail: hold the cache account: %w: %w", proxy.ErrTemporary, err)
+	}
+	return &mailbox{b: b, release: release}, nil
+}
+
+// Check reads the mailbox's profile, for popbridge check: it proves the
+// token, the scope and the endpoint.
+func (b *Backend) Check(ctx context.Context) error {
+	var p *gmailapi.Profile
+	err := b.call(ctx, "users.getProfile", 1, func(ctx context.Context) (err error) {
+		p, err = b.svc.Users.GetProfile(b.opts.UserID).Context(ctx).Do()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	b.log.Info().Str("email", p.EmailAddress).Int64("messages", p.MessagesTotal).Msg("gmail profile read")
+	return nil
+}

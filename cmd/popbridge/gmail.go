@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/popbridge/popbridge/backends/gmail"
+	"github.com/popbridge/popbridge/config"
+)
+
+// newGmailBackend builds the gmail backend of account a, with the
+// refreshing token source of its oauth2 section.
+func newGmailBackend(a config.Account, st *state) (*gmail.Backend, error) {
+	c := a.Backend.Gmail
+	timeout, err := c.CallTimeout.Value()
+	if err != nil {
+		return nil, fmt.Errorf("call_timeout: %w", err)
+	}
+	ts, err := oauthSource(a, st)
+	if err != nil {
+		return nil, err
+	}
+	opts := gmail.Options{
+		Account:        a.User,
+		Store:          st.store,
+		Bodies:         st.bodies,
+		TokenSource:    ts,
+		Endpoint:       c.APIEndpoint,
+		Labels:         c.Labels,
+		Query:          c.Query,
+		Window:         gmail.Window{Batch: c.Window.Batch},
+		OnDelete:       gmail.DeletePolicy(c.OnDelete),
+		DownloadOnce:   c.DownloadOnce,
+		EstimateSizes:  !c.Exact(),
+		MaxConcurrent:  c.MaxConcurrent,
+		QuotaPerMinute: c.QuotaPerMinute,
+		CallTimeout:    timeout,
+		Logger:         st.log,
+	}
+	if c.Window.Since != "" {
+		// A number of days moves with the clock; a date does not.
+		now := time.Now()
+		cut, err := c.Window.Cutoff(now)
+		if err != nil {
+			return nil, fmt.Errorf("window: %w", err)
+		}
+		if _, err := time.Parse(time.DateOnly, c.Window.Since); err == nil {
+			opts.Window.Since = cut
+		} else {
+			opts.Window.MaxAge = now.Sub(cut)
+		}
+	}
+	return gmail.New(opts)
+}
