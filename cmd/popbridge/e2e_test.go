@@ -34,8 +34,12 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/backends/dovecottest"
+	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
+	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 )
 
 // TestE2E builds popbridge once and runs each real client against it in
@@ -47,8 +51,10 @@ func TestE2E(t *testing.T) {
 	bin := buildPopbridge(t)
 	t.Run("curl", func(t *testing.T) { t.Parallel(); testCurl(t, bin) })
 	t.Run("curl-tls", func(t *testing.T) { t.Parallel(); testCurlTLS(t, bin) })
-	t.Run("fetchmail", func(t *testing.T) { t.Parallel(); testFetchmail(t, bin) })
-	t.Run("getmail", func(t *testing.T) { t.Parallel(); testGetmail(t, bin) })
+	t.Run("fetchmail", func(t *testing.T) { t.Parallel(); testFetchmail(t, bin, newAccount(t, "alice", "remove")) })
+	t.Run("fetchmail-gmail", func(t *testing.T) { t.Parallel(); testFetchmail(t, bin, newGmailAccount(t, "alice", "archive")) })
+	t.Run("getmail", func(t *testing.T) { t.Parallel(); testGetmail(t, bin, newAccount(t, "alice", "remove")) })
+	t.Run("getmail-gmail", func(t *testing.T) { t.Parallel(); testGetmail(t, bin, newGmailAccount(t, "alice", "archive")) })
 	t.Run("poplib", func(t *testing.T) { t.Parallel(); testPoplib(t, bin) })
 	t.Run("demo", func(t *testing.T) { t.Parallel(); testDemo(t, bin) })
 }
@@ -159,9 +165,8 @@ func testCurlTLS(t *testing.T, bin string) {
 
 // testFetchmail runs fetchmail twice in keep mode with UIDL tracking: the
 // first run delivers every message, the second none.
-func testFetchmail(t *testing.T, bin string) {
+func testFetchmail(t *testing.T, bin string, alice *account) {
 	fetchmail := need(t, "fetchmail", "fetchmail")
-	alice := newAccount(t, "alice", "remove")
 	srv := startPopbridge(t, bin, serverOptions{accounts: []*account{alice}, tls: true})
 	_, port, _ := net.SplitHostPort(srv.addr)
 
@@ -263,25 +268,20 @@ poll localhost via 127.0.0.1 service %s protocol pop3 uidl auth password no enve
 		t.Errorf("popbridge logged %d TLS logins of %s, want 1 (fetchmail over STLS)", n, alice.user)
 	}
 
-	// keep: everything is still in the Maildir.
-	for _, m := range alice.corpus {
-		if _, err := os.Stat(m.Path); err != nil {
-			t.Errorf("after fetchmail keep: %v", err)
-		}
-	}
+	// keep: everything is still in the Maildir, or in Gmail's INBOX.
+	alice.checkUntouched(t, "after fetchmail keep")
 	if t.Failed() {
 		return
 	}
-	t.Logf("e2e: fetchmail (keep, uidl) fetched %d messages identical to source, in the clear and over STLS "+
-		"with certificate check; a second run fetched none", len(alice.corpus))
+	t.Logf("e2e: fetchmail (keep, uidl) fetched %d messages identical to source%s, in the clear and over STLS "+
+		"with certificate check; a second run fetched none", len(alice.corpus), alice.from())
 }
 
 // testGetmail runs getmail6 twice (read_all = false, delete = false) into
 // a Maildir: the first run delivers every message, the second none.
-func testGetmail(t *testing.T, bin string) {
+func testGetmail(t *testing.T, bin string, alice *account) {
 	getmail := need(t, "getmail", "getmail6")
 	python := need(t, "python3", "python3")
-	alice := newAccount(t, "alice", "remove")
 	srv := startPopbridge(t, bin, serverOptions{accounts: []*account{alice}})
 	_, port, _ := net.SplitHostPort(srv.addr)
 
@@ -375,11 +375,12 @@ verbose = 1
 	if !strings.Contains(log, "0 messages") {
 		t.Errorf("second getmail run: want \"0 messages ... retrieved\" in\n%s", log)
 	}
+	alice.checkUntouched(t, "after getmail delete = false")
 	if t.Failed() {
 		return
 	}
-	t.Logf("e2e: getmail6 fetched %d messages identical to source after Python email re-serialisation "+
-		"(%d of them byte for byte); second run fetched none", len(alice.corpus), verbatim)
+	t.Logf("e2e: getmail6 fetched %d messages identical to source%s after Python email re-serialisation "+
+		"(%d of them byte for byte); second run fetched none", len(alice.corpus), alice.from(), verbatim)
 }
 
 // getmailExpectScript writes, for each message read from the JSON list
@@ -545,10 +546,11 @@ func testPoplib(t *testing.T, bin string) {
 	python := need(t, "python3", "python3")
 	alice := newAccount(t, "alice", "remove")
 	bob := newAccount(t, "bob", "keep")
-	srv := startPopbridge(t, bin, serverOptions{accounts: []*account{alice, bob}})
+	carol := newGmailAccount(t, "carol", "archive")
+	srv := startPopbridge(t, bin, serverOptions{accounts: []*account{alice, bob, carol}})
 
 	const victim = 1 // the dot-lines message
-	for _, a := range []*account{alice, bob} {
+	for _, a := range []*account{alice, bob, carol} {
 		r := poplibSession(t, python, srv.addr, a, a.corpus[victim].Unique)
 		for _, c := range []string{"TOP", "UIDL", "USER", "RESP-CODES", "PIPELINING"} {
 			if !slices.Contains(r.Capa, c) {
@@ -582,10 +584,13 @@ func testPoplib(t *testing.T, bin string) {
 	if _, err := os.Stat(bob.corpus[victim].Path); err != nil {
 		t.Errorf("on_delete keep: the file of the deleted message is gone: %v", err)
 	}
+	if m, _ := carol.gmail.Message(carol.corpus[victim].Unique); !slices.Equal(m.Labels, []string{"UNREAD"}) {
+		t.Errorf("gmail on_delete archive: the deleted message has labels %v, want INBOX removed", m.Labels)
+	}
 
 	// The keep policy remembers hidden messages across restarts.
 	srv.restart(t)
-	for _, a := range []*account{alice, bob} {
+	for _, a := range []*account{alice, bob, carol} {
 		visible := slices.Delete(slices.Clone(a.corpus), victim, victim+1)
 		r := poplibSession(t, python, srv.addr, a)
 		checkPoplib(t, a.user+" (second session)", r, visible)
@@ -593,8 +598,9 @@ func testPoplib(t *testing.T, bin string) {
 	if t.Failed() {
 		return
 	}
-	t.Logf("e2e: python poplib fetched %d messages identical to source (STAT, LIST, UIDL, RETR, TOP 0); "+
-		"a DELEted message vanished from STAT and RETR got -ERR; DELE+QUIT removed the file (on_delete remove) or hid it across a restart (on_delete keep)", len(alice.corpus))
+	t.Logf("e2e: python poplib fetched %d messages identical to source (STAT, LIST, UIDL, RETR, TOP 0) from Maildirs "+
+		"and a fake Gmail API; a DELEted message vanished from STAT and RETR got -ERR; DELE+QUIT removed the file (on_delete remove), "+
+		"hid it across a restart (on_delete keep) or archived it in Gmail", len(alice.corpus))
 }
 
 // testDemo runs `popbridge demo` as a new user would, in an empty
@@ -694,13 +700,55 @@ func buildPopbridge(t *testing.T) string {
 	return bin
 }
 
-// account is one configured account and the corpus in its Maildir.
+// account is one configured account and the corpus in its Maildir, or
+// in a fake Gmail's INBOX.
 type account struct {
 	user, pass string
 	hash       string
 	maildir    string
 	onDelete   string
 	corpus     []dovecottest.CorpusMessage
+	gmail      *gmailtest.Server // the mailbox of a gmail account
+	oauth      *oauthtest.Server // its token endpoint
+}
+
+// newGmailAccount makes a gmail account whose fake Gmail INBOX holds the
+// corpus, in order; each message's Unique is its Gmail id (the UIDL).
+// Every other message is sent unpadded.
+func newGmailAccount(t *testing.T, user, onDelete string) *account {
+	t.Helper()
+	a := newAccount(t, user, onDelete)
+	a.oauth = oauthtest.Start(t)
+	a.oauth.AddRefreshToken("rt-" + user)
+	a.gmail = gmailtest.Start(t)
+	a.gmail.SetValidToken(a.oauth.ValidAccess)
+	for i := range a.corpus {
+		a.corpus[i].Unique = a.gmail.Add(a.corpus[i].Data, "INBOX", "UNREAD")
+		a.gmail.SetUnpadded(a.corpus[i].Unique, i%2 == 1)
+	}
+	return a
+}
+
+// from says where the account's mail comes from, for log lines.
+func (a *account) from() string {
+	if a.gmail != nil {
+		return " (from a fake Gmail API, OAuth2 refresh through a fake token endpoint)"
+	}
+	return ""
+}
+
+// checkUntouched checks that the source still holds every message.
+func (a *account) checkUntouched(t *testing.T, when string) {
+	t.Helper()
+	for _, m := range a.corpus {
+		if a.gmail != nil {
+			if g, ok := a.gmail.Message(m.Unique); !ok || !slices.Equal(g.Labels, []string{"INBOX", "UNREAD"}) {
+				t.Errorf("%s: Gmail message %s is %+v", when, m.Unique, g.Labels)
+			}
+		} else if _, err := os.Stat(m.Path); err != nil {
+			t.Errorf("%s: %v", when, err)
+		}
+	}
 }
 
 // newAccount makes an account whose Maildir holds the corpus.
@@ -764,9 +812,31 @@ func startPopbridge(t *testing.T, bin string, opts serverOptions) *popbridge {
 	}
 	fmt.Fprintf(&cfg, "state_dir: state\nlog: {level: debug, format: json}\naccounts:\n")
 	for _, a := range opts.accounts {
-		fmt.Fprintf(&cfg, "  - user: %s\n    password_hash: %q\n    backend:\n      type: maildir\n      path: %q\n      on_delete: %s\n",
-			a.user, a.hash, a.maildir, a.onDelete)
 		p.secrets = append(p.secrets, a.pass)
+		if a.gmail == nil {
+			fmt.Fprintf(&cfg, "  - user: %s\n    password_hash: %q\n    backend:\n      type: maildir\n      path: %q\n      on_delete: %s\n",
+				a.user, a.hash, a.maildir, a.onDelete)
+			continue
+		}
+		fmt.Fprintf(&cfg, `  - user: %s
+    password_hash: %q
+    backend:
+      type: gmail
+      api_endpoint: %s
+      on_delete: %s
+      oauth2:
+        provider: custom
+        client_id: %s
+        auth_url: %s
+        token_url: %s
+        scopes: [https://www.googleapis.com/auth/gmail.modify]
+`, a.user, a.hash, a.gmail.Endpoint(), a.onDelete, a.oauth.ClientID, a.oauth.AuthURL, a.oauth.TokenURL)
+		// What popbridge auth would have stored.
+		store := &oauth.Store{Dir: filepath.Join(p.dir, "state", "tokens")}
+		if err := store.Save(a.user, &oauth2.Token{RefreshToken: "rt-" + a.user}); err != nil {
+			t.Fatal(err)
+		}
+		p.secrets = append(p.secrets, "rt-"+a.user)
 	}
 	writeFile(t, p.config, 0o600, cfg.String())
 	p.stderr = &syncBuffer{}
