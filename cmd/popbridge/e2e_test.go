@@ -199,7 +199,10 @@ poll localhost via 127.0.0.1 service %s protocol pop3 uidl auth password no enve
   keep no rewrite %s
   mda "/bin/sh %s %s"
 `, port, alice.user, alice.pass, tlsOptions, deliver, out))
-		cmd := exec.Command(fetchmail, "-f", rc, "--idfile", idfile, "--nodetach", "--nosyslog", "-v")
+		// --pidfile: as root the lock is /var/run/fetchmail.pid, shared
+		// by the tests running fetchmail in parallel.
+		cmd := exec.Command(fetchmail, "-f", rc, "--idfile", idfile, "--pidfile", filepath.Join(dir, "fetchmail.pid"),
+			"--nodetach", "--nosyslog", "-v")
 		cmd.Env = append(os.Environ(), "FETCHMAILHOME="+dir, "HOME="+dir)
 		outb, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
