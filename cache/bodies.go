@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // Defaults for Bodies fields left zero.
@@ -26,6 +27,8 @@ type Bodies struct {
 
 	mu  sync.Mutex
 	lru *weighted[bodyKey, []byte]
+
+	hits, misses atomic.Uint64 // Get calls, for Stats
 }
 
 type bodyKey struct{ account, key string }
@@ -55,7 +58,26 @@ func (b *Bodies) Get(account, key string) ([]byte, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.init()
-	return b.lru.get(bodyKey{account, key})
+	body, ok := b.lru.get(bodyKey{account, key})
+	b.count(ok)
+	return body, ok
+}
+
+func (b *Bodies) count(hit bool) {
+	if hit {
+		b.hits.Add(1)
+	} else {
+		b.misses.Add(1)
+	}
+}
+
+// Stats returns how many Get calls (Open's included) found a body and
+// how many did not, since b was made. A nil *Bodies has zero of both.
+func (b *Bodies) Stats() (hits, misses uint64) {
+	if b == nil {
+		return 0, 0
+	}
+	return b.hits.Load(), b.misses.Load()
 }
 
 // Put keeps body, evicting the least recently used bodies to make room,

@@ -21,6 +21,8 @@ import (
 // Config is the whole configuration file.
 type Config struct {
 	Listen Listen `yaml:"listen"`
+	// HTTP configures the listen.http listener.
+	HTTP HTTP `yaml:"http"`
 	// TLS is the server certificate; nil means no TLS (no STLS, no pop3s).
 	TLS *TLS `yaml:"tls"`
 	// CleartextAuth says where logins without TLS are allowed. The zero
@@ -49,12 +51,56 @@ type Listen struct {
 	POP3 string `yaml:"pop3"`
 	// POP3S is the implicit-TLS listener (RFC 8314); it needs TLS.
 	POP3S string `yaml:"pop3s"`
+	// HTTP is the operations listener: /healthz, /readyz, /metrics and
+	// /status. Plain HTTP; keep it on loopback or a private network.
+	HTTP string `yaml:"http"`
 }
 
-// TLS names the PEM files of the server certificate and its key.
+// HTTP configures the operations listener of listen.http.
+type HTTP struct {
+	// StatusToken, if set, is the bearer token /status requires
+	// ("Authorization: Bearer TOKEN"); empty leaves /status open. It may
+	// be a ${ENV_VAR} reference, or StatusTokenFile may name a file
+	// holding it.
+	StatusToken     string `yaml:"status_token"`
+	StatusTokenFile string `yaml:"status_token_file"`
+}
+
+// TLS is the server certificate: PEM files, or a self-signed certificate
+// that popbridge creates once in the state directory. Either way the
+// running server reads the files again when they change.
 type TLS struct {
+	// CertFile and KeyFile name the PEM certificate chain and its key.
+	// Both are required unless SelfSigned is set, which excludes them.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// SelfSigned uses SelfSignedCert and SelfSignedKey in the state
+	// directory, created at the first start (ECDSA P-256, valid 10
+	// years, for the host name, localhost, 127.0.0.1 and ::1) and
+	// reused afterwards.
+	SelfSigned bool `yaml:"self_signed"`
+	// Names are more DNS names or IP addresses for the self-signed
+	// certificate (e.g. nas.lan, 192.168.1.10). Only with SelfSigned.
+	Names []string `yaml:"names"`
+}
+
+// The self-signed certificate's files, relative to the state directory.
+const (
+	SelfSignedCert = "tls/cert.pem"
+	SelfSignedKey  = "tls/key.pem"
+)
+
+// TLSFiles returns the certificate and key files the server uses:
+// tls.cert_file and tls.key_file, or the self-signed certificate's files
+// in the state directory. Both are empty without a tls section.
+func (c *Config) TLSFiles() (certFile, keyFile string) {
+	switch {
+	case c.TLS == nil:
+		return "", ""
+	case c.TLS.SelfSigned:
+		return filepath.Join(c.StateDir, filepath.FromSlash(SelfSignedCert)), filepath.Join(c.StateDir, filepath.FromSlash(SelfSignedKey))
+	}
+	return c.TLS.CertFile, c.TLS.KeyFile
 }
 
 // DefaultStateDir is the state directory, relative to the configuration

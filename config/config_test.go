@@ -369,7 +369,18 @@ accounts:
     backend: {type: maildir, path: /m}
 `, nil, []string{
 			"listen.pop3s: same address as listen.pop3",
-			"tls.key_file: must be set",
+			"tls.key_file: must be set (or self_signed: true)",
+		}},
+		{"self-signed", minimal + "tls: {self_signed: true, names: [nas.lan, '*.home.arpa', 192.168.1.10, 'fd00::1']}\n", nil, nil},
+		{"self-signed with files and bad names", minimal + "tls: {self_signed: true, cert_file: c.pem, names: [nas.lan, 'a b', '', -x.lan, x..lan]}\n", nil, []string{
+			"tls.self_signed: excludes cert_file and key_file (the certificate is created in state_dir)",
+			`tls.names[1]: invalid name "a b" (want a host name such as nas.lan or an IP address)`,
+			`tls.names[2]: invalid name "" (want a host name such as nas.lan or an IP address)`,
+			`tls.names[3]: invalid name "-x.lan" (want a host name such as nas.lan or an IP address)`,
+			`tls.names[4]: invalid name "x..lan" (want a host name such as nas.lan or an IP address)`,
+		}},
+		{"names without self-signed", minimal + "tls: {cert_file: c.pem, key_file: k.pem, names: [nas.lan]}\n", nil, []string{
+			"tls.names: only with self_signed (a certificate file already names its hosts)",
 		}},
 		{"cleartext modes", minimal + "cleartext_auth: always\n", nil, nil},
 		{"cleartext never without tls", minimal + "cleartext_auth: never\n", nil, []string{
@@ -717,5 +728,25 @@ func TestExamples(t *testing.T) {
 		if _, err := Load(f); err != nil {
 			t.Errorf("%s:\n%v", f, err)
 		}
+	}
+}
+
+func TestTLSFiles(t *testing.T) {
+	c, err := parseString(t, minimal+"state_dir: /var/lib/popbridge\ntls: {self_signed: true}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert, key := c.TLSFiles(); cert != "/var/lib/popbridge/tls/cert.pem" || key != "/var/lib/popbridge/tls/key.pem" {
+		t.Errorf("self-signed TLSFiles = %q, %q", cert, key)
+	}
+	c, err = parseString(t, minimal+"tls: {cert_file: c.pem, key_file: /k.pem}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert, key := c.TLSFiles(); cert != "/etc/popbridge/c.pem" || key != "/k.pem" {
+		t.Errorf("TLSFiles = %q, %q", cert, key)
+	}
+	if cert, key := (&Config{}).TLSFiles(); cert != "" || key != "" {
+		t.Errorf("TLSFiles without tls = %q, %q", cert, key)
 	}
 }

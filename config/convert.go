@@ -82,8 +82,9 @@ func (c Cache) Bodies() (*cache.Bodies, error) {
 	return &cache.Bodies{MaxBytes: body, MaxItem: item}, nil
 }
 
-// Load reads the certificate and key and returns a server TLS config
-// requiring TLS 1.2 or later (RFC 8314 §4.1).
+// Load reads cert_file and key_file once and returns a server TLS config
+// requiring TLS 1.2 or later (RFC 8314 §4.1). popbridge serve instead
+// reads Config.TLSFiles, also for self_signed, and again when they change.
 func (t *TLS) Load() (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -29,7 +30,7 @@ func (p *problems) add(key, format string, args ...any) {
 
 // Validate checks the configuration and reports every problem it finds,
 // each as "key.path: problem", joined with errors.Join. It does no I/O:
-// certificate files, for instance, are read by TLS.Load.
+// certificate files, for instance, are read when the server starts.
 func (c *Config) Validate() error {
 	p := &problems{skip: c.failed}
 	c.validateListen(p)
@@ -52,6 +53,17 @@ func (c *Config) validateListen(p *problems) {
 	}
 	checkAddr(p, "listen.pop3", c.Listen.POP3)
 	checkAddr(p, "listen.pop3s", c.Listen.POP3S)
+	checkAddr(p, "listen.http", c.Listen.HTTP)
+	if c.Listen.HTTP != "" && (c.Listen.HTTP == c.Listen.POP3 || c.Listen.HTTP == c.Listen.POP3S) {
+		p.add("listen.http", "same address as a POP3 listener")
+	}
+	if c.HTTP.StatusToken != "" && c.Listen.HTTP == "" {
+		key := "http.status_token"
+		if c.HTTP.StatusTokenFile != "" {
+			key += "_file"
+		}
+		p.add(key, "set, but listen.http is not")
+	}
 	if c.Listen.POP3S != "" && c.TLS == nil {
 		p.add("listen.pop3s", "needs tls")
 	}
@@ -59,13 +71,57 @@ func (c *Config) validateListen(p *problems) {
 		p.add("listen.pop3s", "same address as listen.pop3")
 	}
 	if c.TLS != nil {
-		if c.TLS.CertFile == "" {
-			p.add("tls.cert_file", "must be set")
+		c.TLS.validate(p)
+	}
+}
+
+func (t *TLS) validate(p *problems) {
+	if t.SelfSigned {
+		if t.CertFile != "" || t.KeyFile != "" {
+			p.add("tls.self_signed", "excludes cert_file and key_file (the certificate is created in state_dir)")
 		}
-		if c.TLS.KeyFile == "" {
-			p.add("tls.key_file", "must be set")
+	} else {
+		if t.CertFile == "" {
+			p.add("tls.cert_file", "must be set (or self_signed: true)")
+		}
+		if t.KeyFile == "" {
+			p.add("tls.key_file", "must be set (or self_signed: true)")
+		}
+		if len(t.Names) > 0 {
+			p.add("tls.names", "only with self_signed (a certificate file already names its hosts)")
 		}
 	}
+	for i, n := range t.Names {
+		if !validCertName(n) {
+			p.add(fmt.Sprintf("tls.names[%d]", i), "invalid name %q (want a host name such as nas.lan or an IP address)", n)
+		}
+	}
+}
+
+// validCertName reports whether s can be a DNS name or IP address in a
+// certificate: an IP address, or dot-separated labels of letters,
+// digits, hyphens and underscores, the first of which may be "*".
+func validCertName(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for i, label := range strings.Split(s, ".") {
+		if label == "*" && i == 0 {
+			continue
+		}
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func checkAddr(p *problems, key, addr string) {

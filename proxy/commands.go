@@ -311,6 +311,10 @@ func checkList(list []MessageInfo) error {
 // authFailed answers a failed login after the per-address delay.
 func (c *conn) authFailed(user string, err error) error {
 	c.log.Info().Str("user", user).Err(err).Msg("authentication failed")
+	c.authFailures++
+	if o := c.srv.Observer; o != nil {
+		o.AuthFailure()
+	}
 	var d time.Duration
 	if !inNetworks(c.addr, c.srv.TrustedNetworks) {
 		d = c.srv.penalty.fail(c.addr, c.srv.authFailureDelay(), c.srv.maxAuthFailureDelay())

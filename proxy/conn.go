@@ -74,6 +74,9 @@ type conn struct {
 	msgs     []message
 	loggedIn string // the authenticated user name
 
+	authFailures int  // rejected logins, for the session's outcome
+	cmdErr       bool // the current command sent a -ERR line
+
 	stats struct {
 		retrieved, topped, deleted int
 		bytes                      int64
@@ -130,10 +133,22 @@ var (
 func (c *conn) serve() {
 	start := time.Now()
 	reason := "disconnected"
+	obs := c.srv.Observer
+	if obs != nil {
+		obs.SessionStart()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			c.log.Error().Interface("panic", p).Bytes("stack", debug.Stack()).Msg("session panicked")
 			reason = "panic"
+		}
+		// Before finish, so that a client that sees the connection close
+		// also sees the session counted.
+		if obs != nil {
+			obs.SessionEnd(SessionSummary{
+				Outcome: c.outcome(reason), LoggedIn: c.loggedIn != "",
+				Retrieved: c.stats.retrieved, Topped: c.stats.topped, Deleted: c.stats.deleted, Bytes: c.stats.bytes,
+			})
 		}
 		c.finish(reason, time.Since(start))
 	}()
@@ -166,7 +181,15 @@ func (c *conn) serve() {
 			}
 			return
 		}
+		c.cmdErr = false
+		sent := c.stats.bytes
 		err = c.dispatch(line)
+		if obs != nil {
+			obs.Command(commandName(line), !c.cmdErr && (err == nil || errors.Is(err, errQuit)))
+			if n := c.stats.bytes - sent; n > 0 {
+				obs.BytesSent(n)
+			}
+		}
 		switch {
 		case err == nil:
 		case errors.Is(err, errQuit):
@@ -294,6 +317,9 @@ func (c *conn) readLine(max int, timeout time.Duration) (string, error) {
 }
 
 func (c *conn) reply(s string) {
+	if len(s) > 0 && s[0] == '-' {
+		c.cmdErr = true
+	}
 	c.bw.WriteString(s)
 	c.bw.WriteString("\r\n")
 }

@@ -116,6 +116,9 @@ type Server struct {
 	MaxConnections      int
 	MaxConnectionsPerIP int
 
+	// Observer, if set, is told about sessions and commands, for metrics.
+	Observer Observer
+
 	initOnce   sync.Once
 	mu         sync.Mutex
 	listeners  map[*net.Listener]struct{}
@@ -399,6 +402,9 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	return nil
 }
+
+// ShuttingDown reports whether Shutdown or Close has been called.
+func (s *Server) ShuttingDown() bool { return s.inShutdown.Load() }
 
 func (s *Server) beginShutdown() {
 	s.mu.Lock()

@@ -41,6 +41,15 @@ type Source struct {
 
 	mu  sync.Mutex
 	tok *oauth2.Token
+
+	// status is the outcome of the last Token call, for Status; it has
+	// its own lock so that Status does not wait for a refresh.
+	status struct {
+		sync.Mutex
+		expiry time.Time
+		reauth bool
+		err    error
+	}
 }
 
 // NewSource returns the token source of account. ctx carries the HTTP
@@ -61,9 +70,10 @@ func usable(t *oauth2.Token) bool {
 }
 
 // Token returns a valid access token, refreshing it if needed.
-func (s *Source) Token() (*oauth2.Token, error) {
+func (s *Source) Token() (tok *oauth2.Token, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.record(tok, err) }()
 	if usable(s.tok) {
 		t := *s.tok
 		return &t, nil
@@ -111,6 +121,28 @@ func (s *Source) Token() (*oauth2.Token, error) {
 	}
 	t := *fresh
 	return &t, nil
+}
+
+func (s *Source) record(tok *oauth2.Token, err error) {
+	s.status.Lock()
+	defer s.status.Unlock()
+	if err != nil {
+		s.status.err = err
+		s.status.reauth = errors.Is(err, ErrGrant) || errors.Is(err, ErrNoGrant)
+		return
+	}
+	s.status.expiry, s.status.reauth, s.status.err = tok.Expiry, false, nil
+}
+
+// Status reports the outcome of the last Token call: the access token's
+// expiry (zero when unknown or when it does not expire), whether the
+// owner must run popbridge auth again (no grant stored, or it expired or
+// was revoked), and the error of the last call if it failed. Before the
+// first Token call all three are zero. It never blocks on a refresh.
+func (s *Source) Status() (expiry time.Time, needsReauth bool, lastErr error) {
+	s.status.Lock()
+	defer s.status.Unlock()
+	return s.status.expiry, s.status.reauth, s.status.err
 }
 
 func (s *Source) logf(format string, args ...any) {

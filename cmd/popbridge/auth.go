@@ -63,7 +63,9 @@ func oauthSource(a config.Account, st *state) (oauth2.TokenSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oauth2: %w", err)
 	}
-	return oauth.NewSource(context.Background(), a.User, cfg, store, st.log), nil
+	src := oauth.NewSource(context.Background(), a.User, cfg, store, st.log)
+	st.metrics.tokenSource(a, src)
+	return src, nil
 }
 
 func (c *cli) auth(ctx context.Context, args []string) error {

@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,23 +45,7 @@ func (c *cli) check(ctx context.Context, args []string) error {
 		}
 	}
 	if cfg.TLS != nil {
-		tc, err := cfg.TLS.Load()
-		detail := cfg.TLS.CertFile
-		var leaf *x509.Certificate
-		if err == nil {
-			leaf, err = x509.ParseCertificate(tc.Certificates[0].Certificate[0])
-		}
-		if err == nil {
-			names := strings.Join(leaf.DNSNames, " ")
-			if names == "" {
-				names = leaf.Subject.CommonName
-			}
-			detail = fmt.Sprintf("%s, certificate for %s, expires %s", cfg.TLS.CertFile,
-				names, leaf.NotAfter.Format(time.DateOnly))
-			if time.Now().After(leaf.NotAfter) {
-				err = fmt.Errorf("certificate expired on %s", leaf.NotAfter.Format(time.DateOnly))
-			}
-		}
+		detail, err := checkTLS(cfg)
 		report("tls", detail, err)
 	}
 	detail, err := checkState(cfg.StateDir)
@@ -138,4 +122,34 @@ func checkAccount(ctx context.Context, a config.Account, st *state) error {
 // oneLine keeps a table row on one line.
 func oneLine(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+// checkTLS loads the server certificate without creating one: a
+// self-signed certificate not created yet is reported as such.
+func checkTLS(cfg *config.Config) (detail string, err error) {
+	certFile, keyFile := cfg.TLSFiles()
+	if cfg.TLS.SelfSigned {
+		_, certErr := os.Stat(certFile)
+		_, keyErr := os.Stat(keyFile)
+		if errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist) {
+			return fmt.Sprintf("%s (self-signed certificate created at the first start)", certFile), nil
+		}
+	}
+	cert, err := loadCert(certFile, keyFile)
+	if err != nil {
+		return certFile, err
+	}
+	leaf := cert.Leaf
+	names := strings.Join(leaf.DNSNames, " ")
+	if names == "" {
+		names = leaf.Subject.CommonName
+	}
+	detail = fmt.Sprintf("%s, certificate for %s, expires %s", certFile, names, leaf.NotAfter.Format(time.DateOnly))
+	if cfg.TLS.SelfSigned {
+		detail += ", SHA-256 " + fingerprint(leaf)
+	}
+	if time.Now().After(leaf.NotAfter) {
+		return detail, fmt.Errorf("certificate expired on %s", leaf.NotAfter.Format(time.DateOnly))
+	}
+	return detail, nil
 }

@@ -36,6 +36,9 @@ func newGmailBackend(a config.Account, st *state) (*gmail.Backend, error) {
 		QuotaPerMinute: c.QuotaPerMinute,
 		CallTimeout:    timeout,
 		Logger:         st.log,
+		// st.metrics is read at each call: nil (no listen.http) is a no-op.
+		OnCall:    func(_ string, units int) { st.metrics.GmailUnits(a.User, units) },
+		OnBackoff: func(string) { st.metrics.GmailBackoff(a.User) },
 	}
 	if c.Window.Since != "" {
 		// A number of days moves with the clock; a date does not.

@@ -9,6 +9,7 @@
 //	popbridge cache stats [-json] (-config FILE | -state DIR)
 //	popbridge cache forget (-config FILE | -state DIR) ACCOUNT
 //	popbridge hash-password [-cost N]
+//	popbridge healthcheck (-config FILE | -url URL) [-ready]
 //	popbridge version
 package main
 
@@ -49,6 +50,9 @@ Usage:
                                       account with backend.oauth2
   popbridge hash-password [-cost N]   read a password on standard input,
                                       print its bcrypt hash
+  popbridge healthcheck (-config FILE | -url URL) [-ready]
+                                      exit 0 if the running server's
+                                      /healthz (or /readyz) answers 200
   popbridge version                   print the version
 
 Run "popbridge COMMAND -h" for a command's flags.
@@ -94,6 +98,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = c.cache(args)
 	case "hash-password":
 		err = c.hashPassword(args)
+	case "healthcheck":
+		err = c.healthcheck(ctx, args)
 	case "version", "-version", "--version":
 		name = "version"
 		err = c.version(args)

@@ -25,7 +25,7 @@ import (
 const shutdownTimeout = 30 * time.Second
 
 func (c *cli) serve(ctx context.Context, args []string) error {
-	fs := c.flags("serve", "-config FILE", "Run the POP3 server described by the configuration file.\nSIGINT or SIGTERM stops it gracefully.")
+	fs := c.flags("serve", "-config FILE", "Run the POP3 server described by the configuration file.\nSIGINT or SIGTERM stops it gracefully; SIGHUP reloads the accounts.")
 	path := fs.String("config", "", "configuration `file` (YAML)")
 	if err := c.parse(fs, args); err != nil {
 		return err
@@ -77,6 +77,13 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		}
 		ls = append(ls, listener{Listener: l, name: spec.name, tls: spec.tls})
 	}
+	if st.metrics != nil { // listen.http: after the POP3 listeners, so ready means ready
+		stopHTTP, err := startHTTP(cfg.Listen.HTTP, st.metrics, log)
+		if err != nil {
+			return err
+		}
+		defer stopHTTP() // after runServer: /readyz says 503 while sessions drain
+	}
 	log.Info().Str("version", versionString()).Str("config", *path).
 		Int("accounts", len(cfg.Accounts)).Str("state_dir", cfg.StateDir).Msg("popbridge starting")
 	if srv.Cleartext.Mode == proxy.CleartextAlways {
@@ -85,6 +92,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if ctl := startControlOrWarn(st, log); ctl != nil {
 		defer ctl.Close()
 	}
+	defer reloadOnHUP(*path, cfg, srv, st, &log)() // until the server stopped
 	return runServer(ctx, srv, ls, log)
 }
 
@@ -103,22 +111,24 @@ func startControlOrWarn(st *state, log zerolog.Logger) *controlServer {
 // newServer builds the POP3 server for cfg, its backends sharing st.
 func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Server, error) {
 	st.log = log
+	if cfg.Listen.HTTP != "" && st.metrics == nil {
+		st.metrics = newMetrics(cfg, st.bodies)
+	}
 	router, err := newRouter(cfg, st)
 	if err != nil {
 		return nil, err
 	}
-	srv := &proxy.Server{Backend: router, Logger: log}
+	srv := &proxy.Server{Backend: newSwapBackend(router), Logger: log} // SIGHUP swaps the router
 	if srv.Cleartext, err = cfg.CleartextAuth.Policy(); err != nil {
 		return nil, err
 	}
 	if err := cfg.Limits.Apply(srv); err != nil {
 		return nil, err
 	}
-	if cfg.TLS != nil {
-		if srv.TLSConfig, err = cfg.TLS.Load(); err != nil {
-			return nil, err
-		}
+	if srv.TLSConfig, err = serverTLS(cfg, log); err != nil {
+		return nil, err
 	}
+	st.metrics.setServer(srv) // sets srv.Observer
 	return srv, nil
 }
 
@@ -130,9 +140,14 @@ func newRouter(cfg *config.Config, st *state) (*accounts.Router, error) {
 		if err != nil {
 			return nil, fmt.Errorf("accounts[%d] (%s): %w", i, a.User, err)
 		}
-		accts = append(accts, accounts.Account{User: a.User, PasswordHash: a.PasswordHash, Passthrough: a.Passthrough(), Backend: b})
+		accts = append(accts, accounts.Account{User: a.User, PasswordHash: a.PasswordHash, Passthrough: a.Passthrough(),
+			Backend: st.metrics.wrap(a, b)}) // times calls for listen.http
 	}
-	return accounts.New(accts, accounts.Options{})
+	r, err := accounts.New(accts, accounts.Options{})
+	if err == nil {
+		st.metrics.setAccounts(accountUsers(cfg))
+	}
+	return r, err
 }
 
 // backend is what the binary needs from every backend type.

@@ -36,6 +36,8 @@ type state struct {
 	// log is the server's log, for backends that report on their own
 	// (imap: UIDVALIDITY changes); nil logs nothing.
 	log *zerolog.Logger
+	// metrics feeds listen.http; nil (no listen.http) records nothing.
+	metrics *metrics
 }
 
 // openState opens the store in dir, creating dir 0700 if missing.
