@@ -118,9 +118,20 @@ func (b *Backend) retryAfter(err error, attempt int) (time.Duration, bool) {
 	return d/2 + rand.N(d/2+1), true
 }
 
+// isNetError reports whether err is a connection fault worth a retry.
+// Every *url.Error is a net.Error, so a failure of the token source (a
+// *proxy.Error inside one) is told apart first.
 func isNetError(err error) bool {
+	var pe *proxy.Error
+	if errors.As(err, &pe) {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return true
+	}
 	var ne net.Error
-	if errors.As(err, &ne) {
+	if errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)

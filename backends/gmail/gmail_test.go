@@ -587,3 +587,37 @@ func TestConcurrencyBound(t *testing.T) {
 		t.Errorf("%d backoffs: the fake's concurrency limit was hit", s.Backoffs)
 	}
 }
+
+// failingSource is a token source whose grant was revoked.
+type failingSource struct{ calls int }
+
+func (s *failingSource) Token() (*oauth2.Token, error) {
+	s.calls++
+	return nil, fmt.Errorf("oauth: account alice: %w", &proxy.Error{Code: proxy.CodeSysPerm, Text: "OAuth2 grant expired or revoked; the owner must run popbridge auth"})
+}
+
+func TestTokenSourceFailureNotRetried(t *testing.T) {
+	fake := gmailtest.Start(t)
+	fake.Add([]byte("Subject: x\r\n\r\nx\r\n"), "INBOX")
+	src := &failingSource{}
+	f := newFixture(t, fake, func(o *gmail.Options) { o.TokenSource = src })
+	c, err := dovecottest.Dial(f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Cmd("USER alice")
+	reply, _ := c.Cmd("PASS pw")
+	if !strings.HasPrefix(reply, "-ERR [SYS/PERM] OAuth2 grant expired") {
+		t.Errorf("PASS with a revoked grant: %q", reply)
+	}
+	if err := f.b.Check(t.Context()); err == nil || !strings.Contains(err.Error(), "popbridge auth") {
+		t.Errorf("Check: %v", err)
+	}
+	if s := f.b.Stats(); s.Backoffs != 0 || src.calls > 3 {
+		t.Errorf("a revoked grant was retried: %d backoffs, %d token requests", s.Backoffs, src.calls)
+	}
+	if n := sum(fake.Calls()); n != 0 {
+		t.Errorf("%d requests reached the API without a token", n)
+	}
+}

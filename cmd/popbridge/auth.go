@@ -59,7 +59,7 @@ func oauthSource(a config.Account, st *state) (oauth2.TokenSource, error) {
 	if o == nil {
 		return nil, nil
 	}
-	cfg, store, err := oauthClient(o, proto, st.dir)
+	cfg, store, err := oauthClient(o, proto, st.tokenHome())
 	if err != nil {
 		return nil, fmt.Errorf("oauth2: %w", err)
 	}

@@ -62,6 +62,7 @@ func (c *cli) check(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.store.Close()
+	st.tokens = cfg.StateDir // the tokens popbridge auth stored
 	for _, a := range cfg.Accounts {
 		report(a.User, describe(a), checkAccount(ctx, a, st))
 	}

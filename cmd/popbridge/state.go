@@ -30,7 +30,11 @@ const maxSocketPath = 107
 
 // state is what every backend of one popbridge process shares.
 type state struct {
-	dir    string
+	dir string
+	// tokens, if set, is the state directory whose tokens/ the OAuth2
+	// sources use instead of dir's (check runs on a scratch store but
+	// must use the real tokens).
+	tokens string
 	store  *cache.Store
 	bodies *cache.Bodies // nil keeps no bodies
 	// log is the server's log, for backends that report on their own
@@ -38,6 +42,14 @@ type state struct {
 	log *zerolog.Logger
 	// metrics feeds listen.http; nil (no listen.http) records nothing.
 	metrics *metrics
+}
+
+// tokenHome is the directory holding tokens/.
+func (st *state) tokenHome() string {
+	if st.tokens != "" {
+		return st.tokens
+	}
+	return st.dir
 }
 
 // openState opens the store in dir, creating dir 0700 if missing.
