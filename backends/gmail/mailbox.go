@@ -110,23 +110,16 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 // message whose size was estimated is decoded whole, so that its exact
 // size is recorded.
 func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
-	if body, ok := m.b.opts.Bodies.Get(m.b.opts.Account, uid); ok {
-		return io.NopCloser(bytes.NewReader(body)), nil
-	}
-	r, ok := m.recs[uid]
-	if !ok {
-		return nil, fmt.Errorf("gmail: message %s not in the snapshot: %w", uid, proxy.ErrNoMessage)
-	}
-	msg, err := m.b.get(ctx, uid, "raw")
-	if err != nil {
+	body, r, msg, err := m.fetch(ctx, uid)
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if !r.estimate {
+	case body == nil && !r.estimate:
 		return io.NopCloser(decodeRaw(msg.Raw)), nil
-	}
-	body, err := m.learn(r, msg)
-	if err != nil {
-		return nil, err
+	case body == nil:
+		if body, err = m.learn(r, msg); err != nil {
+			return nil, err
+		}
 	}
 	return io.NopCloser(bytes.NewReader(body)), nil
 }
@@ -134,23 +127,34 @@ func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
 // OpenTop returns the whole message (Gmail has no partial fetch) and keeps
 // it in the body cache for the RETR that usually follows.
 func (m *mailbox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error) {
+	body, r, msg, err := m.fetch(ctx, uid)
+	if err != nil {
+		return nil, err
+	}
+	if body == nil {
+		if body, err = m.learn(r, msg); err != nil {
+			return nil, err
+		}
+		m.b.opts.Bodies.Put(m.b.opts.Account, uid, body)
+	}
+	return io.NopCloser(bytes.NewReader(body)), nil
+}
+
+// fetch returns the kept body of message uid, or else its record and
+// its format=raw reply.
+func (m *mailbox) fetch(ctx context.Context, uid string) (body []byte, r rec, msg *gmailapi.Message, err error) {
 	if body, ok := m.b.opts.Bodies.Get(m.b.opts.Account, uid); ok {
-		return io.NopCloser(bytes.NewReader(body)), nil
+		if body == nil {
+			body = []byte{} // an empty message is still a hit
+		}
+		return body, rec{}, nil, nil
 	}
 	r, ok := m.recs[uid]
 	if !ok {
-		return nil, fmt.Errorf("gmail: message %s not in the snapshot: %w", uid, proxy.ErrNoMessage)
+		return nil, r, nil, fmt.Errorf("gmail: message %s not in the snapshot: %w", uid, proxy.ErrNoMessage)
 	}
-	msg, err := m.b.get(ctx, uid, "raw")
-	if err != nil {
-		return nil, err
-	}
-	body, err := m.learn(r, msg)
-	if err != nil {
-		return nil, err
-	}
-	m.b.opts.Bodies.Put(m.b.opts.Account, uid, body)
-	return io.NopCloser(bytes.NewReader(body)), nil
+	msg, err = m.b.get(ctx, uid, "raw")
+	return nil, r, msg, err
 }
 
 // learn decodes a raw message and records its exact size if only an
