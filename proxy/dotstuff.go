@@ -249,3 +249,55 @@ func (d *dotWriter) Close() error {
 	_, err := d.w.WriteString(".\r\n")
 	return err
 }
+
+// wireWriterTo is implemented by a backend's message stream that holds the
+// message in wire form already, dot-stuffed with CRLF line ends: a POP3
+// server's RETR reply. The proxy then copies those lines to the client as
+// they are, instead of unstuffing and stuffing them again.
+//
+// WriteWireTo writes to w the complete lines at the stream's position that
+// need no change on the wire: each ends in CRLF and has no other CR or LF.
+// It stops at the end of the message, without writing the terminating
+// line (eof), or before the first line that is not like that, where the
+// caller reads on with Read. msg counts the message octets written, the
+// stuffed dots left out. It is called at the start of the message only.
+type wireWriterTo interface {
+	WriteWireTo(w io.Writer) (msg int64, eof bool, err error)
+}
+
+// passMin: a pass-through chunk at least this long goes to the connection
+// at once, not through the client writer's buffer.
+const passMin = 4 << 10
+
+// passWriter forwards the lines of a verified pass-through as they come,
+// so the client receives a message while the upstream still sends it, as
+// a plain proxy would: a long chunk goes to the connection at once, with
+// what the buffer holds (the +OK line, short chunks) sent first and
+// nothing left behind; short ones gather in the buffer.
+type passWriter struct {
+	w    *bufio.Writer
+	conn io.Writer // under w
+}
+
+func (p passWriter) Write(b []byte) (int, error) {
+	if len(b) < passMin {
+		n, err := p.w.Write(b)
+		if err == nil && p.w.Buffered() >= passMin {
+			err = p.w.Flush()
+		}
+		return n, err
+	}
+	n := 0
+	if p.w.Buffered() > 0 {
+		// The buffer's octets and as much of b as fits, in one write.
+		n, _ = p.w.Write(b[:min(len(b), p.w.Available())])
+		if err := p.w.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	if n == len(b) {
+		return n, nil
+	}
+	m, err := p.conn.Write(b[n:])
+	return n + m, err
+}

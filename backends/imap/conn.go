@@ -135,21 +135,38 @@ type session struct {
 	// ahead is a FETCH sent before it was asked for (see fetchAhead);
 	// every other use of the connection first cancels it.
 	ahead *ahead
+	// streak counts the messages in a row handed out from FETCHes sent
+	// ahead; the next FETCH ahead asks for more messages the longer it is.
+	streak int
+	// noBatch: the server sent a body section before the UID, so a FETCH
+	// ahead asks for one message only (its replies cannot be told apart).
+	noBatch bool
 }
 
-// ahead is an outstanding UID FETCH (UID BODY.PEEK[]) whose reply nobody
-// reads yet.
+// ahead is an outstanding UID FETCH (UID BODY.PEEK[]) of one or more
+// messages, sent before the client asked for them; its replies are read
+// as RETRs ask for the messages, in UID order.
 type ahead struct {
-	uid imap.UID
-	fc  *imapclient.FetchCommand
-	end func(error) error
+	uids []imap.UID // requested and not handed out yet, ascending
+	fc   *imapclient.FetchCommand
+	end  func(error) error
+	// pend is a reply read up to its body section and not used yet.
+	pend *aheadReply
 }
 
-// cancelAhead reads and drops the reply of a FETCH sent ahead, so that
+// aheadReply is one message's reply: its UID and the literal of its body
+// section (nil for NIL: expunged meanwhile).
+type aheadReply struct {
+	uid imap.UID
+	lit imap.LiteralReader
+}
+
+// cancelAhead reads and drops the replies of a FETCH sent ahead, so that
 // the next command's reply can be read.
 func (s *session) cancelAhead() {
 	if a := s.ahead; a != nil {
 		s.ahead = nil
+		s.streak = 0
 		a.end(a.fc.Close())
 	}
 }

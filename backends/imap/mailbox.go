@@ -20,6 +20,14 @@ import (
 // ahead that is not used costs at most that much reading.
 const aheadMax = 1 << 20
 
+// aheadBytes and aheadCount bound one FETCH ahead of several messages:
+// the octets (listed sizes) and the messages it asks for. Dropping one
+// that is not used (another command, or QUIT) reads at most that much.
+const (
+	aheadBytes = 2 << 20
+	aheadCount = 64
+)
+
 // drainLimit: a stream closed early with at most this many octets of its
 // literal unread is read to the end, keeping the connection; a larger rest
 // costs less as a new connection.
@@ -101,25 +109,135 @@ func (m *mailbox) openWhole(ctx context.Context, x msg, peek bool) (io.ReadClose
 	return bodies.Tee(m.account, x.key, x.size, rc), nil
 }
 
-// fetchAhead sends the FETCH of the message after x, without waiting for
-// the reply: POP3 clients download in order, and the next RETR then finds
-// its data already on the way instead of waiting a round trip to the
-// server. Only small messages, peeked, not already kept in Bodies.
+// fetchAhead sends the FETCH of the messages after x, without waiting
+// for the reply: POP3 clients download in order, and the next RETR then
+// finds its data already on the way instead of waiting a round trip to
+// the server. The first FETCH ahead asks for one message; while the
+// client keeps reading the messages it brought, each next one asks for
+// twice as many, up to aheadCount messages and aheadBytes octets (by the
+// listed sizes), so that a sequential download costs one command per
+// batch instead of one per message. Only messages up to aheadMax octets,
+// peeked, not already kept in Bodies.
 func (m *mailbox) fetchAhead(ctx context.Context, x msg) {
 	i, ok := slices.BinarySearchFunc(m.msgs, x.key, func(y msg, k string) int { return strings.Compare(y.key, k) })
 	if !ok || i+1 >= len(m.msgs) || m.s.ahead != nil || m.s.dead() || ctx.Err() != nil {
 		return
 	}
-	next := m.msgs[i+1]
-	if next.size > aheadMax {
-		return
+	want := 1
+	if !m.s.noBatch {
+		want = min(1<<min(m.s.streak, 16), aheadCount)
 	}
-	if _, ok := m.b.opts.Bodies.Get(m.account, next.key); ok {
+	var uids []imap.UID
+	var bytes int64
+	for _, next := range m.msgs[i+1:] {
+		if len(uids) == want || next.size > aheadMax || bytes+next.size > aheadBytes && len(uids) > 0 {
+			break
+		}
+		if _, ok := m.b.opts.Bodies.Get(m.account, next.key); ok {
+			continue
+		}
+		uids = append(uids, next.uid)
+		bytes += next.size
+	}
+	if len(uids) == 0 {
 		return
 	}
 	c, end := m.s.begin(ctx)
-	fc := c.Fetch(imap.UIDSetNum(next.uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
-	m.s.ahead = &ahead{uid: next.uid, fc: fc, end: end}
+	fc := c.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+	m.s.ahead = &ahead{uids: uids, fc: fc, end: end}
+}
+
+// take returns the literal of uid from the FETCH sent ahead, which asked
+// for it: the replies of messages before it (the client skipped them) are
+// read and dropped. A message without a reply, or with a NIL body, was
+// expunged meanwhile: proxy.ErrNoMessage. The literal of the last message
+// completes the command when it is read whole.
+func (s *session) take(a *ahead, uid imap.UID) (*literalStream, error) {
+	for {
+		if a.pend == nil {
+			p, err := s.nextReply(a)
+			if err != nil {
+				return nil, err
+			}
+			if p == nil { // the command ended: no reply for uid
+				s.ahead = nil
+				err := a.end(a.fc.Close())
+				var ie *imap.Error
+				if err == nil || errors.As(err, &ie) && ie.Code == respCodeExpungeIssued {
+					err = proxy.ErrNoMessage
+				}
+				return nil, err
+			}
+			a.pend = p
+		}
+		p := a.pend
+		if p.uid < uid { // skipped by the client, or not asked for
+			if p.lit != nil {
+				io.Copy(io.Discard, p.lit)
+			}
+			a.pend = nil
+			continue
+		}
+		// Hand out uid: its reply, or none (a later one came first).
+		k := 0
+		for k < len(a.uids) && a.uids[k] <= uid {
+			k++
+		}
+		a.uids = a.uids[k:]
+		if p.uid > uid || p.lit == nil {
+			if p.uid == uid {
+				a.pend = nil
+			}
+			if len(a.uids) == 0 {
+				s.cancelAhead()
+			}
+			return nil, proxy.ErrNoMessage
+		}
+		a.pend = nil
+		r := &literalStream{s: s, fc: a.fc, lit: p.lit, left: p.lit.Size(), end: a.end}
+		if len(a.uids) == 0 {
+			s.ahead = nil // r completes the command
+		} else {
+			r.member = a
+		}
+		return r, nil
+	}
+}
+
+// errAheadUnmatched: a FETCH ahead was dropped because its replies could
+// not be matched to the messages; the message is fetched on its own.
+var errAheadUnmatched = errors.New("FETCH reply without UID before the body")
+
+// nextReply reads the next message's reply of a FETCH sent ahead up to
+// its body section; nil when the command has no more replies. A reply
+// without a body section (an unsolicited FLAGS update) is skipped. A
+// body section before the UID cannot be attributed in a FETCH of several
+// messages: the FETCH is dropped and later ones ask for one message.
+func (s *session) nextReply(a *ahead) (*aheadReply, error) {
+	for {
+		data := a.fc.Next()
+		if data == nil {
+			return nil, nil
+		}
+		var p aheadReply
+		for item := data.Next(); item != nil; item = data.Next() {
+			switch item := item.(type) {
+			case imapclient.FetchItemDataUID:
+				p.uid = item.UID
+			case imapclient.FetchItemDataBodySection:
+				if p.uid == 0 {
+					if len(a.uids) != 1 {
+						s.noBatch = true
+						s.cancelAhead()
+						return nil, errAheadUnmatched
+					}
+					p.uid = a.uids[0]
+				}
+				p.lit = item.Literal
+				return &p, nil
+			}
+		}
+	}
 }
 
 // OpenTop streams what TOP needs: a message up to TopWhole octets whole
@@ -218,22 +336,25 @@ func (t *topReader) Close() error {
 // before any data is tried once more on a new one.
 func (m *mailbox) openSection(ctx context.Context, uid imap.UID, sec *imap.FetchItemBodySection) (io.ReadCloser, error) {
 	s := m.s
-	if a := s.ahead; a != nil && a.uid == uid && sec.Peek && sec.Specifier == imap.PartSpecifierNone && sec.Partial == nil {
+	if a := s.ahead; a != nil && slices.Contains(a.uids, uid) && sec.Peek && sec.Specifier == imap.PartSpecifierNone && sec.Partial == nil {
 		// The FETCH went ahead: read its reply.
-		s.ahead = nil
-		r, err := readFetch(a.fc)
+		r, err := s.take(a, uid)
 		if err == nil {
-			r.s, r.end = s, a.end
+			s.streak++
 			return r, nil
 		}
-		err = a.end(err)
 		if errors.Is(err, proxy.ErrNoMessage) {
 			return nil, fmt.Errorf("imap: UID %d: %w", uid, err)
 		}
-		if !s.broken || ctx.Err() != nil {
+		s.cancelAhead()
+		switch {
+		case errors.Is(err, errAheadUnmatched) && !s.broken:
+			s.log.Debug().Msg("FETCH replies without UID first: fetching one message at a time")
+		case !s.broken || ctx.Err() != nil:
 			return nil, m.mapErr(fmt.Sprintf("fetch UID %d from", uid), err)
+		default:
+			s.log.Info().Err(err).Msg("IMAP connection failed; retrying on a new one")
 		}
-		s.log.Info().Err(err).Msg("IMAP connection failed; retrying on a new one")
 	}
 	for attempt := 0; ; attempt++ {
 		fresh, err := s.ensure(ctx)
@@ -296,7 +417,9 @@ func readFetch(fc *imapclient.FetchCommand) (*literalStream, error) {
 }
 
 // literalStream reads one FETCH literal; at its end it waits for the
-// command's completion, so that a NO after the data fails the stream.
+// command's completion, so that a NO after the data fails the stream. A
+// member of a FETCH of several messages sent ahead, which is not the
+// last, ends with its literal; the last one completes the command.
 type literalStream struct {
 	s    *session
 	fc   *imapclient.FetchCommand
@@ -305,6 +428,9 @@ type literalStream struct {
 	end  func(error) error
 	done bool
 	err  error
+	// member, if set, is the FETCH ahead this literal is part of, whose
+	// command goes on after it.
+	member *ahead
 	// onEOF, if set, runs once the literal was read whole and the
 	// command completed.
 	onEOF func()
@@ -321,6 +447,10 @@ func (r *literalStream) Read(p []byte) (int, error) {
 	r.left -= int64(n)
 	switch {
 	case err == io.EOF:
+		if r.member != nil {
+			r.done = true
+			return n, io.EOF
+		}
 		if err := r.finish(); err != nil {
 			return n, err
 		}
@@ -335,23 +465,38 @@ func (r *literalStream) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// finish completes the command.
+// finish completes the command; for a member of a FETCH ahead, it drops
+// the rest of that FETCH.
 func (r *literalStream) finish() error {
 	if !r.done {
 		r.done = true
+		if r.member != nil {
+			if r.s.ahead == r.member {
+				r.s.cancelAhead()
+			}
+			r.err = errors.New("FETCH ahead dropped")
+			return r.err
+		}
 		r.err = r.end(r.fc.Close())
 	}
 	return r.err
 }
 
 // Close ends the command: it reads the rest of a small literal, or drops
-// the connection (the next command dials again) to skip a large one.
+// the connection (the next command dials again) to skip a large one. A
+// member of a FETCH ahead closed early reads the rest of its literal
+// only, and the FETCH goes on.
 func (r *literalStream) Close() error {
 	if r.done {
 		return nil
 	}
 	if r.left > drainLimit {
 		r.s.dc.abort()
+	} else if r.member != nil {
+		if _, err := io.Copy(io.Discard, r.lit); err == nil {
+			r.done = true
+			return nil
+		}
 	}
 	r.finish()
 	return nil

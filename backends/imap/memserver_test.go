@@ -118,9 +118,9 @@ func (s *saslSession) AuthenticateMechanisms() []string { return s.mechs }
 func (s *saslSession) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	if len(options.BodySection) > 0 {
 		if set, ok := numSet.(imap.UIDSet); ok {
-			if uids, ok := set.Nums(); ok && len(uids) == 1 {
+			if uids, ok := set.Nums(); ok {
 				s.ms.mu.Lock()
-				s.ms.fetches = append(s.ms.fetches, uids[0])
+				s.ms.fetches = append(s.ms.fetches, uids...)
 				s.ms.mu.Unlock()
 			}
 		}
@@ -573,10 +573,12 @@ func TestSlowReader(t *testing.T) {
 }
 
 // TestFetchAhead: after RETR n, the FETCH of message n+1 is sent before
-// the client asks, and RETR n+1 uses it; any other command drops it.
+// the client asks, and RETR n+1 uses it; while the client goes on in
+// order, each FETCH ahead asks for twice as many messages. Any other
+// command drops it.
 func TestFetchAhead(t *testing.T) {
 	ms := startMemServer(t, rev2)
-	appendMessages(t, ms.client(t), "INBOX", 4, 300)
+	appendMessages(t, ms.client(t), "INBOX", 9, 300)
 	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword})
 	c := popLogin(t, serve(t, b), "x", "y")
 	fetched := func(want ...imap.UID) {
@@ -589,21 +591,82 @@ func TestFetchAhead(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	multi(t, c, "RETR 1")
-	fetched(1, 2) // 2 went ahead, unasked
-	got := multi(t, c, "RETR 2")
-	if !strings.Contains(string(got), "Subject: message 1\r\n") {
-		t.Fatalf("RETR 2 served %q", got[:40])
+	retr := func(n int) {
+		t.Helper()
+		got := multi(t, c, fmt.Sprintf("RETR %d", n))
+		if want := fmt.Sprintf("Subject: message %d\r\n", n-1); !strings.Contains(string(got), want) {
+			t.Fatalf("RETR %d served %q", n, got[:40])
+		}
 	}
-	fetched(1, 2, 3)
+	retr(1)
+	fetched(1, 2) // 2 went ahead, unasked
+	retr(2)
+	fetched(1, 2, 3, 4) // then 3 and 4 in one FETCH
 	// TOP of a small message fetches it whole: not message 3, so the
 	// FETCH ahead is dropped; then message 2 goes ahead.
 	multi(t, c, "TOP 1 0")
-	fetched(1, 2, 3, 1, 2)
-	multi(t, c, "RETR 3")
-	fetched(1, 2, 3, 1, 2, 3, 4)
+	fetched(1, 2, 3, 4, 1, 2)
+	retr(3)
+	fetched(1, 2, 3, 4, 1, 2, 3, 4)
+	retr(4)
+	fetched(1, 2, 3, 4, 1, 2, 3, 4, 5, 6)
+	// Skipping message 5 of the FETCH ahead: its reply is dropped.
+	retr(6)
+	fetched(1, 2, 3, 4, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+	retr(7)
+	retr(8)
+	retr(9)
+	fetched(1, 2, 3, 4, 1, 2, 3, 4, 5, 6, 7, 8, 9)
 	cmd(t, c, "DELE 4")
 	if got := quit(t, c); got != "+OK Logging out, 1 messages deleted." {
 		t.Fatalf("QUIT with a FETCH ahead outstanding: %q", got)
+	}
+}
+
+// TestFetchAheadExpunged: a message expunged by another client before a
+// FETCH ahead of several messages reached the server has no reply in it;
+// RETR of it gives -ERR, the messages around it are served whole, and no
+// message gets \Seen.
+func TestFetchAheadExpunged(t *testing.T) {
+	ms := startMemServer(t, rev2)
+	ic := ms.client(t)
+	appendMessages(t, ic, "INBOX", 6, 300)
+	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword})
+	c := popLogin(t, serve(t, b), "x", "y")
+	retr := func(n int) {
+		t.Helper()
+		got := multi(t, c, fmt.Sprintf("RETR %d", n))
+		if want := fmt.Sprintf("Subject: message %d\r\n", n-1); !strings.Contains(string(got), want) {
+			t.Fatalf("RETR %d served %q", n, got[:40])
+		}
+	}
+	retr(1) // 2 goes ahead
+	if _, err := ic.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ic.Store(imap.UIDSetNum(4), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ic.Expunge().Close(); err != nil {
+		t.Fatal(err)
+	}
+	retr(2) // then 3 and 4 in one FETCH, which has no reply for 4
+	retr(3)
+	if _, err := c.Cmd("RETR 4"); !isPOPErr(err, "-ERR Message was removed") {
+		t.Fatalf("RETR of the expunged message: %v", err)
+	}
+	retr(5)
+	retr(6)
+	if got := quit(t, c); got != "+OK Logging out, 0 messages deleted." {
+		t.Fatalf("QUIT: %q", got)
+	}
+	msgs, err := ic.Fetch(imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}).Collect()
+	if err != nil || len(msgs) != 5 {
+		t.Fatalf("INBOX: %d messages, %v", len(msgs), err)
+	}
+	for _, m := range msgs {
+		if slices.Contains(m.Flags, imap.FlagSeen) {
+			t.Errorf("UID %d has \\Seen", m.UID)
+		}
 	}
 }

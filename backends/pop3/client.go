@@ -698,6 +698,102 @@ func (d *dotReader) Read(p []byte) (int, error) {
 	return end, nil
 }
 
+// WriteWireTo writes the reply's complete lines to w as they came, still
+// dot-stuffed, as long as each ends in CRLF and has no other CR or LF; it
+// stops at the terminating line (eof, the line consumed but not written)
+// or before the first other line, where Read goes on. msg counts the
+// message octets written: without the stuffed dots. This is the proxy's
+// verified pass-through: the client receives the same octets that
+// unstuffing and stuffing again would give.
+func (d *dotReader) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
+	if d.err != nil {
+		return 0, false, d.err
+	}
+	if d.done {
+		return 0, true, nil
+	}
+	if !d.bol {
+		return 0, false, nil
+	}
+	r := d.c.r
+	// more: the buffer holds no complete line, so read first.
+	more := r.Buffered() == 0
+	for {
+		if more {
+			d.c.conn.SetReadDeadline(time.Now().Add(d.c.timeout))
+			want := r.Buffered() + 1
+			if want > r.Size() {
+				return msg, false, nil // a line longer than the buffer: Read copes
+			}
+			if _, err := r.Peek(want); err != nil {
+				_, err = d.fail(err)
+				return msg, false, err
+			}
+		}
+		// Take all that is buffered.
+		b, _ := r.Peek(r.Buffered())
+		n, dots, term := wireLines(b)
+		if n > 0 {
+			if _, err := w.Write(b[:n]); err != nil {
+				return msg, false, err
+			}
+			r.Discard(n)
+			msg += int64(n - dots)
+		}
+		if term {
+			r.Discard(3)
+			d.done = true
+			d.stop()
+			return msg, true, nil
+		}
+		if n < len(b) && bytes.IndexByte(b[n:], '\n') >= 0 {
+			return msg, false, nil // a complete line that needs a change
+		}
+		// Only an incomplete line, or nothing, is left: read more.
+		more = true
+	}
+}
+
+var crlf = []byte("\r\n")
+
+// wireLines returns the length of the complete lines at the start of b
+// that may be sent as they are (CRLF-terminated, no other CR or LF), and
+// how many of them start with a stuffed dot; it stops before the
+// terminating line ".\r\n" (term).
+func wireLines(b []byte) (n, dots int, term bool) {
+	lines := 0
+	for n < len(b) {
+		nl := bytes.IndexByte(b[n:], '\n')
+		if nl < 1 || b[n+nl-1] != '\r' {
+			break // incomplete, or a bare LF
+		}
+		if b[n] == '.' {
+			if nl == 2 {
+				term = true
+				break
+			}
+			dots++
+		}
+		n += nl + 1
+		lines++
+	}
+	if bytes.Count(b[:n], crlf[:1]) == lines {
+		return n, dots, term
+	}
+	// A bare CR in one of the lines: keep the lines before it.
+	n, dots, term = 0, 0, false
+	for {
+		nl := bytes.IndexByte(b[n:], '\n')
+		if bytes.IndexByte(b[n:n+nl-1], '\r') >= 0 {
+			return n, dots, false
+		}
+		if b[n] == '.' {
+			dots++
+		}
+		n += nl + 1
+	}
+}
+
 // Close reads the rest of the reply, so the connection stays in step; if
 // that fails the Client is broken.
 func (d *dotReader) Close() error {

@@ -2,6 +2,7 @@ package pop3
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -38,6 +39,7 @@ type fake struct {
 	user    string
 	secret  string // password or token
 	noUIDL  bool
+	noTop   bool // CAPA does not list TOP
 	inUse   bool // PASS gets -ERR [IN-USE]
 	msgs    []fakeMsg
 
@@ -99,7 +101,9 @@ func (f *fake) serve(c net.Conn) {
 			if !f.noUIDL {
 				out("UIDL")
 			}
-			out("TOP")
+			if !f.noTop {
+				out("TOP")
+			}
 			if f.xoauth2 != "" {
 				out("SASL XOAUTH2")
 			} else {
@@ -600,5 +604,138 @@ func TestFakeKeepPolicy(t *testing.T) {
 		if strings.HasPrefix(c, "DELE") {
 			t.Errorf("keep policy sent %q", c)
 		}
+	}
+}
+
+// TestWireWriterTo: WriteWireTo writes a prefix of the wire made of
+// complete clean lines, msg counts them unstuffed, and Read returns the
+// rest, so that the two together are the message.
+func TestWireWriterTo(t *testing.T) {
+	long := strings.Repeat("x", 100000)
+	for _, tc := range []struct {
+		wire, want string
+		cut        bool
+	}{
+		{wire: ".\r\n", want: ""},
+		{wire: "a\r\n.\r\n", want: "a\r\n"},
+		{wire: "..\r\n...x\r\n.b\r\n\r\n.\r\n", want: ".\r\n..x\r\nb\r\n\r\n"},
+		{wire: "a\r\nb\nc\r\n..d\r\n.\r\n", want: "a\r\nb\nc\r\n.d\r\n"},
+		{wire: "a\r\nb\rc\r\nd\r\n.\r\n", want: "a\r\nb\rc\r\nd\r\n"},
+		{wire: "a\r\n\r\r\n.\r\n", want: "a\r\n\r\r\n"},
+		{wire: "a\r\n" + long + "\r\n" + long + long + "\r\n.\r\n", want: "a\r\n" + long + "\r\n" + long + long + "\r\n"},
+		{wire: "a\r\nb\r\n.\n", want: "a\r\nb\r\n"},
+		{wire: "a\r\nb\r\n", cut: true},
+		{wire: "a\r\nb", cut: true},
+		{wire: "a\r\n.", cut: true},
+	} {
+		server, client := net.Pipe()
+		go io.Copy(io.Discard, server)
+		go func() {
+			server.Write([]byte("+OK\r\n"))
+			for i := 0; i < len(tc.wire); i += 5 {
+				server.Write([]byte(tc.wire[i:min(i+5, len(tc.wire))]))
+			}
+			if tc.cut {
+				server.Close()
+				return
+			}
+			server.Write([]byte("+OK next\r\n"))
+		}()
+		c := &Client{timeout: 5 * time.Second}
+		c.setConn(client)
+		rc, err := c.Retr(context.Background(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		msg, eof, err := rc.(*dotReader).WriteWireTo(&out)
+		if err == nil && !eof {
+			var rest []byte
+			rest, err = io.ReadAll(rc)
+			if err == nil {
+				// Unstuff what went out as it is, then append the rest.
+				var un []byte
+				for _, l := range strings.SplitAfter(out.String(), "\r\n") {
+					un = append(un, strings.TrimPrefix(l, ".")...)
+				}
+				if int64(len(un)) != msg {
+					t.Errorf("%q: msg %d, unstuffed %d", clip([]byte(tc.wire)), msg, len(un))
+				}
+				out.Reset()
+				out.Write(un)
+				out.Write(rest)
+				msg = int64(out.Len())
+			}
+		}
+		if tc.cut {
+			if err == nil {
+				t.Errorf("%q: cut stream ended without error", clip([]byte(tc.wire)))
+			}
+			client.Close()
+			continue
+		}
+		if eof {
+			// All of it went out as it is: check it against the wire.
+			if got := out.String() + ".\r\n"; got != tc.wire {
+				t.Errorf("%q: pass-through wrote %q", clip([]byte(tc.wire)), clip(out.Bytes()))
+			}
+			if msg != int64(len(tc.want)) {
+				t.Errorf("%q: msg %d, want %d", clip([]byte(tc.wire)), msg, len(tc.want))
+			}
+		} else if err != nil || out.String() != tc.want || msg != int64(len(tc.want)) {
+			t.Errorf("%q: got %q (%d), %v; want %q", clip([]byte(tc.wire)), clip(out.Bytes()), msg, err, clip([]byte(tc.want)))
+		}
+		if l, err := c.readLine(); err != nil || string(l) != "+OK next" {
+			t.Errorf("%q: next line %q, %v", clip([]byte(tc.wire)), l, err)
+		}
+		client.Close()
+	}
+}
+
+// TestBodiesKeptAfterTopOnly: with an upstream without TOP, a TOP fetches
+// the whole message and keeps it, so the RETR that follows costs no
+// upstream RETR; a plain RETR is not kept.
+func TestBodiesKeptAfterTopOnly(t *testing.T) {
+	f := newFake(t, &fake{user: "u", secret: "p", msgs: fakeMsgs, noTop: true})
+	b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p", Bodies: &cache.Bodies{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mb, err := b.Login(ctx, "x", "y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	list, _ := mb.List(ctx)
+	read := func(rc io.ReadCloser, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		body, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(body)
+	}
+	top := read(mb.(proxy.TopOpener).OpenTop(ctx, list[0].UID, 0))
+	whole := read(mb.Open(ctx, list[0].UID))
+	if top != whole || whole != "Subject: one\r\n\r\n.dot\r\n..\r\nplain\r\n" {
+		t.Errorf("TOP gave %q, RETR %q", top, whole)
+	}
+	read(mb.Open(ctx, list[1].UID))
+	read(mb.Open(ctx, list[1].UID))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	retrs := map[string]int{}
+	for _, c := range f.commands {
+		if strings.HasPrefix(c, "RETR ") {
+			retrs[c]++
+		}
+	}
+	if retrs["RETR 1"] != 1 || retrs["RETR 2"] != 2 {
+		t.Errorf("upstream RETRs %v: want RETR 1 once (TOP, then RETR from the cache) and RETR 2 twice (plain RETR not kept)", retrs)
 	}
 }

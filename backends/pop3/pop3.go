@@ -11,6 +11,7 @@
 package pop3
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -456,8 +457,16 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	return m.list, nil
 }
 
-// Open streams the message with upstream RETR.
+// Open streams the message with upstream RETR, or from Bodies when an
+// earlier TOP kept it. A plain RETR is not kept: a client rarely
+// retrieves a message twice, and copying every relayed message into the
+// cache would cost more than it saves (and the verified pass-through).
 func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
+	return m.open(ctx, uid, false)
+}
+
+// open streams the message; keep tees it into Bodies.
+func (m *mailbox) open(ctx context.Context, uid string, keep bool) (io.ReadCloser, error) {
 	ms := m.byUID[uid]
 	if ms == nil {
 		return nil, fmt.Errorf("pop3: uid %q: %w", uid, proxy.ErrNoMessage)
@@ -473,7 +482,10 @@ func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
 		}
 		return &counted{r: rc, m: m, uid: uid, ms: ms}, nil
 	}
-	if m.b.opts.Bodies == nil {
+	if body, ok := m.b.opts.Bodies.Get(m.account, ms.key); ok {
+		return io.NopCloser(bytes.NewReader(body)), nil
+	}
+	if !keep || m.b.opts.Bodies == nil {
 		return open()
 	}
 	return m.b.opts.Bodies.Open(m.account, ms.key, -1, open)
@@ -489,7 +501,9 @@ func (m *mailbox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCl
 		return nil, fmt.Errorf("pop3: uid %q: %w", uid, proxy.ErrNoMessage)
 	}
 	if _, cached := m.b.opts.Bodies.Get(m.account, ms.key); cached || !m.c.HasCapability("TOP") {
-		return m.Open(ctx, uid)
+		// Without TOP upstream the whole message comes; keep it for
+		// the RETR that usually follows.
+		return m.open(ctx, uid, true)
 	}
 	rc, err := m.c.Top(ctx, ms.n, lines)
 	if err != nil {
@@ -509,17 +523,37 @@ type counted struct {
 	uid string
 	ms  *msg
 	n   proxy.SizeCounter
+	// wire counts the octets of the lines WriteWireTo wrote, which n
+	// did not see.
+	wire int64
 }
 
 func (c *counted) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Write(p[:n])
 	if err == io.EOF {
-		if size := c.n.Size(); size != c.ms.size {
+		if size := c.n.Size() + c.wire; size != c.ms.size {
 			c.m.learnSize(c.uid, c.ms, size)
 		}
 	}
 	return n, err
+}
+
+// WriteWireTo is the stream's WriteWireTo (see dotReader), counted: the
+// lines it writes are complete CRLF lines, counted as they are.
+func (c *counted) WriteWireTo(w io.Writer) (int64, bool, error) {
+	d, ok := c.r.(*dotReader)
+	if !ok {
+		return 0, false, nil
+	}
+	msg, eof, err := d.WriteWireTo(w)
+	c.wire += msg
+	if eof {
+		if size := c.n.Size() + c.wire; size != c.ms.size {
+			c.m.learnSize(c.uid, c.ms, size)
+		}
+	}
+	return msg, eof, err
 }
 
 // Close reads the rest of the message, keeping the upstream in step.
