@@ -81,8 +81,6 @@ func TestCompareRelayWithNginx(t *testing.T) {
 		if res[2].MBPerSec > ng.MBPerSec {
 			ng = res[2]
 		}
-		pb := res[3]
-		ratio := pb.MBPerSec / ng.MBPerSec
 		for i, s := range servers {
 			rat := ""
 			if i >= 3 {
@@ -96,8 +94,12 @@ func TestCompareRelayWithNginx(t *testing.T) {
 				t.Errorf("c=%d %s: %d errors: %v", c, s.name, r.Errors, r.ErrorSamples)
 			}
 		}
-		if ratio < 1.0 {
-			t.Errorf("c=%d: popbridge relay (body cache off) %.1f MB/s is %.2fx nginx's %.1f MB/s, want >= 1.0x", c, pb.MBPerSec, ratio, ng.MBPerSec)
+		// Both popbridge rows: every RETR relayed, and as configured by
+		// default.
+		for i := 3; i < len(servers); i++ {
+			if ratio := res[i].MBPerSec / ng.MBPerSec; ratio < 1.0 {
+				t.Errorf("c=%d: %s %.1f MB/s is %.2fx nginx's %.1f MB/s, want >= 1.0x", c, servers[i].name, res[i].MBPerSec, ratio, ng.MBPerSec)
+			}
 		}
 	}
 
