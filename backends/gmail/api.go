@@ -193,20 +193,14 @@ func (b *Backend) classify(op string, err error) error {
 
 // rawEncoding returns raw, the message of a format=raw reply, without
 // padding, and its encoding: base64url, padded or not (Google does not
-// document which); standard base64 is tolerated too. The decoders skip
-// line breaks.
+// document which); standard base64 is tolerated too. The decoder skips
+// line breaks. openRaw's streaming decoder accepts the same.
 func rawEncoding(raw string) (string, *base64.Encoding) {
 	raw = strings.TrimRight(raw, "=\r\n")
 	if strings.ContainsAny(raw, "+/") {
 		return raw, base64.RawStdEncoding
 	}
 	return raw, base64.RawURLEncoding
-}
-
-// decodeRaw returns a reader of the message in a format=raw reply.
-func decodeRaw(raw string) io.Reader {
-	raw, enc := rawEncoding(raw)
-	return base64.NewDecoder(enc, strings.NewReader(raw))
 }
 
 // decodeAll decodes the message of a format=raw reply whole.

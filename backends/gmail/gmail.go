@@ -149,6 +149,7 @@ type Options struct {
 type Backend struct {
 	opts  Options
 	svc   *gmailapi.Service
+	hc    *http.Client // svc's, for the streamed messages.get (openRaw)
 	sem   chan struct{}
 	quota *rate.Limiter
 	log   zerolog.Logger
@@ -226,15 +227,13 @@ func New(opts Options) (*Backend, error) {
 	burst := min(max(opts.QuotaPerMinute/6, 50), 250)
 	b.quota = rate.NewLimiter(rate.Limit(float64(opts.QuotaPerMinute)/60), burst)
 
-	copts := []option.ClientOption{option.WithEndpoint(opts.Endpoint)}
-	if opts.HTTPClient != nil {
-		copts = append(copts, option.WithHTTPClient(opts.HTTPClient))
-	} else {
-		// The transport is built here, not by the library, so that no
-		// Google default credentials are looked up.
-		copts = append(copts, option.WithHTTPClient(oauth2.NewClient(context.Background(), opts.TokenSource)))
+	// The HTTP client is built here, not by the library, so that no Google
+	// default credentials are looked up, and openRaw can use it too.
+	b.hc = opts.HTTPClient
+	if b.hc == nil {
+		b.hc = oauth2.NewClient(context.Background(), opts.TokenSource)
 	}
-	svc, err := gmailapi.NewService(context.Background(), copts...)
+	svc, err := gmailapi.NewService(context.Background(), option.WithEndpoint(opts.Endpoint), option.WithHTTPClient(b.hc))
 	if err != nil {
 		return nil, fmt.Errorf("gmail: %w", err)
 	}

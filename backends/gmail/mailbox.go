@@ -106,17 +106,21 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	return out, nil
 }
 
-// Open streams the message, from the body cache if it is there. A
-// message whose size was estimated is decoded whole, so that its exact
-// size is recorded.
+// Open streams the message, from the body cache if it is there, else as
+// Gmail's reply arrives. A message whose size was estimated is fetched
+// and decoded whole, so that its exact size is recorded.
 func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
+	if r, ok := m.recs[uid]; ok && !r.estimate {
+		if body, ok := m.b.opts.Bodies.Get(m.b.opts.Account, uid); ok {
+			return io.NopCloser(bytes.NewReader(body)), nil
+		}
+		return m.b.openRaw(ctx, uid)
+	}
 	body, r, msg, err := m.fetch(ctx, uid)
-	switch {
-	case err != nil:
+	if err != nil {
 		return nil, err
-	case body == nil && !r.estimate:
-		return io.NopCloser(decodeRaw(msg.Raw)), nil
-	case body == nil:
+	}
+	if body == nil {
 		if body, err = m.learn(r, msg); err != nil {
 			return nil, err
 		}
