@@ -352,7 +352,7 @@ func (c *conn) badCommand(text string) error {
 
 // cleartextOK reports whether this connection may log in with a password.
 func (c *conn) cleartextOK() bool {
-	return c.isTLS || c.srv.Cleartext.Allows(c.addr)
+	return c.isTLS || c.srv.CleartextPolicy().Allows(c.addr)
 }
 
 func (c *conn) cleartextRefusal() string {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,7 +76,8 @@ type Server struct {
 	// TLS 1.2 is the minimum whatever it says.
 	TLSConfig *tls.Config
 
-	// Cleartext says where logins without TLS are allowed.
+	// Cleartext says where logins without TLS are allowed. To change it
+	// while the server runs, use SetCleartext.
 	Cleartext CleartextPolicy
 
 	// Logger receives connection and session logs. Nil logs nothing.
@@ -127,7 +129,8 @@ type Server struct {
 	locks      map[string]struct{}
 	penalty    *penaltyBox
 	inShutdown atomic.Bool
-	shutdownCh chan struct{} // closed by Shutdown and Close
+	cleartext  atomic.Pointer[CleartextPolicy] // SetCleartext's, over Cleartext
+	shutdownCh chan struct{}                   // closed by Shutdown and Close
 	baseCtx    context.Context
 	cancelAll  context.CancelFunc // cancels every session's context (Close)
 	connWG     sync.WaitGroup
@@ -419,4 +422,21 @@ func (s *Server) beginShutdown() {
 	for c := range s.conns {
 		c.interrupt()
 	}
+}
+
+// SetCleartext replaces the Cleartext policy of a running server, for a
+// configuration reload: logins from then on follow p. It is safe to call
+// concurrently with connections.
+func (s *Server) SetCleartext(p CleartextPolicy) {
+	p.Networks = slices.Clone(p.Networks)
+	s.cleartext.Store(&p)
+}
+
+// CleartextPolicy returns the policy in force: the last SetCleartext's,
+// else Cleartext.
+func (s *Server) CleartextPolicy() CleartextPolicy {
+	if p := s.cleartext.Load(); p != nil {
+		return *p
+	}
+	return s.Cleartext
 }

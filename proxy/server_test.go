@@ -696,3 +696,25 @@ func testCommitter(t *testing.T, wrap bool) {
 		t.Errorf("Delete called with %v; Commit replaces it", b.deleted)
 	}
 }
+
+func TestSetCleartextWhileRunning(t *testing.T) {
+	srv := &Server{Backend: newMemBackend()}
+	addr := startServer(t, srv)
+	login(t, dial(t, addr), "alice", "secret") // loopback: allowed by default
+
+	srv.SetCleartext(CleartextPolicy{Mode: CleartextNever})
+	cl := dial(t, addr)
+	cl.line() // greeting
+	cl.send("USER alice\r\n")
+	reply := cl.line()
+	if strings.HasPrefix(reply, "+OK") {
+		cl.send("PASS secret\r\n")
+		reply = cl.line()
+	}
+	if !strings.HasPrefix(reply, "-ERR") {
+		t.Errorf("cleartext login after SetCleartext(never): %q", reply)
+	}
+	if p := srv.CleartextPolicy(); p.Mode != CleartextNever {
+		t.Errorf("CleartextPolicy() = %+v", p)
+	}
+}

@@ -43,6 +43,7 @@ func (b *swapBackend) Login(ctx context.Context, user, pass string) (proxy.Mailb
 type reloader struct {
 	path    string
 	backend *swapBackend
+	srv     *proxy.Server // its cleartext_auth policy is reloaded; nil in tests of accounts only
 	st      *state // shared: the store and body cache stay open
 	log     *zerolog.Logger
 
@@ -59,10 +60,17 @@ func (r *reloader) reload() error {
 	defer r.mu.Unlock()
 	log := r.log
 	cfg, err := config.Load(r.path)
+	var policy proxy.CleartextPolicy
+	if err == nil {
+		policy, err = cfg.CleartextAuth.Policy()
+	}
 	if err == nil {
 		var router *accounts.Router
 		if router, err = newRouter(cfg, r.st); err == nil {
 			r.backend.cur.Store(router)
+			if r.srv != nil {
+				r.srv.SetCleartext(policy)
+			}
 		}
 	}
 	if err != nil {
@@ -81,15 +89,16 @@ func (r *reloader) reload() error {
 }
 
 // needRestart lists the top-level keys whose change only a restart
-// applies: every one but accounts. They are found by the yaml tags of
-// config.Config, so that a new section is covered without a change here.
+// applies: every one but accounts and cleartext_auth. They are found by
+// the yaml tags of config.Config, so that a new section is covered
+// without a change here.
 func needRestart(old, cur *config.Config) []string {
 	var keys []string
 	o, c := reflect.ValueOf(old).Elem(), reflect.ValueOf(cur).Elem()
 	for i := range o.NumField() {
 		f := o.Type().Field(i)
 		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if !f.IsExported() || key == "" || key == "accounts" {
+		if !f.IsExported() || key == "" || key == "accounts" || key == "cleartext_auth" {
 			continue
 		}
 		if !reflect.DeepEqual(o.Field(i).Interface(), c.Field(i).Interface()) {
@@ -132,7 +141,7 @@ func reloadOnHUP(path string, cfg *config.Config, srv *proxy.Server, st *state, 
 	if !ok {
 		return func() {}
 	}
-	r := &reloader{path: path, backend: b, st: st, log: log, cfg: cfg}
+	r := &reloader{path: path, backend: b, srv: srv, st: st, log: log, cfg: cfg}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})

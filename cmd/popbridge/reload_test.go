@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -134,11 +135,16 @@ func TestReload(t *testing.T) {
 		t.Errorf("reload of a broken file: %v; alice's password changed", err)
 	}
 
-	// A valid one: alice's new password, bob gone, carol added, and a
-	// listen address that needs a restart.
-	f.write("127.0.0.1:2110", map[string]string{"alice": "n3w", "carol": "c4rol"}, "")
+	// A valid one: alice's new password, bob gone, carol added, a new
+	// cleartext_auth policy, and a listen address that needs a restart.
+	srv := &proxy.Server{}
+	f.r.srv = srv
+	f.write("127.0.0.1:2110", map[string]string{"alice": "n3w", "carol": "c4rol"}, "cleartext_auth: [10.0.0.0/8]\n")
 	if err := f.r.reload(); err != nil {
 		t.Fatalf("reload: %v", err)
+	}
+	if p := srv.CleartextPolicy(); p.Allows(netip.MustParseAddr("127.0.0.1")) || !p.Allows(netip.MustParseAddr("10.1.2.3")) {
+		t.Errorf("cleartext_auth after the reload: %+v, want 10.0.0.0/8 only", p)
 	}
 	if f.canLogin("alice", "s3cret") || !f.canLogin("alice", "n3w") {
 		t.Error("after the reload, alice's new password does not work or the old one still does")
