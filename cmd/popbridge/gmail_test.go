@@ -59,6 +59,7 @@ accounts:
 		t.Fatal(err)
 	}
 
+	fake.FailNext(1, 429, "", "0") // one backoff, counted in /metrics
 	_, stderr, stop := startRun(t, "serve", "-config", path)
 	addr := listenerAddr(t, stderr, "pop3")
 	p := dialPOP3(t, addr)
@@ -83,6 +84,9 @@ accounts:
 	units, ok := metricValue(metrics, `popbridge_gmail_quota_units_total{account="gina"}`)
 	if !ok || units < float64(fake.Units()-5) || units > float64(fake.Units()) {
 		t.Errorf("quota units metric %v (%v), the fake counted %d", units, ok, fake.Units())
+	}
+	if n, ok := metricValue(metrics, `popbridge_gmail_backoffs_total{account="gina"}`); !ok || n != 1 {
+		t.Errorf("backoffs metric %v (%v), want 1 after one 429", n, ok)
 	}
 
 	r := runCmd(t, "", "check", "-config", path)
@@ -109,5 +113,5 @@ accounts:
 	if strings.Contains(stderr.String(), "rt-gmail") || strings.Contains(r.stdout, "rt-gmail") {
 		t.Errorf("the refresh token appears in the output")
 	}
-	t.Logf("gmail: serve with a gmail account (OAuth2 refresh at a fake token endpoint, on_delete trash), quota units in /metrics, check with the stored token")
+	t.Logf("gmail: serve with a gmail account (OAuth2 refresh at a fake token endpoint, on_delete trash), quota units and a 429 backoff in /metrics, check with the stored token")
 }
