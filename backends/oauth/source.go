@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -52,13 +53,22 @@ type Source struct {
 	}
 }
 
+// refreshTimeout bounds one refresh request when ctx brings no HTTP
+// client of its own, so that a token endpoint that does not answer
+// cannot hang the POP3 logins waiting for it. A variable for tests.
+var refreshTimeout = 30 * time.Second
+
 // NewSource returns the token source of account. ctx carries the HTTP
-// client for refreshes (oauth2.HTTPClient), if any; log (nil for none)
-// gets a line naming the account when its grant is gone or a save fails.
-// Tokens and secrets are never logged.
+// client for refreshes (oauth2.HTTPClient), if any, else one with a 30 s
+// timeout is used; log (nil for none) gets a line naming the
+// account when its grant is gone or a save fails. Tokens and secrets are
+// never logged.
 func NewSource(ctx context.Context, account string, cfg *oauth2.Config, store *Store, log *zerolog.Logger) *Source {
 	if ctx == nil {
 		ctx = context.Background()
+	}
+	if _, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); !ok {
+		ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Timeout: refreshTimeout})
 	}
 	return &Source{account: account, cfg: cfg, store: store, ctx: ctx, log: log}
 }
