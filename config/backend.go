@@ -124,13 +124,20 @@ func pairs(n *yaml.Node) [][2]*yaml.Node {
 	return append(merged, own...)
 }
 
-// yamlKeys returns the keys named by the yaml tags of struct type t.
-// Backend settings are flat structs with a tag on every field.
+// yamlKeys returns the keys named by the yaml tags of struct type t, and
+// of the structs it inlines. Backend settings are flat structs with a tag
+// on every field.
 func yamlKeys(t reflect.Type) map[string]bool {
 	keys := make(map[string]bool, t.NumField())
 	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if name != "" && name != "-" {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case opts == "inline" && f.Anonymous:
+			for k := range yamlKeys(f.Type) {
+				keys[k] = true
+			}
+		case name != "" && name != "-":
 			keys[name] = true
 		}
 	}

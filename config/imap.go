@@ -7,35 +7,9 @@ const TypeIMAP = "imap"
 
 // IMAPBackend serves a folder of an upstream IMAP server.
 type IMAPBackend struct {
-	// Addr is the server's host:port, e.g. imap.gmail.com:993.
-	Addr string `yaml:"addr"`
-	// TLS is implicit (RFC 8314, port 993), starttls or none (clear
-	// text, for loopback tests only). Empty means implicit.
-	TLS string `yaml:"tls"`
-	// CAFile is a PEM file of roots to trust instead of the system's.
-	CAFile string `yaml:"ca_file"`
-	// ServerName is the name checked in the server's certificate; empty
-	// means the host of Addr.
-	ServerName string `yaml:"server_name"`
-	// Auth is password (Username and Password, with AUTHENTICATE PLAIN
-	// or LOGIN), xoauth2 or oauthbearer (Username and the access token in
-	// TokenFile), or passthrough (the POP3 client's own user name and
-	// password; the account then needs no password_hash). Empty means
-	// password.
-	Auth string `yaml:"auth"`
-	// Username is the IMAP user name for every auth but passthrough.
-	Username string `yaml:"username"`
-	// Password, or PasswordFile naming a file holding it, is the IMAP
-	// password for auth password. ${ENV} references are expanded.
-	Password     string `yaml:"password"`
-	PasswordFile string `yaml:"password_file"`
-	// TokenFile holds the OAuth2 access token for xoauth2 and
-	// oauthbearer. It is read at every login, so an external refresher
-	// may rewrite it.
-	TokenFile string `yaml:"token_file"`
-	// OAuth2, when set, is the OAuth2 client whose stored and refreshed
-	// tokens (popbridge auth) replace TokenFile.
-	OAuth2 *OAuth2 `yaml:"oauth2"`
+	// Upstream is the server and the credentials; auth may be
+	// password, xoauth2, oauthbearer or passthrough.
+	Upstream `yaml:",inline"`
 	// Folder is the mailbox served. Empty means INBOX.
 	Folder string `yaml:"folder"`
 	// OnDelete is expunge (the default), move:FOLDER, seen (set \Seen
@@ -51,10 +25,10 @@ type IMAPBackend struct {
 
 // IMAP backend settings values.
 const (
-	IMAPAuthPassword    = "password"
-	IMAPAuthXOAUTH2     = "xoauth2"
-	IMAPAuthOAuthBearer = "oauthbearer"
-	IMAPAuthPassthrough = "passthrough"
+	IMAPAuthPassword    = AuthPassword
+	IMAPAuthXOAUTH2     = AuthXOAUTH2
+	IMAPAuthOAuthBearer = AuthOAuthBearer
+	IMAPAuthPassthrough = AuthPassthrough
 	OnDeleteExpunge     = "expunge"
 	OnDeleteSeen        = "seen"
 	OnDeleteMovePrefix  = "move:"
@@ -68,57 +42,11 @@ func (a Account) Passthrough() bool {
 }
 
 func (b *IMAPBackend) resolve(r *resolver, key string) {
-	r.path(&b.CAFile)
-	r.path(&b.TokenFile)
-	if b.OAuth2 != nil {
-		b.OAuth2.resolve(r, key+".oauth2")
-	}
-	r.secret(key+".password", &b.Password, key+".password_file", &b.PasswordFile)
+	b.Upstream.resolve(r, key)
 }
 
 func (b *IMAPBackend) validate(p *problems, key string) {
-	if b.Addr == "" {
-		p.add(key+".addr", "must be set (host:port)")
-	} else {
-		checkAddr(p, key+".addr", b.Addr)
-	}
-	switch b.TLS {
-	case "", "implicit", "starttls", "none":
-	default:
-		p.add(key+".tls", "unknown mode %q (want implicit, starttls or none)", b.TLS)
-	}
-	switch b.Auth {
-	case "", IMAPAuthPassword:
-		if b.Username == "" {
-			p.add(key+".username", "must be set for auth password")
-		}
-		if b.Password == "" && b.PasswordFile == "" {
-			p.add(key+".password", "must be set for auth password (or password_file)")
-		}
-	case IMAPAuthXOAUTH2, IMAPAuthOAuthBearer:
-		if b.Username == "" {
-			p.add(key+".username", "must be set for auth %s", b.Auth)
-		}
-		if b.TokenFile == "" && b.OAuth2 == nil {
-			p.add(key+".token_file", "must be set for auth %s (or oauth2)", b.Auth)
-		}
-	case IMAPAuthPassthrough:
-		if b.Username != "" {
-			p.add(key+".username", "not used with auth passthrough (the POP3 user name is the IMAP one)")
-		}
-		if b.Password != "" || b.PasswordFile != "" {
-			p.add(key+".password", "not used with auth passthrough (the POP3 password is the IMAP one)")
-		}
-	default:
-		p.add(key+".auth", "unknown auth %q (want %s)", b.Auth,
-			strings.Join([]string{IMAPAuthPassword, IMAPAuthXOAUTH2, IMAPAuthOAuthBearer, IMAPAuthPassthrough}, ", "))
-	}
-	if b.OAuth2 != nil {
-		if b.TokenFile != "" {
-			p.add(key+".oauth2", "set either token_file or oauth2, not both")
-		}
-		b.OAuth2.validate(p, key+".oauth2", or(b.Auth, "password"))
-	}
+	b.Upstream.validate(p, key, AuthXOAUTH2, AuthOAuthBearer)
 	switch folder, move := strings.CutPrefix(b.OnDelete, OnDeleteMovePrefix); {
 	case move && folder == "":
 		p.add(key+".on_delete", "move: needs a folder, e.g. move:Trash")

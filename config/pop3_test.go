@@ -101,3 +101,23 @@ accounts:
 		t.Errorf("carol: passthrough %v, backend %+v", a.Passthrough(), a.Backend.POP3)
 	}
 }
+
+func TestPOP3PassthroughTakesNoCredentials(t *testing.T) {
+	_, err := parseString(t, `
+listen:
+  pop3: 127.0.0.1:1110
+accounts:
+  - user: carol
+    backend:
+      type: pop3
+      addr: pop.example.com:995
+      auth: passthrough
+      username: carol@example.com
+      password: unused
+`)
+	for _, want := range []string{"backend.username: not used with auth passthrough", "backend.password: not used with auth passthrough"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in %v", want, err)
+		}
+	}
+}
