@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 
+	"golang.org/x/oauth2"
+
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/config"
@@ -38,20 +40,30 @@ func newIMAPBackend(a config.Account, st *state) (*imapb.Backend, error) {
 		CommandTimeout: command,
 		Logger:         st.log,
 	}
-	if c.TokenFile != "" {
-		opts.TokenSource = oauth.FileTokenSource(c.TokenFile)
-	}
-	if c.OAuth2 != nil {
-		ts, err := oauthSource(a, st)
-		if err != nil {
-			return nil, err
-		}
-		opts.TokenSource = ts
-	}
-	if opts.TLSConfig, err = clientTLS(c.CAFile, c.ServerName); err != nil {
+	if opts.TokenSource, opts.TLSConfig, err = upstream(a, c.Upstream, st); err != nil {
 		return nil, err
 	}
 	return imapb.New(opts)
+}
+
+// upstream returns the token source (nil for password logins) and the
+// TLS settings of account a's upstream server u.
+func upstream(a config.Account, u config.Upstream, st *state) (oauth2.TokenSource, *tls.Config, error) {
+	var ts oauth2.TokenSource
+	if u.TokenFile != "" {
+		ts = oauth.FileTokenSource(u.TokenFile)
+	}
+	if u.OAuth2 != nil {
+		var err error
+		if ts, err = oauthSource(a, st); err != nil {
+			return nil, nil, err
+		}
+	}
+	conf, err := clientTLS(u.CAFile, u.ServerName)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ts, conf, nil
 }
 
 // clientTLS returns the TLS settings for an upstream server: nil for the

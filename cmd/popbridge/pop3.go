@@ -1,7 +1,6 @@
 package main
 
 import (
-	"github.com/popbridge/popbridge/backends/oauth"
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/config"
 )
@@ -21,18 +20,8 @@ func newPOP3Backend(a config.Account, st *state) (*pop3relay.Backend, error) {
 		Store:          st.store,
 		Bodies:         st.bodies,
 	}
-	if c.TokenFile != "" {
-		opts.TokenSource = oauth.FileTokenSource(c.TokenFile)
-	}
-	if c.OAuth2 != nil {
-		ts, err := oauthSource(a, st)
-		if err != nil {
-			return nil, err
-		}
-		opts.TokenSource = ts
-	}
 	var err error
-	if opts.TLSConfig, err = clientTLS(c.CAFile, c.ServerName); err != nil {
+	if opts.TokenSource, opts.TLSConfig, err = upstream(a, c.Upstream, st); err != nil {
 		return nil, err
 	}
 	return pop3relay.New(opts)

@@ -44,7 +44,7 @@ type reloader struct {
 	path    string
 	backend *swapBackend
 	srv     *proxy.Server // its cleartext_auth policy is reloaded; nil in tests of accounts only
-	st      *state // shared: the store and body cache stay open
+	st      *state        // shared: the store and body cache stay open
 	log     *zerolog.Logger
 
 	mu  sync.Mutex
