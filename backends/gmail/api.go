@@ -191,22 +191,34 @@ func (b *Backend) classify(op string, err error) error {
 	return fmt.Errorf("gmail: %s: %w: %w", op, sentinel, err)
 }
 
-// rawEncoding returns raw, the message of a format=raw reply, without
-// padding, and its encoding: base64url, padded or not (Google does not
-// document which); standard base64 is tolerated too. The decoder skips
-// line breaks. openRaw's streaming decoder accepts the same.
-func rawEncoding(raw string) (string, *base64.Encoding) {
-	raw = strings.TrimRight(raw, "=\r\n")
-	if strings.ContainsAny(raw, "+/") {
-		return raw, base64.RawStdEncoding
+// rawChars maps the characters of a format=raw message to the base64url
+// alphabet without padding: Google's text is base64url, padded or not
+// (it does not document which), and the standard alphabet is tolerated
+// too. 0 drops a character (padding, line breaks, NUL); the others map
+// to themselves, for the base64 decoder to reject if they are not in
+// the alphabet.
+var rawChars = func() (t [256]byte) {
+	for i := range t {
+		t[i] = byte(i)
 	}
-	return raw, base64.RawURLEncoding
-}
+	t['+'], t['/'] = '-', '_'
+	t['='], t['\r'], t['\n'], t[0] = 0, 0, 0, 0
+	return t
+}()
 
 // decodeAll decodes the message of a format=raw reply whole.
 func decodeAll(raw string) ([]byte, error) {
-	raw, enc := rawEncoding(raw)
-	b, err := enc.DecodeString(raw)
+	// strings.Map copies only when a character changes.
+	raw = strings.Map(func(r rune) rune {
+		if r >= 0x80 {
+			return r // invalid: the decoder says so
+		}
+		if c := rawChars[r]; c != 0 {
+			return rune(c)
+		}
+		return -1
+	}, strings.TrimRight(raw, "="))
+	b, err := base64.RawURLEncoding.DecodeString(raw)
 	if err != nil {
 		return nil, fmt.Errorf("decode raw message: %w", err)
 	}

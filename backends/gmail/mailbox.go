@@ -46,9 +46,9 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 		return nil, err
 	}
 
-	cut := b.cutoff().UnixMilli()
-	if b.cutoff().IsZero() {
-		cut = 0
+	var cut int64 // internalDate of the window's start; 0 for none
+	if t := b.cutoff(); !t.IsZero() {
+		cut = t.UnixMilli()
 	}
 	var offer []rec
 	for _, r := range st.recs {
@@ -110,20 +110,19 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 // Gmail's reply arrives. A message whose size was estimated is fetched
 // and decoded whole, so that its exact size is recorded.
 func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
-	if r, ok := m.recs[uid]; ok && !r.estimate {
-		if body, ok := m.b.opts.Bodies.Get(m.b.opts.Account, uid); ok {
-			return io.NopCloser(bytes.NewReader(body)), nil
-		}
-		return m.b.openRaw(ctx, uid)
+	if body, ok := m.b.opts.Bodies.Get(m.b.opts.Account, uid); ok {
+		return io.NopCloser(bytes.NewReader(body)), nil
 	}
-	body, r, msg, err := m.fetch(ctx, uid)
+	r, err := m.rec(uid)
 	if err != nil {
 		return nil, err
 	}
-	if body == nil {
-		if body, err = m.learn(r, msg); err != nil {
-			return nil, err
-		}
+	if !r.estimate {
+		return m.b.openRaw(ctx, uid)
+	}
+	body, err := m.whole(ctx, r)
+	if err != nil {
+		return nil, err
 	}
 	return io.NopCloser(bytes.NewReader(body)), nil
 }
@@ -131,12 +130,13 @@ func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
 // OpenTop returns the whole message (Gmail has no partial fetch) and keeps
 // it in the body cache for the RETR that usually follows.
 func (m *mailbox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error) {
-	body, r, msg, err := m.fetch(ctx, uid)
-	if err != nil {
-		return nil, err
-	}
-	if body == nil {
-		if body, err = m.learn(r, msg); err != nil {
+	body, ok := m.b.opts.Bodies.Get(m.b.opts.Account, uid)
+	if !ok {
+		r, err := m.rec(uid)
+		if err != nil {
+			return nil, err
+		}
+		if body, err = m.whole(ctx, r); err != nil {
 			return nil, err
 		}
 		m.b.opts.Bodies.Put(m.b.opts.Account, uid, body)
@@ -144,21 +144,22 @@ func (m *mailbox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCl
 	return io.NopCloser(bytes.NewReader(body)), nil
 }
 
-// fetch returns the kept body of message uid, or else its record and
-// its format=raw reply.
-func (m *mailbox) fetch(ctx context.Context, uid string) (body []byte, r rec, msg *gmailapi.Message, err error) {
-	if body, ok := m.b.opts.Bodies.Get(m.b.opts.Account, uid); ok {
-		if body == nil {
-			body = []byte{} // an empty message is still a hit
-		}
-		return body, rec{}, nil, nil
-	}
+// rec returns the snapshot's record of message uid.
+func (m *mailbox) rec(uid string) (rec, error) {
 	r, ok := m.recs[uid]
 	if !ok {
-		return nil, r, nil, fmt.Errorf("gmail: message %s not in the snapshot: %w", uid, proxy.ErrNoMessage)
+		return r, fmt.Errorf("gmail: message %s not in the snapshot: %w", uid, proxy.ErrNoMessage)
 	}
-	msg, err = m.b.get(ctx, uid, "raw")
-	return nil, r, msg, err
+	return r, nil
+}
+
+// whole fetches message r (format=raw) and decodes it.
+func (m *mailbox) whole(ctx context.Context, r rec) ([]byte, error) {
+	msg, err := m.b.get(ctx, r.id, "raw")
+	if err != nil {
+		return nil, err
+	}
+	return m.learn(r, msg)
 }
 
 // learn decodes a raw message and records its exact size if only an
@@ -192,31 +193,23 @@ func (m *mailbox) Commit(ctx context.Context, deleted, retrieved []string) error
 	var c cache.Change
 	removed := make(map[string]bool)
 	var err error
+	var done []string // gone from the maildrop in Gmail
 	switch b.opts.OnDelete {
 	case Archive:
-		var done []string
 		done, err = b.batchModify(ctx, deleted, nil, b.opts.Labels)
-		for _, id := range done {
-			removed[id] = true
-		}
-	case MarkRead:
-		var done []string
-		done, err = b.batchModify(ctx, deleted, nil, []string{"UNREAD"})
-		c.AddTombstones = append(c.AddTombstones, done...)
 	case Trash:
-		var done []string
 		done, err = b.trash(ctx, deleted)
-		for _, id := range done {
-			removed[id] = true
-		}
 	case Delete:
-		var done []string
 		done, err = b.batchDelete(ctx, deleted)
-		for _, id := range done {
-			removed[id] = true
-		}
+	case MarkRead:
+		var read []string
+		read, err = b.batchModify(ctx, deleted, nil, []string{"UNREAD"})
+		c.AddTombstones = append(c.AddTombstones, read...)
 	case Keep:
 		c.AddTombstones = append(c.AddTombstones, deleted...)
+	}
+	for _, id := range done {
+		removed[id] = true
 	}
 	for id := range removed {
 		c.Delete = append(c.Delete, id)
@@ -244,32 +237,34 @@ func (m *mailbox) Commit(ctx context.Context, deleted, retrieved []string) error
 	return nil
 }
 
-// batchModify changes the labels of ids, 1000 at a time (the API's
-// limit). It returns the ids done, also on error.
+// batchModify changes the labels of ids. It returns the ids done, also
+// on error.
 func (b *Backend) batchModify(ctx context.Context, ids, add, remove []string) ([]string, error) {
-	var done []string
-	for _, part := range chunks(ids, 1000) {
-		err := b.call(ctx, "messages.batchModify", 50, func(ctx context.Context) error {
+	return inChunks(ids, func(part []string) error {
+		return b.call(ctx, "messages.batchModify", 50, func(ctx context.Context) error {
 			return b.svc.Users.Messages.BatchModify(b.opts.UserID, &gmailapi.BatchModifyMessagesRequest{
 				Ids: part, AddLabelIds: add, RemoveLabelIds: remove,
 			}).Context(ctx).Do()
 		})
-		if err != nil {
-			return done, err
-		}
-		done = append(done, part...)
-	}
-	return done, nil
+	})
 }
 
-// batchDelete removes ids for good, 1000 at a time.
+// batchDelete removes ids for good. It returns the ids done, also on
+// error.
 func (b *Backend) batchDelete(ctx context.Context, ids []string) ([]string, error) {
-	var done []string
-	for _, part := range chunks(ids, 1000) {
-		err := b.call(ctx, "messages.batchDelete", 50, func(ctx context.Context) error {
+	return inChunks(ids, func(part []string) error {
+		return b.call(ctx, "messages.batchDelete", 50, func(ctx context.Context) error {
 			return b.svc.Users.Messages.BatchDelete(b.opts.UserID, &gmailapi.BatchDeleteMessagesRequest{Ids: part}).Context(ctx).Do()
 		})
-		if err != nil {
+	})
+}
+
+// inChunks calls f with ids 1000 at a time, the batch methods' limit, and
+// returns the ids of the calls that succeeded, up to the first failure.
+func inChunks(ids []string, f func(part []string) error) ([]string, error) {
+	var done []string
+	for part := range slices.Chunk(ids, 1000) {
+		if err := f(part); err != nil {
 			return done, err
 		}
 		done = append(done, part...)
@@ -284,39 +279,23 @@ func (b *Backend) trash(ctx context.Context, ids []string) ([]string, error) {
 		mu    sync.Mutex
 		done  []string
 		first error
-		wg    sync.WaitGroup
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	jobs := make(chan string)
-	for range min(b.opts.MaxConcurrent, len(ids)) {
-		wg.Go(func() {
-			for id := range jobs {
-				err := b.call(ctx, "messages.trash", 5, func(ctx context.Context) error {
-					_, err := b.svc.Users.Messages.Trash(b.opts.UserID, id).Context(ctx).Do()
-					return err
-				})
-				mu.Lock()
-				if err == nil || notFound(err) {
-					done = append(done, id)
-				} else if first == nil {
-					first = err
-					cancel()
-				}
-				mu.Unlock()
-			}
+	each(ctx, b.opts.MaxConcurrent, ids, func(id string) {
+		err := b.call(ctx, "messages.trash", 5, func(ctx context.Context) error {
+			_, err := b.svc.Users.Messages.Trash(b.opts.UserID, id).Context(ctx).Do()
+			return err
 		})
-	}
-feed:
-	for _, id := range ids {
-		select {
-		case jobs <- id:
-		case <-ctx.Done():
-			break feed
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil || notFound(err) {
+			done = append(done, id)
+		} else if first == nil {
+			first = err
+			cancel()
 		}
-	}
-	close(jobs)
-	wg.Wait()
+	})
 	return done, first
 }
 

@@ -107,9 +107,8 @@ func (r *rawReader) Close() error {
 }
 
 // rawText yields the characters of the JSON string value of the
-// top-level key "raw", in the base64url alphabet without padding: the
-// standard alphabet's + and / become - and _, padding and line breaks
-// are dropped, JSON escapes (\/, \u003d) are undone.
+// top-level key "raw" mapped by rawChars, after undoing JSON escapes
+// (\/, \u003d).
 type rawText struct {
 	r     *bufio.Reader
 	state int // 0 looking for the key, 1 in the value, 2 done
@@ -141,25 +140,19 @@ func (t *rawText) Read(p []byte) (int, error) {
 		}
 		buf, _ := t.r.Peek(t.r.Buffered())
 		i := 0
-	scan:
 		for ; i < len(buf) && n < len(p); i++ {
-			switch c := buf[i]; c {
-			case '"':
+			c := buf[i]
+			if c == '"' {
 				t.state = 2
 				i++
-				break scan
-			case '\\':
-				break scan
-			case '+':
-				p[n] = '-'
-			case '/':
-				p[n] = '_'
-			case '=', '\r', '\n':
-				continue
-			default:
-				p[n] = c
+				break
 			}
-			n++
+			if c == '\\' {
+				break
+			}
+			if p[n] = rawChars[c]; p[n] != 0 {
+				n++
+			}
 		}
 		t.r.Discard(i)
 		if i < len(buf) && buf[i] == '\\' && t.state == 1 && n < len(p) {
@@ -168,16 +161,9 @@ func (t *rawText) Read(p []byte) (int, error) {
 			if err != nil {
 				return n, err
 			}
-			switch c {
-			case '+':
-				c = '-'
-			case '/':
-				c = '_'
-			case '=', '\r', '\n':
-				continue
+			if p[n] = rawChars[c]; p[n] != 0 {
+				n++
 			}
-			p[n] = c
-			n++
 		}
 	}
 	if t.state == 2 && n == 0 {

@@ -366,25 +366,12 @@ func (b *Backend) fetchSizes(ctx context.Context, st *state, recs []rec) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	jobs := make(chan rec)
 	results := make(chan fetched)
-	var wg sync.WaitGroup
-	for range min(b.opts.MaxConcurrent, len(recs)) {
-		wg.Go(func() {
-			for r := range jobs {
-				results <- b.fetchOne(ctx, r, b.opts.EstimateSizes)
-			}
-		})
-	}
 	go func() {
-		defer func() { close(jobs); wg.Wait(); close(results) }()
-		for _, r := range recs {
-			select {
-			case jobs <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
+		each(ctx, b.opts.MaxConcurrent, recs, func(r rec) {
+			results <- b.fetchOne(ctx, r, b.opts.EstimateSizes)
+		})
+		close(results)
 	}()
 	var firstErr error
 	var c cache.Change
@@ -468,15 +455,26 @@ func crlfSize(body []byte) int64 {
 	return c.Size()
 }
 
-// chunks splits ids into slices of at most n.
-func chunks(ids []string, n int) [][]string {
-	var out [][]string
-	for len(ids) > n {
-		out = append(out, ids[:n])
-		ids = ids[n:]
+// each calls f for every item, n at a time, and returns when all calls
+// have; once ctx ends, the items not started are skipped.
+func each[T any](ctx context.Context, n int, items []T, f func(T)) {
+	jobs := make(chan T)
+	var wg sync.WaitGroup
+	for range min(n, len(items)) {
+		wg.Go(func() {
+			for it := range jobs {
+				f(it)
+			}
+		})
 	}
-	if len(ids) > 0 {
-		out = append(out, ids)
+feed:
+	for _, it := range items {
+		select {
+		case jobs <- it:
+		case <-ctx.Done():
+			break feed
+		}
 	}
-	return out
+	close(jobs)
+	wg.Wait()
 }
