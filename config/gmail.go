@@ -107,21 +107,35 @@ func (w *GmailWindow) UnmarshalYAML(n *yaml.Node) error {
 // Cutoff returns the earliest time the window admits relative to now, or
 // the zero time for no limit.
 func (w GmailWindow) Cutoff(now time.Time) (time.Time, error) {
+	days, date, err := w.SinceDays()
+	switch {
+	case err != nil || days == 0 && date.IsZero():
+		return time.Time{}, err
+	case days > 0:
+		return now.AddDate(0, 0, -days), nil
+	}
+	return date, nil
+}
+
+// SinceDays returns the window's start as a number of days before now
+// (since: 30d), or as a fixed date (since: 2026-01-31); both zero for no
+// time limit.
+func (w GmailWindow) SinceDays() (days int, date time.Time, err error) {
 	if w.Since == "" {
-		return time.Time{}, nil
+		return 0, time.Time{}, nil
 	}
 	if d, ok := strings.CutSuffix(w.Since, "d"); ok {
 		n, err := strconv.Atoi(d)
 		if err != nil || n <= 0 || n > 100000 {
-			return time.Time{}, fmt.Errorf("since %q: want a positive number of days, e.g. 30d", w.Since)
+			return 0, time.Time{}, fmt.Errorf("since %q: want a positive number of days, e.g. 30d", w.Since)
 		}
-		return now.AddDate(0, 0, -n), nil
+		return n, time.Time{}, nil
 	}
 	t, err := time.Parse(time.DateOnly, w.Since)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("since %q: want a number of days (30d) or a date (YYYY-MM-DD)", w.Since)
+		return 0, time.Time{}, fmt.Errorf("since %q: want a number of days (30d) or a date (YYYY-MM-DD)", w.Since)
 	}
-	return t, nil
+	return 0, t, nil
 }
 
 // Exact reports the value of ExactSizes, true when unset.

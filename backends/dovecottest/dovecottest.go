@@ -75,7 +75,7 @@ type Dovecot struct {
 	LogPath string
 
 	cmd      *exec.Cmd
-	stderr   *syncBuffer
+	stderr   *SyncBuffer
 	done     chan struct{} // closed when the master process has exited
 	waitErr  error
 	baseDir  string // removed by Stop when it lies outside Dir
@@ -266,7 +266,7 @@ func (d *Dovecot) start(bin string, opts Options) error {
 	}
 	os.Truncate(d.LogPath, 0)
 
-	d.stderr = &syncBuffer{}
+	d.stderr = &SyncBuffer{}
 	d.cmd = exec.Command(bin, "-F", "-c", conf)
 	d.cmd.Stdout = d.stderr
 	d.cmd.Stderr = d.stderr
@@ -622,19 +622,22 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// syncBuffer is a bytes.Buffer safe for the writer goroutines of exec.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers (the
+// goroutines that copy a command's output) and a reader.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

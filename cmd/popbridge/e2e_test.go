@@ -1173,23 +1173,8 @@ func chownTree(t *testing.T, dir string, cred *syscall.Credential) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a server's log while the test reads it.
+type syncBuffer = dovecottest.SyncBuffer
 
 // removeDuplicateFiles keeps one file of each content in dir.
 func removeDuplicateFiles(t *testing.T, dir string) {

@@ -40,18 +40,11 @@ func newGmailBackend(a config.Account, st *state) (*gmail.Backend, error) {
 		OnCall:    func(_ string, units int) { st.metrics.GmailUnits(a.User, units) },
 		OnBackoff: func(string) { st.metrics.GmailBackoff(a.User) },
 	}
-	if c.Window.Since != "" {
-		// A number of days moves with the clock; a date does not.
-		now := time.Now()
-		cut, err := c.Window.Cutoff(now)
-		if err != nil {
-			return nil, fmt.Errorf("window: %w", err)
-		}
-		if _, err := time.Parse(time.DateOnly, c.Window.Since); err == nil {
-			opts.Window.Since = cut
-		} else {
-			opts.Window.MaxAge = now.Sub(cut)
-		}
+	// A number of days moves with the clock; a date does not.
+	days, date, err := c.Window.SinceDays()
+	if err != nil {
+		return nil, fmt.Errorf("window: %w", err)
 	}
+	opts.Window.MaxAge, opts.Window.Since = time.Duration(days)*24*time.Hour, date
 	return gmail.New(opts)
 }

@@ -163,36 +163,28 @@ func newBackend(a config.Account, st *state) (backend, error) {
 	switch a.Backend.Type {
 	case config.TypeMaildir:
 		m := a.Backend.Maildir
-		b, err := maildir.New(maildir.Options{
+		return built(maildir.New(maildir.Options{
 			Path:     m.Path,
 			OnDelete: maildir.DeletePolicy(m.OnDelete),
 			Store:    st.store,
 			Account:  a.User,
-		})
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
+		}))
 	case config.TypePOP3:
-		b, err := newPOP3Backend(a, st)
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
+		return built(newPOP3Backend(a, st))
 	case config.TypeIMAP:
-		b, err := newIMAPBackend(a, st)
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
+		return built(newIMAPBackend(a, st))
 	case config.TypeGmail:
-		b, err := newGmailBackend(a, st)
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
+		return built(newGmailBackend(a, st))
 	}
 	return nil, fmt.Errorf("unknown backend type %q", a.Backend.Type)
+}
+
+// built returns b as a backend, or a nil one (not a nil *B) on error.
+func built[B backend](b B, err error) (backend, error) {
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // describe names account a's backend for people, without secrets.
