@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/crypto/nacl/secretbox"
 	"golang.org/x/oauth2"
+
+	"github.com/popbridge/popbridge/cache"
 )
 
 // KeyEnv is the environment variable that may hold the token
@@ -121,31 +123,8 @@ func (s *Store) Save(account string, tok *oauth2.Token) error {
 		return fmt.Errorf("oauth: %w", err)
 	}
 	data = append(data, '\n')
-	path := s.Path(account)
-	tmp, err := os.CreateTemp(s.Dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("oauth: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	err = tmp.Chmod(0o600)      // CreateTemp makes 0600; be explicit
-	if err == nil {
-		_, err = tmp.Write(data)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
+	if err := cache.WriteFile(s.Path(account), data, 0o600); err != nil {
 		return fmt.Errorf("oauth: saving the token of %s: %w", account, err)
-	}
-	if d, err := os.Open(s.Dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
 )
 
@@ -234,10 +235,10 @@ func ensureSelfSigned(certFile, keyFile string, names []string) (created bool, e
 		}
 	}
 	// The key first: a certificate without its key would not load.
-	if err := writeFileAtomic(keyFile, keyPEM, 0o600); err != nil {
+	if err := cache.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		return false, err
 	}
-	if err := writeFileAtomic(certFile, certPEM, 0o644); err != nil {
+	if err := cache.WriteFile(certFile, certPEM, 0o644); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -294,40 +295,4 @@ func selfSigned(names []string, now time.Time) (certPEM, keyPEM []byte, err erro
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
-}
-
-// writeFileAtomic writes data to name through a temporary file in the
-// same directory, synced and then renamed, so that name never holds a
-// partial file; the directory is synced too.
-func writeFileAtomic(name string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(name)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // fails harmlessly after the rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: not every system syncs directories
-		d.Close()
-	}
-	return nil
 }
