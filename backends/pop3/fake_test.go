@@ -497,31 +497,13 @@ func TestDotReader(t *testing.T) {
 		{wire: "a\r\n.", cut: true},
 		{wire: "a\r\n.\r", cut: true},
 	} {
-		server, client := net.Pipe()
-		go io.Copy(io.Discard, server)
-		go func() {
-			server.Write([]byte("+OK\r\n"))
-			for i := 0; i < len(tc.wire); i += 7 {
-				server.Write([]byte(tc.wire[i:min(i+7, len(tc.wire))]))
-			}
-			if tc.cut {
-				server.Close()
-				return
-			}
-			server.Write([]byte("+OK next\r\n"))
-		}()
-		c := &Client{timeout: 5 * time.Second}
-		c.setConn(client)
-		rc, err := c.Retr(context.Background(), 1)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, rc := pipeRetr(t, tc.wire, 7, tc.cut)
 		got, err := io.ReadAll(rc)
 		if tc.cut {
 			if err == nil {
 				t.Errorf("%q: cut stream ended without error", clip([]byte(tc.wire)))
 			}
-			client.Close()
+			c.conn.Close()
 			continue
 		}
 		if err != nil || string(got) != tc.want {
@@ -531,7 +513,7 @@ func TestDotReader(t *testing.T) {
 		if l, err := c.readLine(); err != nil || string(l) != "+OK next" {
 			t.Errorf("%q: next line %q, %v", clip([]byte(tc.wire)), l, err)
 		}
-		client.Close()
+		c.conn.Close()
 	}
 }
 
@@ -628,25 +610,7 @@ func TestWireWriterTo(t *testing.T) {
 		{wire: "a\r\nb", cut: true},
 		{wire: "a\r\n.", cut: true},
 	} {
-		server, client := net.Pipe()
-		go io.Copy(io.Discard, server)
-		go func() {
-			server.Write([]byte("+OK\r\n"))
-			for i := 0; i < len(tc.wire); i += 5 {
-				server.Write([]byte(tc.wire[i:min(i+5, len(tc.wire))]))
-			}
-			if tc.cut {
-				server.Close()
-				return
-			}
-			server.Write([]byte("+OK next\r\n"))
-		}()
-		c := &Client{timeout: 5 * time.Second}
-		c.setConn(client)
-		rc, err := c.Retr(context.Background(), 1)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, rc := pipeRetr(t, tc.wire, 5, tc.cut)
 		var out bytes.Buffer
 		msg, eof, err := rc.(*dotReader).WriteWireTo(&out)
 		if err == nil && !eof {
@@ -671,7 +635,7 @@ func TestWireWriterTo(t *testing.T) {
 			if err == nil {
 				t.Errorf("%q: cut stream ended without error", clip([]byte(tc.wire)))
 			}
-			client.Close()
+			c.conn.Close()
 			continue
 		}
 		if eof {
@@ -688,7 +652,7 @@ func TestWireWriterTo(t *testing.T) {
 		if l, err := c.readLine(); err != nil || string(l) != "+OK next" {
 			t.Errorf("%q: next line %q, %v", clip([]byte(tc.wire)), l, err)
 		}
-		client.Close()
+		c.conn.Close()
 	}
 }
 

@@ -14,22 +14,8 @@ import (
 // lines unstuffed here) and Read for the rest; without, through Read only.
 // next is the line read after the reply.
 func retrAll(t *testing.T, wire []byte, step int, pass bool) (got []byte, msg int64, next string, err error) {
-	server, client := net.Pipe()
-	defer client.Close()
-	go io.Copy(io.Discard, server)
-	go func() {
-		server.Write([]byte("+OK\r\n"))
-		for i := 0; i < len(wire); i += step {
-			server.Write(wire[i:min(i+step, len(wire))])
-		}
-		server.Write([]byte("+OK next\r\n"))
-	}()
-	c := &Client{timeout: 5 * time.Second}
-	c.setConn(client)
-	rc, err := c.Retr(context.Background(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, rc := pipeRetr(t, string(wire), step, false)
+	defer c.conn.Close()
 	if pass {
 		var out bytes.Buffer
 		var eof bool
@@ -91,4 +77,31 @@ func FuzzWireWriterTo(f *testing.F) {
 			t.Fatalf("msg %d > %d octets", msg, len(got))
 		}
 	})
+}
+
+// pipeRetr sends RETR 1 to a server that answers +OK, then wire in
+// pieces of step octets, then "+OK next" (or, with cut, hangs up), and
+// returns the client and the message stream.
+func pipeRetr(t *testing.T, wire string, step int, cut bool) (*Client, io.ReadCloser) {
+	t.Helper()
+	server, client := net.Pipe()
+	go io.Copy(io.Discard, server)
+	go func() {
+		server.Write([]byte("+OK\r\n"))
+		for i := 0; i < len(wire); i += step {
+			server.Write([]byte(wire[i:min(i+step, len(wire))]))
+		}
+		if cut {
+			server.Close()
+			return
+		}
+		server.Write([]byte("+OK next\r\n"))
+	}()
+	c := &Client{timeout: 5 * time.Second}
+	c.setConn(client)
+	rc, err := c.Retr(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, rc
 }
