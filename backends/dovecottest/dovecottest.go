@@ -54,6 +54,11 @@ type Options struct {
 	ExtraConfig string
 	// StartTimeout bounds the wait for the listeners. Default 20 s.
 	StartTimeout time.Duration
+	// OAuth2IntrospectURL, if set, also lets users log in with XOAUTH2
+	// and OAUTHBEARER: Dovecot's oauth2 passdb posts the access token
+	// to this URL (RFC 7662 token introspection) and accepts it when the
+	// answer has "active": true and "username": the user.
+	OAuth2IntrospectURL string
 }
 
 // Dovecot is a running private Dovecot.
@@ -260,6 +265,12 @@ func (d *Dovecot) start(bin string, opts Options) error {
 			return fmt.Errorf("dovecottest: %w", err)
 		}
 	}
+	if opts.OAuth2IntrospectURL != "" {
+		ext := fmt.Sprintf("introspection_mode = post\nintrospection_url = %s\nusername_attribute = username\nactive_attribute = active\nactive_value = true\n", opts.OAuth2IntrospectURL)
+		if err := os.WriteFile(filepath.Join(d.Dir, "oauth2.conf.ext"), []byte(ext), 0o644); err != nil {
+			return fmt.Errorf("dovecottest: %w", err)
+		}
+	}
 	conf := filepath.Join(d.Dir, "dovecot.conf")
 	if err := os.WriteFile(conf, []byte(d.config(opts, ports)), 0o644); err != nil {
 		return fmt.Errorf("dovecottest: %w", err)
@@ -309,7 +320,12 @@ func (d *Dovecot) config(opts Options, ports []int) string {
 	w("ssl_key = <%s", filepath.Join(d.Dir, "key.pem"))
 	w("ssl_min_protocol = TLSv1.2")
 	w("disable_plaintext_auth = no")
-	w("auth_mechanisms = plain login")
+	if opts.OAuth2IntrospectURL == "" {
+		w("auth_mechanisms = plain login")
+	} else {
+		w("auth_mechanisms = plain login xoauth2 oauthbearer")
+		w("passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = %s\n}", filepath.Join(d.Dir, "oauth2.conf.ext"))
+	}
 	w("auth_failure_delay = 0")
 	w("passdb {\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%%u %s\n}", filepath.Join(d.Dir, "users"))
 	w("userdb {\n  driver = static\n  args = uid=%d gid=%d\n}", d.UID, d.GID)

@@ -38,6 +38,7 @@ import (
 	gmailapi "google.golang.org/api/gmail/v1"
 	"google.golang.org/api/option"
 
+	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -231,7 +232,9 @@ func New(opts Options) (*Backend, error) {
 	// default credentials are looked up, and openRaw can use it too.
 	b.hc = opts.HTTPClient
 	if b.hc == nil {
-		b.hc = oauth2.NewClient(context.Background(), opts.TokenSource)
+		// oauth.Transport, not oauth2.NewClient: a token Gmail rejects
+		// is dropped and replaced once, never reused from a cache.
+		b.hc = &http.Client{Transport: &oauth.Transport{Source: opts.TokenSource}}
 	}
 	svc, err := gmailapi.NewService(context.Background(), option.WithEndpoint(opts.Endpoint), option.WithHTTPClient(b.hc))
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/rs/zerolog"
 
+	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -296,18 +297,34 @@ func (s *session) authenticate(c *imapclient.Client) error {
 		if !caps.Has(imap.AuthCap(mech)) {
 			return b.errorf(proxy.ErrPermanent, "log in to", fmt.Errorf("server does not offer AUTH=%s", mech))
 		}
-		tok, terr := b.opts.TokenSource.Token()
-		if terr != nil {
-			sentinel := proxy.ErrTemporary
-			errors.As(terr, &sentinel) // the token source's own reply wins (SYS/PERM: run popbridge auth)
-			return b.errorf(sentinel, "get an OAuth2 token for", terr)
-		}
-		if mech == "XOAUTH2" {
-			err = c.Authenticate(&xoauth2Client{user: s.user, token: tok.AccessToken})
-		} else {
-			err = c.Authenticate(oauthBearerClient{sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{
-				Username: s.user, Token: tok.AccessToken, Host: b.host, Port: b.port,
-			})})
+		// A rejected token is replaced and tried once more, when the
+		// source can (oauth.Rejecter); the connection stays usable after
+		// a NO.
+		rej, _ := b.opts.TokenSource.(oauth.Rejecter)
+		for try := 1; ; try++ {
+			tok, terr := b.opts.TokenSource.Token()
+			if terr != nil {
+				sentinel := proxy.ErrTemporary
+				errors.As(terr, &sentinel) // the token source's own reply wins (SYS/PERM: run popbridge auth)
+				return b.errorf(sentinel, "get an OAuth2 token for", terr)
+			}
+			if mech == "XOAUTH2" {
+				err = c.Authenticate(&xoauth2Client{user: s.user, token: tok.AccessToken})
+			} else {
+				err = c.Authenticate(oauthBearerClient{sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{
+					Username: s.user, Token: tok.AccessToken, Host: b.host, Port: b.port,
+				})})
+			}
+			if err == nil || rej == nil || !credentialsRejected(err) {
+				break
+			}
+			if try == 2 {
+				rerr := rej.Refused(tok.AccessToken)
+				sentinel := proxy.ErrPermanent
+				errors.As(rerr, &sentinel)
+				return b.errorf(sentinel, fmt.Sprintf("log in as %q to", s.user), fmt.Errorf("%w (%v)", rerr, err))
+			}
+			rej.Invalidate(tok.AccessToken)
 		}
 	default:
 		switch {
@@ -322,14 +339,18 @@ func (s *session) authenticate(c *imapclient.Client) error {
 	if err == nil {
 		return nil
 	}
-	// A tagged NO or BAD rejects the credentials, unless its code says
-	// the fault is the server's.
 	sentinel := proxy.ErrTemporary
-	var ie *imap.Error
-	if errors.As(err, &ie) && !temporaryCode(ie.Code) {
+	if credentialsRejected(err) {
 		sentinel = proxy.ErrAuthFailed
 	}
 	return b.errorf(sentinel, fmt.Sprintf("log in as %q to", s.user), err)
+}
+
+// credentialsRejected reports whether a login failed on the credentials:
+// a tagged NO or BAD, unless its code says the fault is the server's.
+func credentialsRejected(err error) bool {
+	var ie *imap.Error
+	return errors.As(err, &ie) && !temporaryCode(ie.Code)
 }
 
 // temporaryCode reports whether a NO with this response code (RFC 5530)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -30,9 +31,11 @@ const Early = time.Minute
 // It hands out the cached access token while valid; otherwise one caller
 // refreshes it (concurrent callers wait and share the result), and the
 // new token is saved whenever it differs from the stored one (Microsoft
-// rotates refresh tokens on every use). When the token in memory is
-// unusable, Source first re-reads the store, so a "popbridge auth" run
-// while the server runs takes effect without a restart.
+// rotates refresh tokens on every use). Source re-reads the store when
+// its file has changed or the token in memory is unusable, so a
+// "popbridge auth" run while the server runs takes effect at the next
+// login. An access token the upstream rejects is dropped with
+// Invalidate; Refused gives up on the grant.
 type Source struct {
 	account string
 	cfg     *oauth2.Config
@@ -42,6 +45,9 @@ type Source struct {
 
 	mu  sync.Mutex
 	tok *oauth2.Token
+	// file is the store file as it was when tok was read or saved; a
+	// file that differs now was written by someone else (popbridge auth).
+	file os.FileInfo
 
 	// status is the outcome of the last Token call, for Status; it has
 	// its own lock so that Status does not wait for a refresh.
@@ -84,10 +90,12 @@ func (s *Source) Token() (tok *oauth2.Token, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer func() { s.record(tok, err) }()
-	if usable(s.tok) {
+	if usable(s.tok) && !s.storeChanged() {
 		t := *s.tok
 		return &t, nil
 	}
+	// Stat before reading: a file replaced in between is seen next time.
+	s.file, _ = os.Stat(s.store.Path(s.account))
 	stored, err := s.store.Load(s.account)
 	switch {
 	case errors.Is(err, ErrNoToken):
@@ -127,11 +135,73 @@ func (s *Source) Token() (tok *oauth2.Token, err error) {
 		if err := s.store.Save(s.account, fresh); err != nil {
 			// Keep serving from memory; the log says what is at risk.
 			s.logf("saving the refreshed OAuth2 token failed (a rotated refresh token may be lost): %v", err)
+		} else {
+			s.file, _ = os.Stat(s.store.Path(s.account))
 		}
 	}
 	t := *fresh
 	return &t, nil
 }
+
+// storeChanged reports whether the store file is not the one the token
+// in memory was read from or saved to. Called with s.mu held.
+func (s *Source) storeChanged() bool {
+	fi, err := os.Stat(s.store.Path(s.account))
+	if err != nil || s.file == nil {
+		return true
+	}
+	return !os.SameFile(fi, s.file) || !fi.ModTime().Equal(s.file.ModTime()) || fi.Size() != s.file.Size()
+}
+
+// Invalidate drops accessToken, which the upstream rejected, from
+// memory and from the store's copy, if it is still the current one:
+// the next Token re-reads the store and, unless that holds another
+// usable access token, refreshes. The refresh token is kept.
+// Concurrent sessions rejected with the same token cause one refresh.
+func (s *Source) Invalidate(accessToken string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tok != nil && s.tok.AccessToken == accessToken {
+		s.tok = nil
+		if s.log != nil {
+			s.log.Warn().Str("account", s.account).Msg("the upstream rejected the OAuth2 access token; getting a new one")
+		}
+	}
+	stored, err := s.store.Load(s.account)
+	if err != nil || stored.AccessToken != accessToken {
+		return
+	}
+	// A restart must not pick the rejected token up again either.
+	stored.AccessToken, stored.Expiry = "", time.Time{}
+	if err := s.store.Save(s.account, stored); err != nil {
+		s.logf("dropping the rejected access token from the token store failed: %v", err)
+	}
+	s.file = nil
+}
+
+// Refused reports that the upstream rejected accessToken also when it
+// was obtained after Invalidate (a refresh or a re-read store): the
+// grant is no longer good. The token is dropped, Status reports that
+// the owner must run popbridge auth, and the returned error, for the
+// POP3 client, wraps ErrGrant. The next login tries once more.
+func (s *Source) Refused(accessToken string) error {
+	s.Invalidate(accessToken)
+	s.logf("the upstream rejected the OAuth2 access token again after getting a new one; run popbridge auth %s", s.account)
+	err := fmt.Errorf("oauth: account %s: the upstream rejects the new access token too: %w", s.account, ErrGrant)
+	s.record(nil, err)
+	return err
+}
+
+// Rejecter is a token source that can replace an access token the
+// upstream rejected: Source. Backends retry an operation once after
+// Invalidate, and call Refused if the new token is rejected too.
+type Rejecter interface {
+	oauth2.TokenSource
+	Invalidate(accessToken string)
+	Refused(accessToken string) error
+}
+
+var _ Rejecter = (*Source)(nil)
 
 func (s *Source) record(tok *oauth2.Token, err error) {
 	s.status.Lock()

@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -208,10 +209,37 @@ func (b *Backend) account(upUser string) string {
 }
 
 // connect dials and authenticates; it returns the upstream user name.
+// An XOAUTH2 token the upstream rejects is replaced and tried once more
+// on a new connection, when the token source can (oauth.Rejecter).
 func (b *Backend) connect(ctx context.Context, user, pass string) (*Client, string, error) {
 	if b.opts.Auth != AuthPassthrough {
 		user, pass = b.opts.Username, b.opts.Password
 	}
+	c, token, err := b.dialLogin(ctx, user, pass)
+	if err == nil {
+		return c, user, nil
+	}
+	rej, _ := b.opts.TokenSource.(oauth.Rejecter)
+	if token == "" || rej == nil || !errors.Is(err, proxy.ErrAuthFailed) {
+		return nil, "", err
+	}
+	rej.Invalidate(token)
+	if c, token, err = b.dialLogin(ctx, user, pass); err == nil {
+		return c, user, nil
+	}
+	if token == "" || !errors.Is(err, proxy.ErrAuthFailed) {
+		return nil, "", err
+	}
+	rerr := rej.Refused(token)
+	sentinel := proxy.ErrPermanent
+	errors.As(rerr, &sentinel)
+	// Not %w for err: it wraps ErrAuthFailed, which the proxy would answer.
+	return nil, "", fmt.Errorf("pop3: login %s: %w: %w (%v)", b.opts.Addr, sentinel, rerr, err)
+}
+
+// dialLogin dials and logs in once; it returns the access token it
+// used, if any.
+func (b *Backend) dialLogin(ctx context.Context, user, pass string) (*Client, string, error) {
 	var token string
 	if b.opts.Auth == AuthXOAUTH2 {
 		tok, err := b.opts.TokenSource.Token()
@@ -236,9 +264,9 @@ func (b *Backend) connect(ctx context.Context, user, pass string) (*Client, stri
 	}
 	if err != nil {
 		c.Close()
-		return nil, "", b.upstreamErr("login", err)
+		return nil, token, b.upstreamErr("login", err)
 	}
-	return c, user, nil
+	return c, token, nil
 }
 
 // upstreamErr maps an upstream failure to the proxy's errors: [IN-USE]

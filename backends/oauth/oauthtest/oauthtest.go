@@ -32,6 +32,11 @@ type Server struct {
 	DevicePending, DeviceSlowDown int
 	DeviceDeny                    bool
 	DeviceInterval                int
+	// IntrospectURL is the token introspection endpoint (RFC 7662, as
+	// Dovecot's oauth2 passdb uses it): POST token=..., answered with
+	// active and, for a live token, username Username.
+	IntrospectURL string
+	Username      string
 
 	srv       *httptest.Server
 	mu        sync.Mutex
@@ -39,6 +44,8 @@ type Server struct {
 	refresh   map[string]bool // live refresh tokens
 	access    map[string]time.Time
 	refreshes int
+	rejectAll bool // ValidAccess says no to every token
+	checked   map[string]int
 	polls     []string // device poll answers, in order
 	scopes    []string // scope of the last authorize or device request
 	devCode   string
@@ -66,9 +73,11 @@ func New() *Server {
 	mux.HandleFunc("GET /authorize", s.authorize)
 	mux.HandleFunc("POST /token", s.token)
 	mux.HandleFunc("POST /device", s.device)
+	mux.HandleFunc("POST /introspect", s.introspect)
 	s.srv = httptest.NewServer(mux)
 	s.URL = s.srv.URL
 	s.AuthURL, s.TokenURL, s.DeviceURL = s.URL+"/authorize", s.URL+"/token", s.URL+"/device"
+	s.IntrospectURL = s.URL + "/introspect"
 	return s
 }
 
@@ -214,8 +223,12 @@ func (s *Server) issue(w http.ResponseWriter, withRefresh bool) {
 func (s *Server) ValidAccess(tok string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.checked == nil {
+		s.checked = map[string]int{}
+	}
+	s.checked[tok]++
 	exp, ok := s.access[tok]
-	return ok && time.Now().Before(exp)
+	return ok && !s.rejectAll && time.Now().Before(exp)
 }
 
 // RevokeAll makes every refresh token invalid (invalid_grant).
@@ -258,4 +271,58 @@ func (s *Server) Scopes() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.scopes...)
+}
+
+// introspect answers whether the token in the form is a live access
+// token, and whose.
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
+	tok := r.PostFormValue("token")
+	if tok == "" {
+		// Dovecot's "auth" mode sends the token as a bearer credential.
+		tok, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	resp := map[string]any{"active": s.ValidAccess(tok)}
+	if resp["active"] == true {
+		s.mu.Lock()
+		resp["username"] = s.Username
+		s.mu.Unlock()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(resp)
+}
+
+// RevokeAccess makes every access token issued so far invalid, while
+// the refresh tokens stay live: the provider rotated or revoked them.
+func (s *Server) RevokeAccess() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.access = map[string]time.Time{}
+}
+
+// Issue returns a new token, access and refresh, as a new grant
+// ("popbridge auth") would get it.
+func (s *Server) Issue() (access, refresh string, expiry time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	access, refresh = "at-"+random(), "rt-"+random()
+	expiry = time.Now().Add(s.AccessTTL)
+	s.access[access] = expiry
+	s.refresh[refresh] = true
+	return access, refresh, expiry
+}
+
+// RejectAccess makes ValidAccess refuse every access token, also those
+// issued later, while on: a grant that refreshes but is no longer
+// accepted upstream.
+func (s *Server) RejectAccess(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rejectAll = on
+}
+
+// Checked is how many times ValidAccess was asked about tok.
+func (s *Server) Checked(tok string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.checked[tok]
 }
