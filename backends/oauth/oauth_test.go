@@ -433,3 +433,95 @@ func TestFileTokenSource(t *testing.T) {
 		t.Fatal("missing token file accepted")
 	}
 }
+
+// TestSourceNewGrant: a token written to the store while the Source
+// holds a valid one in memory (popbridge auth run while the server
+// runs) is used at the next Token call, without a refresh.
+func TestSourceNewGrant(t *testing.T) {
+	f := oauthtest.Start(t)
+	s := &oauth.Store{Dir: t.TempDir()}
+	at, rt, exp := f.Issue()
+	if err := s.Save("ann", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, nil)
+	if tok, err := src.Token(); err != nil || tok.AccessToken != at {
+		t.Fatalf("first Token: %v", err)
+	}
+	at2, rt2, exp2 := f.Issue()
+	if err := s.Save("ann", &oauth2.Token{AccessToken: at2, RefreshToken: rt2, Expiry: exp2}); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := src.Token(); err != nil || tok.AccessToken != at2 {
+		t.Fatalf("after a new grant was stored: got the old token (%v)", err)
+	}
+	if n := f.Refreshes(); n != 0 {
+		t.Fatalf("%d refreshes", n)
+	}
+	t.Logf("oauth: a grant stored while the source holds a valid token is used at the next call")
+}
+
+// TestSourceInvalidate: 20 sessions rejected with the same access token
+// cause one refresh; the store no longer holds the rejected token (a
+// restart would not pick it up); a token no longer current is ignored.
+func TestSourceInvalidate(t *testing.T) {
+	f := oauthtest.Start(t)
+	f.Rotate = true
+	s := &oauth.Store{Dir: t.TempDir(), Key: testKey(3)}
+	at, rt, exp := f.Issue()
+	if err := s.Save("ann", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	var logBuf syncBuffer
+	log := zerolog.New(&logBuf)
+	src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, &log)
+	if tok, err := src.Token(); err != nil || tok.AccessToken != at {
+		t.Fatalf("Token: %v", err)
+	}
+	f.RevokeAccess()
+	var wg sync.WaitGroup
+	toks := make([]string, 20)
+	for i := range toks {
+		wg.Go(func() {
+			src.Invalidate(at)
+			if tok, err := src.Token(); err == nil {
+				toks[i] = tok.AccessToken
+			}
+		})
+	}
+	wg.Wait()
+	for i, tok := range toks {
+		if tok != toks[0] || !f.ValidAccess(tok) {
+			t.Fatalf("session %d got %q (first %q)", i, tok, toks[0])
+		}
+	}
+	if n := f.Refreshes(); n != 1 {
+		t.Fatalf("%d refreshes, want 1", n)
+	}
+	stored, err := s.Load("ann")
+	if err != nil || stored.AccessToken != toks[0] || !f.LiveRefreshToken(stored.RefreshToken) {
+		t.Fatalf("store after the refresh: %v", err)
+	}
+	// A late session reporting the old token changes nothing.
+	src.Invalidate(at)
+	if tok, err := src.Token(); err != nil || tok.AccessToken != toks[0] || f.Refreshes() != 1 {
+		t.Fatalf("a stale Invalidate dropped the current token")
+	}
+	// Refused: the store no longer holds the token, status says re-auth,
+	// the error is the grant's.
+	err = src.Refused(toks[0])
+	var pe *proxy.Error
+	if !errors.Is(err, oauth.ErrGrant) || !errors.As(err, &pe) || pe.Code != proxy.CodeSysPerm {
+		t.Fatalf("Refused: %v", err)
+	}
+	if _, reauth, _ := src.Status(); !reauth {
+		t.Fatal("Refused: status does not say re-auth")
+	}
+	if stored, _ := s.Load("ann"); stored.AccessToken != "" || !f.LiveRefreshToken(stored.RefreshToken) {
+		t.Fatalf("after Refused the store holds access %q", stored.AccessToken)
+	}
+	if l := logBuf.String(); !strings.Contains(l, "run popbridge auth ann") || strings.Contains(l, at) || strings.Contains(l, toks[0]) {
+		t.Fatalf("log: %s", l)
+	}
+	t.Logf("oauth: 20 sessions rejected with one access token caused 1 refresh; the store drops the rejected token")
+}
