@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
+	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+)
+
+// TestServeOAuthRecovery runs serve with a gmail account whose access
+// token Gmail stops accepting while the refresh token stays valid: the
+// next login refreshes once and works, and /status and the re-auth
+// metric stay calm. With the refresh token revoked too, the client gets
+// -ERR [SYS/PERM], /status says reauth_needed and the metric is 1; then
+// "popbridge auth" run while the server runs makes the next login work.
+func TestServeOAuthRecovery(t *testing.T) {
+	tokens := oauthtest.Start(t)
+	fake := gmailtest.Start(t)
+	fake.SetValidToken(tokens.ValidAccess)
+	fake.Add([]byte("From: a@example.org\r\nSubject: one\r\n\r\nfirst\r\n"), "INBOX")
+
+	httpAddr := "127.0.0.1:" + strconv.Itoa(opsPort(t))
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`listen:
+  pop3: 127.0.0.1:0
+  http: %s
+log: {format: json}
+state_dir: state
+accounts:
+  - user: gina
+    password_hash: %q
+    backend:
+      type: gmail
+      api_endpoint: %s
+      oauth2:
+        provider: custom
+        client_id: %s
+        auth_url: %s
+        token_url: %s
+        scopes: [https://www.googleapis.com/auth/gmail.modify]
+`, httpAddr, testHash(t), fake.Endpoint(), tokens.ClientID, tokens.AuthURL, tokens.TokenURL)
+	path := filepath.Join(dir, "popbridge.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir)}
+	at, rt, exp := tokens.Issue()
+	if err := store.Save("gina", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+
+	_, stderr, stop := startRun(t, "serve", "-config", path)
+	addr := listenerAddr(t, stderr, "pop3")
+	pass := func() string {
+		p := dialPOP3(t, addr)
+		p.cmd("USER gina")
+		r := p.cmd("PASS s3cret")
+		if strings.HasPrefix(r, "+OK") {
+			if s := p.cmd("STAT"); !strings.HasPrefix(s, "+OK 1 ") {
+				t.Fatalf("STAT: %q", s)
+			}
+		}
+		p.cmd("QUIT")
+		return r
+	}
+	health := func() (state string, reauth float64) {
+		t.Helper()
+		_, body := httpGet(t, "http://"+httpAddr+"/status", "")
+		var st statusReply
+		if err := json.Unmarshal([]byte(body), &st); err != nil || len(st.Accounts) != 1 || st.Accounts[0].Token == nil {
+			t.Fatalf("/status: %v\n%s", err, body)
+		}
+		_, metrics := httpGet(t, "http://"+httpAddr+"/metrics", "")
+		v, ok := metricValue(metrics, `popbridge_oauth_reauth_needed{account="gina"}`)
+		if !ok {
+			t.Fatalf("no popbridge_oauth_reauth_needed for gina")
+		}
+		return st.Accounts[0].Token.State, v
+	}
+
+	if r := pass(); r != "+OK Logged in." {
+		t.Fatalf("PASS: %q\n%s", r, stderr)
+	}
+	tokens.RevokeAccess()
+	if r := pass(); r != "+OK Logged in." {
+		t.Fatalf("PASS after Gmail stopped accepting the access token: %q\n%s", r, stderr)
+	}
+	if state, v := health(); state != tokenOK || v != 0 || tokens.Refreshes() != 1 {
+		t.Fatalf("after the recovery: token %s, metric %v, %d refreshes", state, v, tokens.Refreshes())
+	}
+	t.Logf("oauth: serve: Gmail 401 with a valid refresh token: one refresh, +OK, /status token ok, metric 0")
+
+	tokens.RevokeAccess()
+	tokens.RevokeAll()
+	if r := pass(); r != oauthtest.GrantText {
+		t.Fatalf("PASS with the grant revoked: %q", r)
+	}
+	if state, v := health(); state != tokenReauth || v != 1 {
+		t.Fatalf("grant revoked: token %s, metric %v", state, v)
+	}
+	t.Logf("oauth: serve: grant revoked: %q, /status token reauth_needed, popbridge_oauth_reauth_needed 1", oauthtest.GrantText)
+
+	// The owner runs popbridge auth while the server runs.
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	stdout, authErr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(context.Background(), []string{"auth", "gina", "-config", path}, pr, stdout, authErr)
+	}()
+	authURL := waitFor(t, "the authorization URL", func() string {
+		if m := regexp.MustCompile(`(?m)^  (http://\S+/authorize\?\S+)$`).FindStringSubmatch(stdout.String()); m != nil {
+			return m[1]
+		}
+		return ""
+	})
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	io.WriteString(pw, resp.Header.Get("Location")+"\n")
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("auth exited %d\n%s\n%s", code, stdout, authErr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("auth did not finish:\n%s", stdout)
+	}
+	n := tokens.Refreshes()
+	if r := pass(); r != "+OK Logged in." {
+		t.Fatalf("PASS after popbridge auth: %q\n%s", r, stderr)
+	}
+	if state, v := health(); state != tokenOK || v != 0 || tokens.Refreshes() != n {
+		t.Fatalf("after popbridge auth: token %s, metric %v, %d refreshes", state, v, tokens.Refreshes()-n)
+	}
+	t.Logf("oauth: serve: popbridge auth run while the server runs: the next login uses the new grant, metric back to 0")
+	if code := stop(); code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
+	if strings.Contains(stderr.String(), rt) || strings.Contains(stderr.String(), at) {
+		t.Fatal("a token appears in the log")
+	}
+}
