@@ -63,9 +63,22 @@ func oauthSource(a config.Account, st *state) (oauth2.TokenSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oauth2: %w", err)
 	}
+	warnOpen(st, a, store.Path(a.User))
+	warnOpen(st, a, o.TokenKeyFile)
 	src := oauth.NewSource(context.Background(), a.User, cfg, store, st.log)
 	st.metrics.tokenSource(a, src)
 	return src, nil
+}
+
+// warnOpen logs a warning when file, which holds a secret of account a,
+// is open to other users; the message says which chmod fixes it.
+func warnOpen(st *state, a config.Account, file string) {
+	if st.log == nil || file == "" {
+		return
+	}
+	if err := oauth.CheckPrivate(file); err != nil {
+		st.log.Warn().Str("account", a.User).Str("file", file).Msg(err.Error())
+	}
 }
 
 func (c *cli) auth(ctx context.Context, args []string) error {

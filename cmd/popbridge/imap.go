@@ -51,6 +51,7 @@ func newIMAPBackend(a config.Account, st *state) (*imapb.Backend, error) {
 func upstream(a config.Account, u config.Upstream, st *state) (oauth2.TokenSource, *tls.Config, error) {
 	var ts oauth2.TokenSource
 	if u.TokenFile != "" {
+		warnOpen(st, a, u.TokenFile)
 		ts = oauth.FileTokenSource(u.TokenFile)
 	}
 	if u.OAuth2 != nil {

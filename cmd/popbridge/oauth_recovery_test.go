@@ -158,3 +158,85 @@ accounts:
 		t.Fatal("a token appears in the log")
 	}
 }
+
+// TestTokenFileOpenWarning starts serve with an OAuth2 token store file
+// and an upstream token_file that every user may read: each gets a
+// warning at start naming the file and the chmod that fixes it; files
+// of mode 0600, or 0640 (a group, as deploy.md grants), get none.
+func TestTokenFileOpenWarning(t *testing.T) {
+	tokens := oauthtest.Start(t)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "access-token")
+	if err := os.WriteFile(tokenFile, []byte("ya29.x\n"), 0o604); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`listen:
+  pop3: 127.0.0.1:0
+log: {format: json}
+state_dir: state
+accounts:
+  - user: gina
+    password_hash: %[1]q
+    backend:
+      type: gmail
+      oauth2:
+        provider: custom
+        client_id: %[2]s
+        auth_url: %[3]s
+        token_url: %[4]s
+        scopes: [https://www.googleapis.com/auth/gmail.modify]
+  - user: ian
+    password_hash: %[1]q
+    backend:
+      type: imap
+      addr: 127.0.0.1:1
+      tls: none
+      auth: xoauth2
+      username: ian@example.org
+      token_file: %[5]s
+  - user: tom
+    password_hash: %[1]q
+    backend:
+      type: gmail
+      oauth2:
+        provider: custom
+        client_id: %[2]s
+        auth_url: %[3]s
+        token_url: %[4]s
+        scopes: [https://www.googleapis.com/auth/gmail.modify]
+`, testHash(t), tokens.ClientID, tokens.AuthURL, tokens.TokenURL, tokenFile)
+	path := filepath.Join(dir, "popbridge.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir)}
+	for user, mode := range map[string]os.FileMode{"gina": 0o644, "tom": 0o640} {
+		if err := store.Save(user, &oauth2.Token{RefreshToken: "rt-" + user}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(store.Path(user), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, stderr, stop := startRun(t, "serve", "-config", path)
+	listenerAddr(t, stderr, "pop3")
+	if code := stop(); code != 0 {
+		t.Fatalf("serve exited %d\n%s", code, stderr)
+	}
+	warned := map[string]string{}
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		var e struct{ Level, Account, File, Message string }
+		if json.Unmarshal([]byte(l), &e) == nil && e.Level == "warn" && e.File != "" {
+			warned[e.Account] = e.Message
+		}
+	}
+	for user, file := range map[string]string{"gina": store.Path("gina"), "ian": tokenFile} {
+		if m := warned[user]; !strings.Contains(m, "every user of this machine may read") || !strings.Contains(m, "chmod 600 "+file) {
+			t.Errorf("%s: warning %q, want one naming chmod 600 %s\n%s", user, m, file, stderr)
+		}
+	}
+	if m, ok := warned["tom"]; ok {
+		t.Errorf("tom's token file is 0640 but got a warning: %q", m)
+	}
+	t.Logf("oauth: token files readable by every user warned about at start: %q", warned["gina"])
+}
