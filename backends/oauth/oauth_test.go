@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -524,4 +525,54 @@ func TestSourceInvalidate(t *testing.T) {
 		t.Fatalf("log: %s", l)
 	}
 	t.Logf("oauth: 20 sessions rejected with one access token caused 1 refresh; the store drops the rejected token")
+}
+
+// readOnlyDir makes dir refuse new files (chmod, or chattr +i as root)
+// until the test ends; it skips the test when neither works.
+func readOnlyDir(t *testing.T, dir string) {
+	t.Helper()
+	probe := func() bool {
+		f, err := os.CreateTemp(dir, "probe")
+		if err == nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+		return err != nil
+	}
+	os.Chmod(dir, 0o500)
+	t.Cleanup(func() { os.Chmod(dir, 0o700) })
+	if probe() {
+		return
+	}
+	if exec.Command("chattr", "+i", dir).Run() == nil {
+		t.Cleanup(func() { exec.Command("chattr", "-i", dir).Run() })
+		if probe() {
+			return
+		}
+	}
+	t.Skip("cannot make a directory read-only here")
+}
+
+// TestSourceInvalidateReadOnlyStore: when the rejected token cannot be
+// dropped from the store, it is still never taken from there again.
+func TestSourceInvalidateReadOnlyStore(t *testing.T) {
+	f := oauthtest.Start(t)
+	s := &oauth.Store{Dir: t.TempDir()}
+	at, rt, exp := f.Issue()
+	if err := s.Save("ann", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, nil)
+	if _, err := src.Token(); err != nil {
+		t.Fatal(err)
+	}
+	readOnlyDir(t, s.Dir)
+	src.Invalidate(at)
+	if stored, _ := s.Load("ann"); stored.AccessToken != at {
+		t.Fatal("the store was written to")
+	}
+	tok, err := src.Token()
+	if err != nil || tok.AccessToken == at || f.Refreshes() != 1 {
+		t.Fatalf("after Invalidate with a read-only store: same token %v, %d refreshes, %v", tok != nil && tok.AccessToken == at, f.Refreshes(), err)
+	}
 }

@@ -48,6 +48,9 @@ type Source struct {
 	// file is the store file as it was when tok was read or saved; a
 	// file that differs now was written by someone else (popbridge auth).
 	file os.FileInfo
+	// rejected is the access token last dropped by Invalidate, never
+	// taken from the store again (if dropping it there failed).
+	rejected string
 
 	// status is the outcome of the last Token call, for Status; it has
 	// its own lock so that Status does not wait for a refresh.
@@ -106,7 +109,7 @@ func (s *Source) Token() (tok *oauth2.Token, err error) {
 		s.logf("cannot read the OAuth2 token: %v", err)
 		return nil, fmt.Errorf("oauth: account %s: %w: %w", s.account, proxy.ErrPermanent, err)
 	}
-	if usable(stored) {
+	if usable(stored) && stored.AccessToken != s.rejected {
 		s.tok = stored
 		t := *stored
 		return &t, nil
@@ -161,6 +164,7 @@ func (s *Source) storeChanged() bool {
 func (s *Source) Invalidate(accessToken string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.rejected = accessToken
 	if s.tok != nil && s.tok.AccessToken == accessToken {
 		s.tok = nil
 		if s.log != nil {
