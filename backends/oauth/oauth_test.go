@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -574,5 +575,54 @@ func TestSourceInvalidateReadOnlyStore(t *testing.T) {
 	tok, err := src.Token()
 	if err != nil || tok.AccessToken == at || f.Refreshes() != 1 {
 		t.Fatalf("after Invalidate with a read-only store: same token %v, %d refreshes, %v", tok != nil && tok.AccessToken == at, f.Refreshes(), err)
+	}
+}
+
+// TestTransport: a 401 is retried once with a new token, also for a
+// body that can be sent again; a body that cannot is not retried (the
+// caller sees the 401); a second 401 gives the grant error.
+func TestTransport(t *testing.T) {
+	f := oauthtest.Start(t)
+	var bodies []string
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies = append(bodies, string(b))
+		if !f.ValidAccess(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")) {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer api.Close()
+	s := &oauth.Store{Dir: t.TempDir()}
+	at, rt, exp := f.Issue()
+	if err := s.Save("ann", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, nil)
+	hc := &http.Client{Transport: &oauth.Transport{Source: src}}
+
+	f.RevokeAccess()
+	resp, err := hc.Post(api.URL, "text/plain", strings.NewReader("replayable"))
+	if err != nil || resp.StatusCode != 200 || !slices.Equal(bodies, []string{"replayable", "replayable"}) || f.Refreshes() != 1 {
+		t.Fatalf("POST after a revoked token: %v %v, bodies %q, %d refreshes", resp, err, bodies, f.Refreshes())
+	}
+	resp.Body.Close()
+
+	f.RevokeAccess()
+	bodies = nil
+	resp, err = hc.Post(api.URL, "text/plain", io.MultiReader(strings.NewReader("once")))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || len(bodies) != 1 {
+		t.Fatalf("POST of a body that cannot be sent again: %v %v, bodies %q", resp, err, bodies)
+	}
+	resp.Body.Close()
+
+	f.RejectAccess(true)
+	_, err = hc.Get(api.URL)
+	if !errors.Is(err, oauth.ErrGrant) {
+		t.Fatalf("GET with every token rejected: %v", err)
+	}
+	if _, reauth, _ := src.Status(); !reauth {
+		t.Fatal("status does not say re-auth")
 	}
 }
