@@ -91,8 +91,8 @@ var bigWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 
 
 func newConn(s *Server, rwc net.Conn, addr netip.Addr, tlsCfg *tls.Config, implicitTLS bool) *conn {
 	c := &conn{srv: s, rwc: rwc, nc: rwc, addr: addr, tlsCfg: tlsCfg, implicitTLS: implicitTLS}
-	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
 	id := fmt.Sprintf("%x", s.nextID.Add(1))
+	c.ctx, c.cancel = context.WithCancel(context.WithValue(s.baseCtx, sessionKey{}, id))
 	c.log = s.logger().With().Str("session", id).Str("remote", rwc.RemoteAddr().String()).Logger()
 	c.trace = traceEnabled(c.log)
 	return c

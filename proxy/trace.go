@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -14,6 +15,17 @@ import (
 
 // redacted stands for a secret in a traced line.
 const redacted = "<redacted>"
+
+type sessionKey struct{}
+
+// SessionID returns the id of the POP3 session that made ctx (the
+// "session" field of its log lines), or "". Backends add it to their own
+// log lines, so that an upstream conversation can be matched to its
+// client's.
+func SessionID(ctx context.Context) string {
+	id, _ := ctx.Value(sessionKey{}).(string)
+	return id
+}
 
 // traceEnabled reports whether l logs at trace level.
 func traceEnabled(l zerolog.Logger) bool {
