@@ -72,3 +72,45 @@ func TestDurationFieldNames(t *testing.T) {
 		t.Fatal("no duration field found: the scan is broken")
 	}
 }
+
+// TestServeTrace: log.level trace in the configuration makes serve log
+// the POP3 conversation, per session, without the password or the
+// message.
+func TestServeTrace(t *testing.T) {
+	path := writeConfig(t, "")
+	cfg := strings.Replace(string(must(os.ReadFile(path))), "level: debug", "level: trace", 1)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, stop := startRun(t, "serve", "-config", path)
+	addr := listenerAddr(t, stderr, "pop3")
+	p := dialPOP3(t, addr)
+	p.cmd("USER alice")
+	if s := p.cmd("PASS s3cret"); !strings.HasPrefix(s, "+OK") {
+		t.Fatalf("PASS: %q", s)
+	}
+	body := p.multi("RETR 1")
+	p.cmd("QUIT")
+	waitFor(t, "the session to end", func() string {
+		if strings.Contains(stderr.String(), `"session closed"`) {
+			return "yes"
+		}
+		return ""
+	})
+	stop()
+	var got []string
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		var e struct{ Level, Message, Session, Dir, Line string }
+		if json.Unmarshal([]byte(l), &e) == nil && e.Message == "pop3" && e.Level == "trace" && e.Session != "" {
+			got = append(got, e.Dir+" "+e.Line)
+		}
+	}
+	joined := strings.Join(got, "\n")
+	if !strings.Contains(joined, "in USER alice\nout +OK\nin PASS <redacted>\nout +OK Logged in.\nin RETR 1\nout +OK ") {
+		t.Errorf("trace:\n%s", joined)
+	}
+	first := strings.SplitN(strings.TrimSpace(body), "\n", 2)[0]
+	if strings.Contains(stderr.String(), "s3cret") || strings.Contains(stderr.String(), first) {
+		t.Errorf("the log holds the password or the message (%q):\n%s", first, stderr)
+	}
+}
