@@ -89,12 +89,11 @@ func (t *imapTracer) feed(p []byte) {
 }
 
 func (t *imapTracer) add(b []byte) {
-	if room := traceMax - len(t.line); room > 0 {
-		t.line = append(t.line, b[:min(room, len(b))]...)
-	}
-	if len(t.line)+len(b) > traceMax {
+	room := max(traceMax-len(t.line), 0)
+	if len(b) > room {
 		t.cut = true
 	}
+	t.line = append(t.line, b[:min(room, len(b))]...)
 	t.tail = append(t.tail, b...)
 	if len(t.tail) > 32 {
 		t.tail = append(t.tail[:0], t.tail[len(t.tail)-32:]...)
