@@ -196,7 +196,9 @@ func (c *conn) serve() {
 			}
 			return
 		}
-		c.traceIn(redactCommand(line))
+		if c.trace {
+			c.traceIn(redactCommand(line))
+		}
 		c.cmdErr = false
 		sent := c.stats.bytes
 		err = c.dispatch(line)
