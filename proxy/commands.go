@@ -177,11 +177,19 @@ func (c *conn) cmdAUTH(arg string) error {
 			return err
 		}
 		line, err := c.readLine(maxSASLLine, c.srv.authIdleTimeout())
-		if err == errLineTooLong {
-			c.reply("-ERR Authentication response too long.")
+		switch err {
+		case nil:
+			c.traceIn(redactSASL(line))
+		case errLineTooLong:
+			c.traceIn("<line too long>")
+			c.reply("-ERR [AUTH] Authentication response too long.")
 			return nil
-		}
-		if err != nil {
+		case errJunk:
+			c.traceIn("<line too long, no line end>")
+			c.replyNow("-ERR Line too long; closing the connection.")
+			c.lingerClose()
+			return err
+		default:
 			return err
 		}
 		ir = line
@@ -194,14 +202,14 @@ func (c *conn) cmdAUTH(arg string) error {
 	if ir != "=" {
 		var err error
 		if resp, err = base64.StdEncoding.Strict().DecodeString(ir); err != nil {
-			c.reply("-ERR Invalid base64 data in authentication response.")
-			return nil
+			return c.badCommand("[AUTH] Invalid base64 data in authentication response.")
 		}
 	}
+	// "=" (empty) and anything but authzid NUL authcid NUL passwd is a
+	// rejected response (RFC 4616 §2), with AUTH-RESP-CODE's [AUTH].
 	parts := bytes.Split(resp, []byte{0})
 	if len(parts) != 3 || len(parts[1]) == 0 {
-		c.reply("-ERR Invalid PLAIN authentication response.")
-		return nil
+		return c.badCommand("[AUTH] Invalid PLAIN authentication response.")
 	}
 	authz, user, pass := string(parts[0]), string(parts[1]), string(parts[2])
 	if authz != "" && authz != user {
@@ -308,9 +316,11 @@ func checkList(list []MessageInfo) error {
 	return nil
 }
 
-// authFailed answers a failed login after the per-address delay.
+// authFailed answers a failed login after the per-address delay. Its log
+// line is what fail2ban matches (docs/operations.md): keep its level,
+// message and the client and user fields as they are.
 func (c *conn) authFailed(user string, err error) error {
-	c.log.Info().Str("user", user).Err(err).Msg("authentication failed")
+	c.log.Warn().Str("client", c.addr.String()).Str("user", user).Err(err).Msg("authentication failed")
 	c.authFailures++
 	if o := c.srv.Observer; o != nil {
 		o.AuthFailure()
@@ -472,11 +482,12 @@ func (c *conn) send(m *message, lines int) error {
 	w.Reset(c.dw)
 	defer func() { w.Reset(nil); bigWriterPool.Put(w) }()
 
+	status := "+OK"
 	if lines < 0 {
-		w.WriteString("+OK " + strconv.FormatInt(m.Size, 10) + " octets\r\n")
-	} else {
-		w.WriteString("+OK\r\n")
+		status = "+OK " + strconv.FormatInt(m.Size, 10) + " octets"
 	}
+	c.traceOut(status)
+	w.WriteString(status + "\r\n")
 	dw := newDotWriter(w, lines)
 	eof := false
 	if ww, ok := rc.(wireWriterTo); ok && lines < 0 {

@@ -26,6 +26,9 @@ const (
 	maxSASLLine = 2048
 	// readBufSize must exceed both limits.
 	readBufSize = 4096
+	// maxJunk bounds an over-long line: once this many octets arrived
+	// without a line end, the client gets -ERR and is disconnected.
+	maxJunk = 64 << 10
 	// smallWriteBuf serves replies; RETR and TOP borrow a larger one.
 	smallWriteBuf = 2048
 	bigWriteBuf   = 64 << 10
@@ -63,6 +66,7 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	log    zerolog.Logger
+	trace  bool // log commands and status lines (trace.go)
 
 	interrupted atomic.Bool
 
@@ -87,9 +91,10 @@ var bigWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 
 
 func newConn(s *Server, rwc net.Conn, addr netip.Addr, tlsCfg *tls.Config, implicitTLS bool) *conn {
 	c := &conn{srv: s, rwc: rwc, nc: rwc, addr: addr, tlsCfg: tlsCfg, implicitTLS: implicitTLS}
-	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
 	id := fmt.Sprintf("%x", s.nextID.Add(1))
+	c.ctx, c.cancel = context.WithCancel(context.WithValue(s.baseCtx, sessionKey{}, id))
 	c.log = s.logger().With().Str("session", id).Str("remote", rwc.RemoteAddr().String()).Logger()
+	c.trace = traceEnabled(c.log)
 	return c
 }
 
@@ -128,6 +133,8 @@ var (
 	errQuit        = errors.New("quit")
 	errTooManyBad  = errors.New("too many invalid commands")
 	errLineTooLong = errors.New("line too long")
+	// errJunk: maxJunk octets without a line end.
+	errJunk = errors.New("line too long: no line end within 64 KiB")
 )
 
 func (c *conn) serve() {
@@ -167,10 +174,18 @@ func (c *conn) serve() {
 	for {
 		line, err := c.readCommand()
 		if err == errLineTooLong {
+			c.traceIn("<line too long>")
 			err = c.badCommand("Line too long.")
 			if err == nil {
 				continue
 			}
+		}
+		if err == errJunk {
+			c.traceIn("<line too long, no line end>")
+			reason = err.Error()
+			c.replyNow("-ERR Line too long; closing the connection.")
+			c.lingerClose()
+			return
 		}
 		if err != nil {
 			reason = c.readErrReason(err)
@@ -180,6 +195,9 @@ func (c *conn) serve() {
 				c.replyNow("-ERR Disconnected for inactivity.")
 			}
 			return
+		}
+		if c.trace {
+			c.traceIn(redactCommand(line))
 		}
 		c.cmdErr = false
 		sent := c.stats.bytes
@@ -237,7 +255,7 @@ func (c *conn) finish(reason string, d time.Duration) {
 		tc.CloseWrite() // close_notify (RFC 8314 §3.4)
 	}
 	c.rwc.Close()
-	ev := c.log.Info().Str("reason", reason).Dur("duration", d).Bool("tls", c.isTLS)
+	ev := c.log.Info().Str("reason", reason).Int64("duration_ms", d.Milliseconds()).Bool("tls", c.isTLS)
 	if c.loggedIn != "" {
 		ev = ev.Int("listed", len(c.msgs)).Int("retrieved", c.stats.retrieved).
 			Int("top", c.stats.topped).Int("deleted", c.stats.deleted).Int64("bytes", c.stats.bytes)
@@ -285,7 +303,8 @@ func (c *conn) readCommand() (string, error) {
 
 // readLine reads a line of at most max octets including its line end.
 // Longer lines are consumed and discarded without buffering them, and
-// reported as errLineTooLong. The whole line must arrive within timeout.
+// reported as errLineTooLong; past maxJunk octets without a line end,
+// reading stops with errJunk. The whole line must arrive within timeout.
 func (c *conn) readLine(max int, timeout time.Duration) (string, error) {
 	if timeout > 0 {
 		c.rwc.SetReadDeadline(time.Now().Add(timeout))
@@ -295,8 +314,13 @@ func (c *conn) readLine(max int, timeout time.Duration) (string, error) {
 	}
 	line, err := c.br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
+		n := len(line)
 		for err == bufio.ErrBufferFull {
-			_, err = c.br.ReadSlice('\n')
+			if n >= maxJunk {
+				return "", errJunk
+			}
+			line, err = c.br.ReadSlice('\n')
+			n += len(line)
 		}
 		if err != nil {
 			return "", err
@@ -320,6 +344,9 @@ func (c *conn) reply(s string) {
 	if len(s) > 0 && s[0] == '-' {
 		c.cmdErr = true
 	}
+	if len(s) > 0 && (s[0] == '+' || s[0] == '-') {
+		c.traceOut(s) // status lines only: never listings or content
+	}
 	c.bw.WriteString(s)
 	c.bw.WriteString("\r\n")
 }
@@ -333,6 +360,17 @@ func (c *conn) replyNow(s string) {
 }
 
 func (c *conn) flush() { c.bw.Flush() }
+
+// lingerClose half-closes the connection and reads what the client is
+// still sending, briefly and boundedly, so that the reply already sent is
+// not lost to a TCP reset.
+func (c *conn) lingerClose() {
+	if tc, ok := c.rwc.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	c.rwc.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(c.rwc, 1<<20))
+}
 
 // badCommand answers a bad command and counts it; past the limit it ends
 // the session with errTooManyBad.

@@ -266,7 +266,7 @@ func (s *Server) serve(l net.Listener, implicitTLS bool) error {
 				} else if backoff *= 2; backoff > time.Second {
 					backoff = time.Second
 				}
-				s.logger().Warn().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+				s.logger().Warn().Err(err).Int64("retry_in_ms", backoff.Milliseconds()).Msg("accept failed")
 				time.Sleep(backoff)
 				continue
 			}

@@ -146,13 +146,16 @@ func TestConversations(t *testing.T) {
 		}},
 		{"auth empty initial response", []step{
 			{"", []string{"+OK*"}},
-			{"AUTH PLAIN =", []string{"-ERR Invalid PLAIN authentication response."}},
+			{"AUTH PLAIN =", []string{"-ERR [AUTH] Invalid PLAIN authentication response."}},
+			{"AUTH PLAIN", []string{"+ "}},
+			{"=", []string{"-ERR [AUTH] Invalid PLAIN authentication response."}},
+			{"AUTH PLAIN " + b64("alice\x00secret"), []string{"-ERR Too many invalid commands."}},
 		}},
 		{"auth invalid base64", []step{
 			{"", []string{"+OK*"}},
-			{"AUTH PLAIN !!!notbase64", []string{"-ERR Invalid base64*"}},
+			{"AUTH PLAIN !!!notbase64", []string{"-ERR [AUTH] Invalid base64*"}},
 			{"AUTH PLAIN", []string{"+ "}},
-			{"%%%", []string{"-ERR Invalid base64*"}},
+			{"%%%", []string{"-ERR [AUTH] Invalid base64*"}},
 			{"USER alice", []string{"+OK"}},
 			{"PASS secret", []string{"+OK Logged in."}},
 		}},
@@ -342,13 +345,50 @@ func TestLongLines(t *testing.T) {
 	if l := cl.line(); l != "-ERR Line too long." {
 		t.Fatalf("256-octet line: %q", l)
 	}
-	// A huge line is consumed without buffering it and answered once.
-	cl.send("USER " + strings.Repeat("x", 1<<20) + "\r\nCAPA\r\n")
+	// A long line is consumed without buffering it and answered once.
+	cl.send("USER " + strings.Repeat("x", 60<<10) + "\r\nCAPA\r\n")
 	if l := cl.line(); l != "-ERR Line too long." {
-		t.Fatalf("huge line: %q", l)
+		t.Fatalf("long line: %q", l)
 	}
 	converse(t, cl, []step{{"", capaAuth}, {"FOO", []string{"-ERR Too many invalid commands."}}})
 	cl.expectEOF()
+}
+
+// TestJunkLine: a line without a line end gets -ERR and the connection is
+// closed once 64 KiB of it arrived, before and after login and in an AUTH
+// exchange, not at the idle timeout.
+func TestJunkLine(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		before []step
+	}{
+		{"before login", []step{{"", []string{"+OK*"}}}},
+		{"after login", []step{{"", []string{"+OK*"}}, {"USER alice", []string{"+OK"}}, {"PASS secret", []string{"+OK Logged in."}}}},
+		{"in an AUTH exchange", []step{{"", []string{"+OK*"}}, {"AUTH PLAIN", []string{"+ "}}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := startServer(t, &Server{Backend: newMemBackend(), AuthIdleTimeout: time.Minute})
+			cl := dial(t, addr)
+			converse(t, cl, tt.before)
+			// The client goes on sending: the reply still arrives.
+			go func() {
+				junk := []byte(strings.Repeat("x", 4096))
+				for i := 0; i < 1024; i++ {
+					if _, err := cl.c.Write(junk); err != nil {
+						return
+					}
+				}
+			}()
+			start := time.Now()
+			if l := cl.line(); l != "-ERR Line too long; closing the connection." {
+				t.Fatalf("junk line: %q", l)
+			}
+			cl.expectEOF()
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("closed after %v", d)
+			}
+		})
+	}
 }
 
 func TestBadCommandLimits(t *testing.T) {

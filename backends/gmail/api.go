@@ -55,7 +55,7 @@ func (b *Backend) call(ctx context.Context, method string, units int, f func(con
 		if b.opts.OnBackoff != nil {
 			b.opts.OnBackoff(method)
 		}
-		b.log.Debug().Str("method", method).Int("attempt", attempt).Dur("wait", wait).Err(err).Msg("gmail: retrying")
+		b.log.Debug().Str("method", method).Int("attempt", attempt).Int64("wait_ms", wait.Milliseconds()).Err(err).Msg("gmail: retrying")
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

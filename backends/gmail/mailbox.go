@@ -102,7 +102,7 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	after := b.Stats()
 	b.log.Info().Str("sync", rep.mode).Int("added", rep.added).Int("removed", rep.removed).
 		Int("fetched", len(need)).Int("offered", len(out)).Int64("calls", after.Calls-before.Calls).
-		Int64("units", after.Units-before.Units).Dur("took", time.Since(start)).Msg("gmail: maildrop listed")
+		Int64("units", after.Units-before.Units).Int64("took_ms", time.Since(start).Milliseconds()).Msg("gmail: maildrop listed")
 	return out, nil
 }
 

@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -225,14 +227,18 @@ func (s *session) connect(ctx context.Context) (err error) {
 		if err := tc.HandshakeContext(dctx); err != nil {
 			return b.tlsError(err)
 		}
-		c = imapclient.New(tc, nil)
+		c = imapclient.New(newTraceConn(tc, s.log), nil)
 	case TLSStartTLS:
-		c, err = imapclient.NewStartTLS(dc, &imapclient.Options{TLSConfig: b.tlsConfig()})
+		tc, err := s.startTLS(dctx, dc)
 		if err != nil {
-			return b.tlsError(err)
+			return err
 		}
+		// go-imap reads a greeting first: the one before STARTTLS was
+		// read already, so it gets a stand-in, and asks CAPABILITY again.
+		tr := newTraceConn(tc, s.log)
+		c = imapclient.New(greetingConn{Conn: tr, r: io.MultiReader(strings.NewReader(startTLSGreeting), tr)}, nil)
 	default:
-		c = imapclient.New(dc, nil)
+		c = imapclient.New(newTraceConn(dc, s.log), nil)
 	}
 	if err := c.WaitGreeting(); err != nil {
 		return b.errorf(proxy.ErrTemporary, "greeting from", err)
@@ -271,6 +277,83 @@ func (s *session) connect(ctx context.Context) (err error) {
 	s.log.Debug().Str("folder", b.opts.Folder).Uint32("exists", sel.NumMessages).
 		Uint32("uidvalidity", sel.UIDValidity).Uint32("uidnext", uint32(sel.UIDNext)).Msg("selected")
 	return nil
+}
+
+// startTLSGreeting is what go-imap reads as the greeting after STARTTLS.
+const startTLSGreeting = "* OK popbridge: TLS started with STARTTLS\r\n"
+
+// greetingConn reads from r, then from the connection.
+type greetingConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (g greetingConn) Read(p []byte) (int, error) { return g.r.Read(p) }
+
+// startTLS reads the greeting, sends STARTTLS (RFC 9051 §6.2.1) and
+// starts TLS, before go-imap takes the connection, so that what follows
+// can be traced above TLS. The greeting and the reply are read octet by
+// octet: whatever the server sends after its OK goes to the TLS
+// handshake, never read as plaintext (CVE-2011-0411). PREAUTH is refused
+// (RFC 9051 §7.1.4).
+func (s *session) startTLS(ctx context.Context, dc *deadlineConn) (*tls.Conn, error) {
+	b := s.b
+	tr := newTraceConn(dc, s.log)
+	g, err := readRawLine(tr)
+	if err != nil {
+		return nil, b.errorf(proxy.ErrTemporary, "greeting from", err)
+	}
+	if !hasPrefixFold(g, "* OK") {
+		return nil, b.errorf(proxy.ErrTemporary, "greeting from", fmt.Errorf("greeting %q instead of * OK before STARTTLS", clipLine(g)))
+	}
+	if _, err := io.WriteString(tr, "S0 STARTTLS\r\n"); err != nil {
+		return nil, b.errorf(proxy.ErrTemporary, "send STARTTLS to", err)
+	}
+	for {
+		l, err := readRawLine(tr)
+		if err != nil {
+			return nil, b.errorf(proxy.ErrTemporary, "STARTTLS with", err)
+		}
+		if strings.HasPrefix(l, "* ") {
+			continue
+		}
+		if hasPrefixFold(l, "S0 OK") {
+			break
+		}
+		return nil, b.errorf(proxy.ErrPermanent, "STARTTLS with", fmt.Errorf("server answered %q: it does not offer STARTTLS (use tls: implicit)", clipLine(l)))
+	}
+	tc := tls.Client(dc, b.tlsConfig())
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, b.tlsError(err)
+	}
+	return tc, nil
+}
+
+// readRawLine reads one line octet by octet, without its line end.
+func readRawLine(r io.Reader) (string, error) {
+	var line []byte
+	var c [1]byte
+	for len(line) < 8192 {
+		if _, err := io.ReadFull(r, c[:]); err != nil {
+			return "", err
+		}
+		if c[0] == '\n' {
+			return strings.TrimSuffix(string(line), "\r"), nil
+		}
+		line = append(line, c[0])
+	}
+	return "", errors.New("line too long")
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+func clipLine(s string) string {
+	if len(s) > 80 {
+		return s[:77] + "..."
+	}
+	return s
 }
 
 // tlsError reports a certificate the client rejects as permanent (the

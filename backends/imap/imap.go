@@ -295,7 +295,11 @@ func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, 
 		m.release = release
 	}
 	m.s = &session{b: b, user: user, pass: pass}
-	m.s.log = b.log.With().Str("imap_user", user).Logger()
+	lc := b.log.With().Str("imap_user", user)
+	if id := proxy.SessionID(ctx); id != "" {
+		lc = lc.Str("session", id)
+	}
+	m.s.log = lc.Logger()
 	if err := m.s.connect(ctx); err != nil {
 		m.release()
 		return nil, err

@@ -103,10 +103,27 @@ func (m *mailbox) openWhole(ctx context.Context, x msg, peek bool) (io.ReadClose
 	if err != nil {
 		return nil, err
 	}
-	if ls, ok := rc.(*literalStream); ok && peek {
+	ls, ok := rc.(*literalStream)
+	if ok && ls.left != x.size {
+		ls.Close()
+		return nil, m.standIn(x, ls.left)
+	}
+	if ok && peek {
 		ls.onEOF = func() { m.fetchAhead(ctx, x) }
 	}
 	return bodies.Tee(m.account, x.key, x.size, rc), nil
+}
+
+// standIn reports a message whose body (or RFC822.SIZE) came back with
+// another size than the one listed: some servers answer a FETCH of a
+// message another client expunged with a stand-in (Courier-IMAP sends a
+// 129-octet "message unavailable" from root@localhost). RFC822.SIZE is
+// the exact size of BODY[], so the message is taken as expunged: RETR and
+// TOP get -ERR, and never a body of another size than LIST said.
+func (m *mailbox) standIn(x msg, got int64) error {
+	m.s.log.Warn().Uint32("uid", uint32(x.uid)).Int64("listed_size", x.size).Int64("fetched_size", got).
+		Msg("the server sent a message of another size than listed (a stand-in for an expunged message?): treated as removed")
+	return fmt.Errorf("imap: UID %d: %d octets instead of %d: %w", x.uid, got, x.size, proxy.ErrNoMessage)
 }
 
 // fetchAhead sends the FETCH of the messages after x, without waiting
@@ -194,7 +211,7 @@ func (s *session) take(a *ahead, uid imap.UID) (*literalStream, error) {
 			return nil, proxy.ErrNoMessage
 		}
 		a.pend = nil
-		r := &literalStream{s: s, fc: a.fc, lit: p.lit, left: p.lit.Size(), end: a.end}
+		r := &literalStream{s: s, fc: a.fc, lit: p.lit, left: p.lit.Size(), size: -1, end: a.end}
 		if len(a.uids) == 0 {
 			s.ahead = nil // r completes the command
 		} else {
@@ -261,7 +278,16 @@ func (m *mailbox) OpenTop(ctx context.Context, uidl string, lines int) (io.ReadC
 	if err != nil {
 		return nil, err
 	}
-	return &topReader{m: m, ctx: ctx, uid: x.uid, cur: hr, header: true, chunk: m.b.opts.TopPartial}, nil
+	ls, ok := hr.(*literalStream)
+	if ok && ls.size >= 0 && ls.size != x.size {
+		ls.Close()
+		return nil, m.standIn(x, ls.size)
+	}
+	var hsize int64 = -1
+	if ok {
+		hsize = ls.left
+	}
+	return &topReader{m: m, ctx: ctx, x: x, cur: hr, header: true, hsize: hsize, chunk: m.b.opts.TopPartial}, nil
 }
 
 // drainOnClose reads a small stream to its end before closing it.
@@ -277,9 +303,10 @@ func (d drainOnClose) Close() error {
 type topReader struct {
 	m      *mailbox
 	ctx    context.Context
-	uid    imap.UID
+	x      msg
 	cur    io.ReadCloser
 	header bool  // cur is the header
+	hsize  int64 // octets of the header, -1 if unknown
 	off    int64 // TEXT offset after cur
 	want   int64 // octets cur was asked for
 	got    int64 // octets read from cur
@@ -295,9 +322,18 @@ func (t *topReader) Read(p []byte) (int, error) {
 		if t.cur == nil {
 			sec := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierText, Peek: true,
 				Partial: &imap.SectionPartial{Offset: t.off, Size: t.chunk}}
-			rc, err := t.m.openSection(t.ctx, t.uid, sec)
+			rc, err := t.m.openSection(t.ctx, t.x.uid, sec)
 			if err != nil {
 				return 0, err
+			}
+			// A short partial is the end of the text: the message's
+			// size is now known, and must be the listed one.
+			if ls, ok := rc.(*literalStream); ok && t.hsize >= 0 && ls.left < t.chunk {
+				if total := t.hsize + t.off + ls.left; total != t.x.size {
+					rc.Close()
+					t.eof = true
+					return 0, t.m.standIn(t.x, total)
+				}
 			}
 			t.cur, t.header, t.want, t.got = rc, false, t.chunk, 0
 			t.off += t.chunk
@@ -379,9 +415,12 @@ func (m *mailbox) openSection(ctx context.Context, uid imap.UID, sec *imap.Fetch
 	}
 }
 
-// startFetch sends the FETCH and waits for the start of the literal.
+// startFetch sends the FETCH and waits for the start of the literal. The
+// FETCH of a header also asks for RFC822.SIZE, to check the message is
+// the one listed (see standIn).
 func startFetch(c *imapclient.Client, uid imap.UID, sec *imap.FetchItemBodySection) (*literalStream, error) {
-	return readFetch(c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sec}}))
+	header := sec.Specifier == imap.PartSpecifierHeader && sec.Partial == nil
+	return readFetch(c.Fetch(imap.UIDSetNum(uid), &imap.FetchOptions{UID: true, RFC822Size: header, BodySection: []*imap.FetchItemBodySection{sec}}))
 }
 
 // readFetch waits for the start of the literal of a FETCH of one section.
@@ -401,12 +440,16 @@ func readFetch(fc *imapclient.FetchCommand) (*literalStream, error) {
 	if data == nil {
 		return gone()
 	}
+	size := int64(-1)
 	for item := data.Next(); item != nil; item = data.Next() {
-		if bs, ok := item.(imapclient.FetchItemDataBodySection); ok {
-			if bs.Literal == nil {
+		switch item := item.(type) {
+		case imapclient.FetchItemDataRFC822Size:
+			size = item.Size
+		case imapclient.FetchItemDataBodySection:
+			if item.Literal == nil {
 				return gone()
 			}
-			return &literalStream{fc: fc, lit: bs.Literal, left: bs.Literal.Size()}, nil
+			return &literalStream{fc: fc, lit: item.Literal, left: item.Literal.Size(), size: size}, nil
 		}
 	}
 	err := fc.Close()
@@ -425,6 +468,7 @@ type literalStream struct {
 	fc   *imapclient.FetchCommand
 	lit  io.Reader
 	left int64 // octets of the literal not yet read
+	size int64 // the message's RFC822.SIZE if it came before the literal, else -1
 	end  func(error) error
 	done bool
 	err  error

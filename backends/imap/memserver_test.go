@@ -43,6 +43,62 @@ type memServer struct {
 	mu      sync.Mutex
 	auths   []string   // "MECH user token-ok" per AUTHENTICATE
 	fetches []imap.UID // UID of each FETCH of a body section, in order
+	// standIns are UIDs the server answers with courierStandIn, as
+	// Courier-IMAP does for a message another client expunged.
+	standIns map[imap.UID]bool
+}
+
+// courierStandIn is what Courier-IMAP 5 sends for a message expunged by
+// another client: 129 octets from root@localhost.
+const courierStandIn = "From: root@localhost\r\nSubject: message unavailable\r\n\r\n" +
+	"This message is no longer available on the server. Sorry, it was removed.\r\n"
+
+// standIn makes FETCHes of uid answer courierStandIn (the message itself
+// stays, so this session's listing still has its real size).
+func (ms *memServer) standIn(uid imap.UID) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.standIns == nil {
+		ms.standIns = map[imap.UID]bool{}
+	}
+	ms.standIns[uid] = true
+}
+
+func (ms *memServer) isStandIn(uid imap.UID) bool {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.standIns[uid]
+}
+
+// writeStandIn answers a FETCH of uid with courierStandIn: its size, its
+// sections, its partials. The sequence number is the UID: the tests
+// using it expunge nothing.
+func writeStandIn(w *imapserver.FetchWriter, uid imap.UID, options *imap.FetchOptions) error {
+	rw := w.CreateMessage(uint32(uid))
+	rw.WriteUID(uid)
+	if options.RFC822Size {
+		rw.WriteRFC822Size(int64(len(courierStandIn)))
+	}
+	for _, sec := range options.BodySection {
+		data := courierStandIn
+		header, text, _ := strings.Cut(courierStandIn, "\r\n\r\n")
+		switch sec.Specifier {
+		case imap.PartSpecifierHeader:
+			data = header + "\r\n\r\n"
+		case imap.PartSpecifierText:
+			data = text
+		}
+		if p := sec.Partial; p != nil {
+			data = data[min(int(p.Offset), len(data)):]
+			data = data[:min(int(p.Size), len(data))]
+		}
+		wc := rw.WriteBodySection(sec, int64(len(data)))
+		io.WriteString(wc, data)
+		if err := wc.Close(); err != nil {
+			return err
+		}
+	}
+	return rw.Close()
 }
 
 func startMemServer(t *testing.T, caps imap.CapSet, mechs ...string) *memServer {
@@ -123,6 +179,22 @@ func (s *saslSession) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, optio
 				s.ms.fetches = append(s.ms.fetches, uids...)
 				s.ms.mu.Unlock()
 			}
+		}
+	}
+	if set, ok := numSet.(imap.UIDSet); ok {
+		if uids, ok := set.Nums(); ok && slices.ContainsFunc(uids, s.ms.isStandIn) {
+			for _, uid := range uids {
+				var err error
+				if s.ms.isStandIn(uid) {
+					err = writeStandIn(w, uid, options)
+				} else {
+					err = s.UserSession.Fetch(w, imap.UIDSetNum(uid), options)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
 		}
 	}
 	return s.UserSession.Fetch(w, numSet, options)
@@ -668,5 +740,54 @@ func TestFetchAheadExpunged(t *testing.T) {
 		if slices.Contains(m.Flags, imap.FlagSeen) {
 			t.Errorf("UID %d has \\Seen", m.UID)
 		}
+	}
+}
+
+// TestStandInForExpunged: a server that answers the FETCH of a message
+// another client expunged with a stand-in of another size (Courier-IMAP)
+// gets -ERR for RETR and TOP of that message, whatever path fetches it
+// (on its own, in a FETCH sent ahead, TOP of a small or a large message),
+// never the stand-in; the other messages are served whole.
+func TestStandInForExpunged(t *testing.T) {
+	if n := len(courierStandIn); n != 129 {
+		t.Fatalf("the stand-in has %d octets, want 129", n)
+	}
+	ms := startMemServer(t, rev2)
+	ic := ms.client(t)
+	appendMessages(t, ic, "INBOX", 4, 300)
+	appendMessages(t, ic, "INBOX", 1, 100<<10) // UID 5: TOP fetches header and partials
+	logs := &logRecorder{}
+	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword, Logger: logs.logger()})
+	c := popLogin(t, serve(t, b), "x", "y")
+	var sizes []int64
+	for _, l := range strings.Split(strings.TrimSpace(string(multi(t, c, "LIST"))), "\r\n") {
+		var n, size int64
+		fmt.Sscanf(l, "%d %d", &n, &size)
+		sizes = append(sizes, size)
+	}
+
+	ms.standIn(1) // fetched on its own
+	ms.standIn(3) // in the FETCH sent ahead after RETR 2
+	ms.standIn(5) // large: TOP fetches its header
+	for _, tc := range []string{"RETR 1", "TOP 1 0", "RETR 2", "RETR 3", "TOP 3 5", "RETR 4", "TOP 5 0", "TOP 5 10", "RETR 5"} {
+		var n int
+		fmt.Sscanf(tc[strings.IndexByte(tc, ' ')+1:], "%d", &n)
+		_, body, err := c.CmdMulti(tc)
+		switch {
+		case ms.isStandIn(imap.UID(n)):
+			if !isPOPErr(err, "-ERR Message was removed") {
+				t.Errorf("%s of a message the server replaced with a stand-in: %v, %q", tc, err, body)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", tc, err)
+		case strings.HasPrefix(tc, "RETR") && int64(len(body)) != sizes[n-1]:
+			t.Errorf("%s: %d octets, LIST says %d", tc, len(body), sizes[n-1])
+		}
+	}
+	if got := quit(t, c); !strings.HasPrefix(got, "+OK") {
+		t.Fatalf("QUIT: %q", got)
+	}
+	if l := logs.find("the server sent a message of another size than listed (a stand-in for an expunged message?): treated as removed"); len(l) == 0 {
+		t.Errorf("no log line about the stand-in:\n%s", logs.text())
 	}
 }

@@ -189,7 +189,7 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	}
 	m.s.log.Debug().Str("sync", mode).Int("messages", len(list)).Int("hidden", hidden).
 		Int("fetched", len(d.sizes)).Int("expunged", gone).Bool("search", d.search).
-		Dur("took", time.Since(start)).Msg("listed folder")
+		Int64("took_ms", time.Since(start).Milliseconds()).Msg("listed folder")
 	return list, nil
 }
 

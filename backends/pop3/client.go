@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // TLSMode says how a Client secures its connection.
@@ -54,6 +56,11 @@ type ClientOptions struct {
 	// CommandTimeout bounds each command's reply, and each read of a
 	// message stream. Zero means DefaultCommandTimeout.
 	CommandTimeout time.Duration
+	// Logger, when it logs at trace level, gets every command sent and
+	// every status line read, as {"dir":"out"|"in","line":...,"message":
+	// "pop3 upstream"}: PASS, the AUTH initial response and SASL responses
+	// redacted, listings and message content never.
+	Logger *zerolog.Logger
 }
 
 // ResponseError is a -ERR reply (RFC 1939 §3) with its response code
@@ -93,6 +100,7 @@ type Client struct {
 	err     error             // sticky: the connection is unusable
 	stream  *dotReader        // the open message stream, if any
 	stop    func() bool       // ends the context watch of the running command
+	trace   *zerolog.Logger   // nil: no tracing
 }
 
 // Dial connects to the server, secures the connection as opts.TLS says,
@@ -119,6 +127,9 @@ func Dial(ctx context.Context, opts ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("pop3: dial %s: %w", opts.Addr, err)
 	}
 	c := &Client{timeout: opts.CommandTimeout}
+	if l := opts.Logger; l != nil && l.GetLevel() <= zerolog.TraceLevel && zerolog.GlobalLevel() <= zerolog.TraceLevel {
+		c.trace = l
+	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultCommandTimeout
 	}
@@ -257,6 +268,16 @@ func (c *Client) Login(ctx context.Context, user, pass string) error {
 	return err
 }
 
+// redacted stands for a secret in a traced line.
+const redacted = "<redacted>"
+
+// traceLine logs a line sent (out) or a status line read (in).
+func (c *Client) traceLine(dir, line string) {
+	if c.trace != nil {
+		c.trace.Trace().Str("dir", dir).Str("line", line).Msg("pop3 upstream")
+	}
+}
+
 // AuthPlain authenticates with SASL PLAIN (RFC 5034, RFC 4616), sending
 // the initial response inline when the line fits in 255 octets.
 func (c *Client) AuthPlain(ctx context.Context, user, pass string) error {
@@ -285,7 +306,11 @@ func (c *Client) auth(ctx context.Context, mech, ir string, inline bool) error {
 		line += " " + ir
 	}
 	defer c.begin(ctx)()
-	if err := c.send(line); err != nil {
+	shown := "AUTH " + mech
+	if inline {
+		shown += " " + redacted
+	}
+	if err := c.sendSecret(line, shown); err != nil {
 		return err
 	}
 	sent := inline
@@ -294,6 +319,7 @@ func (c *Client) auth(ctx context.Context, mech, ir string, inline bool) error {
 		if err != nil {
 			return err
 		}
+		c.traceLine("in", string(l))
 		switch {
 		case bytes.HasPrefix(l, []byte("+OK")):
 			return nil
@@ -305,9 +331,9 @@ func (c *Client) auth(ctx context.Context, mech, ir string, inline bool) error {
 			// answered with an empty line (RFC 4954 style) to get the -ERR.
 			if !sent {
 				sent = true
-				err = c.send(ir)
+				err = c.sendSecret(ir, redacted)
 			} else {
-				err = c.send("")
+				err = c.sendSecret("", redacted)
 			}
 			if err != nil {
 				return err
@@ -500,7 +526,18 @@ func (c *Client) ready() error {
 	return nil
 }
 
+// send sends a command line; PASS is traced without its argument.
 func (c *Client) send(line string) error {
+	shown := line
+	if len(line) > 5 && strings.EqualFold(line[:5], "PASS ") {
+		shown = line[:5] + redacted
+	}
+	return c.sendSecret(line, shown)
+}
+
+// sendSecret sends line, traced as shown.
+func (c *Client) sendSecret(line, shown string) error {
+	c.traceLine("out", shown)
 	c.w.WriteString(line)
 	c.w.WriteString("\r\n")
 	if err := c.w.Flush(); err != nil {
@@ -558,6 +595,7 @@ func (c *Client) cmd(ctx context.Context, kw, line string) (string, error) {
 		}
 		return "", err
 	}
+	c.traceLine("in", string(clip(l)))
 	switch {
 	case bytes.HasPrefix(l, []byte("+OK")) && (len(l) == 3 || l[3] == ' '):
 		return strings.TrimPrefix(string(l[3:]), " "), nil

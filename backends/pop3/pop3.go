@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/backends/oauth"
@@ -90,6 +91,9 @@ type Options struct {
 	Account string
 	// DialTimeout and CommandTimeout are as in ClientOptions.
 	DialTimeout, CommandTimeout time.Duration
+	// Logger, at trace level, gets the upstream conversation (see
+	// ClientOptions.Logger), with the POP3 session's id. Nil logs nothing.
+	Logger *zerolog.Logger
 }
 
 // Backend relays one upstream POP3 account, or with AuthPassthrough any
@@ -178,7 +182,7 @@ func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, 
 // anything, for popbridge check. It does not work for AuthPassthrough.
 func (b *Backend) Check(ctx context.Context) error {
 	if b.opts.Auth == AuthPassthrough {
-		c, err := Dial(ctx, b.clientOptions())
+		c, err := Dial(ctx, b.clientOptions(ctx))
 		if err != nil {
 			return b.upstreamErr("connect", err)
 		}
@@ -191,14 +195,23 @@ func (b *Backend) Check(ctx context.Context) error {
 	return mb.Close()
 }
 
-func (b *Backend) clientOptions() ClientOptions {
-	return ClientOptions{
+func (b *Backend) clientOptions(ctx context.Context) ClientOptions {
+	o := ClientOptions{
 		Addr:           b.opts.Addr,
 		TLS:            b.opts.TLS,
 		TLSConfig:      b.opts.TLSConfig,
 		DialTimeout:    b.opts.DialTimeout,
 		CommandTimeout: b.opts.CommandTimeout,
 	}
+	if l := b.opts.Logger; l != nil && l.GetLevel() <= zerolog.TraceLevel {
+		lc := l.With().Str("backend", "pop3").Str("upstream", b.opts.Addr)
+		if id := proxy.SessionID(ctx); id != "" {
+			lc = lc.Str("session", id)
+		}
+		log := lc.Logger()
+		o.Logger = &log
+	}
+	return o
 }
 
 func (b *Backend) account(upUser string) string {
@@ -250,7 +263,7 @@ func (b *Backend) dialLogin(ctx context.Context, user, pass string) (*Client, st
 		}
 		token = tok.AccessToken
 	}
-	c, err := Dial(ctx, b.clientOptions())
+	c, err := Dial(ctx, b.clientOptions(ctx))
 	if err != nil {
 		return nil, "", b.upstreamErr("connect", err)
 	}

@@ -137,24 +137,24 @@ func TestOpsEndpoints(t *testing.T) {
 		return ""
 	})
 	for series, want := range map[string]float64{
-		`popbridge_sessions_active`:                                                                   0,
-		`popbridge_sessions_total{outcome="dropped"}`:                                                 0,
-		`popbridge_commands_total{command="USER",result="ok"}`:                                        3,
-		`popbridge_commands_total{command="PASS",result="err"}`:                                       1,
-		`popbridge_commands_total{command="PASS",result="ok"}`:                                        1,
-		`popbridge_commands_total{command="LIST",result="ok"}`:                                        1,
-		`popbridge_commands_total{command="RETR",result="ok"}`:                                        1,
-		`popbridge_commands_total{command="other",result="err"}`:                                      1,
-		`popbridge_commands_total{command="QUIT",result="ok"}`:                                        1,
-		`popbridge_auth_failures_total`:                                                               1,
-		`popbridge_sent_bytes_total`:                                                                  must(strconv.ParseFloat(size, 64)),
-		`popbridge_body_cache_hits_total`:                                                             0,
-		`popbridge_oauth_reauth_needed{account="alice"}`:                                              -1, // absent: no OAuth2
-		`popbridge_gmail_quota_units_total{account="alice"}`:                                          -1, // absent until used
-		`popbridge_backend_call_duration_seconds_count{account="alice",backend="maildir",op="login"}`: 1,
-		`popbridge_backend_call_duration_seconds_count{account="alice",backend="maildir",op="list"}`:  1,
-		`popbridge_backend_call_duration_seconds_count{account="alice",backend="maildir",op="open"}`:  1,
-		`popbridge_backend_call_duration_seconds_count{account="bob",backend="maildir",op="login"}`:   0,
+		`popbridge_sessions_active`:                                                    0,
+		`popbridge_sessions_total{outcome="dropped"}`:                                  0,
+		`popbridge_commands_total{command="USER",result="ok"}`:                         3,
+		`popbridge_commands_total{command="PASS",result="err"}`:                        1,
+		`popbridge_commands_total{command="PASS",result="ok"}`:                         1,
+		`popbridge_commands_total{command="LIST",result="ok"}`:                         1,
+		`popbridge_commands_total{command="RETR",result="ok"}`:                         1,
+		`popbridge_commands_total{command="other",result="err"}`:                       1,
+		`popbridge_commands_total{command="QUIT",result="ok"}`:                         1,
+		`popbridge_auth_failures_total`:                                                1,
+		`popbridge_sent_bytes_total`:                                                   must(strconv.ParseFloat(size, 64)),
+		`popbridge_body_cache_hits_total`:                                              0,
+		`popbridge_oauth_reauth_needed{account="alice"}`:                               -1, // absent: no OAuth2
+		`popbridge_gmail_quota_units_total{account="alice"}`:                           -1, // absent until used
+		`popbridge_backend_call_duration_seconds_count{backend="maildir",op="login"}`:  1,
+		`popbridge_backend_call_duration_seconds_count{backend="maildir",op="list"}`:   1,
+		`popbridge_backend_call_duration_seconds_count{backend="maildir",op="open"}`:   1,
+		`popbridge_backend_call_duration_seconds_count{backend="maildir",op="delete"}`: -1, // absent until used
 	} {
 		got, ok := metricValue(metrics, series)
 		if want < 0 {

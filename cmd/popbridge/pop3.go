@@ -19,6 +19,7 @@ func newPOP3Backend(a config.Account, st *state) (*pop3relay.Backend, error) {
 		Account:        a.User,
 		Store:          st.store,
 		Bodies:         st.bodies,
+		Logger:         st.log,
 	}
 	var err error
 	if opts.TokenSource, opts.TLSConfig, err = upstream(a, c.Upstream, st); err != nil {

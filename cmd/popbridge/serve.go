@@ -215,7 +215,11 @@ func describe(a config.Account) string {
 	return a.Backend.Type
 }
 
-// newLogger returns the logger described by lc, writing to w.
+// logTimeFormat is RFC 3339 with milliseconds, for the JSON "time" field.
+const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// newLogger returns the logger described by lc, writing to w. Fields
+// holding a duration say their unit in their name (duration_ms).
 func newLogger(w io.Writer, lc config.Log) (zerolog.Logger, error) {
 	level := zerolog.InfoLevel
 	if lc.Level != "" {
@@ -235,6 +239,7 @@ func newLogger(w io.Writer, lc config.Log) (zerolog.Logger, error) {
 	default:
 		return zerolog.Logger{}, fmt.Errorf("log.format: unknown format %q", lc.Format)
 	}
+	zerolog.TimeFieldFormat = logTimeFormat
 	if console {
 		w = zerolog.ConsoleWriter{Out: w, NoColor: !tty, TimeFormat: time.DateTime}
 	}
