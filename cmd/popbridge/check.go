@@ -88,7 +88,7 @@ func checkState(dir string) (string, error) {
 			return fmt.Sprintf("%s (popbridge serve will migrate it: %v)", path, err), nil
 		}
 		if err != nil {
-			return path, err
+			return path, damagedStore(err)
 		}
 		defer store.Close()
 		st, err := store.Stats()

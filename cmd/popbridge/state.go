@@ -55,10 +55,28 @@ func (st *state) tokenHome() string {
 // openState opens the store in dir, creating dir 0700 if missing.
 func openState(dir string, bodies *cache.Bodies) (*state, error) {
 	store, err := cache.Open(filepath.Join(dir, storeFile), nil)
+	if errors.Is(err, cache.ErrDamaged) {
+		return nil, damagedStore(err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
 	}
 	return &state{dir: dir, store: store, bodies: bodies}, nil
+}
+
+// damagedStore adds to the error of a damaged cache.db what to do, and
+// what is lost with the file. Other errors are returned as they are.
+func damagedStore(err error) error {
+	var de *cache.DamagedError
+	if !errors.As(err, &de) {
+		return err
+	}
+	return fmt.Errorf("%w. To recover, stop popbridge, move the file aside (mv %s %s.damaged) and start popbridge again: "+
+		"it creates a new, empty %s. Lost with the old file: the tombstones of messages hidden from POP3 "+
+		"(on_delete: keep, imap seen, gmail mark-read and download_once), which show again, so mail clients that leave "+
+		"mail on the server may download them again; and the message sizes and UIDLs learnt from upstreams, "+
+		"which are learnt again at the next login (a first login on a large mailbox takes longer). Nothing upstream is changed",
+		err, de.Path, de.Path, storeFile)
 }
 
 // close closes the store, logging a failure.
