@@ -87,8 +87,11 @@ func checkState(dir string) (string, error) {
 		if errors.Is(err, cache.ErrNeedsMigration) {
 			return fmt.Sprintf("%s (popbridge serve will migrate it: %v)", path, err), nil
 		}
+		if errors.Is(err, cache.ErrDamaged) {
+			return dir, damagedStore(err)
+		}
 		if err != nil {
-			return path, damagedStore(err)
+			return path, err
 		}
 		defer store.Close()
 		st, err := store.Stats()

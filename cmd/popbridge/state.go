@@ -71,13 +71,22 @@ func damagedStore(err error) error {
 	if !errors.As(err, &de) {
 		return err
 	}
-	return fmt.Errorf("%w. To recover, stop popbridge, move the file aside (mv %s %s.damaged) and start popbridge again: "+
+	return damagedStoreError{de}
+}
+
+// damagedStoreError is a DamagedError explained for people.
+type damagedStoreError struct{ *cache.DamagedError }
+
+func (e damagedStoreError) Error() string {
+	return fmt.Sprintf("%s is damaged: %s. To recover, stop popbridge, move the file aside (mv %s %s.damaged) and start popbridge again: "+
 		"it creates a new, empty %s. Lost with the old file: the tombstones of messages hidden from POP3 "+
 		"(on_delete: keep, imap seen, gmail mark-read and download_once), which show again, so mail clients that leave "+
 		"mail on the server may download them again; and the message sizes and UIDLs learnt from upstreams, "+
-		"which are learnt again at the next login (a first login on a large mailbox takes longer). Nothing upstream is changed",
-		err, de.Path, de.Path, storeFile)
+		"which are learnt again at the next login (a first login on a large mailbox takes longer). Nothing upstream is changed.",
+		e.Path, e.Reason, e.Path, e.Path, storeFile)
 }
+
+func (e damagedStoreError) Unwrap() error { return e.DamagedError }
 
 // close closes the store, logging a failure.
 func (s *state) close(log zerolog.Logger) {
