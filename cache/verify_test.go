@@ -29,7 +29,7 @@ func filledStore(t *testing.T) (path string, pages int64) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func filledStore(t *testing.T) (path string, pages int64) {
 // branch page in the middle of the file.
 func messagesRoot(t *testing.T, path string) (page int64, pageSize int) {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,5 +177,25 @@ func TestVerifySound(t *testing.T) {
 	defer s.Close()
 	if err := Verify(path, &Options{LockTimeout: 50 * time.Millisecond}); !errors.Is(err, ErrLocked) {
 		t.Errorf("Verify of a file held by a Store: %v, want ErrLocked", err)
+	}
+}
+
+// TestStoreVerify checks an open store, as the running server does for
+// popbridge cache verify: sound, then with garbage written into a middle
+// page under it, which is reported, not a crash.
+func TestStoreVerify(t *testing.T) {
+	path, _ := filledStore(t)
+	page, size := messagesRoot(t, path)
+	s, err := Open(path, testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Verify(); err != nil {
+		t.Fatalf("Verify of a sound store: %v", err)
+	}
+	overwrite(t, path, page*int64(size)+16, randomBytes(size-16))
+	if err := s.Verify(); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("Verify after damage: %v, want ErrDamaged", err)
 	}
 }

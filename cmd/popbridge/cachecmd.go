@@ -26,10 +26,10 @@ file space used. forget removes everything the cache holds for ACCOUNT: sizes
 and UIDLs are learnt again, and messages hidden by on_delete: keep show again.
 verify reads the whole file and checks its consistency, changing nothing.
 
-While popbridge serve or demo runs, both ask it over the control socket in
+While popbridge serve or demo runs, they ask it over the control socket in
 the state directory; otherwise they open the cache file (cache.db) directly.
-forget refuses an account with an open POP3 session. verify needs the
-server stopped (it verified the file when it started).
+forget refuses an account with an open POP3 session. While verify runs in
+the server, its writes to the cache wait (about 0.1 s per 100 MB).
 `
 
 func (c *cli) cache(args []string) error {
@@ -230,7 +230,7 @@ func openStore(dir string, readOnly bool) (*cache.Store, error) {
 
 func (c *cli) cacheVerify(args []string) error {
 	flags := c.flags("cache verify", "(-config FILE | -state DIR)", "Read the whole cache file (cache.db) and check its consistency, changing\n"+
-		"nothing. Exits 1 if it is damaged, saying what to do. While popbridge serve\nruns it holds the file (it verified it when it started): stop it first.")
+		"nothing. Exits 1 if it is damaged, saying what to do. Asks the running\npopbridge if there is one (its writes wait meanwhile), else reads the file.")
 	stateDir := stateFlags(flags)
 	if err := c.parse(flags, args); err != nil {
 		return err
@@ -240,10 +240,17 @@ func (c *cli) cacheVerify(args []string) error {
 		return err
 	}
 	path := filepath.Join(dir, storeFile)
-	if r, ok, err := askServer(dir, controlRequest{Op: "stats"}); err != nil {
+	if r, ok, err := askServer(dir, controlRequest{Op: "verify"}); err != nil {
 		return err
 	} else if ok {
-		return fmt.Errorf("%s is in use by the running popbridge (pid %d), which verified it when it started; stop it to verify the file", path, r.PID)
+		switch {
+		case r.OK:
+			fmt.Fprintf(c.stdout, "%s: OK (every page read, consistency checked by the running popbridge, pid %d)\n", path, r.PID)
+			return nil
+		case r.Code == codeDamaged:
+			return damagedStore(&cache.DamagedError{Path: path, Reason: r.Error})
+		}
+		return fmt.Errorf("the running popbridge: %s", r.Error)
 	}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("no cache in %s: %s does not exist (popbridge creates it when it starts)", dir, storeFile)

@@ -44,7 +44,7 @@ func fillStore(t *testing.T, path string) {
 // records (a branch page in the middle of the file) and the page size.
 func middlePage(t *testing.T, path string) (off int64, size int) {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,4 +179,34 @@ func buildBinary(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// TestVerifyViaServer runs cache verify while serve holds cache.db: the
+// server checks its open file, and reports garbage written into it
+// meanwhile as damage, without crashing.
+func TestVerifyViaServer(t *testing.T) {
+	path := writeConfig(t, "")
+	db := filepath.Join(filepath.Dir(path), "state", storeFile)
+	fillStore(t, db)
+	off, n := middlePage(t, db)
+	_, stderr, stop := startServe(t, path)
+
+	r := runCmd(t, "", "cache", "verify", "-config", path)
+	want := fmt.Sprintf("%s: OK (every page read, consistency checked by the running popbridge, pid %d)\n", db, os.Getpid())
+	if r.code != 0 || r.stdout != want {
+		t.Errorf("cache verify of a sound file: exit %d, stdout %q, stderr %q; want %q", r.code, r.stdout, r.stderr, want)
+	}
+
+	writeAt(t, db, off+16, garbage(n-16))
+	r = runCmd(t, "", "cache", "verify", "-config", path)
+	if r.code != 1 || !strings.HasPrefix(r.stderr, "popbridge cache: "+db+" is damaged: ") ||
+		!strings.Contains(r.stderr, "move the file aside (mv "+db+" "+db+".damaged)") {
+		t.Errorf("cache verify of a damaged file: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if code := stop(); code != 0 {
+		t.Errorf("serve exited %d; log:\n%s", code, stderr)
+	}
+	if e := eventsWith(stderr.String(), "control socket: cache.db is damaged"); len(e) != 1 || e[0]["level"] != "error" {
+		t.Errorf("server log: %v", e)
+	}
 }

@@ -96,8 +96,9 @@ func (s *state) close(log zerolog.Logger) {
 }
 
 // The control protocol: one JSON object a line each way, on a unix
-// socket in the state directory. Requests are {"op":"stats"} and
-// {"op":"forget","account":"NAME"}; every request gets one reply.
+// socket in the state directory. Requests are {"op":"stats"},
+// {"op":"forget","account":"NAME"} and {"op":"verify"}; every request
+// gets one reply.
 
 // controlRequest is a request line.
 type controlRequest struct {
@@ -111,6 +112,7 @@ const (
 	codeInUse      = "in-use"
 	codeBadRequest = "bad-request"
 	codeFailed     = "failed"
+	codeDamaged    = "damaged" // verify: Error is the reason
 )
 
 // controlReply is a reply line.
@@ -302,8 +304,20 @@ func (c *controlServer) do(line []byte) controlReply {
 		c.st.bodies.Forget(req.Account)
 		c.log.Info().Str("account", req.Account).Msg("cache forgotten")
 		return controlReply{OK: true, PID: os.Getpid()}
+	case "verify":
+		err := c.st.store.Verify()
+		var de *cache.DamagedError
+		switch {
+		case errors.As(err, &de):
+			c.log.Error().Err(err).Msg("control socket: cache.db is damaged; stop popbridge and move it aside")
+			return controlReply{Code: codeDamaged, Error: de.Reason, PID: os.Getpid()}
+		case err != nil:
+			c.log.Error().Err(err).Msg("control socket: verify")
+			return controlReply{Code: codeFailed, Error: err.Error()}
+		}
+		return controlReply{OK: true, PID: os.Getpid()}
 	}
-	return controlReply{Code: codeBadRequest, Error: fmt.Sprintf("unknown op %q (want stats or forget)", req.Op)}
+	return controlReply{Code: codeBadRequest, Error: fmt.Sprintf("unknown op %q (want stats, forget or verify)", req.Op)}
 }
 
 // Close stops listening, removes the socket, ends open connections and
