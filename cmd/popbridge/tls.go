@@ -76,7 +76,7 @@ func serverTLS(cfg *config.Config, log *zerolog.Logger) (*tls.Config, error) {
 	if tc.MinVersion < tls.VersionTLS12 {
 		tc.CipherSuites = legacyCipherSuites()
 		log.Warn().Str("min_version", tls.VersionName(tc.MinVersion)).
-			Msg("tls.min_version below 1.2: old TLS versions and CBC cipher suites without forward secrecy are enabled for old clients; they are weaker, use 1.2 once no client needs them")
+			Msg("tls.min_version below 1.2: TLS 1.0/1.1 and older cipher suites (AES-CBC, RSA key exchange without forward secrecy, 3DES) are enabled for old clients; they are weaker: set 1.2 again once no client needs them")
 	}
 	return tc, nil
 }
