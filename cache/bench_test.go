@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -189,5 +190,30 @@ func TestSnapshotMemory(t *testing.T) {
 	t.Logf("%.0f bytes per cached record", per)
 	if per > 300 {
 		t.Errorf("%.0f bytes per cached record; the Options.MemoryRecords doc says about 180", per)
+	}
+}
+
+// BenchmarkVerify100k reads and checks a file of 100,000 records (ten
+// accounts of 10,000, about 35 MB), as every Open of an existing file
+// does; the file stays in the page cache.
+func BenchmarkVerify100k(b *testing.B) {
+	s, path := openTemp(b, nil)
+	for a := range 10 {
+		if err := s.PutMessages(fmt.Sprintf("acct%d", a), benchRecords("", benchMessages)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(fi.Size())
+	for b.Loop() {
+		if err := Verify(path, nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

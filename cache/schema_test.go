@@ -380,7 +380,7 @@ func TestRefuseOtherFiles(t *testing.T) {
 	if err := writeFile(path, []byte(strings.Repeat("not bbolt ", 1000))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(path, nil); err == nil || !strings.Contains(err.Error(), "cache: open "+path) {
+	if _, err := Open(path, nil); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "cache: "+path+" is damaged") {
 		t.Errorf("junk file: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -142,8 +143,9 @@ type Store struct {
 
 // Open opens or creates the store at path (mode 0600; its directory is
 // created 0700 if missing), migrating an older schema and refusing a newer
-// one; see Options.ReadOnly for the exceptions. A nil opts means the zero
-// Options.
+// one; see Options.ReadOnly for the exceptions. An existing file is read
+// whole first (see Verify): a damaged one is an error matching ErrDamaged.
+// A nil opts means the zero Options.
 func Open(path string, opts *Options) (*Store, error) {
 	return open(path, opts, migrations)
 }
@@ -167,12 +169,27 @@ func open(path string, opts *Options, migs []migration) (*Store, error) {
 			return nil, fmt.Errorf("cache: open %s: %w", path, err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, ReadOnly: o.ReadOnly})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("cache: open %s: %w after %v (is another popbridge running?)", path, ErrLocked, o.LockTimeout)
+	// An existing file is verified before use: bbolt panics, or reads
+	// outside the file, on a damaged one.
+	size, err := fileSize(path)
+	exists := !errors.Is(err, fs.ErrNotExist)
+	if err != nil && exists {
+		return nil, err
 	}
+	if exists && !o.ReadOnly {
+		if err := Verify(path, &o); err != nil {
+			return nil, err
+		}
+	}
+	db, err := openBolt(path, &bolt.Options{Timeout: o.LockTimeout, ReadOnly: o.ReadOnly})
 	if err != nil {
-		return nil, fmt.Errorf("cache: open %s: %w", path, err)
+		return nil, err
+	}
+	if exists && o.ReadOnly {
+		if err := verifyDB(db, path, size); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	if err := prepare(db, migs, o.ReadOnly); err != nil {
 		db.Close()

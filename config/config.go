@@ -8,6 +8,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -82,6 +83,28 @@ type TLS struct {
 	// Names are more DNS names or IP addresses for the self-signed
 	// certificate (e.g. nas.lan, 192.168.1.10). Only with SelfSigned.
 	Names []string `yaml:"names"`
+	// MinVersion is the oldest TLS version clients may use: "1.0",
+	// "1.1", "1.2" or "1.3"; empty means 1.2. Below 1.2 the CBC cipher
+	// suites old clients need are enabled too. Upstream connections are
+	// not affected (always 1.2 or later).
+	MinVersion string `yaml:"min_version"`
+}
+
+// tlsVersions maps tls.min_version to crypto/tls versions.
+var tlsVersions = map[string]uint16{
+	"1.0": tls.VersionTLS10,
+	"1.1": tls.VersionTLS11,
+	"1.2": tls.VersionTLS12,
+	"1.3": tls.VersionTLS13,
+}
+
+// MinTLSVersion returns min_version as a crypto/tls version; TLS 1.2 when
+// empty (or invalid, which Validate reports).
+func (t *TLS) MinTLSVersion() uint16 {
+	if v, ok := tlsVersions[t.MinVersion]; ok {
+		return v
+	}
+	return tls.VersionTLS12
 }
 
 // The self-signed certificate's files, relative to the state directory.

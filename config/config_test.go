@@ -382,6 +382,10 @@ accounts:
 		{"names without self-signed", minimal + "tls: {cert_file: c.pem, key_file: k.pem, names: [nas.lan]}\n", nil, []string{
 			"tls.names: only with self_signed (a certificate file already names its hosts)",
 		}},
+		{"tls min_version", minimal + "tls: {self_signed: true, min_version: 1.0}\n", nil, nil},
+		{"tls bad min_version", minimal + "tls: {self_signed: true, min_version: 1}\n", nil, []string{
+			`tls.min_version: unknown version "1" (want 1.0, 1.1, 1.2 or 1.3)`,
+		}},
 		{"cleartext modes", minimal + "cleartext_auth: always\n", nil, nil},
 		{"cleartext never without tls", minimal + "cleartext_auth: never\n", nil, []string{
 			"cleartext_auth: never needs tls, or no client could log in",
@@ -748,5 +752,23 @@ func TestTLSFiles(t *testing.T) {
 	}
 	if cert, key := (&Config{}).TLSFiles(); cert != "" || key != "" {
 		t.Errorf("TLSFiles without tls = %q, %q", cert, key)
+	}
+}
+
+func TestTLSMinVersion(t *testing.T) {
+	for src, want := range map[string]uint16{
+		"tls: {self_signed: true}\n":                     tls.VersionTLS12,
+		"tls: {self_signed: true, min_version: 1.0}\n":   tls.VersionTLS10,
+		"tls: {self_signed: true, min_version: '1.1'}\n": tls.VersionTLS11,
+		"tls: {self_signed: true, min_version: 1.2}\n":   tls.VersionTLS12,
+		"tls: {self_signed: true, min_version: 1.3}\n":   tls.VersionTLS13,
+	} {
+		c, err := parseString(t, minimal+src)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if got := c.TLS.MinTLSVersion(); got != want {
+			t.Errorf("%s: MinTLSVersion %s, want %s", src, tls.VersionName(got), tls.VersionName(want))
+		}
 	}
 }

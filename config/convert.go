@@ -83,8 +83,9 @@ func (c Cache) Bodies() (*cache.Bodies, error) {
 }
 
 // Load reads cert_file and key_file once and returns a server TLS config
-// requiring TLS 1.2 or later (RFC 8314 §4.1). popbridge serve instead
-// reads Config.TLSFiles, also for self_signed, and again when they change.
+// requiring min_version, TLS 1.2 or later by default (RFC 8314 §4.1).
+// popbridge serve instead reads Config.TLSFiles, also for self_signed,
+// and again when they change.
 func (t *TLS) Load() (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 	if err != nil {
@@ -92,6 +93,6 @@ func (t *TLS) Load() (*tls.Config, error) {
 	}
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		MinVersion:   t.MinTLSVersion(),
 	}, nil
 }

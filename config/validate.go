@@ -96,6 +96,9 @@ func (t *TLS) validate(p *problems) {
 			p.add(fmt.Sprintf("tls.names[%d]", i), "invalid name %q (want a host name such as nas.lan or an IP address)", n)
 		}
 	}
+	if _, ok := tlsVersions[t.MinVersion]; !ok && t.MinVersion != "" {
+		p.add("tls.min_version", "unknown version %q (want 1.0, 1.1, 1.2 or 1.3)", t.MinVersion)
+	}
 }
 
 // validCertName reports whether s can be a DNS name or IP address in a

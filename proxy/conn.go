@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,7 +163,6 @@ func (c *conn) serve() {
 
 	if c.implicitTLS {
 		if err := c.handshake(); err != nil {
-			c.log.Debug().Err(err).Msg("tls handshake failed")
 			reason = "tls handshake failed"
 			return
 		}
@@ -275,11 +275,23 @@ func (c *conn) releaseMailbox() {
 	c.srv.unlock(c.lockKey)
 }
 
+// handshake runs the server side of a TLS handshake; a failure is logged
+// at info with its reason in plain words.
 func (c *conn) handshake() error {
-	tc := tls.Server(c.rwc, c.tlsCfg)
+	hc := &helloConn{Conn: c.rwc}
+	tc := tls.Server(hc, c.tlsCfg)
 	ctx, cancel := context.WithTimeout(c.ctx, c.srv.authIdleTimeout())
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
+		reason := handshakeFailure(err, hc.hello, c.tlsCfg.MinVersion)
+		ev := c.log.Info().Str("reason", reason)
+		if hc.hello != nil {
+			ev = ev.Strs("client_versions", versionNames(hc.hello.versions))
+			if strings.HasPrefix(reason, "no cipher suite") {
+				ev = ev.Strs("client_ciphers", cipherNames(hc.hello.ciphers))
+			}
+		}
+		ev.AnErr("error", err).Msg("tls handshake failed")
 		return err
 	}
 	c.nc, c.isTLS = tc, true

@@ -73,7 +73,8 @@ type Server struct {
 	Backend Backend
 
 	// TLSConfig enables STLS on plain listeners and is used by ServeTLS.
-	// TLS 1.2 is the minimum whatever it says.
+	// A zero MinVersion means TLS 1.2; an older one must be set
+	// explicitly (for old clients), with the CipherSuites they need.
 	TLSConfig *tls.Config
 
 	// Cleartext says where logins without TLS are allowed. To change it
@@ -228,8 +229,19 @@ func (s *Server) ServeTLS(l net.Listener) error {
 
 func (s *Server) tlsConfig() *tls.Config {
 	cfg := s.TLSConfig.Clone()
-	if cfg.MinVersion < tls.VersionTLS12 {
+	if cfg.MinVersion == 0 {
 		cfg.MinVersion = tls.VersionTLS12
+	}
+	// Remember each client's hello, to say why a handshake failed.
+	next := cfg.GetConfigForClient
+	cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		if hc, ok := h.Conn.(*helloConn); ok {
+			hc.hello = &clientHello{versions: h.SupportedVersions, ciphers: h.CipherSuites}
+		}
+		if next != nil {
+			return next(h)
+		}
+		return nil, nil
 	}
 	return cfg
 }

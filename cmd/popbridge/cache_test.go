@@ -253,7 +253,7 @@ func TestCacheUsage(t *testing.T) {
 	}{
 		{[]string{"cache"}, 2, "Usage: popbridge cache stats"},
 		{[]string{"cache", "-h"}, 0, "popbridge cache forget (-config FILE | -state DIR) ACCOUNT"},
-		{[]string{"cache", "frob"}, 2, `popbridge cache: unknown subcommand "frob" (want stats or forget)`},
+		{[]string{"cache", "frob"}, 2, `popbridge cache: unknown subcommand "frob" (want stats, forget or verify)`},
 		{[]string{"cache", "stats"}, 2, "popbridge cache: -config or -state is required"},
 		{[]string{"cache", "stats", "-state", "a", "-config", "b"}, 2, "give -config or -state, not both"},
 		{[]string{"cache", "stats", "-state", "a", "extra"}, 2, `unexpected argument "extra"`},
@@ -261,6 +261,9 @@ func TestCacheUsage(t *testing.T) {
 		{[]string{"cache", "forget", "-state", "a"}, 2, "popbridge cache: ACCOUNT is required"},
 		{[]string{"cache", "forget", "-state", "a", "x", "y"}, 2, `unexpected argument "y"`},
 		{[]string{"cache", "forget", "-nope"}, 2, "flag provided but not defined: -nope"},
+		{[]string{"cache", "verify"}, 2, "popbridge cache: -config or -state is required"},
+		{[]string{"cache", "verify", "-h"}, 0, "Usage: popbridge cache verify (-config FILE | -state DIR)"},
+		{[]string{"cache", "verify", "-state", missing}, 1, "popbridge cache: no cache in " + missing + ": cache.db does not exist"},
 		{[]string{"cache", "stats", "-state", missing}, 1, "popbridge cache: no cache in " + missing + ": cache.db does not exist"},
 		{[]string{"cache", "forget", "-state", missing, "alice"}, 1, "no cache in " + missing},
 		{[]string{"cache", "stats", "-config", missing + ".yaml"}, 1, "no such file or directory"},

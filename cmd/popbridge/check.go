@@ -87,6 +87,9 @@ func checkState(dir string) (string, error) {
 		if errors.Is(err, cache.ErrNeedsMigration) {
 			return fmt.Sprintf("%s (popbridge serve will migrate it: %v)", path, err), nil
 		}
+		if errors.Is(err, cache.ErrDamaged) {
+			return dir, damagedStore(err)
+		}
 		if err != nil {
 			return path, err
 		}

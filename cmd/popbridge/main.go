@@ -8,6 +8,7 @@
 //	popbridge auth ACCOUNT -config FILE [-flow loopback|device]
 //	popbridge cache stats [-json] (-config FILE | -state DIR)
 //	popbridge cache forget (-config FILE | -state DIR) ACCOUNT
+//	popbridge cache verify (-config FILE | -state DIR)
 //	popbridge hash-password [-cost N]
 //	popbridge healthcheck (-config FILE | -url URL) [-ready]
 //	popbridge version
@@ -45,6 +46,8 @@ Usage:
                                       tombstones, bytes
   popbridge cache forget (-config FILE | -state DIR) ACCOUNT
                                       drop everything cached for ACCOUNT
+  popbridge cache verify (-config FILE | -state DIR)
+                                      read the whole cache file and check it
   popbridge auth ACCOUNT -config FILE [-flow loopback|device]
                                       obtain and store the OAuth2 token of an
                                       account with backend.oauth2

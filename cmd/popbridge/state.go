@@ -55,11 +55,38 @@ func (st *state) tokenHome() string {
 // openState opens the store in dir, creating dir 0700 if missing.
 func openState(dir string, bodies *cache.Bodies) (*state, error) {
 	store, err := cache.Open(filepath.Join(dir, storeFile), nil)
+	if errors.Is(err, cache.ErrDamaged) {
+		return nil, damagedStore(err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
 	}
 	return &state{dir: dir, store: store, bodies: bodies}, nil
 }
+
+// damagedStore adds to the error of a damaged cache.db what to do, and
+// what is lost with the file. Other errors are returned as they are.
+func damagedStore(err error) error {
+	var de *cache.DamagedError
+	if !errors.As(err, &de) {
+		return err
+	}
+	return damagedStoreError{de}
+}
+
+// damagedStoreError is a DamagedError explained for people.
+type damagedStoreError struct{ *cache.DamagedError }
+
+func (e damagedStoreError) Error() string {
+	return fmt.Sprintf("%s is damaged: %s. To recover, stop popbridge, move the file aside (mv %s %s.damaged) and start popbridge again: "+
+		"it creates a new, empty %s. Lost with the old file: the tombstones of messages hidden from POP3 "+
+		"(on_delete: keep, imap seen, gmail mark-read and download_once), which show again, so mail clients that leave "+
+		"mail on the server may download them again; and the message sizes and UIDLs learnt from upstreams, "+
+		"which are learnt again at the next login (a first login on a large mailbox takes longer). Nothing upstream is changed.",
+		e.Path, e.Reason, e.Path, e.Path, storeFile)
+}
+
+func (e damagedStoreError) Unwrap() error { return e.DamagedError }
 
 // close closes the store, logging a failure.
 func (s *state) close(log zerolog.Logger) {
@@ -69,8 +96,9 @@ func (s *state) close(log zerolog.Logger) {
 }
 
 // The control protocol: one JSON object a line each way, on a unix
-// socket in the state directory. Requests are {"op":"stats"} and
-// {"op":"forget","account":"NAME"}; every request gets one reply.
+// socket in the state directory. Requests are {"op":"stats"},
+// {"op":"forget","account":"NAME"} and {"op":"verify"}; every request
+// gets one reply.
 
 // controlRequest is a request line.
 type controlRequest struct {
@@ -84,6 +112,7 @@ const (
 	codeInUse      = "in-use"
 	codeBadRequest = "bad-request"
 	codeFailed     = "failed"
+	codeDamaged    = "damaged" // verify: Error is the reason
 )
 
 // controlReply is a reply line.
@@ -275,8 +304,20 @@ func (c *controlServer) do(line []byte) controlReply {
 		c.st.bodies.Forget(req.Account)
 		c.log.Info().Str("account", req.Account).Msg("cache forgotten")
 		return controlReply{OK: true, PID: os.Getpid()}
+	case "verify":
+		err := c.st.store.Verify()
+		var de *cache.DamagedError
+		switch {
+		case errors.As(err, &de):
+			c.log.Error().Err(err).Msg("control socket: cache.db is damaged; stop popbridge and move it aside")
+			return controlReply{Code: codeDamaged, Error: de.Reason, PID: os.Getpid()}
+		case err != nil:
+			c.log.Error().Err(err).Msg("control socket: verify")
+			return controlReply{Code: codeFailed, Error: err.Error()}
+		}
+		return controlReply{OK: true, PID: os.Getpid()}
 	}
-	return controlReply{Code: codeBadRequest, Error: fmt.Sprintf("unknown op %q (want stats or forget)", req.Op)}
+	return controlReply{Code: codeBadRequest, Error: fmt.Sprintf("unknown op %q (want stats, forget or verify)", req.Op)}
 }
 
 // Close stops listening, removes the socket, ends open connections and

@@ -69,10 +69,39 @@ func serverTLS(cfg *config.Config, log *zerolog.Logger) (*tls.Config, error) {
 	} else {
 		ev.Msg("TLS certificate")
 	}
-	return &tls.Config{
+	tc := &tls.Config{
 		GetCertificate: r.GetCertificate,
-		MinVersion:     tls.VersionTLS12,
-	}, nil
+		MinVersion:     cfg.TLS.MinTLSVersion(),
+	}
+	if tc.MinVersion < tls.VersionTLS12 {
+		tc.CipherSuites = legacyCipherSuites()
+		log.Warn().Str("min_version", tls.VersionName(tc.MinVersion)).
+			Msg("tls.min_version below 1.2: TLS 1.0/1.1 and older cipher suites (AES-CBC, RSA key exchange without forward secrecy, 3DES) are enabled for old clients; they are weaker: set 1.2 again once no client needs them")
+	}
+	return tc, nil
+}
+
+// legacyCipherSuites returns Go's secure cipher suites for TLS 1.0-1.2
+// and the ones old clients (Windows XP to 7, old phones and scanners)
+// need: AES-CBC and 3DES with RSA key exchange. crypto/tls leaves the
+// RSA key exchange and 3DES out of its defaults (GODEBUG tlsrsakex,
+// tls3des) but uses them when listed; its own preference order still
+// picks ECDHE and AES-GCM first for any client that offers them.
+func legacyCipherSuites() []uint16 {
+	var ids []uint16
+	for _, s := range tls.CipherSuites() {
+		if slices.Contains(s.SupportedVersions, tls.VersionTLS12) {
+			ids = append(ids, s.ID)
+		}
+	}
+	return append(ids,
+		tls.TLS_RSA_WITH_AES_128_CBC_SHA,
+		tls.TLS_RSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA,
+		tls.TLS_RSA_WITH_3DES_EDE_CBC_SHA,
+	)
 }
 
 // certReloader serves a certificate read from two PEM files, and reads
