@@ -80,6 +80,7 @@ type Server struct {
 	clock     time.Time // internalDate of the next Add
 	seq       uint64
 	msgs      map[string]*message
+	order     []*message // every message in messages.list order; nil after an Add
 	historyID uint64
 	floor     uint64 // start ids <= floor answer 404
 	history   []record
@@ -428,6 +429,7 @@ func (s *Server) addLocked(raw []byte, t time.Time, labels []string) string {
 	}
 	m.parse()
 	s.msgs[id] = m
+	s.order = nil
 	h := s.bump()
 	m.historyID = h
 	s.history = append(s.history, record{id: h, msg: id, added: true, after: m.labelList()})
@@ -467,20 +469,27 @@ func (s *Server) deleteLocked(m *message) {
 }
 
 // sorted returns the live messages in messages.list order: newest
-// internalDate first, ties by id descending.
+// internalDate first, ties by id descending. The order is kept until
+// the next Add, so that paging through a large mailbox stays cheap.
 func (s *Server) sorted() []*message {
-	ms := make([]*message, 0, len(s.msgs))
-	for _, m := range s.msgs {
+	if s.order == nil {
+		s.order = make([]*message, 0, len(s.msgs))
+		for _, m := range s.msgs {
+			s.order = append(s.order, m)
+		}
+		slices.SortFunc(s.order, func(a, b *message) int {
+			if c := b.date.Compare(a.date); c != 0 {
+				return c
+			}
+			return strings.Compare(b.id, a.id)
+		})
+	}
+	ms := make([]*message, 0, len(s.order))
+	for _, m := range s.order {
 		if !m.deleted {
 			ms = append(ms, m)
 		}
 	}
-	slices.SortFunc(ms, func(a, b *message) int {
-		if c := b.date.Compare(a.date); c != 0 {
-			return c
-		}
-		return strings.Compare(b.id, a.id)
-	})
 	return ms
 }
 
