@@ -132,7 +132,10 @@ func (b *Backend) run(idle chan struct{}) {
 	close(idle)
 	ev := b.log.Info()
 	msg := "gmail: sizing done"
-	if err != nil {
+	switch {
+	case b.ctx.Err() != nil:
+		msg = "gmail: sizing paused (backend closed); the next login goes on"
+	case err != nil:
 		ev, msg = b.log.Warn().Err(err), "gmail: sizing stopped; the next login goes on"
 	}
 	if p.Done > 0 || err != nil {

@@ -42,6 +42,8 @@ type state struct {
 	log *zerolog.Logger
 	// metrics feeds listen.http; nil (no listen.http) records nothing.
 	metrics *metrics
+	// workers are the backends working in the background (sync.go).
+	workers workers
 }
 
 // tokenHome is the directory holding tokens/.
@@ -61,8 +63,10 @@ func openState(dir string, bodies *cache.Bodies) (*state, error) {
 	return &state{dir: dir, store: store, bodies: bodies}, nil
 }
 
-// close closes the store, logging a failure.
+// close stops the backends' background work, then closes the store,
+// logging a failure.
 func (s *state) close(log zerolog.Logger) {
+	s.closeBackends()
 	if err := s.store.Close(); err != nil {
 		log.Error().Err(err).Msg("closing the cache store")
 	}
