@@ -323,14 +323,15 @@ func (b *Backend) SyncProgress() proxy.SyncProgress {
 }
 
 // eta estimates the time the run still needs: at the rate seen so far,
-// but no faster than the quota allows (the bucket's initial burst makes
-// the first messages quicker than the rest).
+// but no faster than the quota allows (the units left in the bucket
+// first, then its refill).
 func (b *Backend) eta(p proxy.SyncProgress) time.Duration {
 	left := p.Total - p.Done
 	if left <= 0 {
 		return 0
 	}
-	quota := time.Duration(float64(left*5) / float64(b.opts.QuotaPerMinute) * float64(time.Minute))
+	units := max(float64(left*5)-b.quota.Tokens(), 0)
+	quota := time.Duration(units / float64(b.opts.QuotaPerMinute) * float64(time.Minute))
 	elapsed := time.Since(p.Started)
 	if p.Done < 10 || elapsed < time.Second {
 		return quota

@@ -49,9 +49,15 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	need := len(b.needing(st))
+	cands := b.candidates(st)
+	need := 0
+	for _, r := range cands {
+		if !b.ready(r) {
+			need++
+		}
+	}
 	if need > 0 {
-		if st, err = m.wait(ctx, start); err != nil {
+		if st, err = m.wait(ctx, start, len(cands)-need); err != nil {
 			return nil, err
 		}
 	}
@@ -84,27 +90,49 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	return out, nil
 }
 
-// wait starts the background sizing and waits for it until LoginWait
-// after start (at least a second from now, and a second before ctx's
-// deadline), then returns the state with the sizes learnt.
-func (m *mailbox) wait(ctx context.Context, start time.Time) (*state, error) {
+// wait starts the background sizing and waits for it: until every
+// message is sized, or LoginWait after start (at least a second from now,
+// and a second before ctx's deadline), or, as soon as there is something
+// to offer, until the sizing cannot finish in that time anyway. ready is
+// the number of messages the session could offer at once. It returns the
+// state with the sizes learnt.
+func (m *mailbox) wait(ctx context.Context, start time.Time, ready int) (*state, error) {
 	b := m.b
 	idle := b.kick()
+	now := time.Now()
 	until := start.Add(b.opts.LoginWait)
-	if least := time.Now().Add(time.Second); until.Before(least) {
+	if least := now.Add(time.Second); until.Before(least) {
 		until = least
 	}
 	if d, ok := ctx.Deadline(); ok && d.Add(-time.Second).Before(until) {
 		until = d.Add(-time.Second)
 	}
+	// Without anything to offer, size for a second at least: the quota
+	// bucket's burst then gives a first login a useful maildrop.
+	hopeless := now.Add(time.Second)
+	if ready > 0 {
+		hopeless = now
+	}
 	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	ended := false
-	select {
-	case <-idle:
-		ended = true
-	case <-t.C:
-	case <-ctx.Done():
+wait:
+	for {
+		select {
+		case <-idle:
+			ended = true
+			break wait
+		case <-t.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		case now := <-tick.C:
+			if p := b.SyncProgress(); !now.Before(hopeless) && now.Add(p.ETA).After(until) {
+				break wait
+			}
+		}
 	}
 	if err := b.flush(true); err != nil {
 		return nil, err

@@ -33,7 +33,7 @@ func TestLargeFirstLogin(t *testing.T) {
 	logs := &dovecottest.SyncBuffer{}
 	log := zerolog.New(logs)
 	f := newFixture(t, fake, func(o *gmail.Options) {
-		o.LoginWait = time.Second
+		o.LoginWait = 3 * time.Second
 		o.ProgressEvery = 200 * time.Millisecond
 		o.Logger = &log
 	})
@@ -84,7 +84,12 @@ func TestLargeFirstLogin(t *testing.T) {
 	quit(t, c)
 
 	time.Sleep(time.Second)
-	c, second, _ := session("second login")
+	c, second, took2 := session("second login")
+	// With messages to offer and more to size than fits in LoginWait,
+	// the login does not wait for the sizing.
+	if took2 > 2*time.Second {
+		t.Errorf("second login waited %v for a sizing it could not wait out", took2)
+	}
 	if len(second.uids) <= len(first.uids) {
 		t.Errorf("second login offered %d messages, the first %d: want more", len(second.uids), len(first.uids))
 	}
@@ -147,6 +152,6 @@ func TestLargeFirstLogin(t *testing.T) {
 		t.Errorf("after a restart %d offered, before %d", len(third.uids), len(second.uids)-1)
 	}
 	t.Logf("gmail: %d-message mailbox at 20 ms a request and 6,000 units/minute, login deadline %v: first +OK after %v with the oldest %d messages, "+
-		"a second login %d, after a restart %d; progress logged (%s); nothing requested after Close (%d of %d sized)",
-		messages, deadline, took1.Round(time.Millisecond), len(first.uids), len(second.uids), len(third.uids), line, p.Done, p.Total)
+		"a second login %d after %v, after a restart %d; progress logged (%s); nothing requested after Close (%d of %d sized)",
+		messages, deadline, took1.Round(time.Millisecond), len(first.uids), len(second.uids), took2.Round(time.Millisecond), len(third.uids), line, p.Done, p.Total)
 }
