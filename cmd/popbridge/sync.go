@@ -76,7 +76,7 @@ type syncStatus struct {
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	EndedAt    *time.Time `json:"ended_at,omitempty"`
 	ETASeconds int64      `json:"eta_seconds,omitempty"`
-	Error      string     `json:"error,omitempty"`
+	Error      string     `json:"error,omitempty"` // a class, as in last_error
 }
 
 func newSyncStatus(p proxy.SyncProgress) *syncStatus {
@@ -86,7 +86,8 @@ func newSyncStatus(p proxy.SyncProgress) *syncStatus {
 	case p.Running:
 		s.State = "running"
 	case p.Err != nil:
-		s.State, s.Error = "stopped", p.Err.Error()
+		// A class only, as in last_error: the log has the detail.
+		s.State, s.Error = "stopped", errorClass(p.Err)
 	case !p.Started.IsZero():
 		s.State = "done"
 	}
