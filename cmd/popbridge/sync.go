@@ -180,10 +180,11 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 	fmt.Fprintf(c.stdout, "%s: listing the mailbox (%s)\n", account, describe(*acct))
 	start := time.Now()
 	stop := p.start()
+	listed := -1
 	if g, ok := b.(*gmail.Backend); ok {
 		err = g.Sync(ctx)
 	} else {
-		err = warm(ctx, b, account)
+		listed, err = warm(ctx, b, account)
 	}
 	stop()
 	switch {
@@ -192,21 +193,27 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 	case err != nil:
 		return fmt.Errorf("account %s: %w", account, err)
 	}
-	fmt.Fprintf(c.stdout, "%s: done in %s (%s); the first login offers every message at once\n",
-		account, time.Since(start).Round(time.Second), p.summary())
+	took := time.Since(start).Round(time.Second)
+	if listed >= 0 {
+		fmt.Fprintf(c.stdout, "%s: done in %s: %d messages listed, their sizes and UIDLs kept; the first login offers them at once\n",
+			account, took, listed)
+		return nil
+	}
+	fmt.Fprintf(c.stdout, "%s: done in %s (%s); the first login offers every message at once\n", account, took, p.summary())
 	return nil
 }
 
 // warm opens the maildrop and lists it, the way a client login does,
-// then closes it without changing anything upstream.
-func warm(ctx context.Context, b proxy.Backend, account string) error {
+// then closes it without changing anything upstream. It returns the
+// number of messages listed.
+func warm(ctx context.Context, b proxy.Backend, account string) (int, error) {
 	mb, err := b.Login(ctx, account, "")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer mb.Close()
-	_, err = mb.List(ctx)
-	return err
+	list, err := mb.List(ctx)
+	return len(list), err
 }
 
 // progressPrinter shows the progress of src: a bar redrawn in place on a

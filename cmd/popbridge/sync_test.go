@@ -11,11 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
+	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/config"
 )
 
 // TestSyncGmail: with a mailbox that takes longer to size than a login
@@ -152,4 +155,157 @@ accounts:
 	stop()
 	t.Logf("gmail: %d messages at 600 units/minute: first +OK after %v with %d; /status sync %+v; popbridge sync sized the rest:\n%s",
 		messages, took.Round(time.Millisecond), first, *s, r.stdout)
+}
+
+// TestReloadStopsSizing: a reload that replaces a gmail account's
+// backend stops the old one's background sizing (the new one sizes at
+// its first login); a reload that fails keeps it going; shutdown stops
+// the new one's.
+func TestReloadStopsSizing(t *testing.T) {
+	tokens := oauthtest.Start(t)
+	tokens.AddRefreshToken("rt-gmail")
+	fake := gmailtest.Start(t)
+	fake.SetValidToken(tokens.ValidAccess)
+	for i := range 100 {
+		fake.Add(fmt.Appendf(nil, "Subject: %d\r\n\r\nbody\r\n", i), "INBOX")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "popbridge.yaml")
+	write := func(onDelete string) {
+		cfg := fmt.Sprintf(`listen: {pop3: 127.0.0.1:0}
+state_dir: state
+accounts:
+  - user: gina
+    password_hash: %q
+    backend:
+      type: gmail
+      api_endpoint: %s
+      login_wait: 1s
+      quota_per_minute: 600
+      on_delete: %s
+      oauth2: {provider: custom, client_id: %s, auth_url: %s, token_url: %s, scopes: [https://www.googleapis.com/auth/gmail.modify]}
+`, testHash(t), fake.Endpoint(), onDelete, tokens.ClientID, tokens.AuthURL, tokens.TokenURL)
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("archive")
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir)}
+	if err := store.Save("gina", &oauth2.Token{RefreshToken: "rt-gmail"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := openState(cfg.StateDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	log := zerolog.New(logs)
+	st.log = &log
+	router, err := newRouter(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.commitBackends()
+	sw := newSwapBackend(router)
+	r := &reloader{path: path, backend: sw, st: st, log: &log, cfg: cfg}
+	current := func() *gmail.Backend {
+		st.workers.mu.Lock()
+		defer st.workers.mu.Unlock()
+		return st.workers.current[0].(*gmail.Backend)
+	}
+	old := current()
+
+	mb, err := sw.Login(t.Context(), "gina", "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := mb.List(t.Context())
+	mb.Close()
+	if err != nil || len(list) == 0 || len(list) == 100 {
+		t.Fatalf("first login: %d messages, %v", len(list), err)
+	}
+	if !old.SyncProgress().Running {
+		t.Fatal("no background sizing after the first login")
+	}
+
+	// A failed reload changes nothing: the sizing goes on.
+	if err := os.WriteFile(path, []byte("accounts: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r.reload() == nil {
+		t.Fatal("reload of a broken file succeeded")
+	}
+	if current() != old || !old.SyncProgress().Running {
+		t.Fatal("a failed reload stopped the sizing")
+	}
+
+	write("trash")
+	if err := r.reload(); err != nil {
+		t.Fatal(err)
+	}
+	p := old.SyncProgress()
+	if p.Running || p.Err == nil || current() == old {
+		t.Errorf("after the reload the old backend still sizes: %+v", p)
+	}
+	calls := sum(fake.Calls())
+	time.Sleep(300 * time.Millisecond)
+	if n := sum(fake.Calls()); n != calls {
+		t.Errorf("%d requests after the reload, before any login", n-calls)
+	}
+
+	// The new backend sizes from its first login on; shutdown stops it.
+	mb, err = sw.Login(t.Context(), "gina", "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mb.List(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	mb.Close()
+	nb := current()
+	if !nb.SyncProgress().Running {
+		t.Fatal("no background sizing after the login on the new backend")
+	}
+	st.close(log)
+	if nb.SyncProgress().Running {
+		t.Error("shutdown left the sizing running")
+	}
+	t.Logf("gmail: a reload stopped the replaced backend's sizing at %d/%d (a failed one did not); shutdown stopped the new one's", p.Done, p.Total)
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// TestSyncUsage: popbridge sync names its mistakes, and works on any
+// backend (a Maildir: a listing, nothing to size).
+func TestSyncUsage(t *testing.T) {
+	path := writeConfig(t, "")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"sync", "-config", path}, 2, "name the ACCOUNT"},
+		{[]string{"sync", "alice"}, 2, "-config is required"},
+		{[]string{"sync", "nobody", "-config", path}, 1, `no account "nobody"`},
+		{[]string{"sync", "alice", "extra", "-config", path}, 2, `unexpected argument "extra"`},
+	} {
+		r := runCmd(t, "", tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, %q; want %d, %q", tc.args, r.code, r.stderr, tc.code, tc.want)
+		}
+	}
+	r := runCmd(t, "", "sync", "alice", "-config", path)
+	if r.code != 0 || !regexp.MustCompile(`(?m)^alice: done in \d+s: \d+ messages listed, their sizes and UIDLs kept`).MatchString(r.stdout) {
+		t.Errorf("sync alice: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
 }
