@@ -19,6 +19,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/proxy"
 )
 
 // TestSyncGmail: with a mailbox that takes longer to size than a login
@@ -307,5 +308,25 @@ func TestSyncUsage(t *testing.T) {
 	r := runCmd(t, "", "sync", "alice", "-config", path)
 	if r.code != 0 || !regexp.MustCompile(`(?m)^alice: done in \d+s: \d+ messages listed, their sizes and UIDLs kept`).MatchString(r.stdout) {
 		t.Errorf("sync alice: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestProgressBar: on a terminal popbridge sync redraws one line with a
+// bar; elsewhere it prints plain lines.
+func TestProgressBar(t *testing.T) {
+	var out strings.Builder
+	p := &progressPrinter{w: &out, account: "gina", tty: true}
+	p.show(proxy.SyncProgress{Running: true, Done: 25, Total: 100, Units: 125, ETA: 90 * time.Second})
+	p.show(proxy.SyncProgress{Running: true, Done: 50, Total: 100, Units: 250, ETA: 45 * time.Second})
+	want := "\rgina [#######-----------------------] 25/100 messages (25%), 125 quota units, about 1m30s left\033[K" +
+		"\rgina [###############---------------] 50/100 messages (50%), 250 quota units, about 45s left\033[K"
+	if out.String() != want {
+		t.Errorf("terminal output %q, want %q", out.String(), want)
+	}
+	out.Reset()
+	p.tty = false
+	p.show(proxy.SyncProgress{Running: true, Done: 50, Total: 100})
+	if out.String() != "gina: 50/100 messages (50%)\n" {
+		t.Errorf("plain output %q", out.String())
 	}
 }
