@@ -11,6 +11,8 @@ import (
 	"github.com/popbridge/popbridge/proxy"
 )
 
+var _ proxy.SyncReporter = (*Backend)(nil)
+
 // background is the state of a Backend's background sizing: at most one
 // run at a time, which sizes the messages sessions would offer, oldest
 // (by Gmail id) first, until none is left.
