@@ -24,6 +24,7 @@ type background struct {
 	units0    int64                 // b.units when the run started
 	pending   []cache.MessageRecord // sized, not yet in the Store
 	gone      []string              // no longer in Gmail, not yet removed
+	bad       map[string]bool       // cannot be sized; not tried again in this run
 	lastFlush time.Time
 }
 
@@ -104,6 +105,7 @@ func (b *Backend) kick() <-chan struct{} {
 	g.prog = proxy.SyncProgress{Running: true, Started: time.Now()}
 	g.units0 = b.units.Load()
 	g.lastFlush = time.Now()
+	g.bad = map[string]bool{}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
@@ -121,7 +123,8 @@ func (b *Backend) run(idle chan struct{}) {
 	if ferr := b.flush(true); err == nil {
 		err = ferr
 	}
-	if err != nil && b.ctx.Err() != nil {
+	closed := err != nil && b.ctx.Err() != nil
+	if closed {
 		err = errors.New("gmail: stopped: the backend was closed")
 	}
 	g := &b.bg
@@ -135,7 +138,7 @@ func (b *Backend) run(idle chan struct{}) {
 	ev := b.log.Info()
 	msg := "gmail: sizing done"
 	switch {
-	case b.ctx.Err() != nil:
+	case closed:
 		msg = "gmail: sizing paused (backend closed); the next login goes on"
 	case err != nil:
 		ev, msg = b.log.Warn().Err(err), "gmail: sizing stopped; the next login goes on"
@@ -155,7 +158,9 @@ func (b *Backend) sizeAll(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		need := b.needing(st)
+		g.mu.Lock()
+		need := slices.DeleteFunc(b.needing(st), func(r rec) bool { return g.bad[r.id] })
+		g.mu.Unlock()
 		if len(need) == 0 {
 			return nil
 		}
@@ -223,9 +228,15 @@ func (b *Backend) sizeSome(ctx context.Context, recs []rec) error {
 		for f, ok := early[next]; ok; f, ok = early[next] {
 			delete(early, next)
 			next++
-			if f.gone {
+			switch {
+			case f.bad != nil:
+				// Not offered, tried again by the next run; the
+				// messages after it go on.
+				g.bad[f.r.id] = true
+				b.log.Warn().Err(f.bad).Msg("gmail: a message cannot be sized; it is not offered")
+			case f.gone:
 				g.gone = append(g.gone, f.r.id)
-			} else {
+			default:
 				g.pending = append(g.pending, f.r.record())
 			}
 			g.prog.Done++

@@ -362,6 +362,7 @@ type fetched struct {
 	body []byte // the decoded message, when fetched whole
 	gone bool   // the message no longer exists
 	err  error
+	bad  error // this message cannot be sized (its raw does not decode)
 }
 
 // fetchOne gets one message: its estimate (format=minimal), or the whole
@@ -385,7 +386,7 @@ func (b *Backend) fetchOne(ctx context.Context, r rec, estimate bool) fetched {
 	}
 	body, err := decodeAll(msg.Raw)
 	if err != nil {
-		return fetched{err: fmt.Errorf("gmail: message %s: %w: %w", r.id, proxy.ErrTemporary, err)}
+		return fetched{r: r, bad: fmt.Errorf("gmail: message %s: %w: %w", r.id, proxy.ErrTemporary, err)}
 	}
 	r.size, r.estimate = crlfSize(body), false
 	return fetched{r: r, body: body}

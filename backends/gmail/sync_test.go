@@ -155,3 +155,35 @@ func TestLargeFirstLogin(t *testing.T) {
 		"a second login %d after %v, after a restart %d; progress logged (%s); nothing requested after Close (%d of %d sized)",
 		messages, deadline, took1.Round(time.Millisecond), len(first.uids), len(second.uids), took2.Round(time.Millisecond), len(third.uids), line, p.Done, p.Total)
 }
+
+// TestUnsizableMessage: a message whose raw does not decode is not
+// offered, and does not hold back the messages that arrived after it.
+func TestUnsizableMessage(t *testing.T) {
+	fake := gmailtest.Start(t)
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, fake.Add(fmt.Appendf(nil, "Subject: %d\r\n\r\nbody\r\n", i), "INBOX"))
+	}
+	fake.SetBadRaw(ids[1], true)
+	logs := &dovecottest.SyncBuffer{}
+	log := zerolog.New(logs)
+	f := newFixture(t, fake, func(o *gmail.Options) { o.Logger = &log })
+	c := f.login()
+	l := list(t, c)
+	quit(t, c)
+	if want := []string{ids[0], ids[2], ids[3], ids[4]}; !slices.Equal(l.uids, want) {
+		t.Errorf("offered %v, want %v", l.uids, want)
+	}
+	if !strings.Contains(logs.String(), "a message cannot be sized") {
+		t.Errorf("no warning about the message:\n%s", logs)
+	}
+	// It is offered once Gmail sends it whole.
+	fake.SetBadRaw(ids[1], false)
+	c = f.login()
+	l = list(t, c)
+	quit(t, c)
+	if !slices.Equal(l.uids, ids) {
+		t.Errorf("after the fault: offered %v, want %v", l.uids, ids)
+	}
+	t.Logf("gmail: a message whose raw does not decode was left out (with a warning) without holding back later ones, and offered once readable")
+}

@@ -99,6 +99,7 @@ type message struct {
 	labels    map[string]bool
 	historyID uint64
 	unpadded  bool
+	badRaw    bool // format=raw sends text that is not base64
 	deleted   bool
 
 	headers     []Header
@@ -247,6 +248,19 @@ func (s *Server) SetUnpadded(id string, unpadded bool) bool {
 		return false
 	}
 	m.unpadded = unpadded
+	return true
+}
+
+// SetBadRaw makes format=raw send, for the message, a raw field that is
+// not base64 (a fault no real reply was seen to have).
+func (s *Server) SetBadRaw(id string, bad bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.msgs[id]
+	if m == nil {
+		return false
+	}
+	m.badRaw = bad
 	return true
 }
 

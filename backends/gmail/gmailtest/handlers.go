@@ -355,6 +355,9 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
 			enc = base64.RawURLEncoding
 		}
 		out.Raw = enc.EncodeToString(m.raw)
+		if m.badRaw {
+			out.Raw = "!not base64!"
+		}
 	case "metadata":
 		out.Snippet = m.snippet
 		hs := m.headers
