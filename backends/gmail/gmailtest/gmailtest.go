@@ -81,6 +81,8 @@ type Server struct {
 	seq       uint64
 	msgs      map[string]*message
 	order     []*message // every message in messages.list order; nil after an Add
+	gen       uint64     // bumped by every change to the messages or their labels
+	listed    listCache  // the last messages.list filter's result
 	historyID uint64
 	floor     uint64 // start ids <= floor answer 404
 	history   []record
@@ -444,6 +446,7 @@ func (s *Server) addLocked(raw []byte, t time.Time, labels []string) string {
 	m.parse()
 	s.msgs[id] = m
 	s.order = nil
+	s.gen++
 	h := s.bump()
 	m.historyID = h
 	s.history = append(s.history, record{id: h, msg: id, added: true, after: m.labelList()})
@@ -469,6 +472,7 @@ func (s *Server) changeLabels(m *message, add, remove []string) {
 	if len(added) == 0 && len(removed) == 0 {
 		return
 	}
+	s.gen++
 	h := s.bump()
 	m.historyID = h
 	s.history = append(s.history, record{id: h, msg: m.id, labelsAdded: added, labelsRemoved: removed,
@@ -477,6 +481,7 @@ func (s *Server) changeLabels(m *message, add, remove []string) {
 
 func (s *Server) deleteLocked(m *message) {
 	m.deleted = true
+	s.gen++
 	h := s.bump()
 	m.historyID = h
 	s.history = append(s.history, record{id: h, msg: m.id, deleted: true, before: m.labelList()})
