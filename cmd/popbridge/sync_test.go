@@ -330,3 +330,26 @@ func TestProgressBar(t *testing.T) {
 		t.Errorf("plain output %q", out.String())
 	}
 }
+
+// TestSyncStatusStates: the sync section's state and error class.
+func TestSyncStatusStates(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		p            proxy.SyncProgress
+		state, class string
+	}{
+		{proxy.SyncProgress{}, "idle", ""},
+		{proxy.SyncProgress{Running: true, Done: 1, Total: 9, Started: at, ETA: 80 * time.Second}, "running", ""},
+		{proxy.SyncProgress{Done: 9, Total: 9, Started: at, Ended: at}, "done", ""},
+		{proxy.SyncProgress{Done: 3, Total: 9, Started: at, Ended: at,
+			Err: fmt.Errorf("gmail: messages.get: %w: Get \"https://gmail.googleapis.com/x\": boom", proxy.ErrTemporary)}, "stopped", "temporary failure"},
+	} {
+		s := newSyncStatus(tc.p)
+		if s.State != tc.state || s.Error != tc.class || s.Done != tc.p.Done || s.Total != tc.p.Total {
+			t.Errorf("%+v: %+v", tc.p, s)
+		}
+		if b, _ := json.Marshal(s); strings.Contains(string(b), "googleapis") {
+			t.Errorf("the upstream address shows: %s", b)
+		}
+	}
+}
