@@ -49,7 +49,8 @@ Usage:
   popbridge auth ACCOUNT -config FILE [-flow loopback|device]
                                       obtain and store the OAuth2 token of an
                                       account with backend.oauth2
-  popbridge sync ACCOUNT -config FILE learn the sizes and UIDLs of a large
+  popbridge sync ACCOUNT -config FILE
+                                      learn the sizes and UIDLs of a large
                                       mailbox before the first client login
   popbridge hash-password [-cost N]   read a password on standard input,
                                       print its bcrypt hash
