@@ -129,7 +129,7 @@ type Options struct {
 	// once the session ends with QUIT.
 	DownloadOnce bool
 	// EstimateSizes answers LIST with Gmail's sizeEstimate until a RETR
-	// learns the exact size: a login asks for each new message in
+	// learns the exact size: each new message is asked for in
 	// format=minimal instead of raw (the same request count and quota,
 	// far fewer bytes). LIST may then differ from what RETR sends.
 	EstimateSizes bool
