@@ -38,9 +38,9 @@ type GmailBackend struct {
 	// DownloadOnce hides the messages a session retrieved with RETR once
 	// it ends with QUIT, as Gmail's own POP does.
 	DownloadOnce bool `yaml:"download_once"`
-	// ExactSizes fetches every message not yet sized before answering
-	// the login, so that LIST is exact. False answers from Gmail's
-	// sizeEstimate until a RETR learns the exact size. Nil means true.
+	// ExactSizes fetches every message once (format=raw) before offering
+	// it, so that LIST is exact. False answers from Gmail's sizeEstimate
+	// until a RETR learns the exact size. Nil means true.
 	ExactSizes *bool `yaml:"exact_sizes"`
 	// APIEndpoint is the API's base URL. Empty means
 	// https://gmail.googleapis.com/.
@@ -52,6 +52,10 @@ type GmailBackend struct {
 	QuotaPerMinute int `yaml:"quota_per_minute"`
 	// CallTimeout bounds one API request (default 30s).
 	CallTimeout Duration `yaml:"call_timeout"`
+	// LoginWait bounds the time a login waits for the sizes of new
+	// messages (default 8s); the rest are sized in the background and
+	// offered by later logins.
+	LoginWait Duration `yaml:"login_wait"`
 }
 
 // Gmail on_delete policies (keep is OnDeleteKeep).
@@ -193,6 +197,11 @@ func (b *GmailBackend) validate(p *problems, key string) {
 		p.add(key+".call_timeout", "%v", err)
 	} else if v < 0 {
 		p.add(key+".call_timeout", "must not be negative")
+	}
+	if v, err := b.LoginWait.Value(); err != nil {
+		p.add(key+".login_wait", "%v", err)
+	} else if v < 0 {
+		p.add(key+".login_wait", "must not be negative (0 means 8s)")
 	}
 }
 

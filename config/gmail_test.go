@@ -35,6 +35,7 @@ accounts:
       exact_sizes: false
       max_concurrent: 3
       call_timeout: 10s
+      login_wait: 20s
   - user: carol
     password_hash: "HASH"
     backend:
@@ -57,7 +58,8 @@ accounts:
 	}
 	b := c.Accounts[1].Backend.Gmail
 	if b == nil || b.Exact() || !b.DownloadOnce || b.Window.Batch != 250 || b.OnDelete != GmailDelete ||
-		strings.Join(b.Labels, ",") != "INBOX,UNREAD" || b.Query != "-category:promotions" || b.MaxConcurrent != 3 {
+		strings.Join(b.Labels, ",") != "INBOX,UNREAD" || b.Query != "-category:promotions" || b.MaxConcurrent != 3 ||
+		b.LoginWait != "20s" {
 		t.Errorf("bob: %+v", b)
 	}
 	now := time.Date(2026, 3, 31, 12, 0, 0, 0, time.UTC)
@@ -96,6 +98,13 @@ accounts:
       type: gmail
       oauth2: {provider: microsoft, client_id: id}
       quota_per_minute: 5
+      login_wait: -1s
+  - user: dave
+    password_hash: "HASH"
+    backend:
+      type: gmail
+      oauth2: {provider: google, client_id: id}
+      login_wait: soon
 `)
 	for _, want := range []string{
 		"accounts[0].backend.oauth2: must be set", "accounts[0].backend.labels: label id",
@@ -103,6 +112,7 @@ accounts:
 		"accounts[0].backend.api_endpoint: must be an http(s) base URL", "accounts[0].backend.max_concurrent",
 		"accounts[1].backend.on_delete: delete needs oauth2.scopes", "accounts[1].backend.window: set since or batch",
 		"accounts[2].backend.oauth2.provider: microsoft cannot", "accounts[2].backend.quota_per_minute",
+		"accounts[2].backend.login_wait: must not be negative", `accounts[3].backend.login_wait: invalid duration "soon"`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("want %q in %v", want, err)

@@ -129,6 +129,9 @@ func TestBenchGmail(t *testing.T) {
 		return func(o *gmail.Options) {
 			o.BackoffBase = 0 // the default
 			o.QuotaPerMinute = quota
+			// These scenarios measure a login that sizes every message;
+			// TestBenchGmailFirstLogin measures the default wait.
+			o.LoginWait = time.Hour
 			if mod != nil {
 				mod(o)
 			}
@@ -371,4 +374,107 @@ func mime64(s string) string {
 		}
 	}
 	return s
+}
+
+// TestBenchGmailFirstLogin is the first-login benchmark of
+// docs/benchmarks.md (issue 12): the time to the first +OK on a cold
+// mailbox of 10,000 and of 50,000 messages, the fake Gmail answering
+// every request after 50 ms, with the documented setup (the default
+// Options: 5 requests in flight, 6,000 quota units a minute, LoginWait
+// 8 s). It then logs in again after a pause, to show later sessions
+// offering more. Opt-in like TestBenchGmail (POPBENCH_GMAIL=1; with
+// POPBENCH_REPORT=FILE the table goes to FILE; POPBENCH_GMAIL_MESSAGES=N
+// runs one mailbox of N messages).
+//
+//	POPBENCH_GMAIL=1 POPBENCH_REPORT=/tmp/first-login.md go test -count=1 -v -run TestBenchGmailFirstLogin -timeout 30m ./backends/gmail
+func TestBenchGmailFirstLogin(t *testing.T) {
+	if os.Getenv("POPBENCH_GMAIL") != "1" {
+		t.Skip("set POPBENCH_GMAIL=1 to run the Gmail API benchmark")
+	}
+	sizes := []int{10_000, 50_000}
+	if v := os.Getenv("POPBENCH_GMAIL_MESSAGES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("POPBENCH_GMAIL_MESSAGES=%q: want a positive number", v)
+		}
+		sizes = []int{n}
+	}
+	const (
+		latency = 50 * time.Millisecond
+		pause   = 30 * time.Second // between the first and the second login
+	)
+	var rep strings.Builder
+	fmt.Fprintf(&rep, "Machine: %d CPUs (%s/%s), %s. Fake Gmail: %v per request; default options "+
+		"(5 requests in flight, 6,000 quota units/minute, login_wait 8 s); messages of about 1 KB.\n\n",
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, time.Now().Format("2006-01-02"), latency)
+	rep.WriteString("| mailbox | first PASS → +OK | offered | API calls (by method) | quota units | second login after 30 s: PASS, offered | estimated time to size all |\n")
+	rep.WriteString("|---:|---:|---:|---|---:|---:|---:|\n")
+	for _, n := range sizes {
+		fake := gmailtest.Start(t)
+		gen := time.Now()
+		for i := range n {
+			fake.Add(firstLoginMessage(i), "INBOX", "UNREAD")
+		}
+		t.Logf("%d messages generated in %v", n, time.Since(gen).Round(time.Millisecond))
+		fake.SetLatency(latency)
+		f := newFixture(t, fake, func(o *gmail.Options) { o.BackoffBase = 0 })
+		f.srv.BackendTimeout = 0 // the default, 2 minutes
+
+		login := func() (time.Duration, listing) {
+			c, err := dovecottest.Dial(f.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Cmd("USER alice")
+			start := time.Now()
+			if r, err := c.Cmd("PASS pw"); err != nil || !strings.HasPrefix(r, "+OK") {
+				t.Fatalf("%d messages: PASS: %q %v", n, r, err)
+			}
+			took := time.Since(start)
+			l := list(t, c)
+			quit(t, c)
+			return took, l
+		}
+		fake.ResetStats()
+		took, first := login()
+		calls, units := fake.Calls(), fake.Units()
+		var by []string
+		for _, m := range slices.Sorted(maps.Keys(calls)) {
+			by = append(by, fmt.Sprintf("%s %d", m, calls[m]))
+		}
+		ids := fake.IDs("INBOX")
+		if len(first.uids) == 0 || !slices.Equal(first.uids, ids[:len(first.uids)]) {
+			t.Errorf("%d messages: the first login offered %d, not the oldest", n, len(first.uids))
+		}
+		time.Sleep(pause)
+		took2, second := login()
+		if len(second.uids) <= len(first.uids) || !slices.Equal(second.uids[:len(first.uids)], first.uids) {
+			t.Errorf("%d messages: the second login offered %d after %d", n, len(second.uids), len(first.uids))
+		}
+		p := f.b.SyncProgress()
+		t.Logf("%d messages: first +OK after %v with %d offered, calls %v, %d units; after %v: +OK after %v with %d; progress %d/%d, ETA %v",
+			n, took.Round(time.Millisecond), len(first.uids), calls, units, pause, took2.Round(time.Millisecond), len(second.uids), p.Done, p.Total, p.ETA.Round(time.Second))
+		fmt.Fprintf(&rep, "| %d | %s | %d | %d (%s) | %d | %s, %d | %s |\n", n, dur(took), len(first.uids), sum(calls), strings.Join(by, ", "),
+			units, dur(took2), len(second.uids), dur(p.ETA+pause+took))
+		f.stop()
+		fake.Close()
+	}
+	t.Log("\n" + rep.String())
+	if p := os.Getenv("POPBENCH_REPORT"); p != "" {
+		if err := os.WriteFile(p, []byte(rep.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// firstLoginMessage returns message i of the first-login benchmark:
+// about 1 KB, CRLF line ends, cheap to make by the 50,000.
+func firstLoginMessage(i int) []byte {
+	date := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * 17 * time.Minute)
+	return fmt.Appendf(nil, "Received: from mx%d.example.org by mx.google.com; %s\r\n"+
+		"From: Sender %d <sender%d@example.org>\r\nTo: user@example.com\r\nSubject: Message %d of the benchmark mailbox\r\n"+
+		"Date: %s\r\nMessage-ID: <%d@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s",
+		i%9, date.Format(time.RFC1123Z), i%97, i%97, i, date.Format(time.RFC1123Z), i,
+		strings.Repeat("The quick brown fox jumps over the lazy dog, message "+strconv.Itoa(i)+".\r\n", 1+i%15))
 }

@@ -15,6 +15,13 @@
 // size. A history that Gmail no longer has (HTTP 404) means a full list
 // again; known sizes are kept.
 //
+// Sizes are learnt in the background, oldest message (Gmail id) first,
+// and kept in the Store as they come. A login waits for them at most
+// Options.LoginWait, then offers the messages whose size is known; so a
+// first login on a large mailbox answers quickly with its oldest
+// messages, and later logins offer more. Close stops the background
+// work.
+//
 // Every request goes through one gate per Backend: at most
 // MaxConcurrent in flight, a token bucket on quota units per minute,
 // and truncated exponential backoff with jitter on 429, 403
@@ -29,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +92,8 @@ const (
 	DefaultCallTimeout    = 30 * time.Second
 	DefaultBackoffBase    = 500 * time.Millisecond
 	DefaultMaxAttempts    = 6
+	DefaultLoginWait      = 8 * time.Second
+	DefaultProgressEvery  = 5 * time.Second
 	// maxBackoff caps one wait between attempts; a Retry-After above it
 	// fails the request at once.
 	maxBackoff = 32 * time.Second
@@ -120,7 +130,7 @@ type Options struct {
 	// once the session ends with QUIT.
 	DownloadOnce bool
 	// EstimateSizes answers LIST with Gmail's sizeEstimate until a RETR
-	// learns the exact size: a login asks for each new message in
+	// learns the exact size: each new message is asked for in
 	// format=minimal instead of raw (the same request count and quota,
 	// far fewer bytes). LIST may then differ from what RETR sends.
 	EstimateSizes bool
@@ -134,6 +144,16 @@ type Options struct {
 	CallTimeout    time.Duration
 	BackoffBase    time.Duration
 	MaxAttempts    int
+
+	// LoginWait bounds a login that finds messages whose size is not
+	// known yet: the sizing goes on in the background, and the login
+	// offers the messages sized LoginWait after it started (at least one
+	// second after the listing), oldest first; later logins offer more.
+	// Zero means DefaultLoginWait.
+	LoginWait time.Duration
+	// ProgressEvery is the interval of the info lines that report a
+	// background sizing; zero means DefaultProgressEvery.
+	ProgressEvery time.Duration
 
 	// OnCall, if set, is called after every request with the API method
 	// ("messages.get") and the quota units it cost; OnBackoff before
@@ -156,6 +176,16 @@ type Backend struct {
 	log   zerolog.Logger
 
 	calls, units, backoffs atomic.Int64
+
+	// ctx ends at Close; the background sizing runs under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// mu serialises the writes to the Store of the sessions and of the
+	// background sizing, so that a size learnt in the background never
+	// brings back a message a session's sync removed.
+	mu sync.Mutex
+	bg background
 }
 
 // Stats counts the requests a Backend made.
@@ -217,7 +247,14 @@ func New(opts Options) (*Backend, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.LoginWait <= 0 {
+		opts.LoginWait = DefaultLoginWait
+	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = DefaultProgressEvery
+	}
 	b := &Backend{opts: opts, sem: make(chan struct{}, opts.MaxConcurrent)}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if opts.Logger != nil {
 		b.log = opts.Logger.With().Str("backend", "gmail").Str("account", opts.Account).Logger()
 	} else {

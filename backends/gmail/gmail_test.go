@@ -77,6 +77,7 @@ func (f *fixture) start() {
 func (f *fixture) stop() {
 	if f.srv != nil {
 		f.srv.Close()
+		f.b.Close() // stops the background sizing before the store closes
 		f.store.Close()
 		f.srv = nil
 	}

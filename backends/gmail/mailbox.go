@@ -30,9 +30,13 @@ var (
 	_ proxy.Committer = (*mailbox)(nil)
 )
 
-// List syncs with Gmail and takes the snapshot: the messages not hidden
-// and inside the window, oldest first (internalDate, then id). Messages
-// not yet sized are fetched first, unless EstimateSizes.
+// List syncs with Gmail and takes the snapshot: the messages not hidden,
+// inside the window and sized, oldest first (internalDate, then id).
+// Messages not yet sized are sized in the background, oldest (Gmail id)
+// first; List waits for them (see wait), then offers those sized by
+// then. A permanent failure of the sizing in that
+// time (a rejected token, a missing scope) fails the login; a temporary
+// one is logged and the messages already sized are offered.
 func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	b := m.b
 	start := time.Now()
@@ -45,43 +49,25 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-
-	var cut int64 // internalDate of the window's start; 0 for none
-	if t := b.cutoff(); !t.IsZero() {
-		cut = t.UnixMilli()
-	}
-	var offer []rec
-	for _, r := range st.recs {
-		if st.tombs[r.id] || (r.sized && r.date < cut) || (b.opts.Window.Batch > 0 && r.downloaded) {
-			continue
-		}
-		offer = append(offer, r)
-	}
-	if n := b.opts.Window.Batch; n > 0 && len(offer) > n {
-		slices.SortFunc(offer, func(x, y rec) int {
-			if idLess(x.id, y.id) {
-				return -1
-			}
-			return 1
-		})
-		offer = offer[:n]
-	}
-	var need []rec
-	for _, r := range offer {
-		if !r.sized || (r.estimate && !b.opts.EstimateSizes) {
-			need = append(need, r)
+	cands := b.candidates(st)
+	need := 0
+	for _, r := range cands {
+		if !b.ready(r) {
+			need++
 		}
 	}
-	if err := b.fetchSizes(ctx, st, need); err != nil {
-		return nil, err
+	if need > 0 {
+		if st, err = m.wait(ctx, start, len(cands)-need); err != nil {
+			return nil, err
+		}
 	}
 
-	m.recs = make(map[string]rec, len(offer))
-	out := make([]proxy.MessageInfo, 0, len(offer))
-	list := make([]rec, 0, len(offer))
-	for _, o := range offer {
-		r, ok := st.recs[o.id]
-		if !ok || !r.sized || r.date < cut {
+	m.recs = make(map[string]rec)
+	var list []rec
+	pending := 0
+	for _, r := range b.candidates(st) {
+		if !b.ready(r) {
+			pending++
 			continue
 		}
 		list = append(list, r)
@@ -91,19 +77,76 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 		if c := cmp.Compare(x.date, y.date); c != 0 {
 			return c
 		}
-		if idLess(x.id, y.id) {
-			return -1
-		}
-		return 1
+		return byID(x, y)
 	})
+	out := make([]proxy.MessageInfo, 0, len(list))
 	for _, r := range list {
 		out = append(out, proxy.MessageInfo{UID: r.id, Size: r.size})
 	}
 	after := b.Stats()
 	b.log.Info().Str("sync", rep.mode).Int("added", rep.added).Int("removed", rep.removed).
-		Int("fetched", len(need)).Int("offered", len(out)).Int64("calls", after.Calls-before.Calls).
+		Int("to_size", need).Int("offered", len(out)).Int("pending", pending).Int64("calls", after.Calls-before.Calls).
 		Int64("units", after.Units-before.Units).Int64("took_ms", time.Since(start).Milliseconds()).Msg("gmail: maildrop listed")
 	return out, nil
+}
+
+// wait starts the background sizing and waits for it: until every
+// message is sized, or LoginWait after start (at least a second from now,
+// and a second before ctx's deadline), or, as soon as there is something
+// to offer, until the sizing cannot finish in that time anyway. ready is
+// the number of messages the session could offer at once. It returns the
+// state with the sizes learnt.
+func (m *mailbox) wait(ctx context.Context, start time.Time, ready int) (*state, error) {
+	b := m.b
+	idle := b.kick()
+	now := time.Now()
+	until := start.Add(b.opts.LoginWait)
+	if least := now.Add(time.Second); until.Before(least) {
+		until = least
+	}
+	if d, ok := ctx.Deadline(); ok && d.Add(-time.Second).Before(until) {
+		until = d.Add(-time.Second)
+	}
+	// Without anything to offer, size for a second at least: the quota
+	// bucket's burst then gives a first login a useful maildrop.
+	hopeless := now.Add(time.Second)
+	if ready > 0 {
+		hopeless = now
+	}
+	t := time.NewTimer(time.Until(until))
+	defer t.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	ended := false
+wait:
+	for {
+		select {
+		case <-idle:
+			ended = true
+			break wait
+		case <-t.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		case now := <-tick.C:
+			if p := b.SyncProgress(); !now.Before(hopeless) && now.Add(p.ETA).After(until) {
+				break wait
+			}
+		}
+	}
+	if err := b.flush(true); err != nil {
+		return nil, err
+	}
+	if ended {
+		if err := b.SyncProgress().Err; err != nil {
+			var pe *proxy.Error
+			if errors.As(err, &pe) && pe.Code == proxy.CodeSysPerm {
+				return nil, err
+			}
+			b.log.Warn().Err(err).Msg("gmail: sizing failed; offering the messages already sized")
+		}
+	}
+	return b.load()
 }
 
 // Open streams the message, from the body cache if it is there, else as

@@ -91,7 +91,15 @@ func (b *Backend) load() (*state, error) {
 	return st, nil
 }
 
+// apply commits c to the Store.
 func (b *Backend) apply(c cache.Change) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.applyLocked(c)
+}
+
+// applyLocked is apply with b.mu held.
+func (b *Backend) applyLocked(c cache.Change) error {
 	if len(c.Put)+len(c.Delete)+len(c.AddTombstones)+len(c.RemoveTombstones) == 0 && c.Sync == nil {
 		return nil
 	}
@@ -354,57 +362,7 @@ type fetched struct {
 	body []byte // the decoded message, when fetched whole
 	gone bool   // the message no longer exists
 	err  error
-}
-
-// fetchSizes learns the sizes and dates of recs, MaxConcurrent at a time,
-// and records them, in batches, so that an interrupted login keeps its
-// progress. With EstimateSizes it asks for format=minimal (sizeEstimate),
-// else for the raw message, whose body goes to the body cache.
-func (b *Backend) fetchSizes(ctx context.Context, st *state, recs []rec) error {
-	if len(recs) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	results := make(chan fetched)
-	go func() {
-		each(ctx, b.opts.MaxConcurrent, recs, func(r rec) {
-			results <- b.fetchOne(ctx, r, b.opts.EstimateSizes)
-		})
-		close(results)
-	}()
-	var firstErr error
-	var c cache.Change
-	for res := range results {
-		switch {
-		case res.err != nil:
-			if firstErr == nil {
-				firstErr = res.err
-				cancel()
-			}
-			continue
-		case res.gone:
-			delete(st.recs, res.r.id)
-			c.Delete = append(c.Delete, res.r.id)
-		default:
-			st.recs[res.r.id] = res.r
-			c.Put = append(c.Put, res.r.record())
-			if res.body != nil {
-				b.opts.Bodies.Put(b.opts.Account, res.r.id, res.body)
-			}
-		}
-		if len(c.Put)+len(c.Delete) >= 256 {
-			if err := b.apply(c); err != nil && firstErr == nil {
-				firstErr = err
-				cancel()
-			}
-			c = cache.Change{}
-		}
-	}
-	if err := b.apply(c); err != nil && firstErr == nil {
-		firstErr = err
-	}
-	return firstErr
+	bad  error // this message cannot be sized (its raw does not decode)
 }
 
 // fetchOne gets one message: its estimate (format=minimal), or the whole
@@ -428,7 +386,7 @@ func (b *Backend) fetchOne(ctx context.Context, r rec, estimate bool) fetched {
 	}
 	body, err := decodeAll(msg.Raw)
 	if err != nil {
-		return fetched{err: fmt.Errorf("gmail: message %s: %w: %w", r.id, proxy.ErrTemporary, err)}
+		return fetched{r: r, bad: fmt.Errorf("gmail: message %s: %w: %w", r.id, proxy.ErrTemporary, err)}
 	}
 	r.size, r.estimate = crlfSize(body), false
 	return fetched{r: r, body: body}

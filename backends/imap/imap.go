@@ -115,6 +115,8 @@ const (
 	// of a larger message; later ones double, up to maxTopPartial.
 	DefaultTopPartial = 16 << 10
 	maxTopPartial     = 1 << 20
+	// DefaultProgressEvery: see Options.ProgressEvery.
+	DefaultProgressEvery = 5 * time.Second
 )
 
 // Options configures a Backend.
@@ -163,6 +165,10 @@ type Options struct {
 	// TopWhole and TopPartial tune TOP; zero means DefaultTopWhole and
 	// DefaultTopPartial, a negative TopWhole always uses partials.
 	TopWhole, TopPartial int64
+	// ProgressEvery is the interval of the info lines that report a long
+	// listing of the folder (a first login on a large folder); zero means
+	// DefaultProgressEvery.
+	ProgressEvery time.Duration
 	// Logger receives sync summaries, UIDVALIDITY changes, reconnects and
 	// delete-policy warnings; nil logs nothing. Passwords and tokens are
 	// never logged.
@@ -176,12 +182,14 @@ type Backend struct {
 	host string // of Addr, for TLS and OAUTHBEARER
 	port int
 	log  zerolog.Logger
+	prog progress // of the last listing that fetched sizes
 }
 
 var (
-	_ proxy.Backend   = (*Backend)(nil)
-	_ proxy.Mailbox   = (*mailbox)(nil)
-	_ proxy.TopOpener = (*mailbox)(nil)
+	_ proxy.Backend      = (*Backend)(nil)
+	_ proxy.SyncReporter = (*Backend)(nil)
+	_ proxy.Mailbox      = (*mailbox)(nil)
+	_ proxy.TopOpener    = (*mailbox)(nil)
 )
 
 // New checks opts and returns a Backend. It does not connect.
@@ -254,6 +262,9 @@ func New(opts Options) (*Backend, error) {
 	}
 	if opts.TopPartial <= 0 {
 		opts.TopPartial = DefaultTopPartial
+	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = DefaultProgressEvery
 	}
 	b := &Backend{opts: opts, host: host, port: port, log: zerolog.Nop()}
 	if opts.Logger != nil {

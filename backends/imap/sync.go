@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -211,7 +212,13 @@ func (m *mailbox) fetchChanges(c *imapclient.Client, cached bool, st cache.SyncS
 		d.highest = max(d.highest, sel.UIDNext-1)
 	}
 	if (d.cold && sel.NumMessages > 0) || (!d.cold && (sel.UIDNext == 0 || sel.UIDNext > from)) {
-		if err := fetchSizes(c, imap.UIDSet{imap.UIDRange{Start: from, Stop: 0}}, from, d.sizes); err != nil {
+		total := int(sel.NumMessages) - nknown // an estimate when warm
+		done := m.b.prog.start(max(total, 1))
+		stop := m.logProgress()
+		err := fetchSizes(c, imap.UIDSet{imap.UIDRange{Start: from, Stop: 0}}, from, d.sizes, done)
+		stop()
+		m.b.prog.end(err)
+		if err != nil {
 			return d, err
 		}
 	}
@@ -251,7 +258,7 @@ func (m *mailbox) fetchChanges(c *imapclient.Client, cached bool, st cache.SyncS
 	}
 	// New messages that arrived after the FETCH above.
 	if len(missing) > 0 {
-		if err := fetchSizes(c, missing, 1, d.sizes); err != nil {
+		if err := fetchSizes(c, missing, 1, d.sizes, nil); err != nil {
 			return d, err
 		}
 		for uid := range d.sizes {
@@ -268,8 +275,8 @@ func (m *mailbox) fetchChanges(c *imapclient.Client, cached bool, st cache.SyncS
 
 // fetchSizes runs UID FETCH set (UID RFC822.SIZE) and records the sizes
 // of UIDs from least up (a FETCH of N:* also returns the last message
-// when every UID is below N).
-func fetchSizes(c *imapclient.Client, set imap.UIDSet, least imap.UID, into map[imap.UID]int64) error {
+// when every UID is below N). done, if not nil, is called for each.
+func fetchSizes(c *imapclient.Client, set imap.UIDSet, least imap.UID, into map[imap.UID]int64, done func()) error {
 	fc := c.Fetch(set, &imap.FetchOptions{UID: true, RFC822Size: true})
 	for {
 		msg := fc.Next()
@@ -288,9 +295,81 @@ func fetchSizes(c *imapclient.Client, set imap.UIDSet, least imap.UID, into map[
 		if buf.UID >= least {
 			into[buf.UID] = buf.RFC822Size
 		}
+		if done != nil {
+			done()
+		}
 	}
 	if err := fc.Close(); err != nil {
 		return fmt.Errorf("UID FETCH %v (RFC822.SIZE): %w", set, err)
 	}
 	return nil
+}
+
+// progress is what a Backend reports about its last listing that
+// fetched sizes: on a first login, one per message of the folder.
+type progress struct {
+	mu sync.Mutex
+	p  proxy.SyncProgress
+}
+
+// start begins a listing of about total messages and returns the
+// function to call for each message listed.
+func (g *progress) start(total int) (done func()) {
+	g.mu.Lock()
+	g.p = proxy.SyncProgress{Running: true, Total: total, Started: time.Now()}
+	g.mu.Unlock()
+	return func() {
+		g.mu.Lock()
+		g.p.Done++
+		g.p.Total = max(g.p.Total, g.p.Done)
+		g.mu.Unlock()
+	}
+}
+
+// end records the listing's outcome.
+func (g *progress) end(err error) {
+	g.mu.Lock()
+	g.p.Running, g.p.Ended, g.p.Err = false, time.Now(), err
+	if err == nil {
+		g.p.Total = g.p.Done
+	}
+	g.mu.Unlock()
+}
+
+// SyncProgress says how far the last listing that fetched sizes got.
+func (b *Backend) SyncProgress() proxy.SyncProgress {
+	b.prog.mu.Lock()
+	p := b.prog.p
+	b.prog.mu.Unlock()
+	if p.Running && p.Done > 0 && p.Total > p.Done {
+		elapsed := time.Since(p.Started)
+		p.ETA = time.Duration(float64(elapsed) / float64(p.Done) * float64(p.Total-p.Done))
+	}
+	return p
+}
+
+// logProgress logs the listing's progress every ProgressEvery until stop
+// is called.
+func (m *mailbox) logProgress() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(m.b.opts.ProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				p := m.b.SyncProgress()
+				m.s.log.Info().Str("account", m.account).Int("done", p.Done).Int("total", p.Total).
+					Int64("eta_s", int64(p.ETA.Round(time.Second)/time.Second)).
+					Msgf("imap: listing the sizes of folder %q", m.b.opts.Folder)
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }

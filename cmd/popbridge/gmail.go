@@ -16,6 +16,10 @@ func newGmailBackend(a config.Account, st *state) (*gmail.Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("call_timeout: %w", err)
 	}
+	wait, err := c.LoginWait.Value()
+	if err != nil {
+		return nil, fmt.Errorf("login_wait: %w", err)
+	}
 	ts, err := oauthSource(a, st)
 	if err != nil {
 		return nil, err
@@ -35,6 +39,7 @@ func newGmailBackend(a config.Account, st *state) (*gmail.Backend, error) {
 		MaxConcurrent:  c.MaxConcurrent,
 		QuotaPerMinute: c.QuotaPerMinute,
 		CallTimeout:    timeout,
+		LoginWait:      wait,
 		Logger:         st.log,
 		// st.metrics is read at each call: nil (no listen.http) is a no-op.
 		OnCall:    func(_ string, units int) { st.metrics.GmailUnits(a.User, units) },
@@ -46,5 +51,11 @@ func newGmailBackend(a config.Account, st *state) (*gmail.Backend, error) {
 		return nil, fmt.Errorf("window: %w", err)
 	}
 	opts.Window.MaxAge, opts.Window.Since = time.Duration(days)*24*time.Hour, date
-	return gmail.New(opts)
+	b, err := gmail.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	st.adopt(b) // its background sizing stops when it is replaced or at shutdown
+	st.metrics.syncSource(a, b)
+	return b, nil
 }

@@ -73,6 +73,7 @@ type accountReport struct {
 	LastSync  *time.Time   `json:"last_sync,omitempty"`
 	LastError *errorReport `json:"last_error,omitempty"`
 	Token     *tokenReport `json:"token,omitempty"`
+	Sync      *syncStatus  `json:"sync,omitempty"`
 }
 
 type errorReport struct {
@@ -121,6 +122,9 @@ func (m *metrics) snapshot() []accountReport {
 			r.LastError = &errorReport{Class: s.errClass, At: s.errAt.UTC().Truncate(time.Second)}
 		}
 		src := s.token
+		if s.sync != nil {
+			r.Sync = newSyncStatus(s.sync.SyncProgress())
+		}
 		s.mu.Unlock()
 		if src != nil {
 			exp, reauth, err := src.Status()

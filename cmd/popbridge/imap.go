@@ -43,7 +43,11 @@ func newIMAPBackend(a config.Account, st *state) (*imapb.Backend, error) {
 	if opts.TokenSource, opts.TLSConfig, err = upstream(a, c.Upstream, st); err != nil {
 		return nil, err
 	}
-	return imapb.New(opts)
+	b, err := imapb.New(opts)
+	if err == nil {
+		st.metrics.syncSource(a, b)
+	}
+	return b, err
 }
 
 // upstream returns the token source (nil for password logins) and the

@@ -123,5 +123,15 @@ accounts:
 	if r.code != 0 || !regexp.MustCompile(`(?m)^OK +ann +imap `).MatchString(r.stdout) || !regexp.MustCompile(`(?m)^OK +ben +imap `).MatchString(r.stdout) {
 		t.Fatalf("check: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	t.Logf("imap: serve with imap accounts (implicit TLS + ca_file, STARTTLS passthrough without password_hash, keep, TOP) and check")
+	// popbridge sync lists the folder as a login would; a passthrough
+	// account has no password to log in with.
+	r = runCmd(t, "", "sync", "ann", "-config", path)
+	if r.code != 0 || !regexp.MustCompile(`(?m)^ann: done in \d+s: 2 messages listed`).MatchString(r.stdout) {
+		t.Fatalf("sync ann: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	r = runCmd(t, "", "sync", "ben", "-config", path)
+	if r.code != 1 || !strings.Contains(r.stderr, "only a client login can sync it") {
+		t.Fatalf("sync ben (passthrough): exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("imap: serve with imap accounts (implicit TLS + ca_file, STARTTLS passthrough without password_hash, keep, TOP), check and sync")
 }

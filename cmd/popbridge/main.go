@@ -6,6 +6,7 @@
 //	popbridge demo [-dir DIR] [-listen ADDR]
 //	popbridge check -config FILE
 //	popbridge auth ACCOUNT -config FILE [-flow loopback|device]
+//	popbridge sync ACCOUNT -config FILE
 //	popbridge cache stats [-json] (-config FILE | -state DIR)
 //	popbridge cache forget (-config FILE | -state DIR) ACCOUNT
 //	popbridge cache verify (-config FILE | -state DIR)
@@ -51,6 +52,9 @@ Usage:
   popbridge auth ACCOUNT -config FILE [-flow loopback|device]
                                       obtain and store the OAuth2 token of an
                                       account with backend.oauth2
+  popbridge sync ACCOUNT -config FILE
+                                      learn the sizes and UIDLs of a large
+                                      mailbox before the first client login
   popbridge hash-password [-cost N]   read a password on standard input,
                                       print its bcrypt hash
   popbridge healthcheck (-config FILE | -url URL) [-ready]
@@ -97,6 +101,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = c.check(ctx, args)
 	case "auth":
 		err = c.auth(ctx, args)
+	case "sync":
+		err = c.syncAccount(ctx, args)
 	case "cache":
 		err = c.cache(args)
 	case "hash-password":

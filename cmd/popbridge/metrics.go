@@ -213,7 +213,8 @@ type accountStatus struct {
 	lastSync  time.Time
 	errClass  string
 	errAt     time.Time
-	token     *oauth.Source // nil: no refreshing token source
+	token     *oauth.Source      // nil: no refreshing token source
+	sync      proxy.SyncReporter // nil: the backend reports no sync progress
 }
 
 // account returns the status of account a, made or updated for its

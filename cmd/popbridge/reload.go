@@ -68,12 +68,14 @@ func (r *reloader) reload() error {
 		var router *accounts.Router
 		if router, err = newRouter(cfg, r.st); err == nil {
 			r.backend.cur.Store(router)
+			r.st.commitBackends() // stops the background work of the backends replaced
 			if r.srv != nil {
 				r.srv.SetCleartext(policy)
 			}
 		}
 	}
 	if err != nil {
+		r.st.discardBackends()
 		log.Error().Err(err).Str("config", r.path).Msg("configuration not reloaded; the previous one stays in use")
 		return err
 	}

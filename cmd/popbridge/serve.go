@@ -118,6 +118,7 @@ func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Serve
 	if err != nil {
 		return nil, err
 	}
+	st.commitBackends()
 	srv := &proxy.Server{Backend: newSwapBackend(router), Logger: log} // SIGHUP swaps the router
 	if srv.Cleartext, err = cfg.CleartextAuth.Policy(); err != nil {
 		return nil, err

@@ -42,6 +42,8 @@ type state struct {
 	log *zerolog.Logger
 	// metrics feeds listen.http; nil (no listen.http) records nothing.
 	metrics *metrics
+	// workers are the backends working in the background (sync.go).
+	workers workers
 }
 
 // tokenHome is the directory holding tokens/.
@@ -88,8 +90,10 @@ func (e damagedStoreError) Error() string {
 
 func (e damagedStoreError) Unwrap() error { return e.DamagedError }
 
-// close closes the store, logging a failure.
+// close stops the backends' background work, then closes the store,
+// logging a failure.
 func (s *state) close(log zerolog.Logger) {
+	s.closeBackends()
 	if err := s.store.Close(); err != nil {
 		log.Error().Err(err).Msg("closing the cache store")
 	}

@@ -80,6 +80,9 @@ type Server struct {
 	clock     time.Time // internalDate of the next Add
 	seq       uint64
 	msgs      map[string]*message
+	order     []*message // every message in messages.list order; nil after an Add
+	gen       uint64     // bumped by every change to the messages or their labels
+	listed    listCache  // the last messages.list filter's result
 	historyID uint64
 	floor     uint64 // start ids <= floor answer 404
 	history   []record
@@ -98,6 +101,7 @@ type message struct {
 	labels    map[string]bool
 	historyID uint64
 	unpadded  bool
+	badRaw    bool // format=raw sends text that is not base64
 	deleted   bool
 
 	headers     []Header
@@ -246,6 +250,19 @@ func (s *Server) SetUnpadded(id string, unpadded bool) bool {
 		return false
 	}
 	m.unpadded = unpadded
+	return true
+}
+
+// SetBadRaw makes format=raw send, for the message, a raw field that is
+// not base64 (a fault no real reply was seen to have).
+func (s *Server) SetBadRaw(id string, bad bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.msgs[id]
+	if m == nil {
+		return false
+	}
+	m.badRaw = bad
 	return true
 }
 
@@ -428,6 +445,8 @@ func (s *Server) addLocked(raw []byte, t time.Time, labels []string) string {
 	}
 	m.parse()
 	s.msgs[id] = m
+	s.order = nil
+	s.gen++
 	h := s.bump()
 	m.historyID = h
 	s.history = append(s.history, record{id: h, msg: id, added: true, after: m.labelList()})
@@ -453,6 +472,7 @@ func (s *Server) changeLabels(m *message, add, remove []string) {
 	if len(added) == 0 && len(removed) == 0 {
 		return
 	}
+	s.gen++
 	h := s.bump()
 	m.historyID = h
 	s.history = append(s.history, record{id: h, msg: m.id, labelsAdded: added, labelsRemoved: removed,
@@ -461,26 +481,34 @@ func (s *Server) changeLabels(m *message, add, remove []string) {
 
 func (s *Server) deleteLocked(m *message) {
 	m.deleted = true
+	s.gen++
 	h := s.bump()
 	m.historyID = h
 	s.history = append(s.history, record{id: h, msg: m.id, deleted: true, before: m.labelList()})
 }
 
 // sorted returns the live messages in messages.list order: newest
-// internalDate first, ties by id descending.
+// internalDate first, ties by id descending. The order is kept until
+// the next Add, so that paging through a large mailbox stays cheap.
 func (s *Server) sorted() []*message {
-	ms := make([]*message, 0, len(s.msgs))
-	for _, m := range s.msgs {
+	if s.order == nil {
+		s.order = make([]*message, 0, len(s.msgs))
+		for _, m := range s.msgs {
+			s.order = append(s.order, m)
+		}
+		slices.SortFunc(s.order, func(a, b *message) int {
+			if c := b.date.Compare(a.date); c != 0 {
+				return c
+			}
+			return strings.Compare(b.id, a.id)
+		})
+	}
+	ms := make([]*message, 0, len(s.order))
+	for _, m := range s.order {
 		if !m.deleted {
 			ms = append(ms, m)
 		}
 	}
-	slices.SortFunc(ms, func(a, b *message) int {
-		if c := b.date.Compare(a.date); c != 0 {
-			return c
-		}
-		return strings.Compare(b.id, a.id)
-	})
 	return ms
 }
 

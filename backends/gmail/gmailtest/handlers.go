@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -204,27 +205,32 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var match []*message
-	for _, m := range s.sorted() {
-		if !spamTrash && (m.labels["SPAM"] && !explicit["SPAM"] || m.labels["TRASH"] && !explicit["TRASH"]) {
-			continue
+	key := fmt.Sprintf("%q %q %v", labels, q.Get("q"), spamTrash)
+	if s.listed.key != key || s.listed.gen != s.gen || s.listed.match == nil {
+		match := []*message{}
+		for _, m := range s.sorted() {
+			if !spamTrash && (m.labels["SPAM"] && !explicit["SPAM"] || m.labels["TRASH"] && !explicit["TRASH"]) {
+				continue
+			}
+			if !hasAll(m, labels) || !matchTerms(m, terms) {
+				continue
+			}
+			match = append(match, m)
 		}
-		if !hasAll(m, labels) || !matchTerms(m, terms) {
-			continue
-		}
-		match = append(match, m)
+		// Kept until the next change, so that paging through a large
+		// mailbox costs one filtering.
+		s.listed = listCache{key: key, gen: s.gen, match: match}
 	}
+	match := s.listed.match
 	start := 0
 	if after != nil {
 		ms, _ := strconv.ParseInt(after[0], 10, 64)
-		start = len(match)
-		for i, m := range match {
-			d := m.date.UnixMilli()
-			if d < ms || d == ms && m.id < after[1] {
-				start = i
-				break
-			}
-		}
+		// match is newest first: the first item older than the last one
+		// returned.
+		start = sort.Search(len(match), func(i int) bool {
+			d := match[i].date.UnixMilli()
+			return d < ms || d == ms && match[i].id < after[1]
+		})
 	}
 	end := min(start+limit, len(match))
 	resp := struct {
@@ -240,6 +246,14 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 		resp.NextPageToken = encodeToken(fmt.Sprintf("%d:%s", last.date.UnixMilli(), last.id))
 	}
 	writeJSON(w, 200, resp)
+}
+
+// listCache is the result of one messages.list filter at one
+// generation of the mailbox.
+type listCache struct {
+	key   string
+	gen   uint64
+	match []*message
 }
 
 func hasAll(m *message, labels []string) bool {
@@ -355,6 +369,9 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
 			enc = base64.RawURLEncoding
 		}
 		out.Raw = enc.EncodeToString(m.raw)
+		if m.badRaw {
+			out.Raw = "!not base64!"
+		}
 	case "metadata":
 		out.Snippet = m.snippet
 		hs := m.headers

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/popbridge/popbridge/backends/gmail"
+	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// workers tracks the backends that work in the background (the gmail
+// backend's sizing), so that those a reload replaced, and all of them at
+// shutdown, are stopped before the store closes. The zero value is ready.
+type workers struct {
+	mu      sync.Mutex
+	current []io.Closer // the backends of the router in use
+	built   []io.Closer // built since, for a router not in use yet
+}
+
+// adopt records a backend just built.
+func (st *state) adopt(c io.Closer) {
+	st.workers.mu.Lock()
+	st.workers.built = append(st.workers.built, c)
+	st.workers.mu.Unlock()
+}
+
+// commitBackends is called once the router of the backends built since
+// the last call took over: the backends it replaced are stopped.
+func (st *state) commitBackends() {
+	st.workers.mu.Lock()
+	old := st.workers.current
+	st.workers.current, st.workers.built = st.workers.built, nil
+	st.workers.mu.Unlock()
+	closeAll(old)
+}
+
+// discardBackends stops the backends built since the last commit, whose
+// router will not be used.
+func (st *state) discardBackends() {
+	st.workers.mu.Lock()
+	built := st.workers.built
+	st.workers.built = nil
+	st.workers.mu.Unlock()
+	closeAll(built)
+}
+
+// closeBackends stops every backend, at shutdown.
+func (st *state) closeBackends() {
+	st.discardBackends()
+	st.commitBackends()
+}
+
+func closeAll(cs []io.Closer) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// syncStatus is the sync section of an account in /status: the progress
+// of learning a large maildrop (gmail: sizing in the background; imap:
+// the last listing that fetched sizes).
+type syncStatus struct {
+	State      string     `json:"state"` // running, done, stopped, or idle (nothing to learn yet)
+	Done       int        `json:"done"`
+	Total      int        `json:"total"`
+	QuotaUnits int64      `json:"quota_units,omitempty"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	ETASeconds int64      `json:"eta_seconds,omitempty"`
+	Error      string     `json:"error,omitempty"` // a class, as in last_error
+}
+
+func newSyncStatus(p proxy.SyncProgress) *syncStatus {
+	s := &syncStatus{State: "idle", Done: p.Done, Total: p.Total, QuotaUnits: p.Units,
+		StartedAt: timePtr(p.Started), EndedAt: timePtr(p.Ended), ETASeconds: int64(p.ETA.Round(time.Second) / time.Second)}
+	switch {
+	case p.Running:
+		s.State = "running"
+	case p.Err != nil:
+		// A class only, as in last_error: the log has the detail.
+		s.State, s.Error = "stopped", errorClass(p.Err)
+	case !p.Started.IsZero():
+		s.State = "done"
+	}
+	return s
+}
+
+// syncSource records account a's progress reporter for /status.
+func (m *metrics) syncSource(a config.Account, r proxy.SyncReporter) {
+	if m == nil {
+		return
+	}
+	s := m.account(a)
+	s.mu.Lock()
+	s.sync = r
+	s.mu.Unlock()
+}
+
+// syncAccount runs popbridge sync.
+func (c *cli) syncAccount(ctx context.Context, args []string) error {
+	fs := c.flags("sync", "ACCOUNT -config FILE", "Learn what the first login of ACCOUNT would have to learn (Gmail: the exact\n"+
+		"size of every message; IMAP: the folder's sizes and UIDs), before any client\n"+
+		"logs in, and keep it in the state directory. Shows a progress bar on a\n"+
+		"terminal, else a line every few seconds. Nothing is deleted upstream.\n"+
+		"Interrupted (Ctrl-C), it keeps what it learnt; run it again to go on.\n"+
+		"Run it while the server is stopped: a running server holds the state\n"+
+		"directory, and does the same work in the background itself.")
+	path := fs.String("config", "", "configuration `file` (YAML)")
+	every := fs.Duration("every", 5*time.Second, "`interval` of the progress lines when not on a terminal")
+	var account string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		account, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return errFlags
+	}
+	rest := fs.Args()
+	if account == "" && len(rest) > 0 {
+		account, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return usageError(fmt.Sprintf("unexpected argument %q", rest[0]))
+	}
+	if account == "" {
+		return usageError("name the ACCOUNT (its user in the configuration)")
+	}
+	if *path == "" {
+		return usageError("-config is required")
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	var acct *config.Account
+	for i := range cfg.Accounts {
+		if cfg.Accounts[i].User == account {
+			acct = &cfg.Accounts[i]
+		}
+	}
+	if acct == nil {
+		return fmt.Errorf("no account %q in %s", account, *path)
+	}
+	if acct.Passthrough() {
+		return fmt.Errorf("account %s logs in upstream with the POP3 client's password, so only a client login can sync it", account)
+	}
+	if _, running, _ := askServer(cfg.StateDir, controlRequest{Op: "stats"}); running {
+		return fmt.Errorf("a popbridge server is running on state_dir %s: it syncs %s in the background itself "+
+			"(see its log or the sync section of /status); stop it first to sync from here", cfg.StateDir, account)
+	}
+	st, err := openState(cfg.StateDir, nil)
+	if err != nil {
+		return err
+	}
+	defer st.close(zerolog.Nop())
+	// Warnings only: the progress is printed below.
+	log := zerolog.New(c.stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	st.log = &log
+	b, err := newBackend(*acct, st)
+	if err != nil {
+		return fmt.Errorf("account %s: %w", account, err)
+	}
+	st.commitBackends() // closed by st.close, after the work stopped
+
+	p := &progressPrinter{w: c.stdout, account: account, tty: isTerminal(c.stdout), every: *every}
+	if r, ok := b.(proxy.SyncReporter); ok {
+		p.src = r.SyncProgress
+	}
+	fmt.Fprintf(c.stdout, "%s: listing the mailbox (%s)\n", account, describe(*acct))
+	start := time.Now()
+	stop := p.start()
+	listed := -1
+	if g, ok := b.(*gmail.Backend); ok {
+		err = g.Sync(ctx)
+	} else {
+		listed, err = warm(ctx, b, account)
+	}
+	stop()
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("interrupted; what was learnt is kept (%s), run popbridge sync again to go on", p.summary())
+	case err != nil:
+		return fmt.Errorf("account %s: %w", account, err)
+	}
+	took := time.Since(start).Round(time.Second)
+	if listed >= 0 {
+		fmt.Fprintf(c.stdout, "%s: done in %s: %d messages listed, their sizes and UIDLs kept; the first login offers them at once\n",
+			account, took, listed)
+		return nil
+	}
+	fmt.Fprintf(c.stdout, "%s: done in %s (%s); the first login offers every message at once\n", account, took, p.summary())
+	return nil
+}
+
+// warm opens the maildrop and lists it, the way a client login does,
+// then closes it without changing anything upstream. It returns the
+// number of messages listed.
+func warm(ctx context.Context, b proxy.Backend, account string) (int, error) {
+	mb, err := b.Login(ctx, account, "")
+	if err != nil {
+		return 0, err
+	}
+	defer mb.Close()
+	list, err := mb.List(ctx)
+	return len(list), err
+}
+
+// progressPrinter shows the progress of src: a bar redrawn in place on a
+// terminal, a line every interval otherwise.
+type progressPrinter struct {
+	w       io.Writer
+	account string
+	tty     bool
+	every   time.Duration
+	src     func() proxy.SyncProgress // nil: nothing to show
+	last    proxy.SyncProgress
+	drawn   bool
+}
+
+// start shows the progress until stop is called.
+func (p *progressPrinter) start() (stop func()) {
+	if p.src == nil {
+		return func() {}
+	}
+	interval := p.every
+	if p.tty {
+		interval = 200 * time.Millisecond
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				p.show(p.src())
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+		p.last = p.src()
+		if p.tty && p.drawn {
+			p.show(p.last)
+			fmt.Fprintln(p.w)
+		}
+	}
+}
+
+// show prints one update.
+func (p *progressPrinter) show(s proxy.SyncProgress) {
+	if s.Total == 0 {
+		return
+	}
+	p.last = s
+	if !p.tty {
+		fmt.Fprintf(p.w, "%s: %s\n", p.account, p.summary())
+		return
+	}
+	const width = 30
+	filled := min(width, width*s.Done/s.Total)
+	fmt.Fprintf(p.w, "\r%s [%s%s] %s\033[K", p.account, strings.Repeat("#", filled), strings.Repeat("-", width-filled), p.summary())
+	p.drawn = true
+}
+
+// summary describes the last progress seen.
+func (p *progressPrinter) summary() string {
+	s := p.last
+	if s.Total == 0 {
+		return "nothing to learn"
+	}
+	out := fmt.Sprintf("%d/%d messages (%d%%)", s.Done, s.Total, 100*s.Done/s.Total)
+	if s.Units > 0 {
+		out += fmt.Sprintf(", %d quota units", s.Units)
+	}
+	if s.Running && s.ETA >= time.Second {
+		out += ", about " + s.ETA.Round(time.Second).String() + " left"
+	}
+	return out
+}

@@ -1,0 +1,30 @@
+package proxy
+
+import "time"
+
+// SyncProgress is what a backend reports about learning a maildrop
+// (sizes, UIDLs) that takes longer than a login should, for logs,
+// /status and popbridge sync. The zero value means nothing was learnt
+// since the start.
+type SyncProgress struct {
+	// Running is true while the work goes on.
+	Running bool
+	// Done and Total count the messages of the current (or last) run:
+	// learnt so far, and to learn in all.
+	Done, Total int
+	// Units is the upstream quota spent by the run (Gmail API units);
+	// 0 where there is none.
+	Units int64
+	// Started and Ended bound the run; Ended is zero while it runs.
+	Started, Ended time.Time
+	// ETA is the estimated time left; 0 when unknown or done.
+	ETA time.Duration
+	// Err is why the last run stopped early; nil if it finished.
+	Err error
+}
+
+// SyncReporter is implemented by a Backend that learns a large maildrop
+// over time and can say how far it got.
+type SyncReporter interface {
+	SyncProgress() SyncProgress
+}
