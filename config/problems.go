@@ -81,12 +81,12 @@ func parentKey(k string) string {
 }
 
 // related reports whether one of the key paths a and b is, or is above,
-// the other.
+// the other ("" is the whole file, above every key).
 func related(a, b string) bool {
 	under := func(x, y string) bool { // x above y
 		return strings.HasPrefix(y, x+".") || strings.HasPrefix(y, x+"[")
 	}
-	return a == b || under(a, b) || under(b, a)
+	return a == b || a == "" || b == "" || under(a, b) || under(b, a)
 }
 
 // shadowed reports whether a problem at key follows from a problem of
@@ -200,7 +200,7 @@ func (d *document) walk(n *yaml.Node, t reflect.Type, key string) {
 		switch {
 		case n.Kind == yaml.MappingNode:
 			d.mapping(n, t, key, " in window", nil)
-		case n.Kind != yaml.ScalarNode || n.Value != "all":
+		case n.Kind != yaml.ScalarNode || n.Value != "all" && n.Value != "":
 			d.add(n, key, "must be all, {since: 30d}, {since: YYYY-MM-DD} or {batch: N}, not %s", describe(n))
 		}
 		return

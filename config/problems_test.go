@@ -87,6 +87,24 @@ func TestProblemLines(t *testing.T) {
 		{"window", strings.Replace(minimal, "type: maildir\n      path: mail/alice", "type: gmail\n      oauth2: {provider: google, client_id: x}\n      window: 30d", 1), []string{
 			`cfg.yaml:10: accounts[0].backend.window: must be all, {since: 30d}, {since: YYYY-MM-DD} or {batch: N}, not "30d"`,
 		}},
+		{"a list, not a mapping", "- listen\n- accounts\n", []string{
+			`cfg.yaml:1: must be a mapping (indented key: value lines), not a list`,
+		}},
+		{"only a word", "popbridge\n", []string{
+			`cfg.yaml:1: must be a mapping (indented key: value lines), not "popbridge"`,
+		}},
+		{"misspelt section, no must-be-set", strings.Replace(minimal, "listen:", "listne:", 1), []string{
+			`cfg.yaml:2: unknown key "listne" (did you mean listen?)`,
+		}},
+		{"empty values are defaults", minimal + "log:\ncache: ~\ntls:\n  self_signed: true\n  names:\n", nil},
+		{"flow mapping, two problems on one line", minimal + "limits: {max_connections: x, idle_timeout: [1m]}\n", []string{
+			`cfg.yaml:10: limits.max_connections: must be a whole number, not "x"`,
+			`cfg.yaml:10: limits.idle_timeout: must be a single value, not a list`,
+		}},
+		{"alias of a bad value", minimal + "x-defaults: &d {level: [a]}\nlog: *d\n", []string{
+			`cfg.yaml:10: unknown key "x-defaults"`,
+			`cfg.yaml:10: log.level: must be a single value, not a list`,
+		}},
 		{"every problem at once", `
 listen:
   pop3: 127.0.0.1:1110
