@@ -131,6 +131,14 @@ func TestStateDirOwner(t *testing.T) {
 	if r := runCmd(t, "", "check", "-offline", "-config", a); r.code != 0 {
 		t.Errorf("check of a: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// The same file by another path is the same owner.
+	alias := filepath.Join(dir, "alias.yaml")
+	if err := os.Symlink(a, alias); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCmd(t, "", "check", "-offline", "-config", alias); r.code != 0 {
+		t.Errorf("check of a symlink to a: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	r := runCmd(t, "", "check", "-offline", "-config", b)
 	if r.code != 1 || !strings.Contains(r.stdout, "FAIL  state  "+state+": "+want+"\n") {
 		t.Errorf("check of b while a runs: exit %d\n%s", r.code, r.stdout)

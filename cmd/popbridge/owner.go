@@ -57,7 +57,8 @@ func checkOwner(dir, cfgPath string) error {
 }
 
 // claimOwner records cfgPath as the owner of dir, after checkOwner, and
-// returns the configuration file it replaces ("" if none or the same).
+// returns the configuration file it replaces: "" if none was recorded, or
+// the recorded one still exists (the same file by another path).
 func claimOwner(dir, cfgPath string) (previous string, err error) {
 	abs, err := filepath.Abs(cfgPath)
 	if err != nil {
@@ -66,6 +67,11 @@ func claimOwner(dir, cfgPath string) (previous string, err error) {
 	owner, err := stateOwner(dir)
 	if err != nil || owner == abs {
 		return "", err
+	}
+	if owner != "" {
+		if _, err := os.Stat(owner); err == nil {
+			return "", nil
+		}
 	}
 	if err := cache.WriteFile(filepath.Join(dir, ownerFile), []byte(abs+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("state directory %s: recording its configuration file: %w", dir, err)
