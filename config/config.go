@@ -207,19 +207,21 @@ func read(path string) (data []byte, dir string, err error) {
 // returned as err; problems of shape (unknown keys, values of the wrong
 // kind) are in doc.probs, and c holds what could be decoded.
 func decode(name string, data []byte) (c *Config, doc *document, err error) {
-	doc, err = readDocument(name, data)
-	if err != nil {
-		return nil, nil, err
-	}
+	// Decoding first: it also refuses an anchor that contains itself,
+	// which the walk could not get out of.
 	c = new(Config)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			return nil, nil, syntaxProblems(name, data, err)
-		}
-		doc.probs = append(doc.probs, doc.decodeProblems(err)...)
+	decErr := dec.Decode(c)
+	var te *yaml.TypeError
+	if decErr != nil && !errors.Is(decErr, io.EOF) && !errors.As(decErr, &te) {
+		return nil, nil, syntaxProblems(name, data, decErr)
+	}
+	if doc, err = readDocument(name, data); err != nil {
+		return nil, nil, err
+	}
+	if te != nil {
+		doc.probs = append(doc.probs, doc.decodeProblems(decErr)...)
 	}
 	return c, doc, nil
 }

@@ -55,6 +55,26 @@ type document struct {
 	problemLines map[int]bool
 	// incomplete: decoding stopped early, so the values cannot be checked.
 	incomplete bool
+	walking    map[*yaml.Node]bool // the nodes being walked, for enter
+	// steps counts the nodes visited; aliases of aliases can make a small
+	// file expand beyond any memory ("billion laughs").
+	steps int
+}
+
+// maxSteps bounds the nodes visited in one file, aliases expanded: far
+// above a configuration of thousands of accounts.
+const maxSteps = 200_000
+
+// step counts one node visited and reports false once the file has
+// expanded beyond maxSteps, reporting that once.
+func (d *document) step(n *yaml.Node) bool {
+	d.steps++
+	if d.steps == maxSteps+1 {
+		d.probs = append(d.probs, &Problem{File: d.file, Line: n.Line,
+			Msg: fmt.Sprintf("the aliases (*name) expand the file to more than %d values; use fewer aliases of aliases", maxSteps)})
+		d.failed[""] = true
+	}
+	return d.steps <= maxSteps
 }
 
 // place sets p's file and the line of its key, or of the nearest key
@@ -109,7 +129,8 @@ func (d *document) add(n *yaml.Node, key, format string, args ...any) {
 // readDocument parses data into a YAML tree and walks it against the
 // Config type. A syntax error is returned as the only problem.
 func readDocument(file string, data []byte) (*document, error) {
-	d := &document{file: file, lines: map[string]int{}, failed: map[string]bool{}, problemLines: map[int]bool{}}
+	d := &document{file: file, lines: map[string]int{}, failed: map[string]bool{}, problemLines: map[int]bool{},
+		walking: map[*yaml.Node]bool{}}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, syntaxProblems(file, data, err)
@@ -122,9 +143,27 @@ func readDocument(file string, data []byte) (*document, error) {
 	return d, nil
 }
 
+// enter marks the anchored node n as being walked through an alias, and
+// reports false if it already is: an alias inside its own anchor's value,
+// which would never end.
+func (d *document) enter(n *yaml.Node) bool {
+	if d.walking[n] {
+		return false
+	}
+	d.walking[n] = true
+	return true
+}
+
 // recordLines notes the line of every key path under n.
 func (d *document) recordLines(n *yaml.Node, key string) {
+	if !d.step(n) {
+		return
+	}
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		if !d.enter(n.Alias) {
+			return
+		}
+		defer delete(d.walking, n.Alias)
 		n = n.Alias
 	}
 	switch n.Kind {
@@ -171,10 +210,18 @@ var backendSettings = map[string]reflect.Type{
 // walk checks that the node n at key fits type t, and reports each
 // unknown key and each value of the wrong kind.
 func (d *document) walk(n *yaml.Node, t reflect.Type, key string) {
+	if !d.step(n) {
+		return
+	}
 	if n.Kind == yaml.AliasNode {
 		if n.Alias == nil {
 			return
 		}
+		if !d.enter(n.Alias) {
+			d.add(n, key, "holds itself (an alias inside its own anchor)")
+			return
+		}
+		defer delete(d.walking, n.Alias)
 		n = n.Alias
 	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
@@ -443,21 +490,43 @@ func syntaxProblems(file string, data []byte, err error) error {
 	return &Problem{File: file, Line: line, Msg: plainSyntax(msg)}
 }
 
-// firstBadLine returns the number of the first line at which the file
-// stops being valid YAML: yaml's own line numbers are off by one for
-// some errors and name the start of the enclosing block for others.
+// firstBadLine returns the number of the line at which the file stops
+// being valid YAML, or 0: yaml's own line numbers are off by one for some
+// errors and name the start of the enclosing block for others. Every
+// prefix of the file that holds the bad line fails to parse, so the line
+// is found by bisection after the last prefix that parses (a prefix may
+// also fail earlier, inside a quoted value or [...] that spans lines).
 func firstBadLine(data []byte) int {
 	lines := strings.SplitAfter(string(data), "\n")
-	if len(lines) > 5000 {
-		return 0 // not a configuration file; keep yaml's number
-	}
 	var n yaml.Node
-	for i := range lines {
-		if yaml.Unmarshal([]byte(strings.Join(lines[:i+1], "")), &n) != nil {
-			return i + 1
+	fails := func(k int) bool {
+		return yaml.Unmarshal([]byte(strings.Join(lines[:k], "")), &n) != nil
+	}
+	hi := len(lines)
+	if !fails(hi) {
+		return 0 // an error found by decoding, not by parsing
+	}
+	lo := 0
+	for step := 1; ; step *= 2 {
+		k := len(lines) - step
+		if k <= 0 {
+			break
+		}
+		if !fails(k) {
+			lo = k
+			break
+		}
+		hi = k
+	}
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid
 		}
 	}
-	return 0
+	return hi
 }
 
 // plainSyntax rewords the YAML parser's messages.
@@ -480,14 +549,18 @@ func plainSyntax(msg string) string {
 	case "found character that cannot start any token":
 		return "a value cannot start with this character; put the value in quotes"
 	}
+	if m := selfAnchorRE.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("the anchor &%s holds an alias to itself (*%s), which never ends", m[1], m[1])
+	}
 	return "not valid YAML: " + msg
 }
 
 var (
-	lineRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
-	unknownRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	typeRE    = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (\\S+)$")
-	dupRE     = regexp.MustCompile(`^mapping key "(.*)" already defined at line (\d+)$`)
+	lineRE       = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownRE    = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+	typeRE       = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (\\S+)$")
+	dupRE        = regexp.MustCompile(`^mapping key "(.*)" already defined at line (\d+)$`)
+	selfAnchorRE = regexp.MustCompile(`^anchor '(.*)' value contains itself$`)
 )
 
 // decodeProblems turns the errors of yaml's decoder into problems, for

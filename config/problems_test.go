@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -78,6 +79,12 @@ func TestProblemLines(t *testing.T) {
 		{"bad indentation", "listen:\n  pop3: ':1110'\n pop3s: ':1995'\n", []string{
 			`cfg.yaml:3: this line does not line up with the keys above it (check the indentation)`,
 		}},
+		{"bad indentation after a list over two lines", "listen: {pop3: ':1110',\n  pop3s: ':1995'}\ntls:\n  cert_file: x\n key_file: y\n", []string{
+			`cfg.yaml:5: this line does not line up with the keys above it (check the indentation)`,
+		}},
+		{"a long file", "listen:\n  pop3: ':1110'\naccounts:\n" + strings.Repeat("  - user: u\n    backend: {type: maildir}\n", 500) + " bad: x\n", []string{
+			`cfg.yaml:1004: this line does not line up with the keys above it (check the indentation)`,
+		}},
 		{"colon in a value", minimal + "log: level: info\n", []string{
 			`cfg.yaml:10: a "key: value" where none can be (check the indentation, or quote a value that holds ": ")`,
 		}},
@@ -104,6 +111,12 @@ func TestProblemLines(t *testing.T) {
 		{"alias of a bad value", minimal + "x-defaults: &d {level: [a]}\nlog: *d\n", []string{
 			`cfg.yaml:10: unknown key "x-defaults"`,
 			`cfg.yaml:10: log.level: must be a single value, not a list`,
+		}},
+		{"anchor merged into itself", minimal + "log: &l\n  <<: *l\n  level: info\n", []string{
+			`cfg.yaml: the anchor &l holds an alias to itself (*l), which never ends`,
+		}},
+		{"anchor inside itself", minimal + "x: &x [*x]\n", []string{
+			`cfg.yaml:10: unknown key "x"`,
 		}},
 		{"every problem at once", `
 listen:
@@ -167,5 +180,37 @@ func TestClosest(t *testing.T) {
 		if got := closest(in, known); got != want {
 			t.Errorf("closest(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// FuzzParse: no input makes parse panic or hang, and every problem it
+// reports is a *Problem naming the file.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{minimal, "listen:\n\tpop3: x\n", "a: &a [*a]\n", "log: &l\n  <<: *l\n",
+		minimal + "tls: {self_signed: yes, names: x}\nlimits: {max_connections: 1.5}\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		_, err := parse("cfg.yaml", []byte(src), "/etc/popbridge")
+		for _, e := range unjoin(err) {
+			var p *Problem
+			if !errors.As(e, &p) || p.File != "cfg.yaml" {
+				t.Fatalf("%q: problem %q is not a *Problem of cfg.yaml", src, e)
+			}
+		}
+	})
+}
+
+// TestAliasBomb: aliases of aliases that expand a small file to 10^9
+// values are refused, not followed.
+func TestAliasBomb(t *testing.T) {
+	src := minimal + "x0: &x0 [a, a, a, a, a, a, a, a, a, a]\n"
+	for i := 1; i < 9; i++ {
+		src += fmt.Sprintf("x%d: &x%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*x%d, ", i-1), 10), ", "))
+	}
+	_, err := parseString(t, src)
+	want := "cfg.yaml:11: the aliases (*name) expand the file to more than 200000 values; use fewer aliases of aliases"
+	if got := strings.Split(fmt.Sprint(err), "\n")[0]; got != want {
+		t.Errorf("first problem %q, want %q", got, want)
 	}
 }
