@@ -115,6 +115,9 @@ func TestProblemLines(t *testing.T) {
 		{"anchor merged into itself", minimal + "log: &l\n  <<: *l\n  level: info\n", []string{
 			`cfg.yaml: the anchor &l holds an alias to itself (*l), which never ends`,
 		}},
+		{"backend merged into itself", "listen: {pop3: ':1110'}\naccounts:\n  - user: a\n    backend: &b\n      <<: *b\n      type: maildir\n", []string{
+			`cfg.yaml: the anchor &b holds an alias to itself (*b), which never ends`,
+		}},
 		{"anchor inside itself", minimal + "x: &x [*x]\n", []string{
 			`cfg.yaml:10: unknown key "x"`,
 		}},
