@@ -11,7 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/popbridge/popbridge/backends/dovecottest"
+	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
+	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 )
 
 // TestCheckOffline: check -offline checks the file, the certificate
@@ -245,6 +250,83 @@ func TestCheckUpstreamPlainWords(t *testing.T) {
 	for _, bad := range []string{"-ERR", "[AUTH]", "[SYS/", "Temporary server failure", "Authentication failed.:", "NO ["} {
 		if strings.Contains(r.stdout, bad) {
 			t.Errorf("check output holds %q:\n%s", bad, r.stdout)
+		}
+	}
+}
+
+// TestCheckGmailPlainWords: the Gmail API's refusals that a new setup
+// meets are explained by check.
+func TestCheckGmailPlainWords(t *testing.T) {
+	tokens := oauthtest.Start(t)
+	tokens.AddRefreshToken("rt-gmail")
+	fake := gmailtest.Start(t)
+	fake.SetValidToken(tokens.ValidAccess)
+	down := func() string { // an endpoint where nothing listens
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}()
+	dir := t.TempDir()
+	write := func(name string, users ...string) string {
+		cfg := "listen: {pop3: 127.0.0.1:0}\nstate_dir: state\naccounts:\n"
+		for _, u := range users {
+			endpoint := fake.Endpoint()
+			if u == "gus" {
+				endpoint = "http://" + down + "/"
+			}
+			cfg += fmt.Sprintf(`  - user: %s
+    password_hash: %q
+    backend:
+      type: gmail
+      api_endpoint: %s
+      oauth2: {provider: custom, client_id: %s, auth_url: %q, token_url: %q, scopes: [https://www.googleapis.com/auth/gmail.modify]}
+`, u, testHash(t), endpoint, tokens.ClientID, tokens.AuthURL, tokens.TokenURL)
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	both, path := write("both.yaml", "gina", "gus"), write("gina.yaml", "gina")
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir)}
+	for _, u := range []string{"gina", "gus"} {
+		if err := store.Save(u, &oauth2.Token{RefreshToken: "rt-gmail"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An endpoint that does not answer (checked once: the backend retries).
+	r := runCmd(t, "", "check", "-config", both)
+	gus := regexp.MustCompile(`(?m)^FAIL +gus +gmail http://` + regexp.QuoteMeta(down) + `/, [^:]*: nothing answers at ` +
+		regexp.QuoteMeta(down) + ` \(connection refused\); check addr and that the server runs$`)
+	if r.code != 1 || !gus.MatchString(r.stdout) || !regexp.MustCompile(`(?m)^OK +gina `).MatchString(r.stdout) {
+		t.Errorf("check: exit %d\n%s\nwant a line matching %s", r.code, r.stdout, gus)
+	}
+	fakeHost := strings.TrimSuffix(strings.TrimPrefix(fake.Endpoint(), "http://"), "/")
+	for _, tt := range []struct {
+		name string
+		fail gmailtest.Failure
+		want string
+	}{
+		{"API not enabled", gmailtest.Failure{N: 1, Status: 403, Reason: "accessNotConfigured",
+			Message: "Gmail API has not been used in project 123 before or it is disabled."},
+			`the Gmail API is not enabled in the Google Cloud project of this OAuth2 client; enable it (APIs & Services → Library → Gmail API → Enable) ` +
+				`and try again in a few minutes (Google said "Gmail API has not been used in project 123 before or it is disabled.")`},
+		{"scope", gmailtest.Failure{N: 1, Status: 403, Reason: "insufficientPermissions"},
+			"the OAuth2 grant does not allow reading this mailbox through the Gmail API; leave oauth2.scopes out " +
+				"(or include https://www.googleapis.com/auth/gmail.modify) and run popbridge auth gina -config " + path + " again"},
+	} {
+		fake.FailNextWith(tt.fail)
+		r = runCmd(t, "", "check", "-config", path)
+		gina := regexp.MustCompile(`(?m)^FAIL +gina +gmail ` + regexp.QuoteMeta(fake.Endpoint()) + `, [^:]*: ` + regexp.QuoteMeta(tt.want) + `$`)
+		if r.code != 1 || !gina.MatchString(r.stdout) {
+			t.Errorf("%s: exit %d\n%s\nwant a line matching %s", tt.name, r.code, r.stdout, gina)
+		}
+		if strings.Contains(r.stdout, "[SYS/") || strings.Contains(r.stdout, fakeHost+"/gmail") {
+			t.Errorf("%s: reply codes or request URLs in\n%s", tt.name, r.stdout)
 		}
 	}
 }

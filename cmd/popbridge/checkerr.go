@@ -7,12 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 
 	goimap "github.com/emersion/go-imap/v2"
+	"google.golang.org/api/googleapi"
 
+	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/oauth"
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/config"
@@ -31,12 +36,19 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 		u = &a.Backend.POP3.Upstream
 	}
 	server := "the server"
-	if u != nil {
+	switch {
+	case u != nil:
 		server = u.Addr
+	case a.Backend.Gmail != nil:
+		server = "the Gmail API"
+		if u, err := url.Parse(or(a.Backend.Gmail.APIEndpoint, gmail.DefaultEndpoint)); err == nil && u.Host != "" {
+			server = u.Host
+		}
 	}
 	auth := fmt.Sprintf("popbridge auth %s -config %s", a.User, cfgPath)
 
 	var (
+		apiErr    *googleapi.Error
 		dnsErr    *net.DNSError
 		unknownCA x509.UnknownAuthorityError
 		hostErr   x509.HostnameError
@@ -49,6 +61,16 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 		return "no OAuth2 grant is stored for this account yet; run " + auth
 	case errors.Is(err, oauth.ErrGrant):
 		return "the OAuth2 grant has expired or was revoked; run " + auth + " again"
+	case errors.As(err, &apiErr) && apiErr.Code == http.StatusForbidden &&
+		(hasAPIReason(apiErr, "accessNotConfigured") || hasAPIReason(apiErr, "SERVICE_DISABLED")):
+		return fmt.Sprintf("the Gmail API is not enabled in the Google Cloud project of this OAuth2 client; "+
+			"enable it (APIs & Services → Library → Gmail API → Enable) and try again in a few minutes (Google said %q)", apiErr.Message)
+	case errors.As(err, &apiErr) && apiErr.Code == http.StatusForbidden &&
+		(hasAPIReason(apiErr, "insufficientPermissions") || hasAPIReason(apiErr, "ACCESS_TOKEN_SCOPE_INSUFFICIENT")):
+		return "the OAuth2 grant does not allow reading this mailbox through the Gmail API; " +
+			"leave oauth2.scopes out (or include " + oauth.GmailModifyScope + ") and run " + auth + " again"
+	case errors.As(err, &apiErr) && apiErr.Code == http.StatusUnauthorized:
+		return "Gmail refused the OAuth2 access token; run " + auth + " again"
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
 		return fmt.Sprintf("the host %s does not exist (DNS lookup failed); check addr", dnsErr.Name)
 	case errors.As(err, &dnsErr):
@@ -90,6 +112,21 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 	return withoutReplyTexts(err.Error())
 }
 
+// hasAPIReason reports whether a Google API error carries reason.
+func hasAPIReason(e *googleapi.Error, reason string) bool {
+	for _, item := range e.Errors {
+		if item.Reason == reason {
+			return true
+		}
+	}
+	for _, d := range e.Details {
+		if m, ok := d.(map[string]any); ok && m["reason"] == reason {
+			return true
+		}
+	}
+	return false
+}
+
 // serverSaid quotes the upstream server's own words in err, if any.
 func serverSaid(err error) string {
 	var re *pop3relay.ResponseError
@@ -113,8 +150,11 @@ func withoutReplyTexts(msg string) string {
 	for _, e := range []*proxy.Error{proxy.ErrAuthFailed, proxy.ErrInUse, proxy.ErrTemporary, proxy.ErrPermanent} {
 		msg = strings.ReplaceAll(msg, e.Error()+": ", "")
 	}
-	return msg
+	return replyCodeRE.ReplaceAllString(msg, "")
 }
+
+// replyCodeRE matches the response codes of the texts meant for clients.
+var replyCodeRE = regexp.MustCompile(`\[(AUTH|IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM)\] `)
 
 // listNames lists the names a certificate is for, in words.
 func listNames(c *x509.Certificate) string {
