@@ -152,6 +152,12 @@ func TestStateDirOwner(t *testing.T) {
 	if r.code != 1 || r.stderr != "popbridge serve: "+want+"\n" {
 		t.Errorf("serve b while a runs: exit %d, stderr %q, want %q", r.code, r.stderr, want)
 	}
+	for _, args := range [][]string{{"stats"}, {"forget", "ann"}} {
+		r = runCmd(t, "", append(append([]string{"cache"}, args...), "-config", b)...)
+		if r.code != 1 || r.stderr != "popbridge cache: "+want+"\n" {
+			t.Errorf("cache %s of b: exit %d, stderr %q", args[0], r.code, r.stderr)
+		}
+	}
 	if code := stop(); code != 0 {
 		t.Fatalf("a's server exited %d", code)
 	}
