@@ -307,7 +307,7 @@ func TestCheckGmailPlainWords(t *testing.T) {
 	// An endpoint that does not answer (checked once: the backend retries).
 	r := runCmd(t, "", "check", "-config", both)
 	gus := regexp.MustCompile(`(?m)^FAIL +gus +gmail http://` + regexp.QuoteMeta(down) + `/, [^:]*: nothing answers at ` +
-		regexp.QuoteMeta(down) + ` \(connection refused\); check addr and that the server runs$`)
+		regexp.QuoteMeta(down) + ` \(connection refused\); check api_endpoint and that the server runs$`)
 	if r.code != 1 || !gus.MatchString(r.stdout) || !regexp.MustCompile(`(?m)^OK +gina `).MatchString(r.stdout) {
 		t.Errorf("check: exit %d\n%s\nwant a line matching %s", r.code, r.stdout, gus)
 	}

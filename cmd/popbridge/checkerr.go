@@ -35,12 +35,12 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 	case a.Backend.POP3 != nil:
 		u = &a.Backend.POP3.Upstream
 	}
-	server := "the server"
+	server, addr := "the server", "addr" // and the key that names it
 	switch {
 	case u != nil:
 		server = u.Addr
 	case a.Backend.Gmail != nil:
-		server = "the Gmail API"
+		server, addr = "the Gmail API", "api_endpoint"
 		if u, err := url.Parse(or(a.Backend.Gmail.APIEndpoint, gmail.DefaultEndpoint)); err == nil && u.Host != "" {
 			server = u.Host
 		}
@@ -72,13 +72,13 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 	case errors.As(err, &apiErr) && apiErr.Code == http.StatusUnauthorized:
 		return "Gmail refused the OAuth2 access token; run " + auth + " again"
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		return fmt.Sprintf("the host %s does not exist (DNS lookup failed); check addr", dnsErr.Name)
+		return fmt.Sprintf("the host %s does not exist (DNS lookup failed); check %s", dnsErr.Name, addr)
 	case errors.As(err, &dnsErr):
 		return fmt.Sprintf("cannot look up the host %s (%s); check the DNS settings of this machine", dnsErr.Name, dnsErr.Err)
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Sprintf("nothing answers at %s (connection refused); check addr and that the server runs", server)
+		return fmt.Sprintf("nothing answers at %s (connection refused); check %s and that the server runs", server, addr)
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return fmt.Sprintf("%s cannot be reached from here (no route); check addr and the network", server)
+		return fmt.Sprintf("%s cannot be reached from here (no route); check %s and the network", server, addr)
 	case errors.As(err, &unknownCA):
 		return fmt.Sprintf("the certificate of %s is not signed by an authority this machine trusts; "+
 			"set ca_file to the PEM file of the authority (or of the certificate itself)", server)
@@ -94,8 +94,8 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 			"use its TLS port (usually 995 for POP3, 993 for IMAP) or set tls: starttls", server)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
 		errors.As(err, &netErr) && netErr.Timeout(), strings.Contains(err.Error(), "i/o timeout"):
-		return fmt.Sprintf("%s did not answer in time; check addr, that a firewall lets the connection through, "+
-			"and the tls setting (a TLS port waits silently for tls: none or starttls)", server)
+		return fmt.Sprintf("%s did not answer in time; check %s, that a firewall lets the connection through, "+
+			"and the tls setting (a TLS port waits silently for tls: none or starttls)", server, addr)
 	case errors.Is(err, proxy.ErrAuthFailed):
 		what := "wrong user name or password"
 		if u != nil && (u.Auth == config.AuthXOAUTH2 || u.Auth == config.AuthOAuthBearer) {
