@@ -39,25 +39,43 @@ func TestCheckOffline(t *testing.T) {
 			c.Close()
 		}
 	}()
+	up := "http://" + ln.Addr().String()
 	path := writeConfig(t, fmt.Sprintf(`  - user: carl
     password_hash: %q
     backend: {type: pop3, addr: %q, tls: none, username: carl, password: x}
+  - user: gail
+    password_hash: %q
+    backend:
+      type: gmail
+      api_endpoint: %s/
+      oauth2: {provider: custom, client_id: c, auth_url: %s/auth, token_url: %s/token, scopes: [s], token_key_file: token.key}
 tls: {cert_file: cert.pem, key_file: key.pem}
-`, testHash(t), ln.Addr()))
+`, testHash(t), ln.Addr(), testHash(t), up, up, up))
 	dir := filepath.Dir(path)
 	writeTestCert(t, dir)
+	if err := os.WriteFile(filepath.Join(dir, "token.key"), []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "state", tokenDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir), Key: must(oauth.LoadKey(filepath.Join(dir, "token.key")))}
+	if err := store.Save("gail", &oauth2.Token{RefreshToken: "rt"}); err != nil { // a refresh would connect
+		t.Fatal(err)
+	}
 
 	r := runCmd(t, "", "check", "-offline", "-config", path)
 	if r.code != 0 || r.stderr != "" {
 		t.Errorf("check -offline: exit %d, stderr %q\n%s", r.code, r.stderr, r.stdout)
 	}
 	checkLines(t, r.stdout, []*regexp.Regexp{
-		regexp.MustCompile(`configuration valid, 3 account\(s\)$`),
+		regexp.MustCompile(`configuration valid, 4 account\(s\)$`),
 		regexp.MustCompile(`^OK +tls +` + regexp.QuoteMeta(filepath.Join(dir, "cert.pem")) + `, certificate for localhost`),
 		regexp.MustCompile(`^OK +state +` + regexp.QuoteMeta(filepath.Join(dir, "state"))),
 		regexp.MustCompile(`^SKIP +alice +maildir .* \(not tried: -offline\)$`),
 		regexp.MustCompile(`^SKIP +bob +maildir .* \(not tried: -offline\)$`), // its Maildir is missing
 		regexp.MustCompile(`^SKIP +carl +pop3 ` + regexp.QuoteMeta(ln.Addr().String()) + `, tls none, auth password \(not tried: -offline\)$`),
+		regexp.MustCompile(`^SKIP +gail +gmail ` + regexp.QuoteMeta(up) + `/, .* \(not tried: -offline\)$`),
 	})
 	time.Sleep(50 * time.Millisecond)
 	if n := conns.Load(); n != 0 {
@@ -67,14 +85,17 @@ tls: {cert_file: cert.pem, key_file: key.pem}
 	if r := runCmd(t, "", "check", "-config", path); r.code != 1 || conns.Load() == 0 {
 		t.Errorf("check: exit %d, %d connection(s)\n%s", r.code, conns.Load(), r.stdout)
 	}
+	time.Sleep(50 * time.Millisecond)
+	online := conns.Load()
 
-	// A bad certificate file, a bad ca_file and a state directory that
-	// cannot be created fail.
+	// A bad certificate file, a bad ca_file, a missing token_key_file and
+	// a state directory that cannot be created fail.
 	if err := os.WriteFile(filepath.Join(dir, "key.pem"), []byte("not a key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := strings.Replace(string(must(os.ReadFile(path))), "password: x}", "password: x, ca_file: nope.pem}", 1)
 	cfg = strings.Replace(cfg, "state_dir: state", "state_dir: state-file", 1)
+	cfg = strings.Replace(cfg, "token_key_file: token.key", "token_key_file: nope.key", 1)
 	if err := os.WriteFile(filepath.Join(dir, "state-file"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -92,9 +113,11 @@ tls: {cert_file: cert.pem, key_file: key.pem}
 		regexp.MustCompile(`^SKIP +alice `),
 		regexp.MustCompile(`^SKIP +bob `),
 		regexp.MustCompile(`^FAIL +carl +pop3 .*: ca_file: open .*nope\.pem: no such file or directory$`),
+		regexp.MustCompile(`^FAIL +gail +gmail .*: oauth: token key: open .*nope\.key: no such file or directory$`),
 	})
-	if n := conns.Load(); n != 1 {
-		t.Errorf("%d connection(s) to the upstream, want only the one of check without -offline", n)
+	time.Sleep(50 * time.Millisecond)
+	if n := conns.Load() - online; n != 0 {
+		t.Errorf("the second check -offline made %d connection(s) to the upstream", n)
 	}
 }
 
