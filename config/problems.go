@@ -15,7 +15,7 @@ import (
 // Problem is one problem in a configuration file, in plain words.
 type Problem struct {
 	// File and Line locate the problem; empty and 0 when unknown (Line
-	// is 0 for a key missing from the top level).
+	// is 0 in a file without content).
 	File string
 	Line int
 	// Key is the key path, e.g. accounts[0].backend.path; empty for the
@@ -78,12 +78,16 @@ func (d *document) step(n *yaml.Node) bool {
 }
 
 // place sets p's file and the line of its key, or of the nearest key
-// above it that the file has.
+// above it that the file has: for a top-level key, the first line of the
+// file's content.
 func (d *document) place(p *Problem) *Problem {
 	p.File = d.file
-	for k := p.Key; k != ""; k = parentKey(k) {
+	for k := p.Key; ; k = parentKey(k) {
 		if l, ok := d.lines[k]; ok {
 			p.Line = l
+			break
+		}
+		if k == "" {
 			break
 		}
 	}
@@ -137,6 +141,9 @@ func readDocument(file string, data []byte) (*document, error) {
 	}
 	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
 		n := root.Content[0]
+		if n.Line > 0 {
+			d.lines[""] = n.Line
+		}
 		d.recordLines(n, "")
 		d.walk(n, reflect.TypeFor[Config](), "")
 	}

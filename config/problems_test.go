@@ -121,6 +121,14 @@ func TestProblemLines(t *testing.T) {
 		{"anchor inside itself", minimal + "x: &x [*x]\n", []string{
 			`cfg.yaml:10: unknown key "x"`,
 		}},
+		{"missing top-level keys", "\n# popbridge\nlog: {level: info}\n", []string{
+			`cfg.yaml:3: listen: set pop3, pop3s or both`,
+			`cfg.yaml:3: accounts: list at least one account`,
+		}},
+		{"empty file", "", []string{
+			`cfg.yaml: listen: set pop3, pop3s or both`,
+			`cfg.yaml: accounts: list at least one account`,
+		}},
 		{"every problem at once", `
 listen:
   pop3: 127.0.0.1:1110
