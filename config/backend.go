@@ -101,6 +101,17 @@ func decodeStrict(n *yaml.Node, v any, typ string) error {
 // keys ("<<: *anchor"). Merged pairs come first, so that a later pair
 // with the same key overrides them, as in decoding.
 func pairs(n *yaml.Node) [][2]*yaml.Node {
+	return mergedPairs(n, map[*yaml.Node]bool{})
+}
+
+// mergedPairs is pairs, skipping the mappings in seen: a mapping merged
+// into itself, directly or not, would never end.
+func mergedPairs(n *yaml.Node, seen map[*yaml.Node]bool) [][2]*yaml.Node {
+	if seen[n] {
+		return nil
+	}
+	seen[n] = true
+	defer delete(seen, n)
 	var merged, own [][2]*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -117,7 +128,7 @@ func pairs(n *yaml.Node) [][2]*yaml.Node {
 				src = src.Alias
 			}
 			if src != nil && src.Kind == yaml.MappingNode {
-				merged = append(merged, pairs(src)...)
+				merged = append(merged, mergedPairs(src, seen)...)
 			}
 		}
 	}

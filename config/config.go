@@ -14,7 +14,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -199,9 +198,12 @@ func LoadState(path string) (stateDir string, users []string, err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	c, err := decode(path, data)
+	c, doc, err := decode(path, data)
 	if err != nil {
 		return "", nil, err
+	}
+	if len(doc.probs) > 0 {
+		return "", nil, joinProblems(doc.probs)
 	}
 	r := resolver{dir: dir, failed: map[string]bool{}}
 	r.stateDir(c)
@@ -224,59 +226,79 @@ func read(path string) (data []byte, dir string, err error) {
 	return data, filepath.Dir(abs), nil
 }
 
-// decode decodes data (named name in errors) strictly.
-func decode(name string, data []byte) (*Config, error) {
-	var c Config
+// decode decodes data (named name in errors) strictly. A syntax error is
+// returned as err; problems of shape (unknown keys, values of the wrong
+// kind) are in doc.probs, and c holds what could be decoded.
+func decode(name string, data []byte) (c *Config, doc *document, err error) {
+	// Decoding first: it also refuses an anchor that contains itself,
+	// which the walk could not get out of.
+	c = new(Config)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, decodeError(name, err)
+	decErr := dec.Decode(c)
+	var te *yaml.TypeError
+	if decErr != nil && !errors.Is(decErr, io.EOF) && !errors.As(decErr, &te) {
+		return nil, nil, syntaxProblems(name, data, decErr)
 	}
-	return &c, nil
+	if doc, err = readDocument(name, data); err != nil {
+		return nil, nil, err
+	}
+	if te != nil {
+		doc.probs = append(doc.probs, doc.decodeProblems(decErr)...)
+	}
+	return c, doc, nil
 }
 
 // parse decodes data (named name in errors), resolves it against dir and
-// validates it.
+// validates it. Every problem is reported, each with its line: those of
+// shape first, then those of value that do not follow from them.
 func parse(name string, data []byte, dir string) (*Config, error) {
-	c, err := decode(name, data)
+	c, doc, err := decode(name, data)
 	if err != nil {
 		return nil, err
+	}
+	if doc.incomplete {
+		return nil, joinProblems(doc.probs)
 	}
 	r := resolver{dir: dir, failed: map[string]bool{}}
 	r.resolve(c)
 	c.failed = r.failed
-	errs := append(r.errs, c.Validate())
+	for k := range doc.failed {
+		c.failed[k] = true
+	}
+	probs := doc.probs
+	for _, err := range append(r.errs, unjoin(c.Validate())...) {
+		var p *Problem
+		if !errors.As(err, &p) {
+			probs = append(probs, &Problem{File: name, Msg: err.Error()})
+			continue
+		}
+		if !doc.shadowed(p.Key) {
+			probs = append(probs, doc.place(p))
+		}
+	}
 	c.failed = nil
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	if len(probs) > 0 {
+		return nil, joinProblems(probs)
 	}
 	return c, nil
 }
 
-var (
-	lineRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
-	unknownRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-)
-
-// decodeError turns a YAML error into one "file:line: problem" error per
-// problem, naming unknown keys as such rather than by Go type.
-func decodeError(name string, err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return fmt.Errorf("%s: %w", name, err)
+// unjoin returns the errors joined in err.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
 	}
-	errs := make([]error, 0, len(te.Errors))
-	for _, msg := range te.Errors {
-		m := lineRE.FindStringSubmatch(msg)
-		if m == nil {
-			errs = append(errs, fmt.Errorf("%s: %s", name, msg))
-			continue
-		}
-		text := m[2]
-		if u := unknownRE.FindStringSubmatch(text); u != nil {
-			text = fmt.Sprintf("unknown key %q", u[1])
-		}
-		errs = append(errs, fmt.Errorf("%s:%s: %s", name, m[1], text))
+	if err == nil {
+		return nil
+	}
+	return []error{err}
+}
+
+func joinProblems(probs []*Problem) error {
+	errs := make([]error, len(probs))
+	for i, p := range probs {
+		errs[i] = p
 	}
 	return errors.Join(errs...)
 }

@@ -43,7 +43,7 @@ func TestListenHTTP(t *testing.T) {
 			"http.status_token: environment variable NO_SUCH_STATUS_TOKEN is not set",
 		}},
 		{"unknown key", withListen("  http: 127.0.0.1:9110\n", "http:\n  token: x\n"), "", []string{
-			`cfg.yaml:12: unknown key "token"`,
+			`http: unknown key "token"`,
 		}},
 	}
 	for _, tt := range tests {

@@ -79,7 +79,7 @@ accounts:
         clientid: y
 `)
 	for _, want := range []string{
-		`unknown key "clientid" in oauth2`,
+		`accounts[1].backend.oauth2: unknown key "clientid" (did you mean client_id?)`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("want %q in %v", want, err)

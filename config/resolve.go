@@ -17,7 +17,7 @@ type resolver struct {
 }
 
 func (r *resolver) errorf(key, format string, args ...any) {
-	r.errs = append(r.errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	r.errs = append(r.errs, &Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
 	r.failed[key] = true
 }
 

@@ -25,12 +25,13 @@ func (p *problems) add(key, format string, args ...any) {
 	if p.skip[key] {
 		return
 	}
-	p.errs = append(p.errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	p.errs = append(p.errs, &Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
 // Validate checks the configuration and reports every problem it finds,
-// each as "key.path: problem", joined with errors.Join. It does no I/O:
-// certificate files, for instance, are read when the server starts.
+// each a *Problem ("key.path: problem"), joined with errors.Join. It
+// does no I/O: certificate files, for instance, are read when the server
+// starts.
 func (c *Config) Validate() error {
 	p := &problems{skip: c.failed}
 	c.validateListen(p)
@@ -76,6 +77,9 @@ func (c *Config) validateListen(p *problems) {
 }
 
 func (t *TLS) validate(p *problems) {
+	if p.skip["tls.self_signed"] {
+		return // not true or false: which keys it needs cannot be told
+	}
 	if t.SelfSigned {
 		if t.CertFile != "" || t.KeyFile != "" {
 			p.add("tls.self_signed", "excludes cert_file and key_file (the certificate is created in state_dir)")

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"golang.org/x/oauth2"
 
@@ -82,7 +83,7 @@ func warnOpen(st *state, a config.Account, file string) {
 }
 
 func (c *cli) auth(ctx context.Context, args []string) error {
-	fs := c.flags("auth", "ACCOUNT -config FILE [-flow loopback|device]",
+	fs := c.flags("auth", "ACCOUNT -config FILE [-flow loopback|device] [-port N]",
 		"Obtain an OAuth2 refresh token for ACCOUNT, whose backend has an oauth2\n"+
 			"section, and store it in the state directory (tokens/ACCOUNT.json, mode\n"+
 			"0600, encrypted with token_key_file or POPBRIDGE_TOKEN_KEY if set).\n\n"+
@@ -91,9 +92,12 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 			"server, forward that port with the printed ssh -L command, or paste the\n"+
 			"URL the browser ends on here. The device flow (default for microsoft)\n"+
 			"prints a code to enter at the provider's web page, on any device.\n"+
+			"-port fixes the loopback port (for a fixed ssh -L forward or a firewall\n"+
+			"rule); without it a free port is chosen.\n"+
 			"A running server picks up the new token at its next login; no restart.")
 	path := fs.String("config", "", "configuration `file` (YAML)")
 	flow := fs.String("flow", "", "`loopback` or device; empty means the provider's default")
+	port := fs.Int("port", 0, "loopback flow: the `port` on 127.0.0.1 the browser is sent back to; 0 picks a free one")
 	// ACCOUNT may come before or after the flags.
 	var account string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -118,8 +122,14 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 	if *path == "" {
 		return usageError("-config is required")
 	}
+	if *port < 0 || *port > 65535 {
+		return usageError(fmt.Sprintf("-port %d: want a port number from 1 to 65535", *port))
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
+		return err
+	}
+	if err := checkOwner(cfg.StateDir, *path); err != nil {
 		return err
 	}
 	var acct *config.Account
@@ -153,12 +163,18 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 			return fmt.Errorf("account %s: the loopback flow needs auth_url", account)
 		}
 		opts := oauth.LoopbackOptions{Out: c.stdout, Paste: c.stdin, SSHHint: sshHint()}
+		if *port != 0 {
+			opts.ListenAddr = fmt.Sprintf("127.0.0.1:%d", *port)
+		}
 		if o.Provider == oauth.Google {
 			// A refresh token every time, even if access was granted before.
 			opts.AuthParams = []oauth2.AuthCodeOption{oauth2.AccessTypeOffline, oauth2.ApprovalForce}
 		}
 		tok, err = oauth.Loopback(ctx, oc, opts)
 	case "device":
+		if *port != 0 {
+			return usageError("-port is for the loopback flow; the device flow needs no port")
+		}
 		if o.Provider == oauth.Google {
 			fmt.Fprintln(c.stderr, "popbridge auth: warning: Google's device flow cannot grant Gmail scopes; use -flow loopback")
 		}
@@ -166,7 +182,12 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 	default:
 		return usageError(fmt.Sprintf("unknown -flow %q (want loopback or device)", *flow))
 	}
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return fmt.Errorf("account %s: interrupted; no token was saved", account)
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("account %s: port %d on 127.0.0.1 is in use by another program; choose another -port, or stop that program", account, *port)
+	case err != nil:
 		return fmt.Errorf("account %s: %w", account, err)
 	}
 	if tok.RefreshToken == "" {

@@ -63,7 +63,11 @@ func stateFlags(fs *flag.FlagSet) (dir func() (string, []string, error)) {
 		case *stateDir != "":
 			return *stateDir, nil, nil
 		case *cfgPath != "":
-			return config.LoadState(*cfgPath)
+			dir, users, err := config.LoadState(*cfgPath)
+			if err == nil {
+				err = checkOwner(dir, *cfgPath) // not another server's cache
+			}
+			return dir, users, err
 		}
 		return "", nil, usageError("-config or -state is required")
 	}

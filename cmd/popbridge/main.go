@@ -4,8 +4,8 @@
 //
 //	popbridge serve -config FILE
 //	popbridge demo [-dir DIR] [-listen ADDR]
-//	popbridge check -config FILE
-//	popbridge auth ACCOUNT -config FILE [-flow loopback|device]
+//	popbridge check -config FILE [-offline]
+//	popbridge auth ACCOUNT -config FILE [-flow loopback|device] [-port N]
 //	popbridge sync ACCOUNT -config FILE
 //	popbridge cache stats [-json] (-config FILE | -state DIR)
 //	popbridge cache forget (-config FILE | -state DIR) ACCOUNT
@@ -40,8 +40,10 @@ Usage:
   popbridge demo [-dir DIR] [-listen ADDR]
                                       serve a sample Maildir, user demo,
                                       password demo; no setup needed
-  popbridge check -config FILE        validate the configuration, then try
-                                      every account's backend
+  popbridge check -config FILE [-offline]
+                                      validate the configuration, then try
+                                      every account's backend (-offline:
+                                      only local files, no upstream)
   popbridge cache stats (-config FILE | -state DIR) [-json]
                                       per account: cached messages,
                                       tombstones, bytes
@@ -49,7 +51,7 @@ Usage:
                                       drop everything cached for ACCOUNT
   popbridge cache verify (-config FILE | -state DIR)
                                       read the whole cache file and check it
-  popbridge auth ACCOUNT -config FILE [-flow loopback|device]
+  popbridge auth ACCOUNT -config FILE [-flow loopback|device] [-port N]
                                       obtain and store the OAuth2 token of an
                                       account with backend.oauth2
   popbridge sync ACCOUNT -config FILE

@@ -229,8 +229,8 @@ func TestCheckInvalid(t *testing.T) {
 	path := writeConfig(t, "cleartext_auth: [10.0.0.0/33]\nlimits: {idle_timeout: 5}\n")
 	r := runCmd(t, "", "check", "-config", path)
 	want := "popbridge check: 2 problems:\n" +
-		`  cleartext_auth[0]: invalid network "10.0.0.0/33" (want a CIDR such as 10.0.0.0/8)` + "\n" +
-		`  limits.idle_timeout: invalid duration "5" (want e.g. 90s, 10m, 1h)` + "\n"
+		"  " + path + `:13: cleartext_auth[0]: invalid network "10.0.0.0/33" (want a CIDR such as 10.0.0.0/8)` + "\n" +
+		"  " + path + `:14: limits.idle_timeout: invalid duration "5" (want e.g. 90s, 10m, 1h)` + "\n"
 	if r.code != 1 || r.stderr != want || r.stdout != "" {
 		t.Errorf("check of an invalid config: exit %d, stdout %q, stderr\n%s\nwant 1 and\n%s", r.code, r.stdout, r.stderr, want)
 	}

@@ -124,7 +124,7 @@ func TestReload(t *testing.T) {
 		t.Error("after a rejected reload, alice's password changed")
 	}
 	if ev := eventsWith(f.log.String(), "configuration not reloaded"); len(ev) != 1 ||
-		ev[0]["error"] != `cleartext_auth: unknown mode "sometimes" (want never, loopback, always or a list of networks)` {
+		ev[0]["error"] != f.path+`:11: cleartext_auth: unknown mode "sometimes" (want never, loopback, always or a list of networks)` {
 		t.Errorf("rejected reload logged %v", ev)
 	}
 	// So does a file that does not parse.

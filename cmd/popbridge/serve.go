@@ -45,11 +45,20 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkOwner(cfg.StateDir, *path); err != nil {
+		return err
+	}
 	st, err := openState(cfg.StateDir, bodies)
 	if err != nil {
 		return err
 	}
 	defer st.close(log) // runs last: after the server and the control socket stopped
+	if prev, err := claimOwner(cfg.StateDir, *path); err != nil {
+		return err
+	} else if prev != "" {
+		log.Info().Str("state_dir", cfg.StateDir).Str("previous_config", prev).
+			Msg("state directory taken over: its previous configuration file no longer exists")
+	}
 	srv, err := newServer(cfg, &log, st)
 	if err != nil {
 		return err

@@ -143,6 +143,9 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkOwner(cfg.StateDir, *path); err != nil {
+		return err
+	}
 	var acct *config.Account
 	for i := range cfg.Accounts {
 		if cfg.Accounts[i].User == account {

@@ -127,7 +127,7 @@ accounts:
 		t.Fatalf("sync: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
-	progress := regexp.MustCompile(`^gina: \d+/\d+ messages \(\d+%\), \d+ quota units(, about \S+ left)?$`)
+	progress := regexp.MustCompile(`^gina: \d+/\d+ messages \(\d+%\)(, \d+ quota units)?(, about \S+ left)?$`)
 	if len(lines) < 3 || !strings.HasPrefix(lines[0], "gina: listing the mailbox (gmail ") ||
 		!regexp.MustCompile(`^gina: done in \d+s \(\d+/\d+ messages \(100%\), \d+ quota units\); the first login offers every message at once$`).MatchString(lines[len(lines)-1]) {
 		t.Fatalf("sync output:\n%s", r.stdout)
