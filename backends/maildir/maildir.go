@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"iter"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -168,14 +169,23 @@ func baseName(name string) string {
 // subdirs are the directories holding messages, in scan order.
 var subdirs = [2]string{"new", "cur"}
 
-// entry is one message file found by a scan.
+// entry is one message file found by a scan, kept small for sorting.
 type entry struct {
-	base  string // the unique name
-	name  string // the file name in its directory
-	stamp string // at List: the stamp of the record the size came from
-	sec   uint64 // the leading run of digits of base as a number, if ok
-	sub   uint8  // its directory: an index into subdirs
-	ok    bool   // sec is set
+	name string // the file name in its directory
+	sec  uint64 // the leading run of digits of the name as a number, if ok
+	blen uint16 // the length of the unique name, a prefix of name
+	sub  uint8  // its directory: an index into subdirs
+	ok   bool   // sec is set
+}
+
+// base returns the unique name.
+func (e *entry) base() string { return e.name[:e.blen] }
+
+// newEntry returns the entry of file name with unique name base in
+// directory subdirs[sub].
+func newEntry(name, base string, sub int) entry {
+	sec, ok := leadingNumber(base)
+	return entry{name: name, sec: sec, blen: uint16(len(base)), sub: uint8(sub), ok: ok}
 }
 
 // path returns the file's path.
@@ -193,7 +203,7 @@ func compareEntries(a, b *entry) int {
 		}
 		return 1
 	}
-	if c := compareNames(a.base, b.base); c != 0 {
+	if c := compareNames(a.base(), b.base()); c != 0 {
 		return c
 	}
 	if a.sub != b.sub {
@@ -245,9 +255,7 @@ func (b *Backend) scan(ctx context.Context) ([]entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
 		}
-		if found == nil {
-			found = make([]entry, 0, len(ents)+16)
-		}
+		found = slices.Grow(found, len(ents))
 		for _, de := range ents {
 			name := de.Name()
 			if name == "" || name[0] == '.' {
@@ -258,23 +266,21 @@ func (b *Backend) scan(ctx context.Context) ([]entry, error) {
 				continue
 			}
 			base := baseName(name)
-			if base == "" {
+			if base == "" || len(base) > math.MaxUint16 {
 				continue
 			}
-			sec, ok := leadingNumber(base)
-			found = append(found, entry{base: base, name: name, sec: sec, sub: uint8(sub), ok: ok})
+			found = append(found, newEntry(name, base, sub))
 		}
 	}
 	slices.SortFunc(found, func(a, b entry) int { return compareEntries(&a, &b) })
 	// Equal unique names are now adjacent, the one to keep first.
-	return slices.CompactFunc(found, func(a, b entry) bool { return a.base == b.base }), nil
+	return slices.CompactFunc(found, func(a, b entry) bool { return a.base() == b.base() }), nil
 }
 
 // lookup returns the index of the entry with unique name base in sorted,
 // and whether there is one.
 func lookup(sorted []entry, base string) (int, bool) {
-	key := entry{base: base}
-	key.sec, key.ok = leadingNumber(base)
+	key := newEntry(base, base, 0)
 	return slices.BinarySearchFunc(sorted, key, func(e, k entry) int {
 		if e.ok && k.ok && e.sec != k.sec {
 			if e.sec < k.sec {
@@ -282,7 +288,7 @@ func lookup(sorted []entry, base string) (int, bool) {
 			}
 			return 1
 		}
-		return compareNames(e.base, k.base)
+		return compareNames(e.base(), k.base())
 	})
 }
 
@@ -290,7 +296,16 @@ func lookup(sorted []entry, base string) (int, bool) {
 // compare as numbers (the leading seconds, Dovecot's M microseconds), the
 // rest as bytes; names equal by that rule fall back to byte order.
 func compareNames(a, b string) int {
-	i, j := 0, 0
+	// Skip the common prefix, back to the start of a run of digits in
+	// it: the rule compares that prefix equal, token by token.
+	p := 0
+	for p < len(a) && p < len(b) && a[p] == b[p] {
+		p++
+	}
+	for p > 0 && isDigit(a[p-1]) {
+		p--
+	}
+	i, j := p, p
 	for i < len(a) && j < len(b) {
 		if isDigit(a[i]) && isDigit(b[j]) {
 			si, sj := i, j
@@ -430,8 +445,9 @@ func vouched(base string, r cache.MessageRecord) bool {
 // then fresh is true. It returns an error wrapping fs.ErrNotExist if the
 // file is gone and errNotRegular for anything but a file.
 func (b *Backend) measure(uid string, e *entry, known records) (r cache.MessageRecord, fresh bool, err error) {
-	r, ok := known.Message(e.base)
-	if ok && r.UIDL == uid && vouched(e.base, r) {
+	base := e.base()
+	r, ok := known.Message(base)
+	if ok && r.UIDL == uid && vouched(base, r) {
 		return r, false, nil
 	}
 	path := b.path(e)
@@ -460,7 +476,7 @@ func (b *Backend) measure(uid string, e *entry, known records) (r cache.MessageR
 	if err != nil {
 		return r, false, err
 	}
-	return cache.MessageRecord{Key: e.base, Size: c.Size(), UIDL: uid, Stamp: st}, true, nil
+	return cache.MessageRecord{Key: base, Size: c.Size(), UIDL: uid, Stamp: st}, true, nil
 }
 
 var errNotRegular = errors.New("not a regular file")
@@ -486,6 +502,7 @@ type mailbox struct {
 	b       *Backend
 	release func()         // the Store hold, if any
 	listed  []entry        // the listed messages in List order, with their last known names
+	stamps  []string       // of each listed message: the stamp of the record its size came from
 	index   map[string]int // UID to index in listed; made at the first use
 	gone    []string       // tombstones whose file was absent at List
 }
@@ -535,6 +552,7 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 
 	order := found // the order of the first scan; found may be replaced
 	m.listed = make([]entry, 0, len(order))
+	m.stamps = make([]string, 0, len(order))
 	m.index = nil
 	list := make([]proxy.MessageInfo, 0, len(order))
 	var c cache.Change
@@ -546,21 +564,22 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 			}
 		}
 		e := &order[i]
-		if known.Tombstoned(e.base) {
-			if _, ok := known.Message(e.base); ok {
+		base := e.base()
+		if known.Tombstoned(base) {
+			if _, ok := known.Message(base); ok {
 				matched++
 			}
 			continue
 		}
 		if len(found) == 0 || &found[0] != &order[0] {
 			// After a rescan: the message's entry as it is now.
-			j, ok := lookup(found, e.base)
+			j, ok := lookup(found, base)
 			if !ok {
 				continue // gone at a rescan
 			}
 			e = &found[j]
 		}
-		uid := UID(e.base)
+		uid := UID(base)
 		r, fresh, err := m.b.measure(uid, e, known)
 		// Renamed or removed since the scan: rescan and retry, with a
 		// bound per List so a mass move costs a few scans, not one each.
@@ -569,7 +588,7 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 			if found, err = m.b.scan(ctx); err != nil {
 				return nil, err
 			}
-			j, ok := lookup(found, e.base)
+			j, ok := lookup(found, base)
 			if !ok {
 				err = fs.ErrNotExist
 				break
@@ -585,14 +604,13 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 		}
 		if fresh {
 			c.Put = append(c.Put, r)
-			if _, ok := known.Message(e.base); !ok {
+			if _, ok := known.Message(base); !ok {
 				matched-- // no record to replace
 			}
 		}
 		matched++
-		l := *e
-		l.stamp = r.Stamp
-		m.listed = append(m.listed, l)
+		m.listed = append(m.listed, *e)
+		m.stamps = append(m.stamps, r.Stamp)
 		list = append(list, proxy.MessageInfo{UID: uid, Size: r.Size})
 	}
 	if matched < known.Len() {
@@ -612,19 +630,19 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	return list, nil
 }
 
-// entry returns the listed message with UID uid.
-func (m *mailbox) entry(uid string) (*entry, bool) {
+// entry returns the listed message with UID uid, and its index.
+func (m *mailbox) entry(uid string) (*entry, int, bool) {
 	if m.index == nil {
 		m.index = make(map[string]int, len(m.listed))
 		for i := range m.listed {
-			m.index[UID(m.listed[i].base)] = i
+			m.index[UID(m.listed[i].base())] = i
 		}
 	}
 	i, ok := m.index[uid]
 	if !ok {
-		return nil, false
+		return nil, 0, false
 	}
-	return &m.listed[i], true
+	return &m.listed[i], i, true
 }
 
 // refresh rescans the Maildir once and updates the names of all listed
@@ -637,7 +655,7 @@ func (m *mailbox) refresh(ctx context.Context) error {
 	}
 	for i := range m.listed {
 		l := &m.listed[i]
-		if j, ok := lookup(found, l.base); ok {
+		if j, ok := lookup(found, l.base()); ok {
 			l.name, l.sub = found[j].name, found[j].sub
 		}
 	}
@@ -672,7 +690,7 @@ func (m *mailbox) follow(ctx context.Context, e *entry, op func(path string) err
 // the record its LIST size came from was changed in place: its record is
 // dropped, so that the next List measures it again.
 func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
-	e, ok := m.entry(uid)
+	e, i, ok := m.entry(uid)
 	if !ok {
 		return nil, fmt.Errorf("maildir: open %q: not listed: %w", uid, proxy.ErrNoMessage)
 	}
@@ -687,8 +705,8 @@ func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("maildir: open %q: %w", uid, err)
 	}
-	if fi, err := f.Stat(); err == nil && stamp(fi) != e.stamp {
-		_ = m.b.update(cache.Change{Delete: []string{e.base}})
+	if fi, err := f.Stat(); err == nil && stamp(fi) != m.stamps[i] {
+		_ = m.b.update(cache.Change{Delete: []string{e.base()}})
 	}
 	return f, nil
 }
@@ -699,7 +717,7 @@ func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
 func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 	ents := make([]*entry, len(uids))
 	for i, uid := range uids {
-		e, ok := m.entry(uid)
+		e, _, ok := m.entry(uid)
 		if !ok {
 			return fmt.Errorf("maildir: delete %q: not listed", uid)
 		}
@@ -723,7 +741,7 @@ func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 			errs = append(errs, fmt.Errorf("maildir: delete %q: %w", uids[i], err))
 			continue
 		}
-		removed = append(removed, e.base)
+		removed = append(removed, e.base())
 	}
 	for _, sub := range []string{"cur", "new"} {
 		if err := syncDir(filepath.Join(m.b.opts.Path, sub)); err != nil {
@@ -742,7 +760,7 @@ func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 func (m *mailbox) hide(ctx context.Context, ents []*entry) error {
 	var c cache.Change
 	for _, e := range ents {
-		c.AddTombstones = append(c.AddTombstones, e.base)
+		c.AddTombstones = append(c.AddTombstones, e.base())
 	}
 	if len(m.gone) > 0 {
 		found, err := m.b.scan(ctx)

@@ -551,7 +551,7 @@ func TestDuplicateBaseListedOnce(t *testing.T) {
 		t.Fatalf("listed %v, want one %s of size 6", msgs, base)
 	}
 	m := mb.(*mailbox)
-	if e, _ := m.entry(base); m.b.path(e) != filepath.Join(dir, "cur", base+":2,RS") {
+	if e, _, _ := m.entry(base); m.b.path(e) != filepath.Join(dir, "cur", base+":2,RS") {
 		t.Errorf("picked %s, want the first cur/ name", m.b.path(e))
 	}
 }

@@ -145,14 +145,19 @@ func TestScanOrderMatchesCompareNames(t *testing.T) {
 		}
 		seen[n] = true
 		names = append(names, n)
-		sec, ok := leadingNumber(n)
-		ents = append(ents, entry{base: n, name: n, sec: sec, ok: ok})
+		ents = append(ents, newEntry(n, n, 0))
+	}
+	for range 200_000 {
+		x, y := names[r.IntN(len(names))], names[r.IntN(len(names))]
+		if got, want := sign(compareNames(x, y)), sign(referenceCompareNames(x, y)); got != want {
+			t.Fatalf("compareNames(%q, %q) = %d, the rule gives %d", x, y, got, want)
+		}
 	}
 	slices.SortFunc(names, compareNames)
 	slices.SortFunc(ents, func(a, b entry) int { return compareEntries(&a, &b) })
 	for i := range names {
-		if ents[i].base != names[i] {
-			t.Fatalf("position %d: %q, compareNames puts %q", i, ents[i].base, names[i])
+		if ents[i].base() != names[i] {
+			t.Fatalf("position %d: %q, compareNames puts %q", i, ents[i].base(), names[i])
 		}
 		if j, ok := lookup(ents, names[i]); !ok || j != i {
 			t.Fatalf("lookup(%q) = %d, %v; want %d", names[i], j, ok, i)
@@ -222,4 +227,40 @@ func BenchmarkOpen(b *testing.B) {
 			}
 		})
 	}
+}
+
+func sign(c int) int { return min(max(c, -1), 1) }
+
+// referenceCompareNames is compareNames without its shortcut.
+func referenceCompareNames(a, b string) int {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		if isDigit(a[i]) && isDigit(b[j]) {
+			si, sj := i, j
+			for i < len(a) && isDigit(a[i]) {
+				i++
+			}
+			for j < len(b) && isDigit(b[j]) {
+				j++
+			}
+			na := strings.TrimLeft(a[si:i], "0")
+			nb := strings.TrimLeft(b[sj:j], "0")
+			if len(na) != len(nb) {
+				return len(na) - len(nb)
+			}
+			if c := strings.Compare(na, nb); c != 0 {
+				return c
+			}
+			continue
+		}
+		if a[i] != b[j] {
+			return int(a[i]) - int(b[j])
+		}
+		i++
+		j++
+	}
+	if c := (len(a) - i) - (len(b) - j); c != 0 {
+		return c
+	}
+	return strings.Compare(a, b)
 }
