@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
@@ -66,6 +67,10 @@ type Backend struct {
 
 	mu    sync.Mutex
 	local map[string]cache.MessageRecord // without a Store; replaced, never changed
+
+	dirReads atomic.Int64 // directories read, for tests
+	scanMu   sync.Mutex
+	scanned  *scanResult // the last scan; its entries are never changed
 }
 
 // New returns a Backend for opts. It does not touch the file system.
@@ -233,13 +238,66 @@ func leadingNumber(base string) (uint64, bool) {
 	return n, true
 }
 
+// scanResult is a scan and what new/ and cur/ were before it.
+type scanResult struct {
+	at    time.Time      // when the directories were stat'ed
+	dirs  [2]fs.FileInfo // new/ and cur/ then
+	found []entry
+}
+
+// settle is how old a directory's mtime must have been at a scan for a
+// later scan to trust that an equal mtime means no change. A change sets
+// the mtime to the time of the change, in steps of the file system's
+// timestamp granularity (a clock tick, 1 s at worst).
+const settle = 2 * time.Second
+
+// unchanged reports whether the directories dirs, stat'ed now, are as
+// they were at scan r, so that r's entries are still right.
+func (r *scanResult) unchanged(dirs [2]fs.FileInfo) bool {
+	for i, fi := range dirs {
+		old := r.dirs[i]
+		if !os.SameFile(old, fi) || !old.ModTime().Equal(fi.ModTime()) || old.Size() != fi.Size() ||
+			!old.ModTime().Before(r.at.Add(-settle)) {
+			return false
+		}
+	}
+	return true
+}
+
+// cachedEntries is the number of entries that scan results of all
+// Backends hold; a scan is not kept when it would pass maxCachedEntries.
+var cachedEntries atomic.Int64
+
+const maxCachedEntries = 250_000
+
 // scan reads new/ and then cur/, in that order so that a message moving
 // from new/ to cur/ during the scan is seen at least once. It returns one
 // entry per unique name, sorted by compareEntries; a message found in both
 // directories is taken from cur/, two names in one directory give the
 // first by name. It reads only the directories: no file is stat'ed
-// (file types come from the directory entries).
-func (b *Backend) scan(ctx context.Context) ([]entry, error) {
+// (file types come from the directory entries). With reuse, when neither
+// directory changed since the last scan (same mtime, which was settled
+// then), it returns that scan's entries without reading them, as Dovecot
+// does; the caller must not change them.
+func (b *Backend) scan(ctx context.Context, reuse bool) ([]entry, error) {
+	var dirs [2]fs.FileInfo
+	at := time.Now()
+	for sub, name := range subdirs {
+		dir := filepath.Join(b.opts.Path, name)
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
+		}
+		dirs[sub] = fi
+	}
+	if reuse {
+		b.scanMu.Lock()
+		last := b.scanned
+		b.scanMu.Unlock()
+		if last != nil && last.unchanged(dirs) {
+			return last.found, nil
+		}
+	}
 	var found []entry
 	for sub, name := range subdirs {
 		if err := ctx.Err(); err != nil {
@@ -250,6 +308,7 @@ func (b *Backend) scan(ctx context.Context) ([]entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
 		}
+		b.dirReads.Add(1)
 		ents, err := f.ReadDir(-1)
 		f.Close()
 		if err != nil {
@@ -274,7 +333,28 @@ func (b *Backend) scan(ctx context.Context) ([]entry, error) {
 	}
 	slices.SortFunc(found, func(a, b entry) int { return compareEntries(&a, &b) })
 	// Equal unique names are now adjacent, the one to keep first.
-	return slices.CompactFunc(found, func(a, b entry) bool { return a.base() == b.base() }), nil
+	found = slices.CompactFunc(found, func(a, b entry) bool { return a.base() == b.base() })
+	b.keep(&scanResult{at: at, dirs: dirs, found: found})
+	return found, nil
+}
+
+// keep makes r (nil for none) the scan that the next one may reuse,
+// within the bound on cached entries.
+func (b *Backend) keep(r *scanResult) {
+	b.scanMu.Lock()
+	defer b.scanMu.Unlock()
+	var old, n int64
+	if b.scanned != nil {
+		old = int64(len(b.scanned.found))
+	}
+	if r != nil {
+		n = int64(len(r.found))
+	}
+	if cachedEntries.Add(n-old) > maxCachedEntries {
+		cachedEntries.Add(-n)
+		r = nil
+	}
+	b.scanned = r
 }
 
 // lookup returns the index of the entry with unique name base in sorted,
@@ -534,7 +614,7 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("maildir: list %q: %w", m.b.opts.Path, err)
 	}
-	found, err := m.b.scan(ctx)
+	found, err := m.b.scan(ctx, true)
 	if err != nil {
 		return nil, err
 	}
@@ -585,7 +665,7 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 		// bound per List so a mass move costs a few scans, not one each.
 		for errors.Is(err, fs.ErrNotExist) && rescans < 3 {
 			rescans++
-			if found, err = m.b.scan(ctx); err != nil {
+			if found, err = m.b.scan(ctx, false); err != nil {
 				return nil, err
 			}
 			j, ok := lookup(found, base)
@@ -649,7 +729,7 @@ func (m *mailbox) entry(uid string) (*entry, int, bool) {
 // messages, so a mass move from new/ to cur/ costs one scan, not one per
 // message.
 func (m *mailbox) refresh(ctx context.Context) error {
-	found, err := m.b.scan(ctx)
+	found, err := m.b.scan(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -763,7 +843,7 @@ func (m *mailbox) hide(ctx context.Context, ents []*entry) error {
 		c.AddTombstones = append(c.AddTombstones, e.base())
 	}
 	if len(m.gone) > 0 {
-		found, err := m.b.scan(ctx)
+		found, err := m.b.scan(ctx, false)
 		if err != nil {
 			return err
 		}

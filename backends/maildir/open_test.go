@@ -194,7 +194,9 @@ func writeDovecotNamed(tb testing.TB, dir string, n int) {
 }
 
 // BenchmarkOpen times what a POP3 login costs the backend on a Maildir
-// whose every message is known to the store: Login, List, Close.
+// whose every message is known to the store: Login, List, Close. With
+// "unchanged" new/ and cur/ are as at the last scan, which List reuses;
+// with "changed" List reads them (as after a delivery).
 func BenchmarkOpen(b *testing.B) {
 	for _, n := range []int{10_000, 50_000} {
 		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
@@ -205,6 +207,12 @@ func BenchmarkOpen(b *testing.B) {
 				}
 			}
 			writeDovecotNamed(b, dir, n)
+			past := time.Now().Add(-time.Hour)
+			for _, sub := range []string{"cur", "new"} {
+				if err := os.Chtimes(filepath.Join(dir, sub), past, past); err != nil {
+					b.Fatal(err)
+				}
+			}
 			ctx := context.Background()
 			be, err := New(Options{Path: dir, Store: newStore(b), Account: "a"})
 			if err != nil {
@@ -221,9 +229,19 @@ func BenchmarkOpen(b *testing.B) {
 				mb.Close()
 			}
 			open()
-			b.ResetTimer()
-			for b.Loop() {
-				open()
+			for _, changed := range []bool{false, true} {
+				b.Run(map[bool]string{false: "unchanged", true: "changed"}[changed], func(b *testing.B) {
+					reads := be.dirReads.Load()
+					for b.Loop() {
+						if changed {
+							be.keep(nil)
+						}
+						open()
+					}
+					if got := be.dirReads.Load() - reads; (got == 0) == changed {
+						b.Fatalf("%d directory reads", got)
+					}
+				})
 			}
 		})
 	}
@@ -263,4 +281,68 @@ func referenceCompareNames(a, b string) int {
 		return c
 	}
 	return strings.Compare(a, b)
+}
+
+// TestScanReusedWhileDirsUnchanged checks that a List reads new/ and cur/
+// only when one of them changed since the last scan, or changed too
+// recently then to tell by its mtime.
+func TestScanReusedWhileDirsUnchanged(t *testing.T) {
+	dir := newMaildir(t)
+	writeFile(t, filepath.Join(dir, "cur", "1700000000.M1P1.host,S=2,W=3:2,S"), "a\n")
+	writeFile(t, filepath.Join(dir, "cur", "1700000001.M2P1.host,S=2,W=3:2,S"), "b\n")
+	past := time.Now().Add(-time.Hour)
+	settled := func() {
+		for _, sub := range []string{"new", "cur"} {
+			if err := os.Chtimes(filepath.Join(dir, sub), past, past); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b := newBackend(t, Options{Path: dir, Store: newStore(t)})
+	step := func(what string, wantReads int64, want ...string) {
+		t.Helper()
+		before := b.dirReads.Load()
+		mb := login(t, b)
+		got := uids(list(t, mb))
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: listed %q, want %q", what, got, want)
+		}
+		if n := b.dirReads.Load() - before; n != wantReads {
+			t.Errorf("%s: %d directories read, want %d", what, n, wantReads)
+		}
+		for _, u := range got {
+			readMsg(t, mb, u) // the listed name opens without a rescan
+		}
+		if n := b.dirReads.Load() - before; n != wantReads {
+			t.Errorf("%s: %d directories read after opening every message, want %d", what, n, wantReads)
+		}
+	}
+	a, c := "1700000000.M1P1.host,S=2,W=3", "1700000001.M2P1.host,S=2,W=3"
+	step("just written", 2, a, c)
+	step("changed too recently to trust", 2, a, c)
+	settled()
+	step("settled: read once more", 2, a, c)
+	step("unchanged", 0, a, c)
+	step("unchanged again", 0, a, c)
+
+	// Delivery, a flag change, a removal: each is seen at the next List.
+	writeFile(t, filepath.Join(dir, "new", "1700000002.M3P1.host,S=2,W=3"), "d\n")
+	step("delivered", 2, a, c, "1700000002.M3P1.host,S=2,W=3")
+	settled()
+	step("settled", 2, a, c, "1700000002.M3P1.host,S=2,W=3")
+	mustRename(t, filepath.Join(dir, "cur", a+":2,S"), filepath.Join(dir, "cur", a+":2,RS"))
+	step("flag change", 2, a, c, "1700000002.M3P1.host,S=2,W=3")
+	settled()
+	step("settled", 2, a, c, "1700000002.M3P1.host,S=2,W=3")
+	if err := os.Remove(filepath.Join(dir, "cur", c+":2,S")); err != nil {
+		t.Fatal(err)
+	}
+	step("removed", 2, a, "1700000002.M3P1.host,S=2,W=3")
+
+	// Past the bound on cached entries, nothing is kept.
+	settled()
+	cachedEntries.Add(maxCachedEntries)
+	defer cachedEntries.Add(-maxCachedEntries)
+	step("over the bound", 2, a, "1700000002.M3P1.host,S=2,W=3")
+	step("over the bound again", 2, a, "1700000002.M3P1.host,S=2,W=3")
 }
