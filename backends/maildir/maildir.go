@@ -238,11 +238,12 @@ func leadingNumber(base string) (uint64, bool) {
 	return n, true
 }
 
-// scanResult is a scan and what new/ and cur/ were before it.
-type scanResult struct {
-	at    time.Time      // when the directories were stat'ed
-	dirs  [2]fs.FileInfo // new/ and cur/ then
-	found []entry
+// dirScan is what one scan found in one directory, and what the
+// directory was before it was read.
+type dirScan struct {
+	at   time.Time   // when the directory was stat'ed
+	fi   fs.FileInfo // the directory then
+	ents []entry     // sorted and without duplicates; never changed
 }
 
 // settle is how old a directory's mtime must have been at a scan for a
@@ -251,36 +252,43 @@ type scanResult struct {
 // timestamp granularity (a clock tick, 1 s at worst).
 const settle = 2 * time.Second
 
-// unchanged reports whether the directories dirs, stat'ed now, are as
-// they were at scan r, so that r's entries are still right.
-func (r *scanResult) unchanged(dirs [2]fs.FileInfo) bool {
-	for i, fi := range dirs {
-		old := r.dirs[i]
-		if !os.SameFile(old, fi) || !old.ModTime().Equal(fi.ModTime()) || old.Size() != fi.Size() ||
-			!old.ModTime().Before(r.at.Add(-settle)) {
-			return false
-		}
+// unchanged reports whether the directory, stat'ed now as fi, is as it
+// was at scan d, so that d's entries are still right.
+func (d *dirScan) unchanged(fi fs.FileInfo) bool {
+	return d != nil && os.SameFile(d.fi, fi) && d.fi.ModTime().Equal(fi.ModTime()) &&
+		d.fi.Size() == fi.Size() && d.fi.ModTime().Before(d.at.Add(-settle))
+}
+
+// scanResult is the last scan of a Maildir: new/, cur/ and the two merged.
+type scanResult struct {
+	dirs  [2]*dirScan
+	found []entry // never changed
+}
+
+func (r *scanResult) entries() int64 {
+	if r == nil {
+		return 0
 	}
-	return true
+	return int64(len(r.dirs[0].ents) + len(r.dirs[1].ents) + len(r.found))
 }
 
 // cachedEntries is the number of entries that scan results of all
 // Backends hold; a scan is not kept when it would pass maxCachedEntries.
 var cachedEntries atomic.Int64
 
-const maxCachedEntries = 250_000
+const maxCachedEntries = 500_000
 
 // scan reads new/ and then cur/, in that order so that a message moving
 // from new/ to cur/ during the scan is seen at least once. It returns one
 // entry per unique name, sorted by compareEntries; a message found in both
 // directories is taken from cur/, two names in one directory give the
 // first by name. It reads only the directories: no file is stat'ed
-// (file types come from the directory entries). With reuse, when neither
-// directory changed since the last scan (same mtime, which was settled
-// then), it returns that scan's entries without reading them, as Dovecot
-// does; the caller must not change them.
+// (file types come from the directory entries). With reuse, a directory
+// that did not change since the last scan (same mtime, which was settled
+// then) is not read again, as in Dovecot; the caller must not change the
+// entries returned.
 func (b *Backend) scan(ctx context.Context, reuse bool) ([]entry, error) {
-	var dirs [2]fs.FileInfo
+	var fis [2]fs.FileInfo
 	at := time.Now()
 	for sub, name := range subdirs {
 		dir := filepath.Join(b.opts.Path, name)
@@ -288,54 +296,85 @@ func (b *Backend) scan(ctx context.Context, reuse bool) ([]entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
 		}
-		dirs[sub] = fi
+		fis[sub] = fi
 	}
+	var last *scanResult
 	if reuse {
 		b.scanMu.Lock()
-		last := b.scanned
+		last = b.scanned
 		b.scanMu.Unlock()
-		if last != nil && last.unchanged(dirs) {
-			return last.found, nil
-		}
 	}
-	var found []entry
-	for sub, name := range subdirs {
-		if err := ctx.Err(); err != nil {
+	r := &scanResult{}
+	for sub := range subdirs {
+		if last != nil && last.dirs[sub].unchanged(fis[sub]) {
+			r.dirs[sub] = last.dirs[sub]
+			continue
+		}
+		ents, err := b.readDir(ctx, sub)
+		if err != nil {
 			return nil, err
 		}
-		dir := filepath.Join(b.opts.Path, name)
-		f, err := os.Open(dir)
-		if err != nil {
-			return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
+		r.dirs[sub] = &dirScan{at: at, fi: fis[sub], ents: ents}
+	}
+	if last != nil && r.dirs == last.dirs {
+		return last.found, nil
+	}
+	r.found = merge(r.dirs[0].ents, r.dirs[1].ents)
+	b.keep(r)
+	return r.found, nil
+}
+
+// readDir returns the messages of directory subdirs[sub], sorted by
+// compareEntries, the first of each unique name only.
+func (b *Backend) readDir(ctx context.Context, sub int) ([]entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(b.opts.Path, subdirs[sub])
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
+	}
+	b.dirReads.Add(1)
+	des, err := f.ReadDir(-1)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
+	}
+	ents := make([]entry, 0, len(des))
+	for _, de := range des {
+		name := de.Name()
+		if name == "" || name[0] == '.' {
+			continue
 		}
-		b.dirReads.Add(1)
-		ents, err := f.ReadDir(-1)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
+		// A regular file, or a symbolic link that List follows.
+		if t := de.Type(); t != 0 && t != fs.ModeSymlink {
+			continue
 		}
-		found = slices.Grow(found, len(ents))
-		for _, de := range ents {
-			name := de.Name()
-			if name == "" || name[0] == '.' {
-				continue
-			}
-			// A regular file, or a symbolic link that List follows.
-			if t := de.Type(); t != 0 && t != fs.ModeSymlink {
-				continue
-			}
-			base := baseName(name)
-			if base == "" || len(base) > math.MaxUint16 {
-				continue
-			}
-			found = append(found, newEntry(name, base, sub))
+		base := baseName(name)
+		if base == "" || len(base) > math.MaxUint16 {
+			continue
+		}
+		ents = append(ents, newEntry(name, base, sub))
+	}
+	slices.SortFunc(ents, func(a, b entry) int { return compareEntries(&a, &b) })
+	// Equal unique names are now adjacent, the one to keep first.
+	return slices.CompactFunc(ents, func(a, b entry) bool { return a.base() == b.base() }), nil
+}
+
+// merge merges the sorted entries of new/ and cur/; of a unique name in
+// both it keeps cur/'s (compareEntries puts it first).
+func merge(a, b []entry) []entry {
+	out := make([]entry, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if compareEntries(&a[0], &b[0]) <= 0 {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
 		}
 	}
-	slices.SortFunc(found, func(a, b entry) int { return compareEntries(&a, &b) })
-	// Equal unique names are now adjacent, the one to keep first.
-	found = slices.CompactFunc(found, func(a, b entry) bool { return a.base() == b.base() })
-	b.keep(&scanResult{at: at, dirs: dirs, found: found})
-	return found, nil
+	out = append(append(out, a...), b...)
+	return slices.CompactFunc(out, func(a, b entry) bool { return a.base() == b.base() })
 }
 
 // keep makes r (nil for none) the scan that the next one may reuse,
@@ -343,13 +382,7 @@ func (b *Backend) scan(ctx context.Context, reuse bool) ([]entry, error) {
 func (b *Backend) keep(r *scanResult) {
 	b.scanMu.Lock()
 	defer b.scanMu.Unlock()
-	var old, n int64
-	if b.scanned != nil {
-		old = int64(len(b.scanned.found))
-	}
-	if r != nil {
-		n = int64(len(r.found))
-	}
+	old, n := b.scanned.entries(), r.entries()
 	if cachedEntries.Add(n-old) > maxCachedEntries {
 		cachedEntries.Add(-n)
 		r = nil
