@@ -20,6 +20,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,7 +71,8 @@ type Backend struct {
 
 	dirReads atomic.Int64 // directories read, for tests
 	scanMu   sync.Mutex
-	scanned  *scanResult // the last scan; its entries are never changed
+	scanned  *scanResult   // the last scan; its entries are never changed
+	held     *atomic.Int64 // what scanned counts in cachedEntries, given back when b is collected
 }
 
 // New returns a Backend for opts. It does not touch the file system.
@@ -89,7 +91,9 @@ func New(opts Options) (*Backend, error) {
 	if opts.OnDelete == Keep && opts.Store == nil {
 		return nil, errors.New("maildir: the keep policy needs a cache store")
 	}
-	b := &Backend{opts: opts, account: opts.Account}
+	b := &Backend{opts: opts, account: opts.Account, held: new(atomic.Int64)}
+	// A configuration reload drops Backends: their scans stop counting.
+	runtime.AddCleanup(b, func(h *atomic.Int64) { cachedEntries.Add(-h.Load()) }, b.held)
 	if b.account == "" {
 		abs, err := filepath.Abs(opts.Path)
 		if err != nil {
@@ -265,11 +269,16 @@ type scanResult struct {
 	found []entry // never changed
 }
 
+// entries returns the number of entries r holds.
 func (r *scanResult) entries() int64 {
 	if r == nil {
 		return 0
 	}
-	return int64(len(r.dirs[0].ents) + len(r.dirs[1].ents) + len(r.found))
+	n := len(r.dirs[0].ents) + len(r.dirs[1].ents)
+	if len(r.dirs[0].ents) > 0 && len(r.dirs[1].ents) > 0 {
+		n += len(r.found) // else found is one of them
+	}
+	return int64(n)
 }
 
 // cachedEntries is the number of entries that scan results of all
@@ -365,6 +374,12 @@ func (b *Backend) readDir(ctx context.Context, sub int) ([]entry, error) {
 // merge merges the sorted entries of new/ and cur/; of a unique name in
 // both it keeps cur/'s (compareEntries puts it first).
 func merge(a, b []entry) []entry {
+	if len(a) == 0 {
+		return b
+	}
+	if len(b) == 0 {
+		return a
+	}
 	out := make([]entry, 0, len(a)+len(b))
 	for len(a) > 0 && len(b) > 0 {
 		if compareEntries(&a[0], &b[0]) <= 0 {
@@ -382,11 +397,12 @@ func merge(a, b []entry) []entry {
 func (b *Backend) keep(r *scanResult) {
 	b.scanMu.Lock()
 	defer b.scanMu.Unlock()
-	old, n := b.scanned.entries(), r.entries()
+	old, n := b.held.Load(), r.entries()
 	if cachedEntries.Add(n-old) > maxCachedEntries {
 		cachedEntries.Add(-n)
-		r = nil
+		r, n = nil, 0
 	}
+	b.held.Store(n)
 	b.scanned = r
 }
 

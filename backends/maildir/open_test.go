@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -367,4 +368,36 @@ func TestScanReusedWhileDirsUnchanged(t *testing.T) {
 	defer cachedEntries.Add(-maxCachedEntries)
 	step("over the bound", 2, a, "1700000002.M3P1.host,S=2,W=3")
 	step("over the bound again", 2, a, "1700000002.M3P1.host,S=2,W=3")
+}
+
+// TestDroppedBackendGivesBackItsScan checks that the scans of a Backend
+// that is no longer used (a configuration reload) stop counting towards
+// the bound on cached entries.
+func TestDroppedBackendGivesBackItsScan(t *testing.T) {
+	dir := newMaildir(t)
+	writeMany(t, dir, 100)
+	before := cachedEntries.Load()
+	func() {
+		b := newBackend(t, Options{Path: dir})
+		ctx := context.Background()
+		mb, err := b.Login(ctx, "u", "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mb.List(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mb.Close()
+		if n := cachedEntries.Load() - before; n != 100 {
+			t.Fatalf("a scan of 100 messages counts %d entries", n)
+		}
+	}()
+	for range 100 {
+		runtime.GC()
+		if cachedEntries.Load() == before {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("%d entries still counted after the Backend was dropped", cachedEntries.Load()-before)
 }
