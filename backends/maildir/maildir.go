@@ -253,7 +253,7 @@ type dirScan struct {
 // settle is how old a directory's mtime must have been at a scan for a
 // later scan to trust that an equal mtime means no change. A change sets
 // the mtime to the time of the change, in steps of the file system's
-// timestamp granularity (a clock tick, 1 s at worst).
+// timestamp granularity (a clock tick; 2 s on FAT, the coarsest).
 const settle = 2 * time.Second
 
 // unchanged reports whether the directory, stat'ed now as fi, is as it
@@ -652,12 +652,13 @@ func (m *mailbox) MaildropID() string {
 }
 
 // List returns the visible messages ordered by unique name (delivery time
-// first), with exact CRLF sizes. It reads new/ and cur/ once. A message
-// with a record in the cache costs no system call when its name states
-// the file size the record was made at (see vouched), one stat otherwise;
-// a file is read only when the cache has no record of it with the file's
-// current stamp. New records, and the removal of those whose file is
-// gone, are written in one commit.
+// first), with exact CRLF sizes. It reads each of new/ and cur/ at most
+// once, and not when it is unchanged since the last scan (see scan). A
+// message with a record in the cache costs no system call when its name
+// states the file size the record was made at (see vouched), one stat
+// otherwise; a file is read only when the cache has no record of it with
+// the file's current stamp. New records, and the removal of those whose
+// file is gone, are written in one commit.
 func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	known, err := m.b.view()
 	if err != nil {
