@@ -71,8 +71,8 @@ type Backend struct {
 
 	dirReads atomic.Int64 // directories read, for tests
 	scanMu   sync.Mutex
-	scanned  *scanResult   // the last scan; its entries are never changed
-	held     *atomic.Int64 // what scanned counts in cachedEntries, given back when b is collected
+	scanned  *scanResult  // the last scan; its entries are never changed
+	held     *heldEntries // what scanned counts, given back when b is collected
 }
 
 // New returns a Backend for opts. It does not touch the file system.
@@ -91,9 +91,9 @@ func New(opts Options) (*Backend, error) {
 	if opts.OnDelete == Keep && opts.Store == nil {
 		return nil, errors.New("maildir: the keep policy needs a cache store")
 	}
-	b := &Backend{opts: opts, account: opts.Account, held: new(atomic.Int64)}
+	b := &Backend{opts: opts, account: opts.Account, held: &heldEntries{pool: &cachedEntries}}
 	// A configuration reload drops Backends: their scans stop counting.
-	runtime.AddCleanup(b, func(h *atomic.Int64) { cachedEntries.Add(-h.Load()) }, b.held)
+	runtime.AddCleanup(b, func(h *heldEntries) { h.pool.Add(-h.n.Load()) }, b.held)
 	if b.account == "" {
 		abs, err := filepath.Abs(opts.Path)
 		if err != nil {
@@ -285,6 +285,13 @@ func (r *scanResult) entries() int64 {
 // Backends hold; a scan is not kept when it would pass maxCachedEntries.
 var cachedEntries atomic.Int64
 
+// heldEntries is what one Backend's scan counts in pool (cachedEntries
+// but in tests).
+type heldEntries struct {
+	pool *atomic.Int64
+	n    atomic.Int64
+}
+
 const maxCachedEntries = 500_000
 
 // scan reads new/ and then cur/, in that order so that a message moving
@@ -397,12 +404,13 @@ func merge(a, b []entry) []entry {
 func (b *Backend) keep(r *scanResult) {
 	b.scanMu.Lock()
 	defer b.scanMu.Unlock()
-	old, n := b.held.Load(), r.entries()
-	if cachedEntries.Add(n-old) > maxCachedEntries {
-		cachedEntries.Add(-n)
+	pool := b.held.pool
+	old, n := b.held.n.Load(), r.entries()
+	if pool.Add(n-old) > maxCachedEntries {
+		pool.Add(-n)
 		r, n = nil, 0
 	}
-	b.held.Store(n)
+	b.held.n.Store(n)
 	b.scanned = r
 }
 
