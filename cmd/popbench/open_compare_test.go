@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -161,7 +162,7 @@ func TestCompareOpenWithDovecot(t *testing.T) {
 func msec(d time.Duration) float64 { return float64(d) / 1e6 }
 
 // openSession times one session: connect, USER, PASS, UIDL, LIST, QUIT.
-// It checks that both listings have n entries.
+// It checks that both listings have n entries, and popbridge's sizes.
 func openSession(addr, user string, n int) (time.Duration, error) {
 	start := time.Now()
 	c, err := dialClient(context.Background(), addr, tlsNone, nil, time.Minute, bigReadBuf)
@@ -186,6 +187,17 @@ func openSession(addr, user string, n int) (time.Duration, error) {
 	d := time.Since(start)
 	if len(uidl) != n || len(list) != n {
 		return 0, fmt.Errorf("%s: UIDL %d and LIST %d entries, want %d", user, len(uidl), len(list), n)
+	}
+	// popbridge's UIDL is the unique name, and these messages have no
+	// bare CR: each LIST size must be the name's W=.
+	for i, u := range uidl {
+		_, w, ok := strings.Cut(u.uid, ",W=")
+		if !ok {
+			break // Dovecot's UIDL
+		}
+		if want, err := strconv.ParseInt(w, 10, 64); err != nil || list[i].size != want || list[i].n != u.n {
+			return 0, fmt.Errorf("%s: message %d %s: LIST %d %d", user, u.n, u.uid, list[i].n, list[i].size)
+		}
 	}
 	return d, nil
 }
