@@ -363,28 +363,32 @@ func (c *conn) cmdSTAT() error {
 }
 
 func (c *conn) cmdLIST(arg string) error {
-	return c.listing(arg, "scan listing", func(m *message) string { return strconv.FormatInt(m.Size, 10) })
+	return c.listing(arg, "scan listing", func(b []byte, m *message) []byte { return strconv.AppendInt(b, m.Size, 10) })
 }
 
 func (c *conn) cmdUIDL(arg string) error {
-	return c.listing(arg, "unique-id listing", func(m *message) string { return m.UID })
+	return c.listing(arg, "unique-id listing", func(b []byte, m *message) []byte { return append(b, m.UID...) })
 }
 
 // listing answers LIST or UIDL (RFC 1939 §5, §7): "n field" for message
 // arg, or a multi-line listing of every message not marked deleted.
-func (c *conn) listing(arg, what string, field func(*message) string) error {
+func (c *conn) listing(arg, what string, field func([]byte, *message) []byte) error {
 	if arg != "" {
 		m, n, msg := c.parseMsgNum(arg)
 		if m == nil {
 			return c.msgNumError(msg)
 		}
-		c.reply("+OK " + strconv.Itoa(n) + " " + field(m))
+		c.reply("+OK " + strconv.Itoa(n) + " " + string(field(nil, m)))
 		return nil
 	}
 	c.reply("+OK " + what + " follows")
+	// One reused buffer for the lines: a listing may have 100,000.
+	var line []byte
 	for i := range c.msgs {
 		if m := &c.msgs[i]; !m.deleted {
-			c.reply(strconv.Itoa(i+1) + " " + field(m))
+			line = strconv.AppendInt(line[:0], int64(i+1), 10)
+			line = append(field(append(line, ' '), m), '\r', '\n')
+			c.bw.Write(line)
 		}
 	}
 	c.reply(".")

@@ -17,13 +17,16 @@ import (
 	"io/fs"
 	"iter"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
@@ -61,9 +64,15 @@ type Backend struct {
 	opts    Options
 	account string       // the account in opts.Store
 	reads   atomic.Int64 // files read to learn their size, for tests
+	stats   atomic.Int64 // files stat'ed by List, for tests
 
 	mu    sync.Mutex
 	local map[string]cache.MessageRecord // without a Store; replaced, never changed
+
+	dirReads atomic.Int64 // directories read, for tests
+	scanMu   sync.Mutex
+	scanned  *scanResult  // the last scan; its entries are never changed
+	held     *heldEntries // what scanned counts, given back when b is collected
 }
 
 // New returns a Backend for opts. It does not touch the file system.
@@ -82,7 +91,9 @@ func New(opts Options) (*Backend, error) {
 	if opts.OnDelete == Keep && opts.Store == nil {
 		return nil, errors.New("maildir: the keep policy needs a cache store")
 	}
-	b := &Backend{opts: opts, account: opts.Account}
+	b := &Backend{opts: opts, account: opts.Account, held: &heldEntries{pool: &cachedEntries}}
+	// A configuration reload drops Backends: their scans stop counting.
+	runtime.AddCleanup(b, func(h *heldEntries) { h.pool.Add(-h.n.Load()) }, b.held)
 	if b.account == "" {
 		abs, err := filepath.Abs(opts.Path)
 		if err != nil {
@@ -164,56 +175,274 @@ func baseName(name string) string {
 	return name
 }
 
-// entry is one message file found by a scan.
+// subdirs are the directories holding messages, in scan order.
+var subdirs = [2]string{"new", "cur"}
+
+// entry is one message file found by a scan, kept small for sorting.
 type entry struct {
-	base string
-	path string
+	name string // the file name in its directory
+	sec  uint64 // the leading run of digits of the name as a number, if ok
+	blen uint16 // the length of the unique name, a prefix of name
+	sub  uint8  // its directory: an index into subdirs
+	ok   bool   // sec is set
 }
 
+// base returns the unique name.
+func (e *entry) base() string { return e.name[:e.blen] }
+
+// newEntry returns the entry of file name with unique name base in
+// directory subdirs[sub].
+func newEntry(name, base string, sub int) entry {
+	sec, ok := leadingNumber(base)
+	return entry{name: name, sec: sec, blen: uint16(len(base)), sub: uint8(sub), ok: ok}
+}
+
+// path returns the file's path.
+func (b *Backend) path(e *entry) string {
+	return filepath.Join(b.opts.Path, subdirs[e.sub], e.name)
+}
+
+// compareEntries orders entries by unique name (compareNames), a name in
+// cur/ before one in new/, then by file name.
+func compareEntries(a, b *entry) int {
+	if a.ok && b.ok && a.sec != b.sec {
+		// What compareNames decides at the first run of digits.
+		if a.sec < b.sec {
+			return -1
+		}
+		return 1
+	}
+	if c := compareNames(a.base(), b.base()); c != 0 {
+		return c
+	}
+	if a.sub != b.sub {
+		return int(b.sub) - int(a.sub)
+	}
+	return strings.Compare(a.name, b.name)
+}
+
+// leadingNumber returns the value of the run of digits base starts with,
+// and false if there is none or it does not fit.
+func leadingNumber(base string) (uint64, bool) {
+	i := 0
+	for i < len(base) && base[i] == '0' {
+		i++
+	}
+	j := i
+	for j < len(base) && isDigit(base[j]) {
+		j++
+	}
+	if j == 0 || j-i > 19 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range []byte(base[i:j]) {
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
+}
+
+// dirScan is what one scan found in one directory, and what the
+// directory was before it was read.
+type dirScan struct {
+	at   time.Time   // when the directory was stat'ed
+	fi   fs.FileInfo // the directory then
+	ents []entry     // sorted and without duplicates; never changed
+}
+
+// settle is how old a directory's mtime must have been at a scan for a
+// later scan to trust that an equal mtime means no change. A change sets
+// the mtime to the time of the change, in steps of the file system's
+// timestamp granularity (a clock tick; 2 s on FAT, the coarsest).
+const settle = 2 * time.Second
+
+// unchanged reports whether the directory, stat'ed now as fi, is as it
+// was at scan d, so that d's entries are still right.
+func (d *dirScan) unchanged(fi fs.FileInfo) bool {
+	return d != nil && os.SameFile(d.fi, fi) && d.fi.ModTime().Equal(fi.ModTime()) &&
+		d.fi.Size() == fi.Size() && d.fi.ModTime().Before(d.at.Add(-settle))
+}
+
+// scanResult is the last scan of a Maildir: new/, cur/ and the two merged.
+type scanResult struct {
+	dirs  [2]*dirScan
+	found []entry // never changed
+}
+
+// entries returns the number of entries r holds.
+func (r *scanResult) entries() int64 {
+	if r == nil {
+		return 0
+	}
+	n := len(r.dirs[0].ents) + len(r.dirs[1].ents)
+	if len(r.dirs[0].ents) > 0 && len(r.dirs[1].ents) > 0 {
+		n += len(r.found) // else found is one of them
+	}
+	return int64(n)
+}
+
+// cachedEntries is the number of entries that scan results of all
+// Backends hold; a scan is not kept when it would pass maxCachedEntries.
+var cachedEntries atomic.Int64
+
+// heldEntries is what one Backend's scan counts in pool (cachedEntries
+// but in tests).
+type heldEntries struct {
+	pool *atomic.Int64
+	n    atomic.Int64
+}
+
+const maxCachedEntries = 500_000
+
 // scan reads new/ and then cur/, in that order so that a message moving
-// from new/ to cur/ during the scan is seen at least once, and returns the
-// messages by UID. A message found in both is taken from cur/.
-func (b *Backend) scan(ctx context.Context) (map[string]entry, error) {
-	found := make(map[string]entry)
-	for _, sub := range []string{"new", "cur"} {
-		if err := ctx.Err(); err != nil {
+// from new/ to cur/ during the scan is seen at least once. It returns one
+// entry per unique name, sorted by compareEntries; a message found in both
+// directories is taken from cur/, two names in one directory give the
+// first by name. It reads only the directories: no file is stat'ed
+// (file types come from the directory entries). With reuse, a directory
+// that did not change since the last scan (same mtime, which was settled
+// then) is not read again, as in Dovecot; the caller must not change the
+// entries returned.
+func (b *Backend) scan(ctx context.Context, reuse bool) ([]entry, error) {
+	var fis [2]fs.FileInfo
+	at := time.Now()
+	for sub, name := range subdirs {
+		dir := filepath.Join(b.opts.Path, name)
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
+		}
+		fis[sub] = fi
+	}
+	var last *scanResult
+	if reuse {
+		b.scanMu.Lock()
+		last = b.scanned
+		b.scanMu.Unlock()
+	}
+	r := &scanResult{}
+	for sub := range subdirs {
+		if last != nil && last.dirs[sub].unchanged(fis[sub]) {
+			r.dirs[sub] = last.dirs[sub]
+			continue
+		}
+		ents, err := b.readDir(ctx, sub)
+		if err != nil {
 			return nil, err
 		}
-		dir := filepath.Join(b.opts.Path, sub)
-		f, err := os.Open(dir)
-		if err != nil {
-			return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
+		r.dirs[sub] = &dirScan{at: at, fi: fis[sub], ents: ents}
+	}
+	if last != nil && r.dirs == last.dirs {
+		return last.found, nil
+	}
+	r.found = merge(r.dirs[0].ents, r.dirs[1].ents)
+	b.keep(r)
+	return r.found, nil
+}
+
+// readDir returns the messages of directory subdirs[sub], sorted by
+// compareEntries, the first of each unique name only.
+func (b *Backend) readDir(ctx context.Context, sub int) ([]entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(b.opts.Path, subdirs[sub])
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
+	}
+	b.dirReads.Add(1)
+	des, err := f.ReadDir(-1)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
+	}
+	ents := make([]entry, 0, len(des))
+	for _, de := range des {
+		name := de.Name()
+		if name == "" || name[0] == '.' {
+			continue
 		}
-		ents, err := f.ReadDir(-1)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("maildir: scan %q: %w", dir, err)
+		// A regular file, or a symbolic link that List follows.
+		if t := de.Type(); t != 0 && t != fs.ModeSymlink {
+			continue
 		}
-		for _, de := range ents {
-			name := de.Name()
-			if name == "" || name[0] == '.' || de.IsDir() {
-				continue
-			}
-			base := baseName(name)
-			if base == "" {
-				continue
-			}
-			uid := UID(base)
-			path := filepath.Join(dir, name)
-			if old, ok := found[uid]; ok && filepath.Dir(old.path) == dir && old.path < path {
-				continue // two names in one directory: keep the first by name
-			}
-			found[uid] = entry{base: base, path: path}
+		base := baseName(name)
+		if base == "" || len(base) > math.MaxUint16 {
+			continue
+		}
+		ents = append(ents, newEntry(name, base, sub))
+	}
+	slices.SortFunc(ents, func(a, b entry) int { return compareEntries(&a, &b) })
+	// Equal unique names are now adjacent, the one to keep first.
+	return slices.CompactFunc(ents, func(a, b entry) bool { return a.base() == b.base() }), nil
+}
+
+// merge merges the sorted entries of new/ and cur/; of a unique name in
+// both it keeps cur/'s (compareEntries puts it first).
+func merge(a, b []entry) []entry {
+	if len(a) == 0 {
+		return b
+	}
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]entry, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if compareEntries(&a[0], &b[0]) <= 0 {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
 		}
 	}
-	return found, nil
+	out = append(append(out, a...), b...)
+	return slices.CompactFunc(out, func(a, b entry) bool { return a.base() == b.base() })
+}
+
+// keep makes r (nil for none) the scan that the next one may reuse,
+// within the bound on cached entries.
+func (b *Backend) keep(r *scanResult) {
+	b.scanMu.Lock()
+	defer b.scanMu.Unlock()
+	pool := b.held.pool
+	old, n := b.held.n.Load(), r.entries()
+	if pool.Add(n-old) > maxCachedEntries {
+		pool.Add(-n)
+		r, n = nil, 0
+	}
+	b.held.n.Store(n)
+	b.scanned = r
+}
+
+// lookup returns the index of the entry with unique name base in sorted,
+// and whether there is one.
+func lookup(sorted []entry, base string) (int, bool) {
+	key := newEntry(base, base, 0)
+	return slices.BinarySearchFunc(sorted, key, func(e, k entry) int {
+		if e.ok && k.ok && e.sec != k.sec {
+			if e.sec < k.sec {
+				return -1
+			}
+			return 1
+		}
+		return compareNames(e.base(), k.base())
+	})
 }
 
 // compareNames orders unique names by delivery time: runs of digits
 // compare as numbers (the leading seconds, Dovecot's M microseconds), the
 // rest as bytes; names equal by that rule fall back to byte order.
 func compareNames(a, b string) int {
-	i, j := 0, 0
+	// Skip the common prefix, back to the start of a run of digits in
+	// it: the rule compares that prefix equal, token by token.
+	p := 0
+	for p < len(a) && p < len(b) && a[p] == b[p] {
+		p++
+	}
+	for p > 0 && isDigit(a[p-1]) {
+		p--
+	}
+	i, j := p, p
 	for i < len(a) && j < len(b) {
 		if isDigit(a[i]) && isDigit(b[j]) {
 			si, sj := i, j
@@ -252,8 +481,11 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }
 // records is what List needs from the cache: a *cache.Snapshot, or a
 // localView without a Store.
 type records interface {
+	Len() int
 	Message(key string) (cache.MessageRecord, bool)
 	Messages() iter.Seq[cache.MessageRecord]
+	Tombstoned(key string) bool
+	TombstoneCount() int
 	Tombstones() iter.Seq[string]
 }
 
@@ -261,12 +493,16 @@ type records interface {
 // tombstones, since Keep needs a Store.
 type localView map[string]cache.MessageRecord
 
+func (v localView) Len() int { return len(v) }
+
 func (v localView) Message(key string) (cache.MessageRecord, bool) {
 	r, ok := v[key]
 	return r, ok
 }
 
 func (v localView) Messages() iter.Seq[cache.MessageRecord] { return maps.Values(v) }
+func (v localView) Tombstoned(string) bool                  { return false }
+func (v localView) TombstoneCount() int                     { return 0 }
 func (v localView) Tombstones() iter.Seq[string]            { return func(func(string) bool) {} }
 
 // view returns the account's records as they are now.
@@ -315,13 +551,45 @@ func stamp(fi fs.FileInfo) string {
 	return strconv.FormatInt(fi.Size(), 10) + ":" + strconv.FormatInt(fi.ModTime().UnixNano(), 10)
 }
 
+// sizeInName returns the S= field of a unique name (Dovecot's and
+// Maildir++'s file size, as in "1700000000.M1P2.host,S=1234,W=1270"), or
+// "" if it has none.
+func sizeInName(base string) string {
+	i := strings.Index(base, ",S=")
+	if i < 0 {
+		return ""
+	}
+	v := base[i+3:]
+	if j := strings.IndexByte(v, ','); j >= 0 {
+		v = v[:j]
+	}
+	return v
+}
+
+// vouched reports whether r can be used without looking at the file: the
+// file's name states its size (S=), and that size was the file's when r
+// was made from it. Maildir files never change in place, and a writer
+// that names files with their size renames a file whose size changes.
+func vouched(base string, r cache.MessageRecord) bool {
+	s := sizeInName(base)
+	size, _, ok := strings.Cut(r.Stamp, ":")
+	return ok && s != "" && s == size
+}
+
 // measure returns the record of the message file e with UID uid: the
-// known one when its stamp still matches the file, else a new one made by
-// reading the file, and then fresh is true. It returns an error wrapping
-// fs.ErrNotExist if the file is gone and errNotRegular for anything but a
-// file.
-func (b *Backend) measure(uid string, e entry, known records) (r cache.MessageRecord, fresh bool, err error) {
-	fi, err := os.Stat(e.path)
+// known one when the name vouches for it (no system call) or its stamp
+// still matches the file, else a new one made by reading the file, and
+// then fresh is true. It returns an error wrapping fs.ErrNotExist if the
+// file is gone and errNotRegular for anything but a file.
+func (b *Backend) measure(uid string, e *entry, known records) (r cache.MessageRecord, fresh bool, err error) {
+	base := e.base()
+	r, ok := known.Message(base)
+	if ok && r.UIDL == uid && vouched(base, r) {
+		return r, false, nil
+	}
+	path := b.path(e)
+	b.stats.Add(1)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return r, false, err
 	}
@@ -329,10 +597,10 @@ func (b *Backend) measure(uid string, e entry, known records) (r cache.MessageRe
 		return r, false, errNotRegular
 	}
 	st := stamp(fi)
-	if r, ok := known.Message(e.base); ok && r.Stamp == st && r.UIDL == uid {
+	if ok && r.Stamp == st && r.UIDL == uid {
 		return r, false, nil
 	}
-	f, err := os.Open(e.path)
+	f, err := os.Open(path)
 	if err != nil {
 		return r, false, err
 	}
@@ -345,7 +613,7 @@ func (b *Backend) measure(uid string, e entry, known records) (r cache.MessageRe
 	if err != nil {
 		return r, false, err
 	}
-	return cache.MessageRecord{Key: e.base, Size: c.Size(), UIDL: uid, Stamp: st}, true, nil
+	return cache.MessageRecord{Key: base, Size: c.Size(), UIDL: uid, Stamp: st}, true, nil
 }
 
 var errNotRegular = errors.New("not a regular file")
@@ -369,9 +637,11 @@ func syncDir(dir string) error {
 // mailbox is one session's view of the Maildir.
 type mailbox struct {
 	b       *Backend
-	release func()           // the Store hold, if any
-	msgs    map[string]entry // listed messages by UID, with their last known path
-	gone    []string         // tombstones whose file was absent at List
+	release func()         // the Store hold, if any
+	listed  []entry        // the listed messages in List order, with their last known names
+	stamps  []string       // of each listed message: the stamp of the record its size came from
+	index   map[string]int // UID to index in listed; made at the first use
+	gone    []string       // tombstones whose file was absent at List
 }
 
 var (
@@ -390,80 +660,104 @@ func (m *mailbox) MaildropID() string {
 }
 
 // List returns the visible messages ordered by unique name (delivery time
-// first), with exact CRLF sizes. A file is read only when the cache has
-// no record of it with the file's current stamp; new records, and the
-// removal of those whose file is gone, are written in one commit.
+// first), with exact CRLF sizes. It reads each of new/ and cur/ at most
+// once, and not when it is unchanged since the last scan (see scan). A
+// message with a record in the cache costs no system call when its name
+// states the file size the record was made at (see vouched), one stat
+// otherwise; a file is read only when the cache has no record of it with
+// the file's current stamp. New records, and the removal of those whose
+// file is gone, are written in one commit.
 func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	known, err := m.b.view()
 	if err != nil {
 		return nil, fmt.Errorf("maildir: list %q: %w", m.b.opts.Path, err)
 	}
-	found, err := m.b.scan(ctx)
+	found, err := m.b.scan(ctx, true)
 	if err != nil {
 		return nil, err
 	}
 	if testHookAfterScan != nil {
 		testHookAfterScan()
 	}
-	hidden := make(map[string]bool)
 	m.gone = nil
-	for key := range known.Tombstones() {
-		uid := UID(key)
-		hidden[uid] = true
-		if _, ok := found[uid]; !ok {
-			m.gone = append(m.gone, key)
+	if known.TombstoneCount() > 0 {
+		for key := range known.Tombstones() {
+			if _, ok := lookup(found, key); !ok {
+				m.gone = append(m.gone, key)
+			}
 		}
 	}
-	uids := make([]string, 0, len(found))
-	for uid := range found {
-		if !hidden[uid] {
-			uids = append(uids, uid)
-		}
-	}
-	slices.SortFunc(uids, func(a, b string) int { return compareNames(found[a].base, found[b].base) })
 
-	m.msgs = make(map[string]entry, len(uids))
-	list := make([]proxy.MessageInfo, 0, len(uids))
+	order := found // the order of the first scan; found may be replaced
+	m.listed = make([]entry, 0, len(order))
+	m.stamps = make([]string, 0, len(order))
+	m.index = nil
+	list := make([]proxy.MessageInfo, 0, len(order))
 	var c cache.Change
-	rescans := 0
-	for _, uid := range uids {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	rescans, matched := 0, 0
+	for i := range order {
+		if i&1023 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 		}
-		e, ok := found[uid]
-		if !ok {
-			continue // gone at a rescan
+		e := &order[i]
+		base := e.base()
+		if known.Tombstoned(base) {
+			if _, ok := known.Message(base); ok {
+				matched++
+			}
+			continue
 		}
+		if len(found) == 0 || &found[0] != &order[0] {
+			// After a rescan: the message's entry as it is now.
+			j, ok := lookup(found, base)
+			if !ok {
+				continue // gone at a rescan
+			}
+			e = &found[j]
+		}
+		uid := UID(base)
 		r, fresh, err := m.b.measure(uid, e, known)
 		// Renamed or removed since the scan: rescan and retry, with a
 		// bound per List so a mass move costs a few scans, not one each.
 		for errors.Is(err, fs.ErrNotExist) && rescans < 3 {
 			rescans++
-			if found, err = m.b.scan(ctx); err != nil {
+			if found, err = m.b.scan(ctx, false); err != nil {
 				return nil, err
 			}
-			if e, ok = found[uid]; !ok {
+			j, ok := lookup(found, base)
+			if !ok {
 				err = fs.ErrNotExist
 				break
 			}
+			e = &found[j]
 			r, fresh, err = m.b.measure(uid, e, known)
 		}
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotRegular) {
 			continue // removed by someone else, or not a message
 		}
 		if err != nil {
-			return nil, fmt.Errorf("maildir: list %q: %w", e.path, err)
+			return nil, fmt.Errorf("maildir: list %q: %w", m.b.path(e), err)
 		}
 		if fresh {
 			c.Put = append(c.Put, r)
+			if _, ok := known.Message(base); !ok {
+				matched-- // no record to replace
+			}
 		}
-		m.msgs[uid] = e
+		matched++
+		m.listed = append(m.listed, *e)
+		m.stamps = append(m.stamps, r.Stamp)
 		list = append(list, proxy.MessageInfo{UID: uid, Size: r.Size})
 	}
-	for r := range known.Messages() {
-		uid := UID(r.Key)
-		if _, ok := found[uid]; !ok {
-			if _, listed := m.msgs[uid]; !listed {
+	if matched < known.Len() {
+		// Some records are of files gone: drop them, unless listed.
+		for r := range known.Messages() {
+			if _, ok := lookup(found, r.Key); ok {
+				continue
+			}
+			if _, ok := lookup(m.listed, r.Key); !ok {
 				c.Delete = append(c.Delete, r.Key)
 			}
 		}
@@ -474,17 +768,33 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	return list, nil
 }
 
-// refresh rescans the Maildir once and updates the paths of all listed
+// entry returns the listed message with UID uid, and its index.
+func (m *mailbox) entry(uid string) (*entry, int, bool) {
+	if m.index == nil {
+		m.index = make(map[string]int, len(m.listed))
+		for i := range m.listed {
+			m.index[UID(m.listed[i].base())] = i
+		}
+	}
+	i, ok := m.index[uid]
+	if !ok {
+		return nil, 0, false
+	}
+	return &m.listed[i], i, true
+}
+
+// refresh rescans the Maildir once and updates the names of all listed
 // messages, so a mass move from new/ to cur/ costs one scan, not one per
 // message.
 func (m *mailbox) refresh(ctx context.Context) error {
-	found, err := m.b.scan(ctx)
+	found, err := m.b.scan(ctx, false)
 	if err != nil {
 		return err
 	}
-	for uid := range m.msgs {
-		if e, ok := found[uid]; ok {
-			m.msgs[uid] = e
+	for i := range m.listed {
+		l := &m.listed[i]
+		if j, ok := lookup(found, l.base()); ok {
+			l.name, l.sub = found[j].name, found[j].sub
 		}
 	}
 	return nil
@@ -494,19 +804,19 @@ func (m *mailbox) refresh(ctx context.Context) error {
 // where it was, it rescans up to twice (a rename may hide a name from one
 // directory read) and runs op on the new path. It returns an error
 // wrapping fs.ErrNotExist when the message is gone.
-func (m *mailbox) follow(ctx context.Context, uid string, op func(path string) error) error {
-	err := op(m.msgs[uid].path)
+func (m *mailbox) follow(ctx context.Context, e *entry, op func(path string) error) error {
+	err := op(m.b.path(e))
 	for range 2 {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		old := m.msgs[uid].path
+		old := m.b.path(e)
 		if rerr := m.refresh(ctx); rerr != nil {
 			// %v, not %w: a Maildir that cannot be read (unmounted,
 			// moved) must not pass for a message that is gone.
 			return fmt.Errorf("rescan: %v", rerr)
 		}
-		if p := m.msgs[uid].path; p != old {
+		if p := m.b.path(e); p != old {
 			err = op(p)
 		}
 	}
@@ -514,13 +824,16 @@ func (m *mailbox) follow(ctx context.Context, uid string, op func(path string) e
 }
 
 // Open opens the message file for streaming, following it if it was moved
-// or its flags changed since List.
+// or its flags changed since List. A file whose stamp differs from that of
+// the record its LIST size came from was changed in place: its record is
+// dropped, so that the next List measures it again.
 func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
-	if _, ok := m.msgs[uid]; !ok {
+	e, i, ok := m.entry(uid)
+	if !ok {
 		return nil, fmt.Errorf("maildir: open %q: not listed: %w", uid, proxy.ErrNoMessage)
 	}
 	var f *os.File
-	err := m.follow(ctx, uid, func(path string) (err error) {
+	err := m.follow(ctx, e, func(path string) (err error) {
 		f, err = os.Open(path)
 		return err
 	})
@@ -530,6 +843,9 @@ func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("maildir: open %q: %w", uid, err)
 	}
+	if fi, err := f.Stat(); err == nil && stamp(fi) != m.stamps[i] {
+		_ = m.b.update(cache.Change{Delete: []string{e.base()}})
+	}
 	return f, nil
 }
 
@@ -537,30 +853,33 @@ func (m *mailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
 // file already gone counts as removed) and drops their records, Keep
 // tombstones them. It reports every failure.
 func (m *mailbox) Delete(ctx context.Context, uids []string) error {
-	for _, uid := range uids {
-		if _, ok := m.msgs[uid]; !ok {
+	ents := make([]*entry, len(uids))
+	for i, uid := range uids {
+		e, _, ok := m.entry(uid)
+		if !ok {
 			return fmt.Errorf("maildir: delete %q: not listed", uid)
 		}
+		ents[i] = e
 	}
 	if len(uids) == 0 {
 		return nil
 	}
 	if m.b.opts.OnDelete == Keep {
-		return m.hide(ctx, uids)
+		return m.hide(ctx, ents)
 	}
 	var errs []error
 	var removed []string
-	for _, uid := range uids {
+	for i, e := range ents {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("maildir: delete: %w", err))
 			break
 		}
-		err := m.follow(ctx, uid, os.Remove)
+		err := m.follow(ctx, e, os.Remove)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("maildir: delete %q: %w", uid, err))
+			errs = append(errs, fmt.Errorf("maildir: delete %q: %w", uids[i], err))
 			continue
 		}
-		removed = append(removed, m.msgs[uid].base)
+		removed = append(removed, e.base())
 	}
 	for _, sub := range []string{"cur", "new"} {
 		if err := syncDir(filepath.Join(m.b.opts.Path, sub)); err != nil {
@@ -576,24 +895,24 @@ func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 // hide tombstones uids in one commit. Tombstones whose file was absent
 // both at List and now are removed in the same commit, so they do not
 // pile up.
-func (m *mailbox) hide(ctx context.Context, uids []string) error {
+func (m *mailbox) hide(ctx context.Context, ents []*entry) error {
 	var c cache.Change
-	for _, uid := range uids {
-		c.AddTombstones = append(c.AddTombstones, m.msgs[uid].base)
+	for _, e := range ents {
+		c.AddTombstones = append(c.AddTombstones, e.base())
 	}
 	if len(m.gone) > 0 {
-		found, err := m.b.scan(ctx)
+		found, err := m.b.scan(ctx, false)
 		if err != nil {
 			return err
 		}
 		for _, key := range m.gone {
-			if _, ok := found[UID(key)]; !ok {
+			if _, ok := lookup(found, key); !ok {
 				c.RemoveTombstones = append(c.RemoveTombstones, key)
 			}
 		}
 	}
 	if err := m.b.update(c); err != nil {
-		return fmt.Errorf("maildir: hide %d message(s): %w", len(uids), err)
+		return fmt.Errorf("maildir: hide %d message(s): %w", len(ents), err)
 	}
 	return nil
 }

@@ -550,8 +550,9 @@ func TestDuplicateBaseListedOnce(t *testing.T) {
 	if len(msgs) != 1 || msgs[0].UID != base || msgs[0].Size != 6 {
 		t.Fatalf("listed %v, want one %s of size 6", msgs, base)
 	}
-	if e := mb.(*mailbox).msgs[base]; e.path != filepath.Join(dir, "cur", base+":2,RS") {
-		t.Errorf("picked %s, want the first cur/ name", e.path)
+	m := mb.(*mailbox)
+	if e, _, _ := m.entry(base); m.b.path(e) != filepath.Join(dir, "cur", base+":2,RS") {
+		t.Errorf("picked %s, want the first cur/ name", m.b.path(e))
 	}
 }
 
