@@ -1,6 +1,9 @@
 package proxy
 
-import "time"
+import (
+	"sync"
+	"time"
+)
 
 // SyncProgress is what a backend reports about learning a maildrop
 // (sizes, UIDLs) that takes longer than a login should, for logs,
@@ -27,4 +30,28 @@ type SyncProgress struct {
 // over time and can say how far it got.
 type SyncReporter interface {
 	SyncProgress() SyncProgress
+}
+
+// Every calls f every interval in a goroutine of its own until stop is
+// called; stop returns once that goroutine has ended, so f never runs
+// after it.
+func Every(interval time.Duration, f func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }

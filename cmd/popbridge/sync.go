@@ -240,23 +240,9 @@ func (p *progressPrinter) start() (stop func()) {
 	if p.tty {
 		interval = 200 * time.Millisecond
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				p.show(p.src())
-			}
-		}
-	})
+	stopTicks := proxy.Every(interval, func() { p.show(p.src()) })
 	return func() {
-		close(done)
-		wg.Wait()
+		stopTicks()
 		p.last = p.src()
 		if p.tty && p.drawn {
 			p.show(p.last)
