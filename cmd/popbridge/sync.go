@@ -116,25 +116,9 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 		"directory, and does the same work in the background itself.")
 	path := fs.String("config", "", "configuration `file` (YAML)")
 	every := fs.Duration("every", 5*time.Second, "`interval` of the progress lines when not on a terminal")
-	var account string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		account, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return errFlags
-	}
-	rest := fs.Args()
-	if account == "" && len(rest) > 0 {
-		account, rest = rest[0], rest[1:]
-	}
-	if len(rest) > 0 {
-		return usageError(fmt.Sprintf("unexpected argument %q", rest[0]))
-	}
-	if account == "" {
-		return usageError("name the ACCOUNT (its user in the configuration)")
+	account, err := parseAccountArgs(fs, args)
+	if err != nil {
+		return err
 	}
 	if *path == "" {
 		return usageError("-config is required")
@@ -281,4 +265,30 @@ func (p *progressPrinter) summary() string {
 		out += ", about " + s.ETA.Round(time.Second).String() + " left"
 	}
 	return out
+}
+
+// parseAccountArgs parses the flags of a command that takes one ACCOUNT,
+// given before or after the flags, and returns that ACCOUNT.
+func parseAccountArgs(fs *flag.FlagSet, args []string) (string, error) {
+	var account string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		account, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", errHelp
+		}
+		return "", errFlags
+	}
+	rest := fs.Args()
+	if account == "" && len(rest) > 0 {
+		account, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return "", usageError(fmt.Sprintf("unexpected argument %q", rest[0]))
+	}
+	if account == "" {
+		return "", usageError("name the ACCOUNT (its user in the configuration)")
+	}
+	return account, nil
 }
