@@ -95,7 +95,7 @@ func newConn(s *Server, rwc net.Conn, addr netip.Addr, tlsCfg *tls.Config, impli
 	id := fmt.Sprintf("%x", s.nextID.Add(1))
 	c.ctx, c.cancel = context.WithCancel(context.WithValue(s.baseCtx, sessionKey{}, id))
 	c.log = s.logger().With().Str("session", id).Str("remote", rwc.RemoteAddr().String()).Logger()
-	c.trace = traceEnabled(c.log)
+	c.trace = TraceEnabled(c.log)
 	return c
 }
 
