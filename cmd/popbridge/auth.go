@@ -107,21 +107,9 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 	if *port < 0 || *port > 65535 {
 		return usageError(fmt.Sprintf("-port %d: want a port number from 1 to 65535", *port))
 	}
-	cfg, err := config.Load(*path)
+	cfg, acct, err := loadAccount(*path, account)
 	if err != nil {
 		return err
-	}
-	if err := checkOwner(cfg.StateDir, *path); err != nil {
-		return err
-	}
-	var acct *config.Account
-	for i := range cfg.Accounts {
-		if cfg.Accounts[i].User == account {
-			acct = &cfg.Accounts[i]
-		}
-	}
-	if acct == nil {
-		return fmt.Errorf("no account %q in %s", account, *path)
 	}
 	o, proto := oauthAccount(*acct)
 	if o == nil {

@@ -123,21 +123,9 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 	if *path == "" {
 		return usageError("-config is required")
 	}
-	cfg, err := config.Load(*path)
+	cfg, acct, err := loadAccount(*path, account)
 	if err != nil {
 		return err
-	}
-	if err := checkOwner(cfg.StateDir, *path); err != nil {
-		return err
-	}
-	var acct *config.Account
-	for i := range cfg.Accounts {
-		if cfg.Accounts[i].User == account {
-			acct = &cfg.Accounts[i]
-		}
-	}
-	if acct == nil {
-		return fmt.Errorf("no account %q in %s", account, *path)
 	}
 	if acct.Passthrough() {
 		return fmt.Errorf("account %s logs in upstream with the POP3 client's password, so only a client login can sync it", account)
@@ -291,4 +279,23 @@ func parseAccountArgs(fs *flag.FlagSet, args []string) (string, error) {
 		return "", usageError("name the ACCOUNT (its user in the configuration)")
 	}
 	return account, nil
+}
+
+// loadAccount loads the configuration file path, refuses a state
+// directory that belongs to another configuration file, and returns the
+// account whose user is account.
+func loadAccount(path, account string) (*config.Config, *config.Account, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkOwner(cfg.StateDir, path); err != nil {
+		return nil, nil, err
+	}
+	for i := range cfg.Accounts {
+		if cfg.Accounts[i].User == account {
+			return cfg, &cfg.Accounts[i], nil
+		}
+	}
+	return nil, nil, fmt.Errorf("no account %q in %s", account, path)
 }
