@@ -26,6 +26,12 @@ type SyncProgress struct {
 	Err error
 }
 
+// ETASeconds is ETA in whole seconds, rounded, for log fields (eta_s)
+// and /status (eta_seconds).
+func (p SyncProgress) ETASeconds() int64 {
+	return int64(p.ETA.Round(time.Second) / time.Second)
+}
+
 // SyncReporter is implemented by a Backend that learns a large maildrop
 // over time and can say how far it got.
 type SyncReporter interface {

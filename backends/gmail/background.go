@@ -299,7 +299,7 @@ func (b *Backend) logProgress() (stop func()) {
 	return proxy.Every(b.opts.ProgressEvery, func() {
 		p := b.SyncProgress()
 		b.log.Info().Int("done", p.Done).Int("total", p.Total).Int64("units", p.Units).
-			Int64("eta_s", int64(p.ETA.Round(time.Second)/time.Second)).
+			Int64("eta_s", p.ETASeconds()).
 			Msg("gmail: sizing messages in the background")
 	})
 }

@@ -354,7 +354,7 @@ func (m *mailbox) logProgress() (stop func()) {
 	return proxy.Every(m.b.opts.ProgressEvery, func() {
 		p := m.b.SyncProgress()
 		m.s.log.Info().Str("account", m.account).Int("done", p.Done).Int("total", p.Total).
-			Int64("eta_s", int64(p.ETA.Round(time.Second)/time.Second)).
+			Int64("eta_s", p.ETASeconds()).
 			Msgf("imap: listing the sizes of folder %q", m.b.opts.Folder)
 	})
 }

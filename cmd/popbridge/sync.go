@@ -81,7 +81,7 @@ type syncStatus struct {
 
 func newSyncStatus(p proxy.SyncProgress) *syncStatus {
 	s := &syncStatus{State: "idle", Done: p.Done, Total: p.Total, QuotaUnits: p.Units,
-		StartedAt: timePtr(p.Started), EndedAt: timePtr(p.Ended), ETASeconds: int64(p.ETA.Round(time.Second) / time.Second)}
+		StartedAt: timePtr(p.Started), EndedAt: timePtr(p.Ended), ETASeconds: p.ETASeconds()}
 	switch {
 	case p.Running:
 		s.State = "running"
