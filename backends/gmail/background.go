@@ -322,7 +322,7 @@ func (b *Backend) SyncProgress() proxy.SyncProgress {
 
 // eta estimates the time the run still needs: at the rate seen so far,
 // but no faster than the quota allows (the units left in the bucket
-// first, then its refill).
+// first, then its refill), at 5 units a message (messages.get).
 func (b *Backend) eta(p proxy.SyncProgress) time.Duration {
 	left := p.Total - p.Done
 	if left <= 0 {
