@@ -135,7 +135,7 @@ var (
 	errTooManyBad  = errors.New("too many invalid commands")
 	errLineTooLong = errors.New("line too long")
 	// errJunk: maxJunk octets without a line end.
-	errJunk = errors.New("line too long: no line end within 64 KiB")
+	errJunk = fmt.Errorf("line too long: no line end within %d KiB", maxJunk>>10)
 )
 
 func (c *conn) serve() {
