@@ -95,7 +95,7 @@ func newConn(s *Server, rwc net.Conn, addr netip.Addr, tlsCfg *tls.Config, impli
 	id := fmt.Sprintf("%x", s.nextID.Add(1))
 	c.ctx, c.cancel = context.WithCancel(context.WithValue(s.baseCtx, sessionKey{}, id))
 	c.log = s.logger().With().Str("session", id).Str("remote", rwc.RemoteAddr().String()).Logger()
-	c.trace = traceEnabled(c.log)
+	c.trace = TraceEnabled(c.log)
 	return c
 }
 
@@ -135,7 +135,7 @@ var (
 	errTooManyBad  = errors.New("too many invalid commands")
 	errLineTooLong = errors.New("line too long")
 	// errJunk: maxJunk octets without a line end.
-	errJunk = errors.New("line too long: no line end within 64 KiB")
+	errJunk = fmt.Errorf("line too long: no line end within %d KiB", maxJunk>>10)
 )
 
 func (c *conn) serve() {

@@ -1,6 +1,9 @@
 package proxy
 
-import "time"
+import (
+	"sync"
+	"time"
+)
 
 // SyncProgress is what a backend reports about learning a maildrop
 // (sizes, UIDLs) that takes longer than a login should, for logs,
@@ -23,8 +26,38 @@ type SyncProgress struct {
 	Err error
 }
 
+// ETASeconds is ETA in whole seconds, rounded, for log fields (eta_s)
+// and /status (eta_seconds).
+func (p SyncProgress) ETASeconds() int64 {
+	return int64(p.ETA.Round(time.Second) / time.Second)
+}
+
 // SyncReporter is implemented by a Backend that learns a large maildrop
 // over time and can say how far it got.
 type SyncReporter interface {
 	SyncProgress() SyncProgress
+}
+
+// Every calls f every interval in a goroutine of its own until stop is
+// called; stop returns once that goroutine has ended, so f never runs
+// after it.
+func Every(interval time.Duration, f func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }

@@ -27,8 +27,10 @@ func SessionID(ctx context.Context) string {
 	return id
 }
 
-// traceEnabled reports whether l logs at trace level.
-func traceEnabled(l zerolog.Logger) bool {
+// TraceEnabled reports whether l logs at trace level, both by its own
+// level and by zerolog's global one. Backends use it to decide whether to
+// trace their upstream conversation.
+func TraceEnabled(l zerolog.Logger) bool {
 	return l.GetLevel() <= zerolog.TraceLevel && zerolog.GlobalLevel() <= zerolog.TraceLevel
 }
 

@@ -296,27 +296,12 @@ func (b *Backend) flush(wait bool) error {
 // logProgress logs the run's progress every ProgressEvery until stop is
 // called.
 func (b *Backend) logProgress() (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(b.opts.ProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				p := b.SyncProgress()
-				b.log.Info().Int("done", p.Done).Int("total", p.Total).Int64("units", p.Units).
-					Int64("eta_s", int64(p.ETA.Round(time.Second)/time.Second)).
-					Msg("gmail: sizing messages in the background")
-			}
-		}
+	return proxy.Every(b.opts.ProgressEvery, func() {
+		p := b.SyncProgress()
+		b.log.Info().Int("done", p.Done).Int("total", p.Total).Int64("units", p.Units).
+			Int64("eta_s", p.ETASeconds()).
+			Msg("gmail: sizing messages in the background")
 	})
-	return func() {
-		close(done)
-		wg.Wait()
-	}
 }
 
 // SyncProgress says how far the background sizing got; Units counts all
@@ -337,7 +322,7 @@ func (b *Backend) SyncProgress() proxy.SyncProgress {
 
 // eta estimates the time the run still needs: at the rate seen so far,
 // but no faster than the quota allows (the units left in the bucket
-// first, then its refill).
+// first, then its refill), at 5 units a message (messages.get).
 func (b *Backend) eta(p proxy.SyncProgress) time.Duration {
 	left := p.Total - p.Done
 	if left <= 0 {

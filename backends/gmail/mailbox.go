@@ -34,9 +34,9 @@ var (
 // inside the window and sized, oldest first (internalDate, then id).
 // Messages not yet sized are sized in the background, oldest (Gmail id)
 // first; List waits for them (see wait), then offers those sized by
-// then. A permanent failure of the sizing in that
-// time (a rejected token, a missing scope) fails the login; a temporary
-// one is logged and the messages already sized are offered.
+// then. A permanent failure of the sizing in that time (a rejected
+// token, a missing scope) fails the login; a temporary one is logged and
+// the messages already sized are offered.
 func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	b := m.b
 	start := time.Now()

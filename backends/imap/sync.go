@@ -351,25 +351,10 @@ func (b *Backend) SyncProgress() proxy.SyncProgress {
 // logProgress logs the listing's progress every ProgressEvery until stop
 // is called.
 func (m *mailbox) logProgress() (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(m.b.opts.ProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				p := m.b.SyncProgress()
-				m.s.log.Info().Str("account", m.account).Int("done", p.Done).Int("total", p.Total).
-					Int64("eta_s", int64(p.ETA.Round(time.Second)/time.Second)).
-					Msgf("imap: listing the sizes of folder %q", m.b.opts.Folder)
-			}
-		}
+	return proxy.Every(m.b.opts.ProgressEvery, func() {
+		p := m.b.SyncProgress()
+		m.s.log.Info().Str("account", m.account).Int("done", p.Done).Int("total", p.Total).
+			Int64("eta_s", p.ETASeconds()).
+			Msgf("imap: listing the sizes of folder %q", m.b.opts.Folder)
 	})
-	return func() {
-		close(done)
-		wg.Wait()
-	}
 }

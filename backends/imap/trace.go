@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/rs/zerolog"
+
+	"github.com/popbridge/popbridge/proxy"
 )
 
 // At log level trace, an IMAP connection logs the commands it sends and
@@ -21,11 +23,6 @@ const (
 	traceMax = 200
 )
 
-// traceEnabled reports whether l logs at trace level.
-func traceEnabled(l zerolog.Logger) bool {
-	return l.GetLevel() <= zerolog.TraceLevel && zerolog.GlobalLevel() <= zerolog.TraceLevel
-}
-
 // traceConn is a connection that traces what goes through it.
 type traceConn struct {
 	net.Conn
@@ -35,7 +32,7 @@ type traceConn struct {
 // newTraceConn returns c traced to log, or c itself when log does not
 // log at trace level.
 func newTraceConn(c net.Conn, log zerolog.Logger) net.Conn {
-	if !traceEnabled(log) {
+	if !proxy.TraceEnabled(log) {
 		return c
 	}
 	auth := new(atomic.Bool)

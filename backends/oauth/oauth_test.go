@@ -442,10 +442,7 @@ func TestFileTokenSource(t *testing.T) {
 func TestSourceNewGrant(t *testing.T) {
 	f := oauthtest.Start(t)
 	s := &oauth.Store{Dir: t.TempDir()}
-	at, rt, exp := f.Issue()
-	if err := s.Save("ann", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
-		t.Fatal(err)
-	}
+	at := saveGrant(t, f, s, "ann")
 	src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, nil)
 	if tok, err := src.Token(); err != nil || tok.AccessToken != at {
 		t.Fatalf("first Token: %v", err)
@@ -470,10 +467,7 @@ func TestSourceInvalidate(t *testing.T) {
 	f := oauthtest.Start(t)
 	f.Rotate = true
 	s := &oauth.Store{Dir: t.TempDir(), Key: testKey(3)}
-	at, rt, exp := f.Issue()
-	if err := s.Save("ann", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
-		t.Fatal(err)
-	}
+	at := saveGrant(t, f, s, "ann")
 	var logBuf syncBuffer
 	log := zerolog.New(&logBuf)
 	src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, &log)
@@ -559,10 +553,7 @@ func readOnlyDir(t *testing.T, dir string) {
 func TestSourceInvalidateReadOnlyStore(t *testing.T) {
 	f := oauthtest.Start(t)
 	s := &oauth.Store{Dir: t.TempDir()}
-	at, rt, exp := f.Issue()
-	if err := s.Save("ann", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
-		t.Fatal(err)
-	}
+	at := saveGrant(t, f, s, "ann")
 	src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, nil)
 	if _, err := src.Token(); err != nil {
 		t.Fatal(err)
@@ -595,10 +586,7 @@ func TestTransport(t *testing.T) {
 	}))
 	defer api.Close()
 	s := &oauth.Store{Dir: t.TempDir()}
-	at, rt, exp := f.Issue()
-	if err := s.Save("ann", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
-		t.Fatal(err)
-	}
+	saveGrant(t, f, s, "ann")
 	src := oauth.NewSource(context.Background(), "ann", fakeConfig(t, f), s, nil)
 	hc := &http.Client{Transport: &oauth.Transport{Source: src}}
 
@@ -625,4 +613,15 @@ func TestTransport(t *testing.T) {
 	if _, reauth, _ := src.Status(); !reauth {
 		t.Fatal("status does not say re-auth")
 	}
+}
+
+// saveGrant stores a grant just issued by f for account in s, as
+// popbridge auth does, and returns its access token.
+func saveGrant(t *testing.T, f *oauthtest.Server, s *oauth.Store, account string) string {
+	t.Helper()
+	at, rt, exp := f.Issue()
+	if err := s.Save(account, &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	return at
 }

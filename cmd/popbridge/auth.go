@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -98,26 +97,9 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 	path := fs.String("config", "", "configuration `file` (YAML)")
 	flow := fs.String("flow", "", "`loopback` or device; empty means the provider's default")
 	port := fs.Int("port", 0, "loopback flow: the `port` on 127.0.0.1 the browser is sent back to; 0 picks a free one")
-	// ACCOUNT may come before or after the flags.
-	var account string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		account, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return errFlags
-	}
-	rest := fs.Args()
-	if account == "" && len(rest) > 0 {
-		account, rest = rest[0], rest[1:]
-	}
-	if len(rest) > 0 {
-		return usageError(fmt.Sprintf("unexpected argument %q", rest[0]))
-	}
-	if account == "" {
-		return usageError("name the ACCOUNT (its user in the configuration)")
+	account, err := parseAccountArgs(fs, args)
+	if err != nil {
+		return err
 	}
 	if *path == "" {
 		return usageError("-config is required")
@@ -125,21 +107,9 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 	if *port < 0 || *port > 65535 {
 		return usageError(fmt.Sprintf("-port %d: want a port number from 1 to 65535", *port))
 	}
-	cfg, err := config.Load(*path)
+	cfg, acct, err := loadAccount(*path, account)
 	if err != nil {
 		return err
-	}
-	if err := checkOwner(cfg.StateDir, *path); err != nil {
-		return err
-	}
-	var acct *config.Account
-	for i := range cfg.Accounts {
-		if cfg.Accounts[i].User == account {
-			acct = &cfg.Accounts[i]
-		}
-	}
-	if acct == nil {
-		return fmt.Errorf("no account %q in %s", account, *path)
 	}
 	o, proto := oauthAccount(*acct)
 	if o == nil {

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -65,38 +64,25 @@ accounts:
 			return -1
 		}
 	}
-	authURL := func(stdout *syncBuffer) string {
-		return waitFor(t, "the authorization URL", func() string {
-			if m := regexp.MustCompile(`(?m)^  (http://\S+/authorize\?\S+)$`).FindStringSubmatch(stdout.String()); m != nil {
-				return m[1]
-			}
-			return ""
-		})
-	}
 
 	// -port N: the redirect goes to 127.0.0.1:N, and the browser's visit
 	// there completes the flow.
 	port, l := freePort()
 	l.Close()
 	stdout, stderr, _, done := start("-port", fmt.Sprint(port))
-	u, err := url.Parse(authURL(stdout))
+	u, err := url.Parse(authURLFrom(t, stdout))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := u.Query().Get("redirect_uri"), fmt.Sprintf("http://127.0.0.1:%d/", port); got != want {
 		t.Errorf("redirect_uri %q, want %q", got, want)
 	}
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
+	loc := browserRedirect(t, u.String())
 	if !strings.HasPrefix(loc, fmt.Sprintf("http://127.0.0.1:%d/?", port)) {
 		t.Fatalf("the fake sent the browser to %q", loc)
 	}
-	if resp, err = http.Get(loc); err != nil {
+	resp, err := http.Get(loc)
+	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()

@@ -176,34 +176,7 @@ accounts:
 	}
 
 	// popbridge auth, the browser elsewhere: the redirect is pasted.
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
-	done := make(chan int, 1)
-	go func() {
-		done <- run(context.Background(), []string{"auth", "ann", "-config", path}, pr, stdout, stderr)
-	}()
-	authURL := waitFor(t, "the authorization URL", func() string {
-		if m := regexp.MustCompile(`(?m)^  (http://\S+/authorize\?\S+)$`).FindStringSubmatch(stdout.String()); m != nil {
-			return m[1]
-		}
-		return ""
-	})
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(authURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	io.WriteString(pw, resp.Header.Get("Location")+"\n")
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("auth exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("auth did not finish:\n%s", stdout)
-	}
+	stdout := authPasted(t, "ann", path)
 	tokFile := filepath.Join(dir, "state", "tokens", "ann.json")
 	fi, err := os.Stat(tokFile)
 	if err != nil || fi.Mode().Perm() != 0o600 || !strings.Contains(stdout.String(), "saved to "+tokFile+" (encrypted)") {
@@ -315,4 +288,54 @@ accounts:
 			t.Errorf("%v: exit %d, stderr %q; want %d, %q", c.args, r.code, r.stderr, c.code, c.want)
 		}
 	}
+}
+
+// authURLFrom waits for the authorization URL that popbridge auth prints
+// on stdout and returns it.
+func authURLFrom(t *testing.T, stdout *syncBuffer) string {
+	t.Helper()
+	return waitFor(t, "the authorization URL", func() string {
+		if m := regexp.MustCompile(`(?m)^  (http://\S+/authorize\?\S+)$`).FindStringSubmatch(stdout.String()); m != nil {
+			return m[1]
+		}
+		return ""
+	})
+}
+
+// browserRedirect opens authURL as the user's browser would and returns
+// where the provider sends the browser back to, without going there.
+func browserRedirect(t *testing.T, authURL string) string {
+	t.Helper()
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.Header.Get("Location")
+}
+
+// authPasted runs popbridge auth ACCOUNT -config path with the browser
+// elsewhere: the URL the browser ends on is pasted, as on a headless
+// server. It fails t unless auth exits 0 within 10 s, and returns auth's
+// stdout.
+func authPasted(t *testing.T, account, path string) *syncBuffer {
+	t.Helper()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(context.Background(), []string{"auth", account, "-config", path}, pr, stdout, stderr)
+	}()
+	io.WriteString(pw, browserRedirect(t, authURLFrom(t, stdout))+"\n")
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("auth exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("auth did not finish:\n%s", stdout)
+	}
+	return stdout
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"iter"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -110,19 +111,7 @@ var (
 // text, outside code blocks and code spans.
 func mdLinks(text string) []mdLink {
 	var out []mdLink
-	fence := ""
-	for i, line := range strings.Split(text, "\n") {
-		trimmed := strings.TrimSpace(line)
-		if fence != "" {
-			if strings.HasPrefix(trimmed, fence) {
-				fence = ""
-			}
-			continue
-		}
-		if strings.HasPrefix(trimmed, "```") || strings.HasPrefix(trimmed, "~~~") {
-			fence = trimmed[:3]
-			continue
-		}
+	for i, line := range outsideFences(text) {
 		line = codeSpan.ReplaceAllString(line, "``")
 		for _, m := range inlineLink.FindAllStringSubmatch(line, -1) {
 			out = append(out, mdLink{strings.Trim(m[1], "<>"), i + 1})
@@ -134,6 +123,30 @@ func mdLinks(text string) []mdLink {
 	return out
 }
 
+// outsideFences yields the index and text of each line of a Markdown
+// text that is not in a fenced code block (``` or ~~~).
+func outsideFences(text string) iter.Seq2[int, string] {
+	return func(yield func(int, string) bool) {
+		fence := ""
+		for i, line := range strings.Split(text, "\n") {
+			trimmed := strings.TrimSpace(line)
+			if fence != "" {
+				if strings.HasPrefix(trimmed, fence) {
+					fence = ""
+				}
+				continue
+			}
+			if strings.HasPrefix(trimmed, "```") || strings.HasPrefix(trimmed, "~~~") {
+				fence = trimmed[:3]
+				continue
+			}
+			if !yield(i, line) {
+				return
+			}
+		}
+	}
+}
+
 // headingAnchors returns the anchors GitHub gives the headings of a
 // Markdown text: the heading's text lower-cased, without punctuation
 // other than "-" and "_", spaces turned into "-", and "-1", "-2", ...
@@ -141,19 +154,7 @@ func mdLinks(text string) []mdLink {
 func headingAnchors(text string) map[string]bool {
 	anchors := map[string]bool{}
 	seen := map[string]int{}
-	fence := ""
-	for _, line := range strings.Split(text, "\n") {
-		trimmed := strings.TrimSpace(line)
-		if fence != "" {
-			if strings.HasPrefix(trimmed, fence) {
-				fence = ""
-			}
-			continue
-		}
-		if strings.HasPrefix(trimmed, "```") || strings.HasPrefix(trimmed, "~~~") {
-			fence = trimmed[:3]
-			continue
-		}
+	for _, line := range outsideFences(text) {
 		m := regexp.MustCompile(`^#{1,6}\s+(.*?)\s*#*\s*$`).FindStringSubmatch(line)
 		if m == nil {
 			continue

@@ -1,18 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/oauth2"
 
@@ -115,34 +110,7 @@ accounts:
 	t.Logf("oauth: serve: grant revoked: %q, /status token reauth_needed, popbridge_oauth_reauth_needed 1", oauthtest.GrantText)
 
 	// The owner runs popbridge auth while the server runs.
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	stdout, authErr := &syncBuffer{}, &syncBuffer{}
-	done := make(chan int, 1)
-	go func() {
-		done <- run(context.Background(), []string{"auth", "gina", "-config", path}, pr, stdout, authErr)
-	}()
-	authURL := waitFor(t, "the authorization URL", func() string {
-		if m := regexp.MustCompile(`(?m)^  (http://\S+/authorize\?\S+)$`).FindStringSubmatch(stdout.String()); m != nil {
-			return m[1]
-		}
-		return ""
-	})
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(authURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	io.WriteString(pw, resp.Header.Get("Location")+"\n")
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("auth exited %d\n%s\n%s", code, stdout, authErr)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("auth did not finish:\n%s", stdout)
-	}
+	authPasted(t, "gina", path)
 	n := tokens.Refreshes()
 	if r := pass(); r != "+OK Logged in." {
 		t.Fatalf("PASS after popbridge auth: %q\n%s", r, stderr)

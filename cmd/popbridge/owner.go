@@ -40,7 +40,7 @@ func checkOwner(dir, cfgPath string) error {
 	}
 	abs, err := filepath.Abs(cfgPath)
 	if err != nil {
-		return err
+		return fmt.Errorf("config file %s: %w", cfgPath, err)
 	}
 	if owner == abs {
 		return nil
@@ -62,7 +62,7 @@ func checkOwner(dir, cfgPath string) error {
 func claimOwner(dir, cfgPath string) (previous string, err error) {
 	abs, err := filepath.Abs(cfgPath)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("config file %s: %w", cfgPath, err)
 	}
 	owner, err := stateOwner(dir)
 	if err != nil || owner == abs {

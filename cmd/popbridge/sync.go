@@ -81,7 +81,7 @@ type syncStatus struct {
 
 func newSyncStatus(p proxy.SyncProgress) *syncStatus {
 	s := &syncStatus{State: "idle", Done: p.Done, Total: p.Total, QuotaUnits: p.Units,
-		StartedAt: timePtr(p.Started), EndedAt: timePtr(p.Ended), ETASeconds: int64(p.ETA.Round(time.Second) / time.Second)}
+		StartedAt: timePtr(p.Started), EndedAt: timePtr(p.Ended), ETASeconds: p.ETASeconds()}
 	switch {
 	case p.Running:
 		s.State = "running"
@@ -116,44 +116,16 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 		"directory, and does the same work in the background itself.")
 	path := fs.String("config", "", "configuration `file` (YAML)")
 	every := fs.Duration("every", 5*time.Second, "`interval` of the progress lines when not on a terminal")
-	var account string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		account, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return errFlags
-	}
-	rest := fs.Args()
-	if account == "" && len(rest) > 0 {
-		account, rest = rest[0], rest[1:]
-	}
-	if len(rest) > 0 {
-		return usageError(fmt.Sprintf("unexpected argument %q", rest[0]))
-	}
-	if account == "" {
-		return usageError("name the ACCOUNT (its user in the configuration)")
+	account, err := parseAccountArgs(fs, args)
+	if err != nil {
+		return err
 	}
 	if *path == "" {
 		return usageError("-config is required")
 	}
-	cfg, err := config.Load(*path)
+	cfg, acct, err := loadAccount(*path, account)
 	if err != nil {
 		return err
-	}
-	if err := checkOwner(cfg.StateDir, *path); err != nil {
-		return err
-	}
-	var acct *config.Account
-	for i := range cfg.Accounts {
-		if cfg.Accounts[i].User == account {
-			acct = &cfg.Accounts[i]
-		}
-	}
-	if acct == nil {
-		return fmt.Errorf("no account %q in %s", account, *path)
 	}
 	if acct.Passthrough() {
 		return fmt.Errorf("account %s logs in upstream with the POP3 client's password, so only a client login can sync it", account)
@@ -240,23 +212,9 @@ func (p *progressPrinter) start() (stop func()) {
 	if p.tty {
 		interval = 200 * time.Millisecond
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				p.show(p.src())
-			}
-		}
-	})
+	stopTicks := proxy.Every(interval, func() { p.show(p.src()) })
 	return func() {
-		close(done)
-		wg.Wait()
+		stopTicks()
 		p.last = p.src()
 		if p.tty && p.drawn {
 			p.show(p.last)
@@ -295,4 +253,49 @@ func (p *progressPrinter) summary() string {
 		out += ", about " + s.ETA.Round(time.Second).String() + " left"
 	}
 	return out
+}
+
+// parseAccountArgs parses the flags of a command that takes one ACCOUNT,
+// given before or after the flags, and returns that ACCOUNT.
+func parseAccountArgs(fs *flag.FlagSet, args []string) (string, error) {
+	var account string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		account, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", errHelp
+		}
+		return "", errFlags
+	}
+	rest := fs.Args()
+	if account == "" && len(rest) > 0 {
+		account, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return "", usageError(fmt.Sprintf("unexpected argument %q", rest[0]))
+	}
+	if account == "" {
+		return "", usageError("name the ACCOUNT (its user in the configuration)")
+	}
+	return account, nil
+}
+
+// loadAccount loads the configuration file path, refuses a state
+// directory that belongs to another configuration file, and returns the
+// account whose user is account.
+func loadAccount(path, account string) (*config.Config, *config.Account, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkOwner(cfg.StateDir, path); err != nil {
+		return nil, nil, err
+	}
+	for i := range cfg.Accounts {
+		if cfg.Accounts[i].User == account {
+			return cfg, &cfg.Accounts[i], nil
+		}
+	}
+	return nil, nil, fmt.Errorf("no account %q in %s", account, path)
 }
