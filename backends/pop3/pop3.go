@@ -585,7 +585,7 @@ func (m *mailbox) open(ctx context.Context, uid string, keep bool) (io.ReadClose
 // messages up to aheadMax octets, not kept in Bodies. Any other upstream
 // command drops them (Client.dropAhead).
 func (m *mailbox) retrAhead(ms *msg) {
-	if m.c.Err() != nil {
+	if m.c.Err() != nil || !m.c.Pipelining() {
 		return
 	}
 	if m.aheadLo >= m.aheadHi {
