@@ -311,3 +311,48 @@ func TestDovecotRetrAhead(t *testing.T) {
 	}
 	t.Logf("pop3: Dovecot RETR pipelining verified: %d messages in order byte-identical to direct Dovecot, up to %d RETRs outstanding upstream, each sent once; message %d removed by another session: -ERR from both", len(corpus), maxRetrs, removed)
 }
+
+// endRecorder records the Write and WriteEnd calls of WriteWireTo.
+type endRecorder struct {
+	writes []string
+	end    *string
+}
+
+func (e *endRecorder) Write(b []byte) (int, error) {
+	e.writes = append(e.writes, string(b))
+	return len(b), nil
+}
+
+func (e *endRecorder) WriteEnd(b []byte) error {
+	s := string(b)
+	e.end = &s
+	return nil
+}
+
+// TestWireWriterToEnd: to a writer with WriteEnd (the proxy's), the last
+// lines of a message go together with its end, so that the proxy sends
+// them and the terminating "." in one write, not the "." on its own; the
+// octets and the count are those of the pass-through.
+func TestWireWriterToEnd(t *testing.T) {
+	for _, step := range []int{1 << 20, 7} {
+		wire := "Subject: x\r\n\r\n..dot\r\nlast line\r\n.\r\n"
+		c, rc := pipeRetr(t, wire, step, false)
+		var e endRecorder
+		msg, eof, err := rc.(*dotReader).WriteWireTo(&e)
+		if err != nil || !eof || e.end == nil {
+			t.Fatalf("step %d: eof %v, err %v, WriteEnd called: %v", step, eof, err, e.end != nil)
+		}
+		if got := strings.Join(e.writes, "") + *e.end + ".\r\n"; got != wire {
+			t.Errorf("step %d: wrote %q, want %q", step, got, wire)
+		}
+		if step > len(wire) && len(e.writes) > 0 {
+			t.Errorf("one read of the whole reply: Write %q before WriteEnd, want WriteEnd alone", e.writes)
+		}
+		if want := int64(len("Subject: x\r\n\r\n.dot\r\nlast line\r\n")); msg != want {
+			t.Errorf("step %d: msg %d, want %d", step, msg, want)
+		}
+		if l, err := c.readLine(); err != nil || string(l) != "+OK next" {
+			t.Errorf("step %d: next line %q, %v: out of step", step, l, err)
+		}
+	}
+}

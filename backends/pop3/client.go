@@ -840,7 +840,8 @@ func (d *dotReader) Read(p []byte) (int, error) {
 // or before the first other line, where Read goes on. msg counts the
 // message octets written: without the stuffed dots. This is the proxy's
 // verified pass-through: the client receives the same octets that
-// unstuffing and stuffing again would give.
+// unstuffing and stuffing again would give. When w is an endWriter, the
+// last lines go to its WriteEnd, which writes the terminating line too.
 func (d *dotReader) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 	if d.err != nil {
 		return 0, false, d.err
@@ -869,6 +870,14 @@ func (d *dotReader) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 		// Take all that is buffered.
 		b, _ := r.Peek(r.Buffered())
 		n, dots, term := wireLines(b)
+		if ew, ok := w.(endWriter); ok && term {
+			// The last lines and the end together.
+			err := ew.WriteEnd(b[:n])
+			r.Discard(n + 3)
+			d.done = true
+			d.stop()
+			return msg + int64(n-dots), true, err
+		}
 		if n > 0 {
 			if _, err := w.Write(b[:n]); err != nil {
 				return msg, false, err
@@ -888,6 +897,12 @@ func (d *dotReader) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 		// Only an incomplete line, or nothing, is left: read more.
 		more = true
 	}
+}
+
+// endWriter is a writer that also writes the terminating line after a
+// message's last lines (the proxy's passWriter; see WriteWireTo).
+type endWriter interface {
+	WriteEnd(b []byte) error
 }
 
 var crlf = []byte("\r\n")
