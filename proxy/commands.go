@@ -494,11 +494,12 @@ func (c *conn) send(m *message, lines int) error {
 	w.WriteString(status + "\r\n")
 	dw := newDotWriter(w, lines)
 	eof := false
+	pw := &passWriter{w: w, conn: c.dw}
 	if ww, ok := rc.(wireWriterTo); ok && lines < 0 {
 		// Verified pass-through: the lines the stream vouches for go out
 		// as they are; Read and the dot-stuffer handle the rest.
 		var n int64
-		n, eof, err = ww.WriteWireTo(passWriter{w, c.dw})
+		n, eof, err = ww.WriteWireTo(pw)
 		dw.n += n
 	}
 	if !eof && err == nil {
@@ -510,8 +511,10 @@ func (c *conn) send(m *message, lines int) error {
 		c.log.Error().Str("uid", m.UID).Err(err).Msg("streaming message failed; closing without final dot")
 		return fmt.Errorf("stream failed: %w", err)
 	}
-	if err := dw.Close(); err != nil {
-		return fmt.Errorf("stream failed: %w", err)
+	if !pw.ended { // else the pass-through wrote the terminating line
+		if err := dw.Close(); err != nil {
+			return fmt.Errorf("stream failed: %w", err)
+		}
 	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write failed: %w", err)

@@ -261,6 +261,10 @@ func (d *dotWriter) Close() error {
 // line (eof), or before the first line that is not like that, where the
 // caller reads on with Read. msg counts the message octets written, the
 // stuffed dots left out. It is called at the start of the message only.
+// When w has a method WriteEnd(b []byte) error (passWriter does), the
+// stream may hand it the last lines and eof together: WriteEnd writes
+// them and the terminating line, in one write to the client where they
+// fit the buffer, instead of a second write for the "." alone.
 type wireWriterTo interface {
 	WriteWireTo(w io.Writer) (msg int64, eof bool, err error)
 }
@@ -277,9 +281,27 @@ const passMin = 4 << 10
 type passWriter struct {
 	w    *bufio.Writer
 	conn io.Writer // under w
+	// ended: WriteEnd wrote the terminating line.
+	ended bool
 }
 
-func (p passWriter) Write(b []byte) (int, error) {
+// WriteEnd writes b, the message's last lines, and the terminating line:
+// through the buffer when they fit, to be sent in one write by the
+// caller's Flush, otherwise b as by Write and the "." buffered.
+func (p *passWriter) WriteEnd(b []byte) error {
+	if len(b)+3 > p.w.Available() {
+		if _, err := p.Write(b); err != nil {
+			return err
+		}
+	} else {
+		p.w.Write(b)
+	}
+	p.ended = true
+	_, err := p.w.WriteString(".\r\n")
+	return err
+}
+
+func (p *passWriter) Write(b []byte) (int, error) {
 	if len(b) < passMin {
 		n, err := p.w.Write(b)
 		if err == nil && p.w.Buffered() >= passMin {

@@ -101,6 +101,9 @@ type Client struct {
 	stream  *dotReader        // the open message stream, if any
 	stop    func() bool       // ends the context watch of the running command
 	trace   *zerolog.Logger   // nil: no tracing
+	// ahead holds the command lines sent ahead (sendAhead) whose
+	// replies are not read yet, oldest first.
+	ahead []string
 }
 
 // Dial connects to the server, secures the connection as opts.TLS says,
@@ -250,6 +253,10 @@ func (c *Client) HasSASL(mech string) bool {
 	return false
 }
 
+// Pipelining reports whether CAPA listed PIPELINING (RFC 2449 §6.6): the
+// server takes commands sent before the replies to earlier ones.
+func (c *Client) Pipelining() bool { return c.HasCapability("PIPELINING") }
+
 // TLS reports whether the connection is encrypted.
 func (c *Client) TLS() bool { return c.isTLS }
 
@@ -261,6 +268,7 @@ func (c *Client) Login(ctx context.Context, user, pass string) error {
 	if err := checkArg(pass); err != nil {
 		return err
 	}
+	// Not pipelined: Dovecot then answers PASS tens of milliseconds late.
 	if _, err := c.cmd(ctx, "USER", "USER "+user); err != nil {
 		return err
 	}
@@ -440,6 +448,83 @@ func (c *Client) Retr(ctx context.Context, n int) (io.ReadCloser, error) {
 	return c.message(ctx, "RETR", "RETR "+strconv.Itoa(n))
 }
 
+// RetrAhead sends RETR n1, n2... at once without waiting for any reply,
+// while a message stream may still be open, when the server offers
+// PIPELINING (RFC 2449 §6.6): the Retr of each then finds its message on
+// the way. It reports whether they were sent.
+func (c *Client) RetrAhead(ns ...int) bool {
+	if c.err != nil || !c.Pipelining() || len(ns) == 0 {
+		return false
+	}
+	lines := make([]string, len(ns))
+	for i, n := range ns {
+		lines[i] = "RETR " + strconv.Itoa(n)
+	}
+	return c.sendAhead(lines...) == nil
+}
+
+// pipeline sends lines at once when the server offers PIPELINING, and
+// the commands that follow with the same lines, in the same order, read
+// their replies. Without PIPELINING it does nothing and each command is
+// sent as usual.
+func (c *Client) pipeline(ctx context.Context, lines ...string) error {
+	if !c.Pipelining() {
+		return nil
+	}
+	if err := c.ready(); err != nil {
+		return err
+	}
+	if err := c.dropAhead(ctx); err != nil {
+		return err
+	}
+	return c.sendAhead(lines...)
+}
+
+// sendAhead writes lines in one go and queues them as sent ahead: a
+// command with the same line reads its reply instead of sending it
+// again (cmd), any other command first reads and drops the replies
+// (dropAhead).
+func (c *Client) sendAhead(lines ...string) error {
+	c.conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	for _, l := range lines {
+		c.traceLine("out", shownLine(l))
+		c.w.WriteString(l)
+		c.w.WriteString("\r\n")
+	}
+	if err := c.w.Flush(); err != nil {
+		return c.broken(fmt.Errorf("pop3: write: %w", err))
+	}
+	c.ahead = append(c.ahead, lines...)
+	return nil
+}
+
+// dropAhead reads and drops the replies to the commands sent ahead, so
+// that the next command's reply comes next.
+func (c *Client) dropAhead(ctx context.Context) error {
+	for len(c.ahead) > 0 {
+		line := c.ahead[0]
+		kw, arg, _ := strings.Cut(line, " ")
+		kw = strings.ToUpper(kw)
+		var err error
+		switch {
+		case kw == "RETR" || kw == "TOP":
+			var rc io.ReadCloser
+			if rc, err = c.message(ctx, kw, line); err == nil {
+				err = rc.Close()
+			}
+		case (kw == "UIDL" || kw == "LIST") && arg == "" || kw == "CAPA":
+			_, err = c.multiCmd(ctx, kw, line)
+		default:
+			_, err = c.cmd(ctx, kw, line)
+		}
+		var re *ResponseError
+		if err != nil && !errors.As(err, &re) {
+			return fmt.Errorf("pop3: reply to %s sent ahead: %w", shownLine(line), err)
+		}
+	}
+	return nil
+}
+
 // Top starts TOP n lines (RFC 1939 §7), streamed as by Retr.
 func (c *Client) Top(ctx context.Context, n, lines int) (io.ReadCloser, error) {
 	return c.message(ctx, "TOP", "TOP "+strconv.Itoa(n)+" "+strconv.Itoa(lines))
@@ -528,11 +613,15 @@ func (c *Client) ready() error {
 
 // send sends a command line; PASS is traced without its argument.
 func (c *Client) send(line string) error {
-	shown := line
+	return c.sendSecret(line, shownLine(line))
+}
+
+// shownLine returns line as traced: PASS without its argument.
+func shownLine(line string) string {
 	if len(line) > 5 && strings.EqualFold(line[:5], "PASS ") {
-		shown = line[:5] + redacted
+		return line[:5] + redacted
 	}
-	return c.sendSecret(line, shown)
+	return line
 }
 
 // sendSecret sends line, traced as shown.
@@ -577,10 +666,19 @@ func (c *Client) readLine() ([]byte, error) {
 
 // cmd sends line (nothing when line is empty: the greeting) and reads a
 // single-line reply. It returns the text after "+OK ", or a
-// *ResponseError for -ERR.
+// *ResponseError for -ERR. A line that is the first sent ahead is not
+// sent again; before any other, the replies sent ahead are dropped.
 func (c *Client) cmd(ctx context.Context, kw, line string) (string, error) {
 	if err := c.ready(); err != nil {
 		return "", err
+	}
+	if len(c.ahead) > 0 && line != "" {
+		if c.ahead[0] == line {
+			c.ahead = c.ahead[1:]
+			line = ""
+		} else if err := c.dropAhead(ctx); err != nil {
+			return "", err
+		}
 	}
 	defer c.begin(ctx)()
 	if line != "" {
@@ -742,7 +840,8 @@ func (d *dotReader) Read(p []byte) (int, error) {
 // or before the first other line, where Read goes on. msg counts the
 // message octets written: without the stuffed dots. This is the proxy's
 // verified pass-through: the client receives the same octets that
-// unstuffing and stuffing again would give.
+// unstuffing and stuffing again would give. When w is an endWriter, the
+// last lines go to its WriteEnd, which writes the terminating line too.
 func (d *dotReader) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 	if d.err != nil {
 		return 0, false, d.err
@@ -771,6 +870,14 @@ func (d *dotReader) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 		// Take all that is buffered.
 		b, _ := r.Peek(r.Buffered())
 		n, dots, term := wireLines(b)
+		if ew, ok := w.(endWriter); ok && term {
+			// The last lines and the end together.
+			err := ew.WriteEnd(b[:n])
+			r.Discard(n + 3)
+			d.done = true
+			d.stop()
+			return msg + int64(n-dots), true, err
+		}
 		if n > 0 {
 			if _, err := w.Write(b[:n]); err != nil {
 				return msg, false, err
@@ -790,6 +897,12 @@ func (d *dotReader) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 		// Only an incomplete line, or nothing, is left: read more.
 		more = true
 	}
+}
+
+// endWriter is a writer that also writes the terminating line after a
+// message's last lines (the proxy's passWriter; see WriteWireTo).
+type endWriter interface {
+	WriteEnd(b []byte) error
 }
 
 var crlf = []byte("\r\n")

@@ -42,6 +42,11 @@ type fake struct {
 	noTop   bool // CAPA does not list TOP
 	inUse   bool // PASS gets -ERR [IN-USE]
 	msgs    []fakeMsg
+	// pipelining: CAPA lists PIPELINING.
+	pipelining bool
+	// gone: RETR and TOP of these message numbers get -ERR, as for a
+	// message another session removed after the listings.
+	gone map[int]bool
 
 	mu       sync.Mutex
 	commands []string
@@ -103,6 +108,9 @@ func (f *fake) serve(c net.Conn) {
 			}
 			if !f.noTop {
 				out("TOP")
+			}
+			if f.pipelining {
+				out("PIPELINING")
 			}
 			if f.xoauth2 != "" {
 				out("SASL XOAUTH2")
@@ -224,7 +232,9 @@ func (f *fake) transaction(kw, arg string, marked map[int]bool, out func(string)
 	case "STAT":
 		out(fmt.Sprintf("+OK %d 0", len(f.msgs)))
 	case "RETR", "TOP":
-		if n, ok := num(); ok {
+		if n, ok := num(); ok && f.gone[n] {
+			out("-ERR Message was removed by another session.")
+		} else if ok {
 			out("+OK")
 			out(f.msgs[n-1].wire + ".")
 		}

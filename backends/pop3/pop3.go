@@ -311,7 +311,19 @@ type msg struct {
 	n    int    // upstream message number
 	key  string // store key: the upstream UIDL, "#k" added for duplicates
 	size int64  // the size listed to the client
+	i    int    // index in the listing
 }
+
+// aheadMax: only messages listed at up to this size are retrieved ahead.
+const aheadMax = 1 << 20
+
+// aheadBytes and aheadCount bound the RETRs sent ahead at a time: the
+// octets (listed sizes) and the messages. Dropping them when they are not
+// used (another command, or QUIT) reads at most that much.
+const (
+	aheadBytes = 2 << 20
+	aheadCount = 16
+)
 
 type mailbox struct {
 	b       *Backend
@@ -321,6 +333,13 @@ type mailbox struct {
 	byUID   map[string]*msg
 	quit    bool   // Delete sent QUIT
 	release func() // the Store's Hold on the account
+	// aheadLo and aheadHi are the listing indexes [lo, hi) of the
+	// messages whose RETRs were sent ahead (retrAhead) and not asked for
+	// yet, in order; lo == hi when none.
+	aheadLo, aheadHi int
+	// streak counts the messages in a row asked for in the order they
+	// were sent ahead; more are sent ahead the longer it is.
+	streak int
 }
 
 // snapshot builds the session's listing from upstream UIDL and LIST.
@@ -330,6 +349,10 @@ func (m *mailbox) snapshot(ctx context.Context) error {
 		if _, ok := caps["UIDL"]; !ok {
 			return fmt.Errorf("pop3: upstream %s does not offer UIDL (CAPA); popbridge needs stable unique ids: %w", addr, proxy.ErrPermanent)
 		}
+	}
+	// UIDL and LIST at once with PIPELINING.
+	if err := c.pipeline(ctx, "UIDL", "LIST"); err != nil {
+		return m.b.upstreamErr("UIDL", err)
 	}
 	uidls, err := c.UIDL(ctx)
 	if errors.Is(err, ErrNoUIDL) {
@@ -414,7 +437,7 @@ func (m *mailbox) snapshot(ctx context.Context) error {
 		} else if s, ok := m.b.knownSize(m.account, e.key); ok {
 			size = s
 		}
-		m.byUID[e.uid] = &msg{n: e.n, key: e.key, size: size}
+		m.byUID[e.uid] = &msg{n: e.n, key: e.key, size: size, i: len(m.list)}
 		m.list = append(m.list, proxy.MessageInfo{UID: e.uid, Size: size})
 	}
 	if snap != nil {
@@ -512,6 +535,15 @@ func (m *mailbox) open(ctx context.Context, uid string, keep bool) (io.ReadClose
 	if ms == nil {
 		return nil, fmt.Errorf("pop3: uid %q: %w", uid, proxy.ErrNoMessage)
 	}
+	// In order: ms is the next message sent ahead. Otherwise the
+	// Client drops what was sent ahead at RETR.
+	inOrder := m.aheadLo < m.aheadHi && ms.i == m.aheadLo
+	if inOrder {
+		m.aheadLo++
+		m.streak++
+	} else {
+		m.dropAhead()
+	}
 	open := func() (io.ReadCloser, error) {
 		rc, err := m.c.Retr(ctx, ms.n)
 		if err != nil {
@@ -521,7 +553,17 @@ func (m *mailbox) open(ctx context.Context, uid string, keep bool) (io.ReadClose
 			}
 			return nil, m.b.upstreamErr("RETR", err)
 		}
-		return &counted{r: rc, m: m, uid: uid, ms: ms}, nil
+		cr := &counted{r: rc, m: m, uid: uid, ms: ms}
+		if !keep {
+			if inOrder {
+				// The client downloads in order: the next messages
+				// stream right behind this one.
+				m.retrAhead(ms)
+			} else {
+				cr.onEOF = func() { m.retrAhead(ms) }
+			}
+		}
+		return cr, nil
 	}
 	if body, ok := m.b.opts.Bodies.Get(m.account, ms.key); ok {
 		return io.NopCloser(bytes.NewReader(body)), nil
@@ -530,6 +572,52 @@ func (m *mailbox) open(ctx context.Context, uid string, keep bool) (io.ReadClose
 		return open()
 	}
 	return m.b.opts.Bodies.Open(m.account, ms.key, -1, open)
+}
+
+// retrAhead sends the RETRs of the messages after ms without waiting for
+// their replies, when the upstream offers PIPELINING: POP3 clients
+// download in order, and the next RETR then finds its message on the way
+// instead of waiting a round trip to the upstream. The first RETR sends
+// one at its end; while the client asks for the messages in the order
+// they were sent ahead, each RETR tops them up to twice as many as the
+// streak before, up to aheadCount messages and aheadBytes octets (by the
+// listed sizes), so that the upstream answers several at a time. Only
+// messages up to aheadMax octets, not kept in Bodies. Any other upstream
+// command drops them (Client.dropAhead).
+func (m *mailbox) retrAhead(ms *msg) {
+	if m.c.Err() != nil || !m.c.Pipelining() {
+		return
+	}
+	if m.aheadLo >= m.aheadHi {
+		m.aheadLo, m.aheadHi = ms.i+1, ms.i+1
+	}
+	want := min(1<<min(m.streak, 16), aheadCount)
+	var bytes int64
+	for _, mi := range m.list[m.aheadLo:m.aheadHi] {
+		bytes += m.byUID[mi.UID].size
+	}
+	var ns []int
+	hi := m.aheadHi
+	for ; hi < len(m.list) && hi-m.aheadLo < want; hi++ {
+		next := m.byUID[m.list[hi].UID]
+		if next.size > aheadMax || bytes+next.size > aheadBytes {
+			break
+		}
+		if _, ok := m.b.opts.Bodies.Get(m.account, next.key); ok {
+			break
+		}
+		ns = append(ns, next.n)
+		bytes += next.size
+	}
+	if len(ns) > 0 && m.c.RetrAhead(ns...) {
+		m.aheadHi = hi
+	}
+}
+
+// dropAhead forgets the RETRs sent ahead; the Client reads and drops
+// their replies before its next command.
+func (m *mailbox) dropAhead() {
+	m.aheadLo, m.aheadHi, m.streak = 0, 0, 0
 }
 
 // OpenTop streams the header and lines body lines with upstream TOP when
@@ -546,6 +634,7 @@ func (m *mailbox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCl
 		// the RETR that usually follows.
 		return m.open(ctx, uid, true)
 	}
+	m.dropAhead() // TOP drops the RETRs sent ahead
 	rc, err := m.c.Top(ctx, ms.n, lines)
 	if err != nil {
 		var re *ResponseError
@@ -567,17 +656,28 @@ type counted struct {
 	// wire counts the octets of the lines WriteWireTo wrote, which n
 	// did not see.
 	wire int64
+	// onEOF, if set, runs once at the end of the message.
+	onEOF func()
 }
 
 func (c *counted) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Write(p[:n])
 	if err == io.EOF {
-		if size := c.n.Size() + c.wire; size != c.ms.size {
-			c.m.learnSize(c.uid, c.ms, size)
-		}
+		c.eof()
 	}
 	return n, err
+}
+
+// eof corrects the size and runs onEOF.
+func (c *counted) eof() {
+	if size := c.n.Size() + c.wire; size != c.ms.size {
+		c.m.learnSize(c.uid, c.ms, size)
+	}
+	if f := c.onEOF; f != nil {
+		c.onEOF = nil
+		f()
+	}
 }
 
 // WriteWireTo is the stream's WriteWireTo (see dotReader), counted: the
@@ -590,15 +690,15 @@ func (c *counted) WriteWireTo(w io.Writer) (int64, bool, error) {
 	msg, eof, err := d.WriteWireTo(w)
 	c.wire += msg
 	if eof {
-		if size := c.n.Size() + c.wire; size != c.ms.size {
-			c.m.learnSize(c.uid, c.ms, size)
-		}
+		c.eof()
 	}
 	return msg, eof, err
 }
 
-// Close reads the rest of the message, keeping the upstream in step.
+// Close reads the rest of the message, keeping the upstream in step. A
+// message closed before its end sends nothing ahead.
 func (c *counted) Close() error {
+	c.onEOF = nil
 	_, err := io.Copy(io.Discard, onlyReader{c})
 	if cerr := c.r.Close(); err == nil {
 		err = cerr
@@ -625,6 +725,7 @@ func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 		}
 		return nil
 	}
+	m.dropAhead()
 	var failed []error
 	for _, n := range nums {
 		if err := m.c.Dele(ctx, n); err != nil {
@@ -660,6 +761,12 @@ func (m *mailbox) Close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// Both at once with PIPELINING: QUIT commits nothing, since Delete
+	// alone sends DELE, and RSET before it makes sure.
+	if err := m.c.pipeline(ctx, "RSET", "QUIT"); err != nil {
+		m.c.Close()
+		return nil
+	}
 	if err := m.c.Rset(ctx); err != nil {
 		m.c.Close()
 		return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,13 +19,14 @@ import (
 )
 
 // TestCompareRelayWithNginx is the relay benchmark of docs/benchmarks.md
-// (issue 5): popbridge's pop3 backend and nginx's mail proxy
+// (issues 5 and 13): popbridge's pop3 backend and nginx's mail proxy
 // (ngx_mail_module, Debian package libnginx-mod-mail) both relay the same
 // private Dovecot POP3, and popbench drives both, and Dovecot directly for
-// reference, in one run. nginx gets a private configuration and a tiny
+// reference, in one run, with two corpora: 256 KiB messages and ordinary
+// mail of 10 to 60 KB. nginx gets a private configuration and a tiny
 // auth_http endpoint served by the test. It runs only when
 // POPBENCH_RELAY=1; with POPBENCH_REPORT=FILE it also writes the Markdown
-// table to FILE.
+// tables to FILE.
 //
 //	POPBENCH_RELAY=1 POPBENCH_REPORT=/tmp/relay.md go test -v -run TestCompareRelayWithNginx -timeout 30m ./cmd/popbench
 func TestCompareRelayWithNginx(t *testing.T) {
@@ -33,21 +36,41 @@ func TestCompareRelayWithNginx(t *testing.T) {
 	nginx, mailModule := findNginx(t)
 	const (
 		accounts   = 16
-		perAccount = 40        // messages per account
-		msgSize    = 256 << 10 // octets per message on disk
+		perAccount = 40 // messages per account
 	)
+	corpora := []relayCorpus{
+		{
+			name: "256 KiB", prefix: "u",
+			size:     func(int) int { return 256 << 10 },
+			gen:      genMessage,
+			sessions: 4,
+		},
+		{
+			// Shorter sessions: more of them, for a measurement as long.
+			name: "10 to 60 KB", prefix: "s",
+			size:     smallSize,
+			gen:      genSmallMessage,
+			sessions: 24,
+		},
+	}
 	users := map[string]string{}
-	for i := 1; i <= accounts; i++ {
-		users[fmt.Sprintf("u%d", i)] = "pw"
+	var prefixes []string
+	for _, cp := range corpora {
+		for i := 1; i <= accounts; i++ {
+			users[fmt.Sprintf("%s%d", cp.prefix, i)] = "pw"
+		}
+		prefixes = append(prefixes, cp.prefix)
 	}
 	dc := dovecottest.Start(t, dovecottest.Options{Users: users, ExtraConfig: dovecotTuning})
-	fillMaildirs(t, dc, accounts, perAccount, msgSize)
+	for _, cp := range corpora {
+		fillMaildirs(t, dc, cp.prefix, accounts, perAccount, cp.size, cp.gen)
+	}
 
 	// popbridge: the pop3 backend, passthrough, in front of Dovecot; once
 	// with the body cache off, so that every RETR is relayed from
 	// upstream, and once as configured by default (64 MiB body cache).
-	pbAddr := startRelay(t, dc.POP3Addr, accounts, "cache: {body_bytes: \"0\"}\n")
-	pbCacheAddr := startRelay(t, dc.POP3Addr, accounts, "")
+	pbAddr := startRelay(t, dc.POP3Addr, prefixes, accounts, "cache: {body_bytes: \"0\"}\n")
+	pbCacheAddr := startRelay(t, dc.POP3Addr, prefixes, accounts, "")
 
 	// nginx: the mail proxy in front of the same Dovecot, with its default
 	// proxy_buffer (one page) and with a 64k one.
@@ -55,53 +78,63 @@ func TestCompareRelayWithNginx(t *testing.T) {
 	ngBufAddr := startNginxMail(t, nginx, mailModule, dc.POP3Addr, "proxy_buffer 64k;")
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "Machine: %d CPUs (%s/%s), %s. %s. Message corpus: %d accounts × %d messages of %d KiB.\n\n",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02"), nginxVersion(nginx), accounts, perAccount, msgSize>>10)
-	fmt.Fprintf(&report, "| sessions | server | sessions/s | messages/s | MB/s | session p50 ms | session p99 ms | RETR p50 ms | RETR p99 ms | errors | MB/s ÷ faster nginx |\n")
-	fmt.Fprintf(&report, "|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, c := range []int{1, 16} {
-		n := c * 4
-		// One pass each warms the page cache, Dovecot's index, nginx and
-		// popbridge (whose relay learns exact sizes while counting octets).
-		servers := []struct{ name, addr string }{
-			{"Dovecot direct", dc.POP3Addr},
-			{"nginx mail proxy", ngAddr},
-			{"nginx mail proxy, proxy_buffer 64k", ngBufAddr},
-			{"popbridge pop3 relay, body cache off", pbAddr},
-			{"popbridge pop3 relay, default body cache", pbCacheAddr},
+	fmt.Fprintf(&report, "Machine: %d CPUs (%s/%s), %s. %s. Load average before the run: %s.\n",
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02 15:04 MST"), nginxVersion(nginx), loadAvg())
+	for _, cp := range corpora {
+		var total int
+		for i := 0; i < perAccount; i++ {
+			total += cp.size(i)
 		}
-		for _, s := range servers {
-			bench(t, s.addr, c, c)
-		}
-		res := make([]Result, len(servers))
-		for i, s := range servers {
-			res[i] = bench(t, s.addr, c, n)
-		}
-		ng := res[1]
-		if res[2].MBPerSec > ng.MBPerSec {
-			ng = res[2]
-		}
-		for i, s := range servers {
-			rat := ""
-			if i >= 3 {
-				rat = fmt.Sprintf("%.2f", res[i].MBPerSec/ng.MBPerSec)
+		fmt.Fprintf(&report, "\nMessage corpus %s: %d accounts × %d messages, %d KiB each on average; %d×sessions sessions per row.\n\n",
+			cp.name, accounts, perAccount, total/perAccount>>10, cp.sessions)
+		fmt.Fprintf(&report, "| sessions | server | sessions/s | messages/s | MB/s | session p50 ms | session p99 ms | RETR p50 ms | RETR p99 ms | errors | MB/s ÷ faster nginx |\n")
+		fmt.Fprintf(&report, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, c := range []int{1, 16} {
+			n := c * cp.sessions
+			// One pass each warms the page cache, Dovecot's index, nginx and
+			// popbridge (whose relay learns exact sizes while counting octets).
+			servers := []struct{ name, addr string }{
+				{"Dovecot direct", dc.POP3Addr},
+				{"nginx mail proxy", ngAddr},
+				{"nginx mail proxy, proxy_buffer 64k", ngBufAddr},
+				{"popbridge pop3 relay, body cache off", pbAddr},
+				{"popbridge pop3 relay, default body cache", pbCacheAddr},
 			}
-			r := res[i]
-			fmt.Fprintf(&report, "| %d | %s | %.1f | %.0f | %.1f | %.1f | %.1f | %.2f | %.2f | %d | %s |\n",
-				c, s.name, r.SessionsPerSec, r.MessagesPerSec, r.MBPerSec,
-				r.SessionLatency.P50, r.SessionLatency.P99, r.RetrLatency.P50, r.RetrLatency.P99, r.Errors, rat)
-			if r.Errors != 0 {
-				t.Errorf("c=%d %s: %d errors: %v", c, s.name, r.Errors, r.ErrorSamples)
+			user := cp.prefix + "%d"
+			for _, s := range servers {
+				benchUser(t, s.addr, user, c, c)
 			}
-		}
-		// Both popbridge rows: every RETR relayed, and as configured by
-		// default.
-		for i := 3; i < len(servers); i++ {
-			if ratio := res[i].MBPerSec / ng.MBPerSec; ratio < 1.0 {
-				t.Errorf("c=%d: %s %.1f MB/s is %.2fx nginx's %.1f MB/s, want >= 1.0x", c, servers[i].name, res[i].MBPerSec, ratio, ng.MBPerSec)
+			res := make([]Result, len(servers))
+			for i, s := range servers {
+				res[i] = benchUser(t, s.addr, user, c, n)
+			}
+			ng := res[1]
+			if res[2].MBPerSec > ng.MBPerSec {
+				ng = res[2]
+			}
+			for i, s := range servers {
+				rat := ""
+				if i >= 3 {
+					rat = fmt.Sprintf("%.2f", res[i].MBPerSec/ng.MBPerSec)
+				}
+				r := res[i]
+				fmt.Fprintf(&report, "| %d | %s | %.1f | %.0f | %.1f | %.1f | %.1f | %.2f | %.2f | %d | %s |\n",
+					c, s.name, r.SessionsPerSec, r.MessagesPerSec, r.MBPerSec,
+					r.SessionLatency.P50, r.SessionLatency.P99, r.RetrLatency.P50, r.RetrLatency.P99, r.Errors, rat)
+				if r.Errors != 0 {
+					t.Errorf("%s, c=%d %s: %d errors: %v", cp.name, c, s.name, r.Errors, r.ErrorSamples)
+				}
+			}
+			// Both popbridge rows: every RETR relayed, and as configured by
+			// default.
+			for i := 3; i < len(servers); i++ {
+				if ratio := res[i].MBPerSec / ng.MBPerSec; ratio < 1.0 {
+					t.Errorf("%s, c=%d: %s %.1f MB/s is %.2fx nginx's %.1f MB/s, want >= 1.0x", cp.name, c, servers[i].name, res[i].MBPerSec, ratio, ng.MBPerSec)
+				}
 			}
 		}
 	}
+	fmt.Fprintf(&report, "\nLoad average after the run: %s.\n", loadAvg())
 
 	t.Log("\n" + report.String())
 	if p := os.Getenv("POPBENCH_REPORT"); p != "" {
@@ -111,17 +144,103 @@ func TestCompareRelayWithNginx(t *testing.T) {
 	}
 }
 
-// startRelay runs popbridge with a passthrough pop3 account u1..u<n> for
-// upstream each, and extra configuration, and returns its address.
-func startRelay(t *testing.T, upstream string, n int, extra string) string {
+// relayCorpus is one message corpus of the relay benchmark, in the
+// Maildirs of users prefix1..prefix16.
+type relayCorpus struct {
+	name, prefix string
+	size         func(i int) int // octets on disk of message i
+	gen          func(seed, size int) []byte
+	sessions     int // sessions measured per concurrent session
+}
+
+// smallSizes is a mix of ordinary mail sizes, 10 to 60 KB: mostly text
+// with some markup, a few with a small attachment.
+var smallSizes = []int{10, 11, 12, 13, 14, 15, 16, 17, 18, 20, 22, 24, 25, 27, 29, 31, 33, 36, 38, 40, 42, 45, 48, 51, 54, 57, 60}
+
+// smallSize returns the size of message i of the small corpus: the sizes
+// of smallSizes (in units of 1000 octets) in a scattered order.
+func smallSize(i int) int {
+	return smallSizes[(i*7)%len(smallSizes)] * 1000
+}
+
+// genSmallMessage returns an ordinary message of exactly size octets on
+// disk, LF line ends: headers of a real message, a text part of lines of
+// varying length (now and then one that starts with a dot, which is
+// stuffed on the wire), and above 30 KB a base64 attachment.
+func genSmallMessage(seed, size int) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "Return-Path: <sender%d@example.org>\nReceived: from mx.example.org (mx.example.org [192.0.2.%d])\n\tby mail.example.net with ESMTPS id %08x\n\tfor <bench@example.net>; Thu, 3 Dec 2026 09:%02d:00 +0000\n", seed, seed%250+1, seed*2654435761&0xffffffff, seed%60)
+	fmt.Fprintf(&b, "From: Sender %d <sender%d@example.org>\nTo: bench@example.net\nSubject: ordinary message %d\nDate: Thu, 3 Dec 2026 09:%02d:00 +0000\nMessage-ID: <%d.small@bench.example>\nMIME-Version: 1.0\n", seed, seed, seed, seed%60, seed)
+	fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=\"b%d\"\n\n--b%d\nContent-Type: text/plain; charset=utf-8\n\n", seed, seed)
+	words := strings.Fields("the quick brown fox jumps over a lazy dog while we wait for the meeting notes and the quarterly report to arrive in time")
+	attach := 0
+	if size > 30000 {
+		attach = size / 3
+	}
+	rest := func() int { return size - attach - b.Len() }
+	for k := seed; rest() > 100; k++ {
+		var line strings.Builder
+		if k%23 == 0 {
+			line.WriteString(".")
+		}
+		for n := 20 + (k*37)%58; line.Len() < n; {
+			line.WriteString(words[(k+line.Len())%len(words)])
+			line.WriteByte(' ')
+		}
+		b.WriteString(strings.TrimSpace(line.String()) + "\n")
+		if k%9 == 0 {
+			b.WriteString("\n")
+		}
+	}
+	if attach > 0 {
+		fmt.Fprintf(&b, "\n--b%d\nContent-Type: application/pdf; name=\"doc%d.pdf\"\nContent-Transfer-Encoding: base64\n\n", seed, seed)
+		const b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+		for k := 0; size-b.Len() > 100; k++ {
+			line := make([]byte, 76)
+			for j := range line {
+				line[j] = b64[(k*31+j*7+seed)%64]
+			}
+			b.Write(line)
+			b.WriteByte('\n')
+		}
+	}
+	end := fmt.Sprintf("\n--b%d--\n", seed)
+	for b.Len() < size-len(end) {
+		b.WriteByte('x')
+	}
+	b.WriteString(end)
+	return b.Bytes()
+}
+
+// benchUser runs popbench's session mode with the user pattern, password pw.
+func benchUser(t *testing.T, addr, user string, c, n int) Result {
+	return benchArgs(t, addr, []string{"-user", user, "-pass", "pw", "-accounts", strconv.Itoa(c), "-c", strconv.Itoa(c), "-n", strconv.Itoa(n)})
+}
+
+// loadAvg returns the first three fields of /proc/loadavg, or "unknown".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if err != nil || len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// startRelay runs popbridge with a passthrough pop3 account P1..P<n> for
+// upstream, for each prefix P, and extra configuration, and returns its
+// address.
+func startRelay(t *testing.T, upstream string, prefixes []string, n int, extra string) string {
 	t.Helper()
 	work := t.TempDir()
 	var cfg strings.Builder
 	port := freePort(t)
 	fmt.Fprintf(&cfg, "listen:\n  pop3: 127.0.0.1:%d\nstate_dir: %s\nlog: {level: warn, format: json}\n%s", port, filepath.Join(work, "state"), extra)
 	fmt.Fprintf(&cfg, "limits:\n  max_connections: 5000\n  max_connections_per_ip: 5000\naccounts:\n")
-	for i := 1; i <= n; i++ {
-		fmt.Fprintf(&cfg, "  - user: u%d\n    backend: {type: pop3, addr: %q, tls: none, auth: passthrough, on_delete: keep}\n", i, upstream)
+	for _, p := range prefixes {
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(&cfg, "  - user: %s%d\n    backend: {type: pop3, addr: %q, tls: none, auth: passthrough, on_delete: keep}\n", p, i, upstream)
+		}
 	}
 	cfgPath := filepath.Join(work, "popbridge.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
@@ -147,21 +266,25 @@ func startRelay(t *testing.T, upstream string, n int, extra string) string {
 	return addr
 }
 
-// fillMaildirs hard-links one set of n messages of size octets into the
-// Maildirs of Dovecot users u1..u<accounts>.
-func fillMaildirs(t *testing.T, dc *dovecottest.Dovecot, accounts, n, size int) {
+// fillMaildirs hard-links one set of n messages, of size(i) octets made
+// by gen, into the Maildirs of Dovecot users prefix1..prefix<accounts>.
+func fillMaildirs(t *testing.T, dc *dovecottest.Dovecot, prefix string, accounts, n int, size func(int) int, gen func(seed, size int) []byte) {
 	t.Helper()
 	src := t.TempDir()
 	var names []string
 	for i := 0; i < n; i++ {
-		name := fmt.Sprintf("17000%05d.M%dP1.bench,S=%d", i, i, size)
-		if err := os.WriteFile(filepath.Join(src, name), genMessage(i, size), 0o600); err != nil {
+		name := fmt.Sprintf("17000%05d.M%dP1.bench,S=%d", i, i, size(i))
+		body := gen(i, size(i))
+		if len(body) != size(i) {
+			t.Fatalf("message %d: %d octets, want %d", i, len(body), size(i))
+		}
+		if err := os.WriteFile(filepath.Join(src, name), body, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		names = append(names, name)
 	}
 	for i := 1; i <= accounts; i++ {
-		dir := dc.MaildirPath(fmt.Sprintf("u%d", i))
+		dir := dc.MaildirPath(fmt.Sprintf("%s%d", prefix, i))
 		for _, name := range names {
 			if err := os.Link(filepath.Join(src, name), filepath.Join(dir, "cur", name+":2,")); err != nil {
 				t.Fatal(err)
