@@ -126,9 +126,6 @@ func (c *conn) interrupt() {
 	c.rwc.SetReadDeadline(time.Now())
 }
 
-// closeReason says why a session ended, for the summary log line.
-type closeReason string
-
 // Errors that end the session.
 var (
 	errQuit        = errors.New("quit")

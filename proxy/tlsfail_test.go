@@ -19,7 +19,7 @@ import (
 // serverHandshake runs one handshake between a server with cfg (through
 // Server.tlsConfig, as sessions do) and client, which gets the raw
 // connection; it returns the server's error and the hello it saw.
-func serverHandshake(t *testing.T, cfg *tls.Config, client func(net.Conn)) (error, *clientHello) {
+func serverHandshake(t *testing.T, cfg *tls.Config, client func(net.Conn)) (*clientHello, error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -48,7 +48,7 @@ func serverHandshake(t *testing.T, cfg *tls.Config, client func(net.Conn)) (erro
 	err = tls.Server(hc, (&Server{TLSConfig: cfg}).tlsConfig()).HandshakeContext(ctx)
 	sc.Close()
 	<-done
-	return err, hc.hello
+	return hc.hello, err
 }
 
 // TestHandshakeFailure feeds handshakeFailure the errors of real failed
@@ -86,7 +86,7 @@ func TestHandshakeFailure(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err, hello := serverHandshake(t, cfg, tt.client)
+			hello, err := serverHandshake(t, cfg, tt.client)
 			if err == nil {
 				t.Fatal("handshake succeeded")
 			}

@@ -384,7 +384,7 @@ func TestPassthrough(t *testing.T) {
 }
 
 // topBackend's mailboxes have a TOP fast path.
-type topBackend struct{ fakeBackend }
+type topBackend struct{}
 
 type topMailboxFake struct{ fakeMailbox }
 

@@ -180,12 +180,6 @@ func quit(t testing.TB, c *dovecottest.Client) string {
 	return reply
 }
 
-// uidls returns the UIDL listing as "n uidl" lines.
-func uidls(t testing.TB, c *dovecottest.Client) []string {
-	t.Helper()
-	return strings.Fields(strings.ReplaceAll(string(multi(t, c, "UIDL")), "\r\n", "|"))
-}
-
 // uidlList returns the unique-ids of a UIDL listing, in order.
 func uidlList(t testing.TB, c *dovecottest.Client) []string {
 	t.Helper()

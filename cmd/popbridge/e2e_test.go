@@ -24,7 +24,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -688,9 +687,10 @@ func testDemo(t *testing.T, bin string) {
 func buildPopbridge(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
+	// go test puts its own GOROOT/bin first on PATH.
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the go command is not on PATH: %v", err)
 	}
 	bin := filepath.Join(dir, "popbridge")
 	// -buildvcs=false: the version does not matter here, and VCS

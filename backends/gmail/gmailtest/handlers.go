@@ -304,7 +304,7 @@ func parseQuery(q string) ([]term, error) {
 		case "is":
 			t.val = strings.ToLower(val)
 			if t.val != "read" && t.val != "unread" {
-				return nil, fmt.Errorf("bad is:")
+				return nil, fmt.Errorf("bad is: value %q, want read or unread", val)
 			}
 		case "from", "subject", "label":
 			if val == "" {

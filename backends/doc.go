@@ -1,0 +1,59 @@
+// Package backends holds no code: its subpackages are where popbridge's
+// mail comes from, and the accounts in front of them.
+//
+// # Storage backends
+//
+// Each storage backend serves one upstream mailbox as a POP3 maildrop,
+// through the proxy.Backend and proxy.Mailbox interfaces:
+//
+//   - maildir: a local Maildir (UIDL: the file's unique name).
+//   - imap: a folder of an upstream IMAP server (UIDL: UIDVALIDITY and UID).
+//   - pop3: a relay to an upstream POP3 server, adding TLS and XOAUTH2
+//     (UIDL: the upstream's); it passes the upstream's wire form of a
+//     message through to the client.
+//   - gmail: a Gmail mailbox through the Gmail REST API (UIDL: the Gmail
+//     message id).
+//
+// A backend owns what a maildrop holds: the messages, each with a stable
+// UIDL and its exact size with CRLF line ends; a stream of one message;
+// and what DELE means upstream (the account's on_delete), carried out
+// only from Mailbox.Delete, or proxy.Committer's Commit, at QUIT. It
+// keeps what it learnt (sizes, UIDLs, sync positions) and the tombstones
+// of messages it hides in a shared cache.Store, under the account's
+// name; the network backends also keep recently fetched bodies in a
+// cache.Bodies. Package cache says which of those may be lost. Each also has Check, which tries the
+// upstream without a client (popbridge check), and the ones that learn a
+// large maildrop in the background (imap, gmail) implement
+// proxy.SyncReporter.
+//
+// A storage backend's Login does not check a local password: maildir and
+// gmail ignore it, imap and pop3 use their configured upstream
+// credentials, or, with auth: passthrough, the client's own as the
+// upstream login. A storage backend must therefore never be given to a
+// proxy.Server directly.
+//
+// # Accounts
+//
+// accounts.Router is the proxy.Backend that the server uses. It maps a
+// POP3 user name to its account, checks the password against the
+// account's bcrypt hash (or, for a passthrough account without one,
+// leaves the check to the upstream login), and only then calls the
+// account's storage backend. A wrong user and a wrong password take the
+// same time and give the same proxy.ErrAuthFailed. The Mailbox it
+// returns names the account as its lock key (proxy.MaildropIDer) and
+// unwraps to the backend's, so the backend's optional interfaces stay
+// visible.
+//
+// # Support packages
+//
+// oauth obtains, stores and refreshes the OAuth2 tokens of the imap, pop3
+// and gmail backends. gmail/gmailtest and oauth/oauthtest are in-memory
+// fakes of the Gmail API and of an OAuth2 server (cmd/fakegmail serves
+// them, to try the gmail backend by hand); dovecottest runs a private
+// Dovecot for tests and benchmarks.
+//
+// The binary (cmd/popbridge) builds one storage backend per configured
+// account, wraps each in a metrics recorder when listen.http is set, and
+// puts an accounts.Router in front of them all; a configuration reload
+// builds a new Router and swaps it in for the next logins.
+package backends
