@@ -99,7 +99,6 @@ type Client struct {
 	capaOK  bool              // CAPA answered +OK
 	err     error             // sticky: the connection is unusable
 	stream  *dotReader        // the open message stream, if any
-	stop    func() bool       // ends the context watch of the running command
 	trace   *zerolog.Logger   // nil: no tracing
 	// ahead holds the command lines sent ahead (sendAhead) whose
 	// replies are not read yet, oldest first.
