@@ -4,8 +4,11 @@
 //
 // A session uses one upstream connection. Login dials, authenticates and
 // takes the snapshot from the upstream UIDL and LIST listings; RETR and
-// TOP stream from upstream RETR, unstuffed here and restuffed by the
-// proxy. Deletions reach the upstream only from Delete (QUIT): DELE for
+// TOP stream from upstream RETR. Lines that arrive in clean wire form
+// (CRLF, dot-stuffed) pass through to the client as they are; from the
+// first line that does not, the message is unstuffed here and restuffed
+// by the proxy. While the client downloads in order and the upstream
+// offers PIPELINING, the next RETRs are sent ahead. Deletions reach the upstream only from Delete (QUIT): DELE for
 // each message, then QUIT, whose reply decides the result. Close never
 // sends QUIT after a DELE, so a dropped client session deletes nothing.
 package pop3
