@@ -161,6 +161,47 @@ func TestRetrAhead(t *testing.T) {
 	}
 }
 
+// TestRetrAheadBatched: a client reading 40 messages in order gets each
+// as it is, every RETR goes upstream once, and the RETRs sent ahead go in
+// batches: one write upstream carries several, not one per message (a
+// write and an upstream wakeup per message cost CPU on both sides).
+func TestRetrAheadBatched(t *testing.T) {
+	msgs := aheadMsgs(40)
+	f := newFake(t, &fake{user: "u", secret: "p", msgs: msgs, pipelining: true})
+	b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mb, err := b.Login(ctx, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	list, _ := mb.List(ctx)
+	m := mb.(*mailbox)
+	topUps := 0
+	for i := range list {
+		hi := m.aheadHi
+		if got, err := readMsg(t, mb, list[i].UID); err != nil || got != unstuffWire(msgs[i].wire) {
+			t.Fatalf("message %d: %q, %v", i+1, got, err)
+		}
+		if m.aheadHi != hi {
+			topUps++
+		}
+	}
+	for n := 1; n <= 40; n++ {
+		if k := f.countCommand(fmt.Sprintf("RETR %d", n)); k != 1 {
+			t.Errorf("RETR %d sent %d times, want once", n, k)
+		}
+	}
+	// The window doubles (1, 2, 4, 8, 16 messages), then is topped up
+	// when half of it is used: about 8 writes for 40 messages.
+	if topUps > 10 {
+		t.Errorf("RETRs sent ahead in %d writes for 40 messages, want at most 10", topUps)
+	}
+}
+
 // TestRetrAheadDropped: RETRs sent ahead and never asked for are read and
 // dropped before the next command, here the RSET and QUIT of Close, and
 // nothing is sent ahead without PIPELINING upstream.

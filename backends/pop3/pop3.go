@@ -584,7 +584,8 @@ func (m *mailbox) open(ctx context.Context, uid string, keep bool) (io.ReadClose
 // one at its end; while the client asks for the messages in the order
 // they were sent ahead, each RETR tops them up to twice as many as the
 // streak before, up to aheadCount messages and aheadBytes octets (by the
-// listed sizes), so that the upstream answers several at a time. Only
+// listed sizes), so that the upstream answers several at a time; it
+// waits until less than half of that is left, to send a batch. Only
 // messages up to aheadMax octets, not kept in Bodies. Any other upstream
 // command drops them (Client.dropAhead).
 func (m *mailbox) retrAhead(ms *msg) {
@@ -598,6 +599,12 @@ func (m *mailbox) retrAhead(ms *msg) {
 	var bytes int64
 	for _, mi := range m.list[m.aheadLo:m.aheadHi] {
 		bytes += m.byUID[mi.UID].size
+	}
+	// Top up in batches: while at least half the window is still on its
+	// way, wait, so that one write carries several RETRs instead of one
+	// write (and one upstream wakeup) per message.
+	if out := m.aheadHi - m.aheadLo; out > 0 && (2*out >= want || 2*bytes >= aheadBytes) {
+		return
 	}
 	var ns []int
 	hi := m.aheadHi
