@@ -442,6 +442,12 @@ func compareNames(a, b string) int {
 	for p > 0 && isDigit(a[p-1]) {
 		p--
 	}
+	return compareNamesFrom(a, b, p)
+}
+
+// compareNamesFrom is compareNames of a and b, which are equal before
+// offset p, where no run of digits is cut.
+func compareNamesFrom(a, b string, p int) int {
 	i, j := p, p
 	for i < len(a) && j < len(b) {
 		if isDigit(a[i]) && isDigit(b[j]) {

@@ -267,39 +267,9 @@ func BenchmarkOpen(b *testing.B) {
 
 func sign(c int) int { return min(max(c, -1), 1) }
 
-// referenceCompareNames is compareNames without its shortcut.
-func referenceCompareNames(a, b string) int {
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		if isDigit(a[i]) && isDigit(b[j]) {
-			si, sj := i, j
-			for i < len(a) && isDigit(a[i]) {
-				i++
-			}
-			for j < len(b) && isDigit(b[j]) {
-				j++
-			}
-			na := strings.TrimLeft(a[si:i], "0")
-			nb := strings.TrimLeft(b[sj:j], "0")
-			if len(na) != len(nb) {
-				return len(na) - len(nb)
-			}
-			if c := strings.Compare(na, nb); c != 0 {
-				return c
-			}
-			continue
-		}
-		if a[i] != b[j] {
-			return int(a[i]) - int(b[j])
-		}
-		i++
-		j++
-	}
-	if c := (len(a) - i) - (len(b) - j); c != 0 {
-		return c
-	}
-	return strings.Compare(a, b)
-}
+// referenceCompareNames is compareNames without its shortcut: the
+// comparison from the first byte.
+func referenceCompareNames(a, b string) int { return compareNamesFrom(a, b, 0) }
 
 // TestScanReusedWhileDirsUnchanged checks that a List reads new/ or cur/
 // only when it changed since the last scan, or changed too recently then
