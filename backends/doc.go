@@ -49,8 +49,10 @@
 // oauth obtains, stores and refreshes the OAuth2 tokens of the imap, pop3
 // and gmail backends. gmail/gmailtest and oauth/oauthtest are in-memory
 // fakes of the Gmail API and of an OAuth2 server (cmd/fakegmail serves
-// them, to try the gmail backend by hand); dovecottest runs a private
-// Dovecot for tests and benchmarks.
+// them, to try the gmail backend by hand). The test harnesses shared
+// with the rest of the module are under internal/: dovecottest runs a
+// private Dovecot for tests and benchmarks, pop3test is a POP3 client
+// for tests, testcorpus writes a Maildir corpus of edge cases.
 //
 // The binary (cmd/popbridge) builds one storage backend per configured
 // account, wraps each in a metrics recorder when listen.http is set, and

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 )
 
 // TestBenchGmail is the Gmail benchmark of docs/benchmarks.md (issue 7):
@@ -88,7 +88,7 @@ func TestBenchGmail(t *testing.T) {
 		fake.ResetStats()
 		before := f.b.Stats()
 		start := time.Now()
-		c, err := dovecottest.Dial(f.addr)
+		c, err := pop3test.Dial(f.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -421,7 +421,7 @@ func TestBenchGmailFirstLogin(t *testing.T) {
 		f.srv.BackendTimeout = 0 // the default, 2 minutes
 
 		login := func() (time.Duration, listing) {
-			c, err := dovecottest.Dial(f.addr)
+			c, err := pop3test.Dial(f.addr)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,10 +13,11 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/testcorpus"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -89,9 +90,9 @@ func (f *fixture) restart() {
 }
 
 // login opens a POP3 session.
-func (f *fixture) login() *dovecottest.Client {
+func (f *fixture) login() *pop3test.Client {
 	f.t.Helper()
-	c, err := dovecottest.Dial(f.addr)
+	c, err := pop3test.Dial(f.addr)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ type listing struct {
 	sizes []int64
 }
 
-func list(t *testing.T, c *dovecottest.Client) listing {
+func list(t *testing.T, c *pop3test.Client) listing {
 	t.Helper()
 	var l listing
 	_, body, err := c.CmdMulti("UIDL")
@@ -136,7 +137,7 @@ func list(t *testing.T, c *dovecottest.Client) listing {
 	return l
 }
 
-func quit(t *testing.T, c *dovecottest.Client) string {
+func quit(t *testing.T, c *pop3test.Client) string {
 	t.Helper()
 	reply, err := c.Cmd("QUIT")
 	if err != nil {
@@ -159,9 +160,9 @@ func crlf(data []byte) []byte {
 
 // corpusFake is a fake Gmail whose INBOX holds the edge-case corpus in
 // delivery order, every other message sent unpadded.
-func corpusFake(t *testing.T) (*gmailtest.Server, []dovecottest.CorpusMessage, []string) {
+func corpusFake(t *testing.T) (*gmailtest.Server, []testcorpus.CorpusMessage, []string) {
 	t.Helper()
-	msgs, err := dovecottest.WriteCorpus(t.TempDir())
+	msgs, err := testcorpus.WriteCorpus(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +547,7 @@ func TestBackoff(t *testing.T) {
 	f.srv.BackendTimeout = 2 * time.Second
 	fake.FailNext(1000, 503, "", "")
 	fake.Add([]byte("Subject: y\r\n\r\ny\r\n"), "INBOX")
-	c, err := dovecottest.Dial(f.addr)
+	c, err := pop3test.Dial(f.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +566,7 @@ func TestTokenRejected(t *testing.T) {
 	fake.Add([]byte("Subject: x\r\n\r\nx\r\n"), "INBOX")
 	fake.SetValidToken(func(tok string) bool { return tok == "another" })
 	f := newFixture(t, fake, nil)
-	c, err := dovecottest.Dial(f.addr)
+	c, err := pop3test.Dial(f.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -611,7 +612,7 @@ func TestTokenSourceFailureNotRetried(t *testing.T) {
 	fake.Add([]byte("Subject: x\r\n\r\nx\r\n"), "INBOX")
 	src := &failingSource{}
 	f := newFixture(t, fake, func(o *gmail.Options) { o.TokenSource = src })
-	c, err := dovecottest.Dial(f.addr)
+	c, err := pop3test.Dial(f.addr)
 	if err != nil {
 		t.Fatal(err)
 	}

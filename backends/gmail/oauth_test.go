@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 )
 
 // TestTokenRecovery serves the fake Gmail, which accepts the access
@@ -35,13 +35,13 @@ func TestTokenRecovery(t *testing.T) {
 	src := oauth.NewSource(context.Background(), "alice", cfg, store, nil)
 	f := newFixture(t, fake, func(o *gmail.Options) { o.TokenSource = src })
 	login := func() string {
-		c, err := dovecottest.Dial(f.addr)
+		c, err := pop3test.Dial(f.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		if err := c.Login("alice", "pw"); err != nil {
-			var re *dovecottest.ResponseError
+			var re *pop3test.ResponseError
 			if errors.As(err, &re) {
 				return re.Line
 			}

@@ -9,9 +9,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 )
 
 // TestLargeFirstLogin: a first login on a mailbox too large to size
@@ -42,9 +43,9 @@ func TestLargeFirstLogin(t *testing.T) {
 
 	// session logs in, checks the maildrop against the fake and returns
 	// its listing.
-	session := func(name string) (*dovecottest.Client, listing, time.Duration) {
+	session := func(name string) (*pop3test.Client, listing, time.Duration) {
 		t.Helper()
-		c, err := dovecottest.Dial(f.addr)
+		c, err := pop3test.Dial(f.addr)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,8 +12,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	imapb "github.com/popbridge/popbridge/backends/imap"
+	"github.com/popbridge/popbridge/internal/dovecottest"
 )
 
 // Benchmarks against a private Dovecot, side by side with Dovecot's own

@@ -12,9 +12,10 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -414,7 +415,7 @@ func TestDovecotStopped(t *testing.T) {
 		t.Fatalf("%d message files left of %d: something was deleted", n, len(corpus))
 	}
 	// A new login fails as temporary, not as bad credentials.
-	c2, err := dovecottest.Dial(addr)
+	c2, err := pop3test.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +430,7 @@ func TestDovecotStopped(t *testing.T) {
 func TestLoginErrors(t *testing.T) {
 	d := dovecottest.Start(t, dovecottest.Options{Users: map[string]string{"frank": "right"}})
 	bad := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: "frank", Password: "wrong"})
-	c, _ := dovecottest.Dial(serve(t, bad))
+	c, _ := pop3test.Dial(serve(t, bad))
 	defer c.Close()
 	if err := c.Login("x", "y"); !isPOPErr(err, "-ERR [AUTH]") {
 		t.Errorf("wrong upstream password: %v", err)
@@ -440,7 +441,7 @@ func TestLoginErrors(t *testing.T) {
 	addr := serve(t, pt)
 	c = popLogin(t, addr, "frank", "right")
 	quit(t, c)
-	c, _ = dovecottest.Dial(addr)
+	c, _ = pop3test.Dial(addr)
 	defer c.Close()
 	if err := c.Login("frank", "wrong"); !isPOPErr(err, "-ERR [AUTH]") {
 		t.Errorf("passthrough with a wrong password: %v", err)
@@ -474,7 +475,7 @@ func TestLoginErrors(t *testing.T) {
 
 	// Nothing listening: temporary.
 	gone := newBackend(t, imapb.Options{Addr: "127.0.0.1:1", TLS: imapb.TLSNone, Username: "frank", Password: "right"})
-	c, _ = dovecottest.Dial(serve(t, gone))
+	c, _ = pop3test.Dial(serve(t, gone))
 	defer c.Close()
 	if err := c.Login("x", "y"); !isPOPErr(err, "-ERR [SYS/TEMP]") {
 		t.Errorf("unreachable upstream: %v", err)

@@ -17,9 +17,10 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/rs/zerolog"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -126,9 +127,9 @@ func serve(t testing.TB, b proxy.Backend) string {
 }
 
 // popLogin connects to a POP3 server and logs in.
-func popLogin(t testing.TB, addr, user, pass string) *dovecottest.Client {
+func popLogin(t testing.TB, addr, user, pass string) *pop3test.Client {
 	t.Helper()
-	c, err := dovecottest.Dial(addr)
+	c, err := pop3test.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,7 @@ func popLogin(t testing.TB, addr, user, pass string) *dovecottest.Client {
 	return c
 }
 
-func cmd(t testing.TB, c *dovecottest.Client, line string) string {
+func cmd(t testing.TB, c *pop3test.Client, line string) string {
 	t.Helper()
 	reply, err := c.Cmd(line)
 	if err != nil {
@@ -149,7 +150,7 @@ func cmd(t testing.TB, c *dovecottest.Client, line string) string {
 }
 
 // multi sends line and returns the unstuffed multi-line body.
-func multi(t testing.TB, c *dovecottest.Client, line string) []byte {
+func multi(t testing.TB, c *pop3test.Client, line string) []byte {
 	t.Helper()
 	cmd(t, c, line)
 	body, err := c.MultiLine()
@@ -160,7 +161,7 @@ func multi(t testing.TB, c *dovecottest.Client, line string) []byte {
 }
 
 // multiRaw sends line and returns the multi-line body as sent (stuffed).
-func multiRaw(t testing.TB, c *dovecottest.Client, line string) []byte {
+func multiRaw(t testing.TB, c *pop3test.Client, line string) []byte {
 	t.Helper()
 	cmd(t, c, line)
 	body, err := c.MultiLineRaw()
@@ -170,7 +171,7 @@ func multiRaw(t testing.TB, c *dovecottest.Client, line string) []byte {
 	return body
 }
 
-func quit(t testing.TB, c *dovecottest.Client) string {
+func quit(t testing.TB, c *pop3test.Client) string {
 	t.Helper()
 	reply, err := c.Cmd("QUIT")
 	if err != nil {
@@ -181,7 +182,7 @@ func quit(t testing.TB, c *dovecottest.Client) string {
 }
 
 // uidlList returns the unique-ids of a UIDL listing, in order.
-func uidlList(t testing.TB, c *dovecottest.Client) []string {
+func uidlList(t testing.TB, c *pop3test.Client) []string {
 	t.Helper()
 	var out []string
 	for _, line := range strings.Split(strings.TrimSuffix(string(multi(t, c, "UIDL")), "\r\n"), "\r\n") {
@@ -289,7 +290,7 @@ func appendMessages(t testing.TB, c *imapclient.Client, folder string, n, size i
 
 // isPOPErr reports whether err is a -ERR reply starting with prefix.
 func isPOPErr(err error, prefix string) bool {
-	var re *dovecottest.ResponseError
+	var re *pop3test.ResponseError
 	return errors.As(err, &re) && strings.HasPrefix(re.Line, prefix)
 }
 

@@ -21,8 +21,8 @@ import (
 	"github.com/emersion/go-sasl"
 	"golang.org/x/oauth2"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	imapb "github.com/popbridge/popbridge/backends/imap"
+	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -301,7 +301,7 @@ func TestOAuth(t *testing.T) {
 			logs := &logRecorder{}
 			b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Auth: auth, Username: memUser,
 				TokenSource: tokens(tok), Logger: logs.logger(), CommandTimeout: 5 * time.Second})
-			c, err := dovecottest.Dial(serve(t, b))
+			c, err := pop3test.Dial(serve(t, b))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,10 +9,11 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 )
 
 // TestOAuthRecoveryDovecot logs in with XOAUTH2 and OAUTHBEARER to a
@@ -40,13 +41,13 @@ func TestOAuthRecoveryDovecot(t *testing.T) {
 			TokenSource: src, Logger: logs.logger(), CommandTimeout: 5 * time.Second})
 		addr := serve(t, b)
 		login := func() string {
-			c, err := dovecottest.Dial(addr)
+			c, err := pop3test.Dial(addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
 			if err := c.Login("x", "y"); err != nil {
-				var re *dovecottest.ResponseError
+				var re *pop3test.ResponseError
 				if errors.As(err, &re) {
 					return re.Line
 				}

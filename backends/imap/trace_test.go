@@ -8,8 +8,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/rs/zerolog"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	imapb "github.com/popbridge/popbridge/backends/imap"
+	"github.com/popbridge/popbridge/internal/dovecottest"
 )
 
 // traceLines runs f with a backend logger at trace level and returns

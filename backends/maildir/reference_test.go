@@ -10,8 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/backends/maildir"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/internal/testcorpus"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -143,9 +145,9 @@ func TestReferenceDovecot(t *testing.T) {
 		identical, totalSize(corpus), empty)
 }
 
-func loginClient(t *testing.T, addr, user, pass string) *dovecottest.Client {
+func loginClient(t *testing.T, addr, user, pass string) *pop3test.Client {
 	t.Helper()
-	c, err := dovecottest.Dial(addr)
+	c, err := pop3test.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +158,7 @@ func loginClient(t *testing.T, addr, user, pass string) *dovecottest.Client {
 	return c
 }
 
-func cmd(t *testing.T, c *dovecottest.Client, line string) string {
+func cmd(t *testing.T, c *pop3test.Client, line string) string {
 	t.Helper()
 	reply, err := c.Cmd(line)
 	if err != nil {
@@ -166,7 +168,7 @@ func cmd(t *testing.T, c *dovecottest.Client, line string) string {
 }
 
 // multi sends line and returns the unstuffed multi-line body.
-func multi(t *testing.T, c *dovecottest.Client, line string) []byte {
+func multi(t *testing.T, c *pop3test.Client, line string) []byte {
 	t.Helper()
 	cmd(t, c, line)
 	body, err := c.MultiLine()
@@ -177,7 +179,7 @@ func multi(t *testing.T, c *dovecottest.Client, line string) []byte {
 }
 
 // multiRaw sends line and returns the multi-line body as sent (stuffed).
-func multiRaw(t *testing.T, c *dovecottest.Client, line string) []byte {
+func multiRaw(t *testing.T, c *pop3test.Client, line string) []byte {
 	t.Helper()
 	cmd(t, c, line)
 	body, err := c.MultiLineRaw()
@@ -187,7 +189,7 @@ func multiRaw(t *testing.T, c *dovecottest.Client, line string) []byte {
 	return body
 }
 
-func quit(t *testing.T, c *dovecottest.Client) {
+func quit(t *testing.T, c *pop3test.Client) {
 	t.Helper()
 	if err := c.Quit(); err != nil {
 		t.Errorf("QUIT: %v", err)
@@ -223,7 +225,7 @@ func around(b []byte, i int) []byte {
 	return b[lo:hi]
 }
 
-func totalSize(corpus []dovecottest.CorpusMessage) int {
+func totalSize(corpus []testcorpus.CorpusMessage) int {
 	n := 0
 	for _, m := range corpus {
 		n += len(m.Data)

@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -260,9 +261,9 @@ func TestDovecotRetrAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := serveOne(t, b)
-	dial := func(addr string) *dovecottest.Client {
+	dial := func(addr string) *pop3test.Client {
 		t.Helper()
-		c, err := dovecottest.Dial(addr)
+		c, err := pop3test.Dial(addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,10 +283,10 @@ func TestDovecotRetrAhead(t *testing.T) {
 	if err := other.Quit(); err != nil {
 		t.Fatal(err)
 	}
-	retr := func(c *dovecottest.Client, n int) (string, []byte) {
+	retr := func(c *pop3test.Client, n int) (string, []byte) {
 		t.Helper()
 		status, err := c.Cmd(fmt.Sprintf("RETR %d", n))
-		var re *dovecottest.ResponseError
+		var re *pop3test.ResponseError
 		if errors.As(err, &re) {
 			return "-ERR", nil
 		}

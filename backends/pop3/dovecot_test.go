@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -30,9 +31,9 @@ func serve(t *testing.T, b proxy.Backend) string {
 	return ln.Addr().String()
 }
 
-func login(t *testing.T, addr, user, pass string) *dovecottest.Client {
+func login(t *testing.T, addr, user, pass string) *pop3test.Client {
 	t.Helper()
-	c, err := dovecottest.Dial(addr)
+	c, err := pop3test.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func login(t *testing.T, addr, user, pass string) *dovecottest.Client {
 	return c
 }
 
-func cmd(t *testing.T, c *dovecottest.Client, line string) string {
+func cmd(t *testing.T, c *pop3test.Client, line string) string {
 	t.Helper()
 	r, err := c.Cmd(line)
 	if err != nil {
@@ -52,7 +53,7 @@ func cmd(t *testing.T, c *dovecottest.Client, line string) string {
 	return r
 }
 
-func multiRaw(t *testing.T, c *dovecottest.Client, line string) []byte {
+func multiRaw(t *testing.T, c *pop3test.Client, line string) []byte {
 	t.Helper()
 	cmd(t, c, line)
 	b, err := c.MultiLineRaw()
@@ -62,7 +63,7 @@ func multiRaw(t *testing.T, c *dovecottest.Client, line string) []byte {
 	return b
 }
 
-func multi(t *testing.T, c *dovecottest.Client, line string) []byte {
+func multi(t *testing.T, c *pop3test.Client, line string) []byte {
 	t.Helper()
 	cmd(t, c, line)
 	b, err := c.MultiLine()

@@ -7,11 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 )
 
 // TestOAuthRecoveryDovecot logs in with AUTH XOAUTH2 (one-line and
@@ -44,13 +45,13 @@ func TestOAuthRecoveryDovecot(t *testing.T) {
 			TokenSource: src, XOAUTH2TwoLine: twoLine, Account: user, Store: store})
 		addr := serve(t, b)
 		login := func() string {
-			c, err := dovecottest.Dial(addr)
+			c, err := pop3test.Dial(addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
 			if err := c.Login("x", "y"); err != nil {
-				var re *dovecottest.ResponseError
+				var re *pop3test.ResponseError
 				if errors.As(err, &re) {
 					return re.Line
 				}

@@ -10,7 +10,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -51,7 +52,7 @@ func TestTraceUpstream(t *testing.T) {
 	}
 	go srv.Serve(ln)
 	defer srv.Close()
-	c, err := dovecottest.Dial(ln.Addr().String())
+	c, err := pop3test.Dial(ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

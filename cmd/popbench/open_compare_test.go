@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
+	"github.com/popbridge/popbridge/internal/dovecottest"
 )
 
 // TestCompareOpenWithDovecot is the Maildir open comparison of

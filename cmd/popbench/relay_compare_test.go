@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
+	"github.com/popbridge/popbridge/internal/dovecottest"
 )
 
 // TestCompareRelayWithNginx is the relay benchmark of docs/benchmarks.md

@@ -35,10 +35,11 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/testcorpus"
 )
 
 // TestE2E builds popbridge once and runs each real client against it in
@@ -415,7 +416,7 @@ json.dump(out, sys.stdout)
 `
 
 // getmailExpect returns what getmail should deliver for each message.
-func getmailExpect(t *testing.T, python string, corpus []dovecottest.CorpusMessage) [][]byte {
+func getmailExpect(t *testing.T, python string, corpus []testcorpus.CorpusMessage) [][]byte {
 	var in []string
 	for _, m := range corpus {
 		in = append(in, base64.StdEncoding.EncodeToString(received(m.Data)))
@@ -515,7 +516,7 @@ func poplibSession(t *testing.T, python, addr string, a *account, dele ...string
 
 // checkPoplib compares a poplib session's view with the messages of
 // corpus that are still visible.
-func checkPoplib(t *testing.T, label string, r poplibResult, visible []dovecottest.CorpusMessage) {
+func checkPoplib(t *testing.T, label string, r poplibResult, visible []testcorpus.CorpusMessage) {
 	t.Helper()
 	size := totalSize(visible)
 	if len(r.Stat) != 2 || r.Stat[0] != int64(len(visible)) || r.Stat[1] != size {
@@ -710,7 +711,7 @@ type account struct {
 	hash       string
 	maildir    string
 	onDelete   string
-	corpus     []dovecottest.CorpusMessage
+	corpus     []testcorpus.CorpusMessage
 	gmail      *gmailtest.Server // the mailbox of a gmail account
 	oauth      *oauthtest.Server // its token endpoint
 }
@@ -764,7 +765,7 @@ func newAccount(t *testing.T, user, onDelete string) *account {
 	}
 	a.hash = string(hash)
 	a.maildir = filepath.Join(t.TempDir(), user, "Maildir")
-	if a.corpus, err = dovecottest.WriteCorpus(a.maildir); err != nil {
+	if a.corpus, err = testcorpus.WriteCorpus(a.maildir); err != nil {
 		t.Fatal(err)
 	}
 	return a
@@ -1014,7 +1015,7 @@ func headerPart(msg []byte) []byte {
 func lf(b []byte) []byte { return bytes.ReplaceAll(b, crlf, []byte("\n")) }
 
 // wantList returns the LIST listing of corpus (as curl prints it).
-func wantList(corpus []dovecottest.CorpusMessage) string {
+func wantList(corpus []testcorpus.CorpusMessage) string {
 	var b strings.Builder
 	for i, m := range corpus {
 		fmt.Fprintf(&b, "%d %d\r\n", i+1, len(wire(m.Data)))
@@ -1023,7 +1024,7 @@ func wantList(corpus []dovecottest.CorpusMessage) string {
 }
 
 // totalSize returns the size STAT reports for corpus.
-func totalSize(corpus []dovecottest.CorpusMessage) int64 {
+func totalSize(corpus []testcorpus.CorpusMessage) int64 {
 	var n int64
 	for _, m := range corpus {
 		n += int64(len(wire(m.Data)))
@@ -1032,7 +1033,7 @@ func totalSize(corpus []dovecottest.CorpusMessage) int64 {
 }
 
 // wantUIDL returns the UIDL listing of corpus: the Maildir unique names.
-func wantUIDL(corpus []dovecottest.CorpusMessage) string {
+func wantUIDL(corpus []testcorpus.CorpusMessage) string {
 	var b strings.Builder
 	for i, m := range corpus {
 		fmt.Fprintf(&b, "%d %s\r\n", i+1, m.Unique)

@@ -1,7 +1,7 @@
 // Package dovecottest runs a private Dovecot IMAP/POP3 server on loopback
 // for tests and benchmarks, the way net/http/httptest runs an HTTP server.
-// It also holds a small POP3 client for comparing replies byte for byte
-// and a Maildir corpus of edge cases.
+// The POP3 client for comparing replies is in internal/pop3test, the
+// Maildir corpus of edge cases in internal/testcorpus.
 //
 // The instance uses its own configuration and directories and never
 // touches /etc/dovecot. Dovecot refuses to read mail as root, so as root
@@ -35,6 +35,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/testcorpus"
 )
 
 // Options configures a Dovecot instance. The zero value gives one user
@@ -505,8 +507,8 @@ func (d *Dovecot) Chown(path string) error {
 
 // WriteCorpus writes the edge-case corpus into user's Maildir and hands
 // the files to the mail user.
-func (d *Dovecot) WriteCorpus(user string) ([]CorpusMessage, error) {
-	msgs, err := WriteCorpus(d.MaildirPath(user))
+func (d *Dovecot) WriteCorpus(user string) ([]testcorpus.CorpusMessage, error) {
+	msgs, err := testcorpus.WriteCorpus(d.MaildirPath(user))
 	if err != nil {
 		return nil, err
 	}

@@ -8,13 +8,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
+	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -39,7 +39,7 @@ func TestDovecotPOP3OverCorpus(t *testing.T) {
 		total += n
 	}
 
-	c, err := dovecottest.Dial(d.POP3Addr)
+	c, err := pop3test.Dial(d.POP3Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestDovecotPOP3OverCorpus(t *testing.T) {
 	}
 	if _, err := c.Cmd("PASS wrong"); err == nil {
 		t.Fatal("wrong password accepted")
-	} else if !errors.As(err, new(*dovecottest.ResponseError)) {
+	} else if !errors.As(err, new(*pop3test.ResponseError)) {
 		t.Fatalf("wrong password: %v, want a ResponseError", err)
 	}
 	if err := c.Login("alice", "alice-pw"); err != nil {
@@ -104,7 +104,7 @@ func TestDovecotPOP3OverCorpus(t *testing.T) {
 	}
 
 	// Implicit TLS with the generated certificate, and a second user.
-	tc, err := dovecottest.DialTLS(d.POP3SAddr, d.TLSConfig())
+	tc, err := pop3test.DialTLS(d.POP3SAddr, d.TLSConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestMaildirOwnedByMailUser(t *testing.T) {
 		}
 	}
 	// Stop ends the instance even with a client still logged in.
-	c, err := dovecottest.Dial(d.POP3Addr)
+	c, err := pop3test.Dial(d.POP3Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,113 +183,8 @@ func TestMaildirOwnedByMailUser(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("Stop took %v", took)
 	}
-	if _, err := dovecottest.Dial(d.POP3Addr); err == nil {
+	if _, err := pop3test.Dial(d.POP3Addr); err == nil {
 		t.Error("POP3 still answers after Stop")
-	}
-}
-
-func TestCorpus(t *testing.T) {
-	dir := t.TempDir()
-	msgs, err := dovecottest.WriteCorpus(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := dovecottest.WriteCorpus(dir)
-	if err != nil {
-		t.Fatalf("second corpus in the same Maildir: %v", err)
-	}
-	names := map[string]bool{}
-	uniques := map[string]bool{}
-	for _, m := range append(msgs, again...) {
-		if uniques[m.Unique] {
-			t.Errorf("unique name %q used twice", m.Unique)
-		}
-		uniques[m.Unique] = true
-		names[m.Name] = true
-		if !proxy.ValidUID(m.Unique) {
-			t.Errorf("unique name %q is not a valid UIDL", m.Unique)
-		}
-		data, err := os.ReadFile(m.Path)
-		if err != nil || !bytes.Equal(data, m.Data) {
-			t.Errorf("%s: file %s does not hold Data (%v)", m.Name, m.Path, err)
-		}
-		if base := filepath.Base(m.Path); !strings.HasPrefix(base, m.Unique) {
-			t.Errorf("%s: file %s is not named after %s", m.Name, base, m.Unique)
-		}
-	}
-	for _, want := range []string{"dot-lines", "lone-dot-body", "no-final-newline", "utf8-8bit", "long-line",
-		"empty-body", "headers-only", "big-5mb", "crlf-stored", "empty-file"} {
-		if !names[want] {
-			t.Errorf("corpus lacks %q", want)
-		}
-	}
-	if tmp, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(tmp) != 0 {
-		t.Errorf("tmp/ not empty: %d files", len(tmp))
-	}
-	for _, m := range msgs {
-		switch m.Name {
-		case "big-5mb":
-			if len(m.Data) != 5<<20 {
-				t.Errorf("big message is %d octets", len(m.Data))
-			}
-		case "long-line":
-			longest := 0
-			for _, l := range bytes.Split(m.Data, []byte("\n")) {
-				longest = max(longest, len(l))
-			}
-			if longest < 3000 {
-				t.Errorf("longest line %d octets", longest)
-			}
-		case "no-final-newline", "no-final-newline-dot", "headers-only":
-			if m.Name != "headers-only" && bytes.HasSuffix(m.Data, []byte("\n")) {
-				t.Errorf("%s ends with a newline", m.Name)
-			}
-			if m.Name == "headers-only" && bytes.Contains(m.Data, []byte("\n\n")) {
-				t.Errorf("headers-only has a blank line")
-			}
-		case "crlf-stored":
-			if bytes.Count(m.Data, []byte("\r\n")) != bytes.Count(m.Data, []byte("\n")) {
-				t.Error("crlf-stored has bare LFs")
-			}
-		}
-	}
-}
-
-// TestClientUnstuffs checks the client against a scripted server.
-func TestClientUnstuffs(t *testing.T) {
-	srv, cli := net.Pipe()
-	defer srv.Close()
-	go func() {
-		srv.Write([]byte("+OK ready\r\n"))
-		buf := make([]byte, 64)
-		srv.Read(buf) // RETR 1
-		srv.Write([]byte("+OK 9 octets\r\n..\r\n...x\r\n.y\r\nz\r\n.\r\n"))
-		srv.Read(buf) // LIST
-		srv.Write([]byte("-ERR no\r\n"))
-		srv.Read(buf) // RETR 2
-		srv.Write([]byte("+OK\r\nbare lf\n.\r\n"))
-	}()
-	c, err := dovecottest.NewClient(cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Greeting != "+OK ready" {
-		t.Errorf("greeting %q", c.Greeting)
-	}
-	status, body, err := c.CmdMulti("RETR 1")
-	if err != nil || status != "+OK 9 octets" {
-		t.Fatalf("RETR: %q %v", status, err)
-	}
-	if want := ".\r\n..x\r\ny\r\nz\r\n"; string(body) != want {
-		t.Errorf("unstuffed %q, want %q", body, want)
-	}
-	line, err := c.Cmd("LIST")
-	var re *dovecottest.ResponseError
-	if !errors.As(err, &re) || line != "-ERR no" || re.Line != "-ERR no" {
-		t.Errorf("-ERR: %q, %v", line, err)
-	}
-	if _, _, err := c.CmdMulti("RETR 2"); err == nil {
-		t.Error("a bare LF in a multi-line reply was accepted")
 	}
 }
 

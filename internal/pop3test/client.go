@@ -1,4 +1,4 @@
-package dovecottest
+package pop3test
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package dovecottest
+package testcorpus
 
 import (
 	"bytes"
@@ -36,7 +36,7 @@ var corpusSeq atomic.Uint64
 func WriteCorpus(maildir string) ([]CorpusMessage, error) {
 	for _, sub := range []string{"cur", "new", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(maildir, sub), 0o700); err != nil {
-			return nil, fmt.Errorf("dovecottest: corpus: %w", err)
+			return nil, fmt.Errorf("testcorpus: %w", err)
 		}
 	}
 	msgs := corpus()
@@ -60,7 +60,7 @@ func WriteCorpus(maildir string) ([]CorpusMessage, error) {
 		tmp := filepath.Join(maildir, "tmp", m.Unique)
 		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
-			return nil, fmt.Errorf("dovecottest: corpus: %w", err)
+			return nil, fmt.Errorf("testcorpus: %w", err)
 		}
 		_, err = f.Write(m.Data)
 		if cerr := f.Close(); err == nil {
@@ -71,7 +71,7 @@ func WriteCorpus(maildir string) ([]CorpusMessage, error) {
 		}
 		if err != nil {
 			os.Remove(tmp)
-			return nil, fmt.Errorf("dovecottest: corpus %s: %w", m.Name, err)
+			return nil, fmt.Errorf("testcorpus: %s: %w", m.Name, err)
 		}
 		m.Path = final
 	}
