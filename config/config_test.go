@@ -1,14 +1,7 @@
 package config
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -21,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/testcert"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -688,7 +682,7 @@ func TestLimitsApply(t *testing.T) {
 func TestTLSLoad(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeSelfSigned(t, cert, key)
+	testcert.New(t).WriteFiles(t, cert, key)
 	cfg, err := (&TLS{CertFile: cert, KeyFile: key}).Load()
 	if err != nil {
 		t.Fatal(err)
@@ -698,35 +692,6 @@ func TestTLSLoad(t *testing.T) {
 	}
 	if _, err := (&TLS{CertFile: key, KeyFile: cert}).Load(); err == nil {
 		t.Error("Load with swapped files: no error")
-	}
-}
-
-func writeSelfSigned(t *testing.T, certFile, keyFile string) {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 

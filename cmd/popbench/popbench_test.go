@@ -4,17 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	mathrand "math/rand/v2"
 	"net"
 	"os"
@@ -24,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/testcert"
 )
 
 // fakeMsg is one message of the fake server: the LIST size it announces
@@ -357,7 +352,12 @@ func TestIdle(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	tc, caFile := testCert(t)
+	cert := testcert.New(t)
+	tc := cert.ServerConfig()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, cert.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name               string
 		implicit, stlsJunk bool
@@ -382,36 +382,6 @@ func TestTLS(t *testing.T) {
 			}
 		})
 	}
-}
-
-// testCert returns a server config with a self-signed certificate for
-// 127.0.0.1 and localhost, and the certificate's PEM file.
-func testCert(t *testing.T) (*tls.Config, string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "popbench test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, path
 }
 
 // pipeClient returns a client reading wire through a bufio.Reader of the

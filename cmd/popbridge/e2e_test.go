@@ -39,6 +39,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/testcert"
 	"github.com/popbridge/popbridge/internal/testcorpus"
 )
 
@@ -801,10 +802,8 @@ func startPopbridge(t *testing.T, bin string, opts serverOptions) *popbridge {
 	fmt.Fprintf(&cfg, "# popbridge e2e test\nlisten:\n  pop3: %s\n", p.addr)
 	if opts.tls {
 		p.addrTLS = "127.0.0.1:" + strconv.Itoa(freePort(t))
-		certPEM, keyPEM, err := dovecottest.SelfSignedCert() // DNS SAN localhost
-		if err != nil {
-			t.Fatal(err)
-		}
+		cert := testcert.New(t) // DNS SAN localhost
+		certPEM, keyPEM := cert.CertPEM, cert.KeyPEM
 		p.certFile = filepath.Join(p.dir, "cert.pem")
 		writeFile(t, p.certFile, 0o644, string(certPEM))
 		writeFile(t, filepath.Join(p.dir, "key.pem"), 0o600, string(keyPEM))

@@ -2,13 +2,7 @@ package main
 
 import (
 	"bufio"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/testcert"
 )
 
 // tls10 is a client that speaks TLS 1.0 only, as old mail clients do.
@@ -102,37 +98,6 @@ func TestTLSMinVersion(t *testing.T) {
 	}
 }
 
-// writeRSACert writes an RSA certificate for localhost and its key to
-// dir/rsa-cert.pem and dir/rsa-key.pem: old clients know no ECDSA.
-func writeRSACert(t *testing.T, dir string) {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, block := range map[string]*pem.Block{
-		"rsa-cert.pem": {Type: "CERTIFICATE", Bytes: der},
-		"rsa-key.pem":  {Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)},
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // TestTLSLegacyCipherSuites: a client that offers only the RSA key
 // exchange with AES-CBC or 3DES (Windows XP, old phones) logs in with
 // min_version 1.0 and an RSA certificate, and is refused by default with
@@ -140,7 +105,9 @@ func writeRSACert(t *testing.T, dir string) {
 func TestTLSLegacyCipherSuites(t *testing.T) {
 	for _, minVersion := range []string{"", "1.0"} {
 		path := tlsConfigFile(t, "")
-		writeRSACert(t, filepath.Dir(path))
+		// An RSA certificate: old clients know no ECDSA.
+		dir := filepath.Dir(path)
+		testcert.NewRSA(t).WriteFiles(t, filepath.Join(dir, "rsa-cert.pem"), filepath.Join(dir, "rsa-key.pem"))
 		section := "tls: {cert_file: rsa-cert.pem, key_file: rsa-key.pem}\n"
 		if minVersion != "" {
 			section = "tls: {cert_file: rsa-cert.pem, key_file: rsa-key.pem, min_version: " + minVersion + "}\n"

@@ -11,18 +11,12 @@ package dovecottest
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -36,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/internal/testcert"
 	"github.com/popbridge/popbridge/internal/testcorpus"
 )
 
@@ -209,10 +204,11 @@ func (d *Dovecot) prepare() error {
 			return err
 		}
 	}
-	certPEM, keyPEM, err := SelfSignedCert()
+	cert, err := testcert.Make(testcert.Options{})
 	if err != nil {
-		return err
+		return fmt.Errorf("dovecottest: %w", err)
 	}
+	certPEM, keyPEM := cert.CertPEM, cert.KeyPEM
 	d.CertPEM, d.KeyPEM = certPEM, keyPEM
 	if err := os.WriteFile(filepath.Join(d.Dir, "cert.pem"), certPEM, 0o644); err != nil {
 		return fmt.Errorf("dovecottest: %w", err)
@@ -526,44 +522,6 @@ func (d *Dovecot) CertPool() *x509.CertPool {
 // certificate, for the name localhost.
 func (d *Dovecot) TLSConfig() *tls.Config {
 	return &tls.Config{RootCAs: d.CertPool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}
-}
-
-// SelfSignedCert returns a fresh self-signed ECDSA P-256 certificate for
-// DNS name localhost and IP 127.0.0.1 and ::1, valid for a day, and its
-// PKCS #8 key, both PEM encoded.
-func SelfSignedCert() (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("dovecottest: key: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return nil, nil, fmt.Errorf("dovecottest: serial: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"popbridge dovecottest"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("dovecottest: certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("dovecottest: key: %w", err)
-	}
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	return certPEM, keyPEM, nil
 }
 
 // mailUser returns the ids mail is stored under: the vmail user when
