@@ -10,25 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/maildir"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/memback"
 	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/internal/testcorpus"
 	"github.com/popbridge/popbridge/proxy"
 )
-
-// oneAccount is a Backend for one user name and password over a Maildir.
-type oneAccount struct {
-	user, pass string
-	b          *maildir.Backend
-}
-
-func (a oneAccount) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
-	if user != a.user || pass != a.pass {
-		return nil, proxy.ErrAuthFailed
-	}
-	return a.b.Login(ctx, user, pass)
-}
 
 // TestReferenceDovecot serves one Maildir with Dovecot's POP3 server and
 // with popbridge, and compares what they send for every message of the
@@ -49,7 +38,13 @@ func TestReferenceDovecot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &proxy.Server{Backend: oneAccount{user, pass, b}, AuthFailureDelay: -1}
+	// One user name and password over the Maildir. The OpenerFunc
+	// adapts the backend's Login; once maildir.Backend implements
+	// backends.Opener, pass b itself.
+	opener := memback.OpenerFunc(func(ctx context.Context, l backends.Login) (proxy.Mailbox, error) {
+		return b.Login(ctx, l.User, l.Password)
+	})
+	srv := &proxy.Server{Backend: memback.AuthForTest(opener, map[string]string{user: pass}), AuthFailureDelay: -1}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
