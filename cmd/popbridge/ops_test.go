@@ -23,6 +23,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/memback"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -258,19 +259,6 @@ func httptestServer(t *testing.T, code int) string {
 	return "http://" + l.Addr().String()
 }
 
-// blockingBackend blocks every Login until release is closed.
-type blockingBackend struct {
-	entered chan struct{}
-	release chan struct{}
-	once    sync.Once
-}
-
-func (b *blockingBackend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
-	b.once.Do(func() { close(b.entered) })
-	<-b.release
-	return nil, fmt.Errorf("test: %w", proxy.ErrTemporary)
-}
-
 // TestReadyDuringShutdown checks that /readyz answers 503 as soon as a
 // graceful shutdown starts, while a session is still busy.
 func TestReadyDuringShutdown(t *testing.T) {
@@ -290,8 +278,15 @@ func TestReadyDuringShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &blockingBackend{entered: make(chan struct{}), release: make(chan struct{})}
-	srv.Backend = b
+	// Every login blocks in the backend until release is closed.
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	blocking := &memback.Backend{Hook: func(context.Context, memback.Op, string) error {
+		once.Do(func() { close(entered) })
+		<-release
+		return fmt.Errorf("test: %w", proxy.ErrTemporary)
+	}}
+	srv.Backend = memback.AuthForTest(blocking, map[string]string{"alice": "s3cret"})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -324,7 +319,7 @@ func TestReadyDuringShutdown(t *testing.T) {
 	p.c.PrintfLine("USER alice")
 	p.line()
 	p.c.PrintfLine("PASS s3cret")
-	<-b.entered // the session is busy in the backend
+	<-entered // the session is busy in the backend
 	cancel()
 	waitFor(t, "/readyz to answer 503", func() string {
 		if code, _ := httpGet(t, base+"/readyz", ""); code == 503 {
@@ -340,7 +335,7 @@ func TestReadyDuringShutdown(t *testing.T) {
 	if code, _ := httpGet(t, base+"/healthz", ""); code != 200 {
 		t.Errorf("/healthz while draining: %d", code)
 	}
-	close(b.release)
+	close(release)
 	if err := <-done; err != nil {
 		t.Fatalf("runServer: %v", err)
 	}

@@ -2,37 +2,14 @@ package main
 
 import (
 	"context"
-	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/memback"
 	"github.com/popbridge/popbridge/proxy"
 )
-
-type plainBox struct{ committed, topped int }
-
-func (b *plainBox) List(context.Context) ([]proxy.MessageInfo, error) { return nil, nil }
-func (b *plainBox) Open(context.Context, string) (io.ReadCloser, error) {
-	return io.NopCloser(strings.NewReader("x")), nil
-}
-func (b *plainBox) Delete(context.Context, []string) error { return nil }
-func (b *plainBox) Close() error                           { return nil }
-
-// fullBox has every optional interface.
-type fullBox struct{ plainBox }
-
-func (b *fullBox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error) {
-	b.topped++
-	return b.Open(ctx, uid)
-}
-func (b *fullBox) Commit(context.Context, []string, []string) error { b.committed++; return nil }
-func (b *fullBox) MaildropID() string                               { return "box-id" }
-
-type boxBackend struct{ mb proxy.Mailbox }
-
-func (b boxBackend) Login(context.Context, string, string) (proxy.Mailbox, error) { return b.mb, nil }
 
 // TestRecordingMailbox checks that the recording wrapper has TopOpener
 // and Committer exactly when the wrapped Mailbox has them, times them,
@@ -42,20 +19,26 @@ func TestRecordingMailbox(t *testing.T) {
 	acct := config.Account{User: "ann", Backend: config.Backend{Type: "gmail"}}
 	ctx := context.Background()
 
-	full := &fullBox{}
-	mb, err := m.wrap(acct, boxBackend{full}).Login(ctx, "ann", "pw")
+	// A Mailbox with every optional interface.
+	full := &memback.Backend{Top: true, Commit: true}
+	full.Put("ann", memback.Message{UID: "1", Body: "x"})
+	pw := map[string]string{"ann": "pw"}
+	mb, err := m.wrap(acct, memback.AuthForTest(full, pw)).Login(ctx, "ann", "pw")
 	if err != nil {
 		t.Fatal(err)
 	}
 	top, ok1 := mb.(proxy.TopOpener)
 	com, ok2 := mb.(proxy.Committer)
-	if !ok1 || !ok2 || mb.(proxy.Unwrapper).Unwrap() != full {
-		t.Fatalf("wrapper of a full Mailbox: TopOpener %v, Committer %v", ok1, ok2)
+	inner := mb.(proxy.Unwrapper).Unwrap()
+	_, innerTop := inner.(proxy.TopOpener)
+	_, innerCommit := inner.(proxy.Committer)
+	if !ok1 || !ok2 || !innerTop || !innerCommit {
+		t.Fatalf("wrapper of a full Mailbox: TopOpener %v, Committer %v; unwraps to %T", ok1, ok2, inner)
 	}
 	top.OpenTop(ctx, "1", 0)
 	com.Commit(ctx, nil, []string{"1"})
-	if full.topped != 1 || full.committed != 1 {
-		t.Fatalf("calls not forwarded: top %d commit %d", full.topped, full.committed)
+	if calls := full.Stats().Calls; calls[memback.OpTop] != 1 || calls[memback.OpCommit] != 1 {
+		t.Fatalf("calls not forwarded: top %d commit %d", calls[memback.OpTop], calls[memback.OpCommit])
 	}
 	m.GmailUnits("ann", 5)
 	m.GmailUnits("ann", 2)
@@ -89,8 +72,8 @@ func TestRecordingMailbox(t *testing.T) {
 		t.Error("an account that is not configured became a label")
 	}
 
-	plain := &plainBox{}
-	mb, _ = m.wrap(acct, boxBackend{plain}).Login(ctx, "ann", "pw")
+	plain := memback.New()
+	mb, _ = m.wrap(acct, memback.AuthForTest(plain, pw)).Login(ctx, "ann", "pw")
 	if _, ok := mb.(proxy.TopOpener); ok {
 		t.Error("wrapper of a plain Mailbox has TopOpener")
 	}
