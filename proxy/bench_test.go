@@ -1,39 +1,20 @@
-package proxy
+package proxy_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/popbridge/popbridge/internal/memback"
+	. "github.com/popbridge/popbridge/proxy"
 )
-
-// genBackend serves one user with one generated message of a given size,
-// produced on the fly so the benchmark measures the server, not storage.
-type genBackend struct{ size int64 }
-
-func (g genBackend) Login(ctx context.Context, user, pass string) (Mailbox, error) {
-	return genMailbox(g), nil
-}
-
-type genMailbox struct{ size int64 }
-
-func (g genMailbox) List(ctx context.Context) ([]MessageInfo, error) {
-	return []MessageInfo{{UID: "big", Size: g.size}}, nil
-}
 
 // line is 78 octets plus LF, as stored on disk; on the wire it is 80.
 var benchLine = strings.Repeat("abcdefghij", 7) + "klmnopqr\n"
-
-func (g genMailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
-	return io.NopCloser(&lineReader{left: g.size}), nil
-}
-
-func (g genMailbox) Delete(ctx context.Context, uids []string) error { return nil }
-func (g genMailbox) Close() error                                    { return nil }
 
 // lineReader yields left octets of CRLF-size content made of benchLine.
 type lineReader struct {
@@ -71,7 +52,11 @@ const benchSize = 20 << 20
 // loopback and reads it with a plain buffered client.
 func BenchmarkRETR20MB(b *testing.B) {
 	size := int64(benchSize / 80 * 80) // whole lines
-	srv := &Server{Backend: genBackend{size: size}, AuthFailureDelay: -1}
+	// One message generated on the fly, so the benchmark measures the
+	// server, not storage.
+	gen := memback.New()
+	gen.Put("u", memback.Message{UID: "big", Size: size, Gen: func() io.Reader { return &lineReader{left: size} }})
+	srv := &Server{Backend: memback.AuthForTest(gen, map[string]string{"u": "p"}), AuthFailureDelay: -1}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

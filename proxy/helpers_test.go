@@ -1,4 +1,4 @@
-package proxy
+package proxy_test
 
 import (
 	"bufio"
@@ -6,127 +6,55 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	. "github.com/popbridge/popbridge/proxy"
+
+	"github.com/popbridge/popbridge/internal/memback"
 	"github.com/popbridge/popbridge/internal/testcert"
 )
 
-// memBackend is an in-memory Backend whose fields inject failures.
+// memBackend is the test users' maildrops in memback, behind their
+// passwords: alice/secret with three messages and bob/"pass word" with
+// none. Its memback fields switch the optional interfaces and inject
+// faults.
 type memBackend struct {
-	mu       sync.Mutex
-	users    map[string]string       // user -> password
-	boxes    map[string][]memMessage // user -> messages
-	loginErr error                   // returned by Login after a good password
-	listErr  error
-	delErr   error
-	openErr  map[string]error // uid -> error from Open
-	// breakAfter makes a stream fail after that many octets (0: never).
-	breakAfter int
-	panicOn    string // uid whose Open panics
-	deleted    []string
-	closed     int
+	*memback.Backend
 }
 
-type memMessage struct {
-	uid  string
-	body string
+var testPasswords = map[string]string{"alice": "secret", "bob": "pass word"}
+
+// aliceMessages are alice's messages.
+func aliceMessages() []memback.Message {
+	return []memback.Message{
+		{UID: "uid-1", Body: "Subject: one\r\n\r\nHello\r\n"},
+		{UID: "uid-2", Body: "Subject: two\n\nline 1\n.dot line\nline 3\n"},
+		{UID: "uid-3", Body: "Subject: three\r\n\r\nno final newline"},
+	}
 }
 
 func newMemBackend() *memBackend {
-	return &memBackend{
-		users: map[string]string{"alice": "secret", "bob": "pass word"},
-		boxes: map[string][]memMessage{
-			"alice": {
-				{"uid-1", "Subject: one\r\n\r\nHello\r\n"},
-				{"uid-2", "Subject: two\n\nline 1\n.dot line\nline 3\n"},
-				{"uid-3", "Subject: three\r\n\r\nno final newline"},
-			},
-			"bob": {},
-		},
-		openErr: map[string]error{},
-	}
+	b := memback.New()
+	b.Set("alice", aliceMessages()...)
+	return &memBackend{b}
 }
 
 func (b *memBackend) Login(ctx context.Context, user, pass string) (Mailbox, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if p, ok := b.users[user]; !ok || p != pass {
-		return nil, fmt.Errorf("mem: %w", ErrAuthFailed)
-	}
-	if b.loginErr != nil {
-		return nil, b.loginErr
-	}
-	return &memMailbox{b: b, user: user}, nil
+	return memback.AuthForTest(b.Backend, testPasswords).Login(ctx, user, pass)
 }
 
-type memMailbox struct {
-	b    *memBackend
-	user string
-}
+// deleted returns the UIDs passed to Delete so far.
+func (b *memBackend) deleted() []string { return b.Stats().Deleted }
 
-func (m *memMailbox) List(ctx context.Context) ([]MessageInfo, error) {
-	m.b.mu.Lock()
-	defer m.b.mu.Unlock()
-	if m.b.listErr != nil {
-		return nil, m.b.listErr
-	}
-	var out []MessageInfo
-	for _, msg := range m.b.boxes[m.user] {
-		n, _ := CRLFSize(strings.NewReader(msg.body))
-		out = append(out, MessageInfo{UID: msg.uid, Size: n})
-	}
-	return out, nil
-}
+// closed returns how many mailboxes were closed so far.
+func (b *memBackend) closed() int { return b.Stats().Calls[memback.OpClose] }
 
-func (m *memMailbox) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
-	m.b.mu.Lock()
-	defer m.b.mu.Unlock()
-	if uid == m.b.panicOn {
-		panic("injected panic")
-	}
-	if err := m.b.openErr[uid]; err != nil {
-		return nil, err
-	}
-	for _, msg := range m.b.boxes[m.user] {
-		if msg.uid == uid {
-			var r io.Reader = strings.NewReader(msg.body)
-			if m.b.breakAfter > 0 {
-				r = io.MultiReader(io.LimitReader(r, int64(m.b.breakAfter)), errReader{})
-			}
-			return io.NopCloser(r), nil
-		}
-	}
-	return nil, fmt.Errorf("mem: %s: %w", uid, ErrNoMessage)
-}
-
-type errReader struct{}
-
-func (errReader) Read([]byte) (int, error) { return 0, errors.New("upstream broke: secret detail") }
-
-func (m *memMailbox) Delete(ctx context.Context, uids []string) error {
-	m.b.mu.Lock()
-	defer m.b.mu.Unlock()
-	if m.b.delErr != nil {
-		return m.b.delErr
-	}
-	m.b.deleted = append(m.b.deleted, uids...)
-	return nil
-}
-
-func (m *memMailbox) Close() error {
-	m.b.mu.Lock()
-	m.b.closed++
-	m.b.mu.Unlock()
-	return nil
-}
-
-var _ Mailbox = (*memMailbox)(nil)
+// errBroken is the error of a stream broken by Faults.BreakAfter.
+var errBroken = errors.New("upstream broke: secret detail")
 
 // startServer serves srv on a loopback port and returns its address.
 func startServer(t *testing.T, srv *Server) string {

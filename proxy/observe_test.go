@@ -1,9 +1,11 @@
-package proxy
+package proxy_test
 
 import (
 	"strings"
 	"sync"
 	"testing"
+
+	. "github.com/popbridge/popbridge/proxy"
 )
 
 // recObserver records what an Observer is told.
@@ -106,11 +108,11 @@ func TestCommandName(t *testing.T) {
 		"retr 1": "RETR", "PASS a b c": "PASS", "Top 1 2": "TOP", "": CommandOther,
 		"RETRX 1": CommandOther, "STLS": "STLS",
 	} {
-		if got := commandName(line); got != want {
+		if got := CommandNameForTest(line); got != want {
 			t.Errorf("commandName(%q) = %q, want %q", line, got, want)
 		}
 	}
-	if n := testing.AllocsPerRun(100, func() { commandName("uidl 1") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { CommandNameForTest("uidl 1") }); n != 0 {
 		t.Errorf("commandName allocates %v times", n)
 	}
 }

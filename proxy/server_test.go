@@ -1,4 +1,4 @@
-package proxy
+package proxy_test
 
 import (
 	"context"
@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/memback"
+	. "github.com/popbridge/popbridge/proxy"
 )
 
 var capaAuth = []string{"+OK Capability list follows", "TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "USER", "SASL PLAIN", "."}
@@ -184,19 +187,17 @@ func TestQuitDeletes(t *testing.T) {
 		{"QUIT", []string{"+OK Logging out, 2 messages deleted."}},
 	})
 	cl.expectEOF()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if got := strings.Join(b.deleted, ","); got != "uid-1,uid-3" {
+	if got := strings.Join(b.deleted(), ","); got != "uid-1,uid-3" {
 		t.Fatalf("deleted %q, want uid-1,uid-3", got)
 	}
-	if b.closed != 1 {
-		t.Fatalf("mailbox closed %d times, want 1", b.closed)
+	if n := b.closed(); n != 1 {
+		t.Fatalf("mailbox closed %d times, want 1", n)
 	}
 }
 
 func TestQuitWithFailingDelete(t *testing.T) {
 	b := newMemBackend()
-	b.delErr = errors.New("disk on fire: /secret/path")
+	b.Inject(memback.Faults{Delete: errors.New("disk on fire: /secret/path")})
 	addr := startServer(t, &Server{Backend: b})
 	cl := dial(t, addr)
 	login(t, cl, "alice", "secret")
@@ -214,11 +215,9 @@ func TestDroppedSessionDeletesNothing(t *testing.T) {
 	login(t, cl, "alice", "secret")
 	converse(t, cl, []step{{"DELE 1", []string{"+OK*"}}, {"DELE 2", []string{"+OK*"}}})
 	cl.c.Close()
-	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.closed == 1 })
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.deleted) != 0 {
-		t.Fatalf("deleted %v after a dropped connection", b.deleted)
+	waitFor(t, func() bool { return b.closed() == 1 })
+	if d := b.deleted(); len(d) != 0 {
+		t.Fatalf("deleted %v after a dropped connection", d)
 	}
 }
 
@@ -254,7 +253,7 @@ func TestInUse(t *testing.T) {
 
 func TestBackendErrorsStayOffTheWire(t *testing.T) {
 	b := newMemBackend()
-	b.loginErr = errors.New("dial tcp 10.1.2.3:993: secret-host refused")
+	b.Inject(memback.Faults{OpenMaildrop: errors.New("dial tcp 10.1.2.3:993: secret-host refused")})
 	addr := startServer(t, &Server{Backend: b})
 	cl := dial(t, addr)
 	converse(t, cl, []step{
@@ -262,26 +261,20 @@ func TestBackendErrorsStayOffTheWire(t *testing.T) {
 		{"USER alice", []string{"+OK"}},
 		{"PASS secret", []string{"-ERR [SYS/TEMP] Temporary server failure, try again later."}},
 	})
-	b.mu.Lock()
-	b.loginErr = fmt.Errorf("token revoked: %w", &Error{Code: CodeSysPerm, Text: "Run popbridge auth."})
-	b.mu.Unlock()
+	b.Inject(memback.Faults{OpenMaildrop: fmt.Errorf("token revoked: %w", &Error{Code: CodeSysPerm, Text: "Run popbridge auth."})})
 	converse(t, cl, []step{
 		{"USER alice", []string{"+OK"}},
 		{"PASS secret", []string{"-ERR [SYS/PERM] Run popbridge auth."}},
 	})
-	b.mu.Lock()
-	b.loginErr = nil
-	b.listErr = errors.New("imap: select: secret")
-	b.mu.Unlock()
+	b.Inject(memback.Faults{List: errors.New("imap: select: secret")})
 	converse(t, cl, []step{
 		{"USER alice", []string{"+OK"}},
 		{"PASS secret", []string{"-ERR [SYS/TEMP] Temporary server failure, try again later."}},
 	})
-	b.mu.Lock()
-	b.listErr = nil
-	b.openErr["uid-1"] = fmt.Errorf("imap: fetch: %w", ErrNoMessage)
-	b.openErr["uid-2"] = errors.New("imap: connection reset by 10.0.0.1")
-	b.mu.Unlock()
+	b.Inject(memback.Faults{Open: map[string]error{
+		"uid-1": fmt.Errorf("imap: fetch: %w", ErrNoMessage),
+		"uid-2": errors.New("imap: connection reset by 10.0.0.1"),
+	}})
 	converse(t, cl, []step{
 		{"USER alice", []string{"+OK"}},
 		{"PASS secret", []string{"+OK Logged in."}},
@@ -293,8 +286,8 @@ func TestBackendErrorsStayOffTheWire(t *testing.T) {
 
 func TestStreamFailureClosesWithoutDot(t *testing.T) {
 	b := newMemBackend()
-	b.boxes["alice"] = []memMessage{{"big", "Subject: big\r\n\r\n" + strings.Repeat("line\r\n", 100000)}}
-	b.breakAfter = 300000
+	b.Set("alice", memback.Message{UID: "big", Body: "Subject: big\r\n\r\n" + strings.Repeat("line\r\n", 100000)})
+	b.Inject(memback.Faults{BreakAfter: 300000, BreakErr: errBroken})
 	addr := startServer(t, &Server{Backend: b})
 	cl := dial(t, addr)
 	login(t, cl, "alice", "secret")
@@ -423,21 +416,21 @@ func TestIdleTimeouts(t *testing.T) {
 	converse(t, cl, []step{{"DELE 1", []string{"+OK*"}}})
 	converse(t, cl, []step{{"", []string{"-ERR Disconnected for inactivity."}}})
 	cl.expectEOF()
-	if len(b.deleted) != 0 {
-		t.Fatalf("idle timeout deleted %v", b.deleted)
+	if d := b.deleted(); len(d) != 0 {
+		t.Fatalf("idle timeout deleted %v", d)
 	}
 }
 
 func TestWriteTimeout(t *testing.T) {
 	b := newMemBackend()
-	b.boxes["alice"] = []memMessage{{"big", "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 998)+"\r\n", 20000)}}
+	b.Set("alice", memback.Message{UID: "big", Body: "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 998)+"\r\n", 20000)})
 	srv := &Server{Backend: b, WriteTimeout: 200 * time.Millisecond}
 	addr := startServer(t, srv)
 	cl := dial(t, addr)
 	login(t, cl, "alice", "secret")
 	cl.send("RETR 1\r\n")
 	// Do not read: the server must give up and free the session.
-	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.closed == 1 })
+	waitFor(t, func() bool { return b.closed() == 1 })
 }
 
 func TestCleartextPolicy(t *testing.T) {
@@ -555,7 +548,7 @@ func TestAuthFailureDelay(t *testing.T) {
 	}
 	// A success clears the penalty.
 	converse(t, cl, []step{{"USER alice", []string{"+OK"}}, {"PASS secret", []string{"+OK*"}}})
-	if d := srv.penalty.fail(netip.MustParseAddr("127.0.0.1"), time.Second, time.Minute); d != time.Second {
+	if d := PenaltyFailForTest(srv, netip.MustParseAddr("127.0.0.1"), time.Second, time.Minute); d != time.Second {
 		t.Errorf("penalty after success: %v, want 1s", d)
 	}
 
@@ -586,14 +579,14 @@ func TestConnectionLimits(t *testing.T) {
 
 func TestPanicRecovery(t *testing.T) {
 	b := newMemBackend()
-	b.panicOn = "uid-2"
+	b.Inject(memback.Faults{PanicOn: "uid-2"})
 	addr := startServer(t, &Server{Backend: b})
 	cl := dial(t, addr)
 	login(t, cl, "alice", "secret")
 	converse(t, cl, []step{{"DELE 1", []string{"+OK*"}}})
 	cl.send("RETR 2\r\n")
 	cl.expectEOF()
-	if len(b.deleted) != 0 {
+	if len(b.deleted()) != 0 {
 		t.Fatal("a panicking session deleted messages")
 	}
 	// The server goes on, and the lock was released.
@@ -627,8 +620,8 @@ func TestShutdown(t *testing.T) {
 	idle.expectEOF()
 	pre.line()
 	pre.expectEOF()
-	if len(b.deleted) != 0 {
-		t.Fatalf("shutdown deleted %v", b.deleted)
+	if d := b.deleted(); len(d) != 0 {
+		t.Fatalf("shutdown deleted %v", d)
 	}
 	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		t.Fatal("listener still accepts after Shutdown")
@@ -645,40 +638,20 @@ func TestQuitReleasesLockBeforeReply(t *testing.T) {
 	}
 }
 
-// commitMailbox is a memMailbox that implements Committer.
-type commitMailbox struct {
-	*memMailbox
-	commits *[][2][]string
-}
-
-func (m commitMailbox) Commit(ctx context.Context, deleted, retrieved []string) error {
-	m.b.mu.Lock()
-	defer m.b.mu.Unlock()
-	*m.commits = append(*m.commits, [2][]string{deleted, retrieved})
-	return m.b.delErr
-}
-
-type commitBackend struct {
-	*memBackend
-	commits [][2][]string
-	wrap    bool // hide the Committer behind an Unwrapper
-}
-
 // wrapMailbox is a decorator without the optional interfaces.
 type wrapMailbox struct{ Mailbox }
 
 func (w wrapMailbox) Unwrap() Mailbox { return w.Mailbox }
 
-func (b *commitBackend) Login(ctx context.Context, user, pass string) (Mailbox, error) {
-	mb, err := b.memBackend.Login(ctx, user, pass)
+// wrapBackend wraps each mailbox of b in a wrapMailbox.
+type wrapBackend struct{ b Backend }
+
+func (w wrapBackend) Login(ctx context.Context, user, pass string) (Mailbox, error) {
+	mb, err := w.b.Login(ctx, user, pass)
 	if err != nil {
 		return nil, err
 	}
-	var m Mailbox = commitMailbox{mb.(*memMailbox), &b.commits}
-	if b.wrap {
-		m = wrapMailbox{m}
-	}
-	return m, nil
+	return wrapMailbox{mb}, nil
 }
 
 func TestCommitterSeesDeletedAndRetrieved(t *testing.T) {
@@ -688,8 +661,13 @@ func TestCommitterSeesDeletedAndRetrieved(t *testing.T) {
 }
 
 func testCommitter(t *testing.T, wrap bool) {
-	b := &commitBackend{memBackend: newMemBackend(), wrap: wrap}
-	addr := startServer(t, &Server{Backend: b})
+	b := newMemBackend()
+	b.Commit = true
+	var backend Backend = b
+	if wrap { // hide the Committer behind an Unwrapper
+		backend = wrapBackend{b}
+	}
+	addr := startServer(t, &Server{Backend: backend})
 
 	cl := dial(t, addr)
 	login(t, cl, "alice", "secret")
@@ -719,21 +697,20 @@ func testCommitter(t *testing.T, wrap bool) {
 	cl.send("RETR 1\r\n")
 	cl.multi()
 	cl.c.Close()
-	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.closed == 3 })
+	waitFor(t, func() bool { return b.closed() == 3 })
 
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.commits) != 2 {
-		t.Fatalf("%d commits, want 2: %q", len(b.commits), b.commits)
+	commits := b.Stats().Commits
+	if len(commits) != 2 {
+		t.Fatalf("%d commits, want 2: %q", len(commits), commits)
 	}
-	if got := fmt.Sprint(b.commits[0]); got != "[[uid-2] [uid-1 uid-3]]" {
+	if got := fmt.Sprint(commits[0].Deleted, commits[0].Retrieved); got != "[uid-2] [uid-1 uid-3]" {
 		t.Errorf("first commit (deleted, retrieved) = %s", got)
 	}
-	if len(b.commits[1][0])+len(b.commits[1][1]) != 0 {
-		t.Errorf("second commit = %q, want empty lists", b.commits[1])
+	if len(commits[1].Deleted)+len(commits[1].Retrieved) != 0 {
+		t.Errorf("second commit = %q, want empty lists", commits[1])
 	}
-	if len(b.deleted) != 0 {
-		t.Errorf("Delete called with %v; Commit replaces it", b.deleted)
+	if d := b.deleted(); len(d) != 0 {
+		t.Errorf("Delete called with %v; Commit replaces it", d)
 	}
 }
 

@@ -1,55 +1,22 @@
-package proxy
+package proxy_test
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/popbridge/popbridge/internal/memback"
+	. "github.com/popbridge/popbridge/proxy"
 )
 
-// topBackend serves memBackend's mailboxes with a TopOpener whose stream
-// is the message with a marker line appended, so a test can tell which
-// path served a reply and that the proxy still cut it.
-type topBackend struct {
-	*memBackend
-	mu    sync.Mutex
-	calls []string // "uid/lines" per OpenTop
-}
-
-type topMailbox struct {
-	*memMailbox
-	tb *topBackend
-}
-
-func (b *topBackend) Login(ctx context.Context, user, pass string) (Mailbox, error) {
-	mb, err := b.memBackend.Login(ctx, user, pass)
-	if err != nil {
-		return nil, err
-	}
-	return &topMailbox{memMailbox: mb.(*memMailbox), tb: b}, nil
-}
-
-func (m *topMailbox) OpenTop(ctx context.Context, uid string, lines int) (io.ReadCloser, error) {
-	m.tb.mu.Lock()
-	m.tb.calls = append(m.tb.calls, fmt.Sprintf("%s/%d", uid, lines))
-	m.tb.mu.Unlock()
-	rc, err := m.Open(ctx, uid)
-	if err != nil {
-		return nil, err
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(rc, strings.NewReader("via OpenTop\r\n")), rc}, nil
-}
-
-var _ TopOpener = (*topMailbox)(nil)
-
 func TestTopOpener(t *testing.T) {
-	b := &topBackend{memBackend: newMemBackend()}
-	b.openErr["uid-3"] = fmt.Errorf("gone: %w", ErrNoMessage)
+	// A TopOpener whose stream is the message with a marker line
+	// appended, so the test can tell which path served a reply and that
+	// the proxy still cut it.
+	b := newMemBackend()
+	b.Top = true
+	b.TopSuffix = "via OpenTop\r\n"
+	b.Inject(memback.Faults{Open: map[string]error{"uid-3": fmt.Errorf("gone: %w", ErrNoMessage)}})
 	addr := startServer(t, &Server{Backend: b})
 	cl := dial(t, addr)
 	login(t, cl, "alice", "secret")
@@ -83,9 +50,7 @@ func TestTopOpener(t *testing.T) {
 		{"TOP 3 1", []string{"-ERR Message was removed from the mailbox by another client."}},
 		{"QUIT", []string{"+OK*"}},
 	})
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if got, want := strings.Join(b.calls, " "), "uid-1/0 uid-2/1 uid-1/50 uid-3/1"; got != want {
+	if got, want := strings.Join(b.Stats().Tops, " "), "uid-1/0 uid-2/1 uid-1/50 uid-3/1"; got != want {
 		t.Fatalf("OpenTop calls %q, want %q", got, want)
 	}
 }

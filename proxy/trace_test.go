@@ -1,9 +1,11 @@
-package proxy
+package proxy_test
 
 import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	. "github.com/popbridge/popbridge/proxy"
 
 	"github.com/rs/zerolog"
 
