@@ -2,7 +2,7 @@ package main_test
 
 // End-to-end tests: real POP3 clients (curl, fetchmail, getmail6, Python's
 // poplib) against the built popbridge binary, which serves Maildirs
-// holding the edge-case corpus of backends/dovecottest. Every message a
+// holding the edge-case corpus of internal/testcorpus. Every message a
 // client downloads is compared with the stored file.
 //
 // A missing client skips its test, or fails it when CI=true: CI must show
