@@ -204,11 +204,10 @@ func (d *Dovecot) prepare() error {
 			return err
 		}
 	}
-	cert, err := testcert.Make(testcert.Options{})
+	certPEM, keyPEM, err := SelfSignedCert()
 	if err != nil {
-		return fmt.Errorf("dovecottest: %w", err)
+		return err
 	}
-	certPEM, keyPEM := cert.CertPEM, cert.KeyPEM
 	d.CertPEM, d.KeyPEM = certPEM, keyPEM
 	if err := os.WriteFile(filepath.Join(d.Dir, "cert.pem"), certPEM, 0o644); err != nil {
 		return fmt.Errorf("dovecottest: %w", err)
@@ -522,6 +521,17 @@ func (d *Dovecot) CertPool() *x509.CertPool {
 // certificate, for the name localhost.
 func (d *Dovecot) TLSConfig() *tls.Config {
 	return &tls.Config{RootCAs: d.CertPool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}
+}
+
+// SelfSignedCert returns a fresh self-signed certificate for localhost,
+// 127.0.0.1 and ::1 and its PKCS #8 key, both PEM encoded: a
+// testcert.Cert, for callers that want the PEM only.
+func SelfSignedCert() (certPEM, keyPEM []byte, err error) {
+	c, err := testcert.Make(testcert.Options{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("dovecottest: %w", err)
+	}
+	return c.CertPEM, c.KeyPEM, nil
 }
 
 // mailUser returns the ids mail is stored under: the vmail user when
