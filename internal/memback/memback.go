@@ -403,6 +403,19 @@ func (a testAuth) Login(ctx context.Context, user, pass string) (proxy.Mailbox, 
 	return a.b.OpenMaildrop(ctx, backends.Login{User: user})
 }
 
+// PassthroughForTest returns a proxy.Backend for tests that checks no
+// password: it opens o's maildrop with the client's user name and
+// password as the login, the way backends/accounts serves a passthrough
+// account without a password hash. For storage backends that check the
+// password upstream (imap, pop3) or not at all.
+func PassthroughForTest(o backends.Opener) proxy.Backend { return passthrough{o} }
+
+type passthrough struct{ o backends.Opener }
+
+func (p passthrough) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+	return p.o.OpenMaildrop(ctx, backends.Login{User: user, Password: pass})
+}
+
 // OpenerFunc turns a function into a backends.Opener, the way
 // http.HandlerFunc turns one into a Handler.
 type OpenerFunc func(ctx context.Context, login backends.Login) (proxy.Mailbox, error)

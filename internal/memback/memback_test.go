@@ -222,3 +222,21 @@ func TestAuth(t *testing.T) {
 		t.Errorf("upstream logins %d", len(got))
 	}
 }
+
+// TestPassthrough: PassthroughForTest hands the client's credentials to
+// the backend, which refuses a wrong upstream password.
+func TestPassthrough(t *testing.T) {
+	ctx := context.Background()
+	b := &memback.Backend{Passwords: map[string]string{"carol": "upstream"}}
+	pt := memback.PassthroughForTest(b)
+	if _, err := pt.Login(ctx, "carol", "wrong"); !errors.Is(err, proxy.ErrAuthFailed) {
+		t.Errorf("wrong upstream password: %v", err)
+	}
+	if _, err := pt.Login(ctx, "carol", "upstream"); err != nil {
+		t.Errorf("right upstream password: %v", err)
+	}
+	want := []backends.Login{{User: "carol", Password: "wrong"}, {User: "carol", Password: "upstream"}}
+	if got := b.Stats().Logins; !reflect.DeepEqual(got, want) {
+		t.Errorf("logins %d, want the client's credentials", len(got))
+	}
+}
