@@ -6,7 +6,9 @@
 // A Backend implements backends.Opener, like every storage backend: it
 // opens the maildrop of a login someone else has authenticated. A test
 // that needs a proxy.Backend puts backends/accounts in front of it, or,
-// when the accounts are not what it tests, uses AuthForTest.
+// when the accounts are not what it tests, uses AuthForTest (a fixed
+// password per user) or PassthroughForTest (no check; the client's
+// credentials are handed on). Both take any backends.Opener.
 //
 // It is for tests only; nothing in the binary imports it.
 package memback
