@@ -42,7 +42,10 @@
 //
 // # The Backend and Mailbox contract
 //
-// Backend.Login authenticates and opens a Mailbox; the Mailbox's methods
+// Backend.Login authenticates and opens a Mailbox. In popbridge the one
+// Backend is backends/accounts' Router, the only component that checks
+// passwords; the storage backends behind it open maildrops
+// (backends.Opener) and are not Backends. The Mailbox's methods
 // are called from the session's goroutine, one at a time, with a
 // context that ends with the session. List gives each message's UID
 // (the UIDL: stable across sessions, never reused) and exact size in

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/backends/maildir"
 	"github.com/popbridge/popbridge/proxy"
@@ -25,7 +26,7 @@ func (a oneAccount) Login(ctx context.Context, user, pass string) (proxy.Mailbox
 	if user != a.user || pass != a.pass {
 		return nil, proxy.ErrAuthFailed
 	}
-	return a.b.Login(ctx, user, pass)
+	return a.b.OpenMaildrop(ctx, backends.Login{User: user})
 }
 
 // TestReferenceDovecot serves one Maildir with Dovecot's POP3 server and

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -82,7 +83,7 @@ func TestRetrAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	mb, err := b.Login(ctx, "", "")
+	mb, err := b.OpenMaildrop(ctx, backends.Login{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func TestRetrAheadBatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	mb, err := b.Login(ctx, "", "")
+	mb, err := b.OpenMaildrop(ctx, backends.Login{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +216,7 @@ func TestRetrAheadDropped(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
-			mb, err := b.Login(ctx, "", "")
+			mb, err := b.OpenMaildrop(ctx, backends.Login{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -29,6 +29,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
@@ -109,8 +110,8 @@ type Backend struct {
 }
 
 var (
-	_ proxy.Backend = (*Backend)(nil)
-	_ proxy.Mailbox = (*mailbox)(nil)
+	_ backends.Opener = (*Backend)(nil)
+	_ proxy.Mailbox   = (*mailbox)(nil)
 )
 
 // New checks opts and returns a Backend. It does not connect.
@@ -155,11 +156,11 @@ func New(opts Options) (*Backend, error) {
 	return &Backend{opts: opts, sizes: make(map[string]int64)}, nil
 }
 
-// Login connects and authenticates upstream and takes the snapshot. For
-// AuthPassthrough user and pass are the upstream credentials; otherwise
-// they are ignored (the account router checked them).
-func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
-	c, upUser, err := b.connect(ctx, user, pass)
+// OpenMaildrop connects and authenticates upstream and takes the
+// snapshot. For AuthPassthrough the login's user and password are the
+// upstream credentials; otherwise the login is not needed.
+func (b *Backend) OpenMaildrop(ctx context.Context, login backends.Login) (proxy.Mailbox, error) {
+	c, upUser, err := b.connect(ctx, login.User, login.Password)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +192,7 @@ func (b *Backend) Check(ctx context.Context) error {
 		}
 		return c.Quit(ctx)
 	}
-	mb, err := b.Login(ctx, "", "")
+	mb, err := b.OpenMaildrop(ctx, backends.Login{})
 	if err != nil {
 		return err
 	}

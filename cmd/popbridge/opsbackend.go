@@ -5,29 +5,30 @@ import (
 	"io"
 	"time"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/proxy"
 )
 
 // wrap returns account a's backend b with its calls timed and their
 // outcome recorded for /status; b itself when m is nil.
-func (m *metrics) wrap(a config.Account, b proxy.Backend) proxy.Backend {
+func (m *metrics) wrap(a config.Account, b backends.Opener) backends.Opener {
 	if m == nil {
 		return b
 	}
 	return &recBackend{b: b, s: m.account(a)}
 }
 
-// recBackend is a proxy.Backend that records its calls and those of the
-// Mailboxes it returns.
+// recBackend is a backends.Opener that records its calls and those of
+// the Mailboxes it returns.
 type recBackend struct {
-	b proxy.Backend
+	b backends.Opener
 	s *accountStatus
 }
 
-func (r *recBackend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+func (r *recBackend) OpenMaildrop(ctx context.Context, login backends.Login) (proxy.Mailbox, error) {
 	start := time.Now()
-	mb, err := r.b.Login(ctx, user, pass)
+	mb, err := r.b.OpenMaildrop(ctx, login)
 	r.s.observe(opLogin, start, err)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -32,7 +33,9 @@ func (b *fullBox) MaildropID() string                               { return "bo
 
 type boxBackend struct{ mb proxy.Mailbox }
 
-func (b boxBackend) Login(context.Context, string, string) (proxy.Mailbox, error) { return b.mb, nil }
+func (b boxBackend) OpenMaildrop(context.Context, backends.Login) (proxy.Mailbox, error) {
+	return b.mb, nil
+}
 
 // TestRecordingMailbox checks that the recording wrapper has TopOpener
 // and Committer exactly when the wrapped Mailbox has them, times them,
@@ -43,7 +46,7 @@ func TestRecordingMailbox(t *testing.T) {
 	ctx := context.Background()
 
 	full := &fullBox{}
-	mb, err := m.wrap(acct, boxBackend{full}).Login(ctx, "ann", "pw")
+	mb, err := m.wrap(acct, boxBackend{full}).OpenMaildrop(ctx, backends.Login{User: "ann"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +93,7 @@ func TestRecordingMailbox(t *testing.T) {
 	}
 
 	plain := &plainBox{}
-	mb, _ = m.wrap(acct, boxBackend{plain}).Login(ctx, "ann", "pw")
+	mb, _ = m.wrap(acct, boxBackend{plain}).OpenMaildrop(ctx, backends.Login{User: "ann"})
 	if _, ok := mb.(proxy.TopOpener); ok {
 		t.Error("wrapper of a plain Mailbox has TopOpener")
 	}

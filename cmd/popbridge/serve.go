@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/accounts"
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/maildir"
@@ -162,7 +163,7 @@ func newRouter(cfg *config.Config, st *state) (*accounts.Router, error) {
 
 // backend is what the binary needs from every backend type.
 type backend interface {
-	proxy.Backend
+	backends.Opener
 	// Check tries the backend without a client, for popbridge check.
 	Check(ctx context.Context) error
 }
