@@ -59,7 +59,7 @@
 // Dovecot for tests and benchmarks.
 //
 // The binary (cmd/popbridge) builds one storage backend per configured
-// account, wraps each in a metrics recorder when listen.http is set, and
-// puts an accounts.Router in front of them all; a configuration reload
+// account and puts an accounts.Router in front of them all (with
+// listen.http, the server's proxy.BackendObserver times their calls); a configuration reload
 // builds a new Router and swaps it in for the next logins.
 package backends

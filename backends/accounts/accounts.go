@@ -131,6 +131,7 @@ func (r *Router) Login(ctx context.Context, user, pass string) (proxy.Mailbox, e
 		return nil, err
 	}
 	a := r.accounts[login.User]
+	proxy.OpeningMaildrop(ctx, a.user) // the server times the opening, not the check
 	mb, err := a.backend.OpenMaildrop(ctx, login)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: login %q: %w", user, err)

@@ -151,8 +151,9 @@ func newRouter(cfg *config.Config, st *state) (*accounts.Router, error) {
 		if err != nil {
 			return nil, fmt.Errorf("accounts[%d] (%s): %w", i, a.User, err)
 		}
+		st.metrics.register(a) // the server's Observer times its calls for listen.http
 		accts = append(accts, accounts.Account{User: a.User, PasswordHash: a.PasswordHash, Passthrough: a.Passthrough(),
-			Backend: st.metrics.wrap(a, b)}) // times calls for listen.http
+			Backend: b})
 	}
 	r, err := accounts.New(accts, accounts.Options{})
 	if err == nil {
