@@ -232,44 +232,44 @@ func (b *Backend) connect(ctx context.Context, user, pass string) (*Client, stri
 	if b.opts.Auth != AuthPassthrough {
 		user, pass = b.opts.Username, b.opts.Password
 	}
-	c, token, err := b.dialLogin(ctx, user, pass)
-	if err == nil {
+	if b.opts.Auth != AuthXOAUTH2 {
+		c, err := b.dialLogin(ctx, user, pass, "")
+		if err != nil {
+			return nil, "", err
+		}
 		return c, user, nil
 	}
-	rej, _ := b.opts.TokenSource.(oauth.Rejecter)
-	if token == "" || rej == nil || !errors.Is(err, proxy.ErrAuthFailed) {
-		return nil, "", err
-	}
-	rej.Invalidate(token)
-	if c, token, err = b.dialLogin(ctx, user, pass); err == nil {
+	var c *Client
+	err := oauth.WithToken(b.opts.TokenSource, func(tok *oauth2.Token) (bool, error) {
+		var err error
+		c, err = b.dialLogin(ctx, user, pass, tok.AccessToken)
+		return errors.Is(err, proxy.ErrAuthFailed), err
+	})
+	var (
+		terr *oauth.TokenError
+		rerr *oauth.RefusedError
+	)
+	switch {
+	case err == nil:
 		return c, user, nil
+	case errors.As(err, &terr):
+		sentinel := proxy.ErrTemporary
+		errors.As(terr.Err, &sentinel) // the token source's own reply wins (SYS/PERM: run popbridge auth)
+		return nil, "", fmt.Errorf("pop3: %s: get OAuth2 token: %w: %w", b.opts.Addr, sentinel, terr.Err)
+	case errors.As(err, &rerr):
+		sentinel := proxy.ErrPermanent
+		errors.As(rerr.Err, &sentinel)
+		// Not %w for the login's error: it wraps ErrAuthFailed, which the proxy would answer.
+		return nil, "", fmt.Errorf("pop3: login %s: %w: %w (%v)", b.opts.Addr, sentinel, rerr.Err, rerr.Last)
 	}
-	if token == "" || !errors.Is(err, proxy.ErrAuthFailed) {
-		return nil, "", err
-	}
-	rerr := rej.Refused(token)
-	sentinel := proxy.ErrPermanent
-	errors.As(rerr, &sentinel)
-	// Not %w for err: it wraps ErrAuthFailed, which the proxy would answer.
-	return nil, "", fmt.Errorf("pop3: login %s: %w: %w (%v)", b.opts.Addr, sentinel, rerr, err)
+	return nil, "", err
 }
 
-// dialLogin dials and logs in once; it returns the access token it
-// used, if any.
-func (b *Backend) dialLogin(ctx context.Context, user, pass string) (*Client, string, error) {
-	var token string
-	if b.opts.Auth == AuthXOAUTH2 {
-		tok, err := b.opts.TokenSource.Token()
-		if err != nil {
-			sentinel := proxy.ErrTemporary
-			errors.As(err, &sentinel) // the token source's own reply wins (SYS/PERM: run popbridge auth)
-			return nil, "", fmt.Errorf("pop3: %s: get OAuth2 token: %w: %w", b.opts.Addr, sentinel, err)
-		}
-		token = tok.AccessToken
-	}
+// dialLogin dials and logs in once, with token for XOAUTH2.
+func (b *Backend) dialLogin(ctx context.Context, user, pass, token string) (*Client, error) {
 	c, err := Dial(ctx, b.clientOptions(ctx))
 	if err != nil {
-		return nil, "", b.upstreamErr("connect", err)
+		return nil, b.upstreamErr("connect", err)
 	}
 	switch {
 	case b.opts.Auth == AuthXOAUTH2:
@@ -281,9 +281,9 @@ func (b *Backend) dialLogin(ctx context.Context, user, pass string) (*Client, st
 	}
 	if err != nil {
 		c.Close()
-		return nil, token, b.upstreamErr("login", err)
+		return nil, b.upstreamErr("login", err)
 	}
-	return c, token, nil
+	return c, nil
 }
 
 // upstreamErr maps an upstream failure to the proxy's errors: [IN-USE]
