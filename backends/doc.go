@@ -38,17 +38,16 @@
 // # Accounts
 //
 // accounts.Router is the proxy.Backend that the server uses, and the one
-// place that checks a client's password (Router.Authenticate, which a
-// listener other than POP3 calls as well). It maps a user name to its
-// account, checks the password against the account's bcrypt hash (or,
-// for a passthrough account without one, leaves the check to the upstream
-// login), and only then opens the maildrop through the account's storage
-// backend. The password reaches a storage backend only for a passthrough
-// account. A wrong user and a wrong password take the same time and give
-// the same proxy.ErrAuthFailed. The Mailbox it
-// returns names the account as its lock key (proxy.MaildropIDer) and
-// unwraps to the backend's, so the backend's optional interfaces stay
-// visible.
+// place that checks a client's password: Router.Authenticate, which any
+// other listener (SMTP submission, say) is to call too. It maps a user
+// name to its account, checks the password against the account's bcrypt
+// hash (or, for a passthrough account without one, leaves the check to
+// the upstream login), and only then opens the maildrop through the
+// account's storage backend. The password reaches a storage backend only
+// for a passthrough account. A wrong user and a wrong password take the
+// same time and give the same proxy.ErrAuthFailed. The Mailbox it returns
+// names the account as its lock key (proxy.MaildropIDer) and unwraps to
+// the backend's, so the backend's optional interfaces stay visible.
 //
 // # Support packages
 //
@@ -60,6 +59,7 @@
 //
 // The binary (cmd/popbridge) builds one storage backend per configured
 // account and puts an accounts.Router in front of them all (with
-// listen.http, the server's proxy.BackendObserver times their calls); a configuration reload
-// builds a new Router and swaps it in for the next logins.
+// listen.http, the server's proxy.BackendObserver times their calls); a
+// configuration reload builds a new Router and swaps it in for the next
+// logins.
 package backends
