@@ -3,8 +3,9 @@
 //
 // # Storage backends
 //
-// Each storage backend serves one upstream mailbox as a POP3 maildrop,
-// through the proxy.Backend and proxy.Mailbox interfaces:
+// Each storage backend serves one upstream mailbox as a POP3 maildrop: it
+// implements Opener (OpenMaildrop), and the maildrop it opens is a
+// proxy.Mailbox:
 //
 //   - maildir: a local Maildir (UIDL: the file's unique name).
 //   - imap: a folder of an upstream IMAP server (UIDL: UIDVALIDITY and UID).
@@ -26,23 +27,27 @@
 // large maildrop in the background (imap, gmail) implement
 // proxy.SyncReporter.
 //
-// A storage backend's Login does not check a local password: maildir and
-// gmail ignore it, imap and pop3 use their configured upstream
-// credentials, or, with auth: passthrough, the client's own as the
-// upstream login. A storage backend must therefore never be given to a
-// proxy.Server directly.
+// A storage backend checks no password: it opens the maildrop of a Login
+// the accounts have already authenticated. maildir and gmail need nothing
+// from the Login; imap and pop3 log in with their configured upstream
+// credentials or, with auth: passthrough, with the Login's user and
+// password. No storage backend implements proxy.Backend, so one cannot be
+// given to a proxy.Server without the accounts in front of it: that does
+// not compile.
 //
 // # Accounts
 //
-// accounts.Router is the proxy.Backend that the server uses. It maps a
-// POP3 user name to its account, checks the password against the
-// account's bcrypt hash (or, for a passthrough account without one,
-// leaves the check to the upstream login), and only then calls the
-// account's storage backend. A wrong user and a wrong password take the
-// same time and give the same proxy.ErrAuthFailed. The Mailbox it
-// returns names the account as its lock key (proxy.MaildropIDer) and
-// unwraps to the backend's, so the backend's optional interfaces stay
-// visible.
+// accounts.Router is the proxy.Backend that the server uses, and the one
+// place that checks a client's password: Router.Authenticate, which any
+// other listener (SMTP submission, say) is to call too. It maps a user
+// name to its account, checks the password against the account's bcrypt
+// hash (or, for a passthrough account without one, leaves the check to
+// the upstream login), and only then opens the maildrop through the
+// account's storage backend. The password reaches a storage backend only
+// for a passthrough account. A wrong user and a wrong password take the
+// same time and give the same proxy.ErrAuthFailed. The Mailbox it returns
+// names the account as its lock key (proxy.MaildropIDer) and unwraps to
+// the backend's, so the backend's optional interfaces stay visible.
 //
 // # Support packages
 //
@@ -55,7 +60,8 @@
 // for tests, testcorpus writes a Maildir corpus of edge cases.
 //
 // The binary (cmd/popbridge) builds one storage backend per configured
-// account, wraps each in a metrics recorder when listen.http is set, and
-// puts an accounts.Router in front of them all; a configuration reload
-// builds a new Router and swaps it in for the next logins.
+// account and puts an accounts.Router in front of them all (with
+// listen.http, the server's proxy.BackendObserver times their calls); a
+// configuration reload builds a new Router and swaps it in for the next
+// logins.
 package backends

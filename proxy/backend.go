@@ -5,7 +5,8 @@ import (
 	"io"
 )
 
-// Backend authenticates POP3 users and opens their maildrops.
+// Backend authenticates POP3 users and opens their maildrops. A Backend
+// must check the password: popbridge has one, backends/accounts' Router.
 type Backend interface {
 	// Login checks the credentials and opens the maildrop. A wrong user name
 	// or password is reported as an error wrapping ErrAuthFailed; any other

@@ -252,8 +252,17 @@ func (c *conn) cmdSTLS(arg string) error {
 func (c *conn) login(user, pass string) error {
 	ctx, cancel := context.WithTimeout(c.ctx, c.srv.backendTimeout())
 	defer cancel()
+	obs, _ := c.srv.Observer.(BackendObserver)
+	var call *loginCall
+	if obs != nil {
+		call = &loginCall{start: time.Now()}
+		ctx = context.WithValue(ctx, loginCallKey{}, call)
+	}
 	mbox, err := c.srv.Backend.Login(ctx, user, pass)
 	if err != nil {
+		if call != nil && call.account != "" {
+			obs.BackendCall(BackendCall{Op: OpLogin, Account: call.account, Duration: time.Since(call.start), Err: err})
+		}
 		if errors.Is(err, ErrAuthFailed) {
 			return c.authFailed(user, err)
 		}
@@ -266,6 +275,9 @@ func (c *conn) login(user, pass string) error {
 	if m, ok := find[MaildropIDer](mbox); ok {
 		key = m.MaildropID()
 	}
+	if call != nil {
+		obs.BackendCall(BackendCall{Op: OpLogin, Account: key, Duration: time.Since(call.start)})
+	}
 	if !c.srv.lock(key) {
 		if err := mbox.Close(); err != nil {
 			c.log.Warn().Err(err).Msg("closing mailbox failed")
@@ -275,7 +287,9 @@ func (c *conn) login(user, pass string) error {
 		return nil
 	}
 	c.mbox, c.lockKey = mbox, key
+	start := time.Now()
 	list, err := mbox.List(ctx)
+	c.backendCall(OpList, start, err)
 	if err == nil {
 		err = checkList(list)
 	}
@@ -461,10 +475,13 @@ func (c *conn) cmdTOP(arg string) error {
 func (c *conn) send(m *message, lines int) error {
 	var rc io.ReadCloser
 	var err error
+	start := time.Now()
 	if t, ok := find[TopOpener](c.mbox); ok && lines >= 0 {
 		rc, err = t.OpenTop(c.ctx, m.UID, lines)
+		c.backendCall(OpTop, start, err)
 	} else {
 		rc, err = c.mbox.Open(c.ctx, m.UID)
+		c.backendCall(OpOpen, start, err)
 	}
 	if err != nil {
 		if errors.Is(err, ErrNoMessage) {
@@ -554,10 +571,13 @@ func (c *conn) cmdQUIT() error {
 	if len(uids) > 0 || commit {
 		ctx, cancel := context.WithTimeout(c.ctx, c.srv.backendTimeout())
 		var err error
+		start := time.Now()
 		if commit {
 			err = committer.Commit(ctx, uids, retrieved)
+			c.backendCall(OpCommit, start, err)
 		} else {
 			err = c.mbox.Delete(ctx, uids)
+			c.backendCall(OpDelete, start, err)
 		}
 		cancel()
 		if err != nil {

@@ -42,7 +42,10 @@
 //
 // # The Backend and Mailbox contract
 //
-// Backend.Login authenticates and opens a Mailbox; the Mailbox's methods
+// Backend.Login authenticates and opens a Mailbox. In popbridge the one
+// Backend is backends/accounts' Router, the only component that checks
+// passwords; the storage backends behind it open maildrops
+// (backends.Opener) and are not Backends. The Mailbox's methods
 // are called from the session's goroutine, one at a time, with a
 // context that ends with the session. List gives each message's UID
 // (the UIDL: stable across sessions, never reused) and exact size in
@@ -59,8 +62,8 @@
 // once), MaildropIDer (a lock key other than the user name). The server
 // looks for each on the Mailbox, then on what Unwrapper.Unwrap returns,
 // and so on down the chain, the way http.ResponseController finds
-// http.Flusher; so a wrapper (the accounts router, the metrics
-// decorator of cmd/popbridge) does not hide its backend's fast paths. A
+// http.Flusher; so a wrapper (the accounts router) does not hide its
+// backend's fast paths. A
 // wrapper that must see one of those calls implements the interface
 // itself. A message stream may also carry its upstream's wire form
 // (the unexported wireWriterTo of dotstuff.go, found on the io.ReadCloser
@@ -92,6 +95,15 @@
 // the UPDATE state; a QUIT already being processed completes.
 // Serve returns ErrServerClosed. When Shutdown's context ends first, it
 // calls Close, which closes every connection at once and cancels the
-// backend calls in progress. Server.Observer, if set, is told about each
-// session and command for metrics.
+// backend calls in progress.
+//
+// # Observing
+//
+// Server.Observer, if set, is told about each session and command for
+// metrics. If it is also a BackendObserver, it is told about each call to
+// the Backend and the Mailbox (op, maildrop, duration, error), so that no
+// timing wrapper around a backend is needed. A Backend that checks a
+// password before opening a maildrop calls OpeningMaildrop once the check
+// passed: the login is then timed and reported from there, and a login
+// that fails its check is only an AuthFailure.
 package proxy

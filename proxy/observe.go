@@ -1,6 +1,10 @@
 package proxy
 
-import "strings"
+import (
+	"context"
+	"strings"
+	"time"
+)
 
 // Observer is told what sessions do, for metrics. Its methods are called
 // from session goroutines, concurrently, and must be quick and not block.
@@ -92,4 +96,69 @@ func (c *conn) outcome(reason string) string {
 		return OutcomeShutdown
 	}
 	return OutcomeError
+}
+
+// BackendObserver is an Observer that is also told about each call the
+// server makes to its Backend and to a session's Mailbox, to time them
+// and count their errors per maildrop. The server uses it when
+// Server.Observer implements it. BackendCall is called from session
+// goroutines, concurrently, and must be quick and not block.
+type BackendObserver interface {
+	Observer
+	BackendCall(c BackendCall)
+}
+
+// BackendCall describes one call to a Backend or Mailbox, after it
+// returned.
+type BackendCall struct {
+	// Op is one of the Op constants.
+	Op string
+	// Account is the maildrop the call was for: the session's lock key
+	// (the MaildropID, or the user name). For a login that failed, it is
+	// the id the Backend passed to OpeningMaildrop; a login that failed
+	// before that (a wrong user or password) is not reported.
+	Account string
+	// Duration is how long the call took: for OpLogin from
+	// OpeningMaildrop, when the Backend calls it (so that a password
+	// check is not counted); for OpOpen and OpTop until the stream was
+	// returned, not the transfer.
+	Duration time.Duration
+	// Err is the error the call returned, or nil.
+	Err error
+}
+
+// Backend calls, for BackendCall.Op.
+const (
+	OpLogin  = "login"  // Backend.Login
+	OpList   = "list"   // Mailbox.List, the snapshot after login
+	OpOpen   = "open"   // Mailbox.Open, for RETR, or TOP without a TopOpener
+	OpTop    = "top"    // TopOpener.OpenTop
+	OpDelete = "delete" // Mailbox.Delete at QUIT
+	OpCommit = "commit" // Committer.Commit at QUIT
+)
+
+// OpeningMaildrop is called by a Backend that checks a password before
+// it opens a maildrop (backends/accounts), during Login, once the check
+// has passed: id names the maildrop, and the login's BackendCall is timed
+// from here. It does nothing when the server has no BackendObserver.
+func OpeningMaildrop(ctx context.Context, id string) {
+	if l, ok := ctx.Value(loginCallKey{}).(*loginCall); ok {
+		l.start, l.account = time.Now(), id
+	}
+}
+
+// loginCall is where OpeningMaildrop leaves its mark for the session.
+type loginCall struct {
+	start   time.Time
+	account string
+}
+
+type loginCallKey struct{}
+
+// backendCall reports a call of op on the session's maildrop that
+// started at start and returned err.
+func (c *conn) backendCall(op string, start time.Time, err error) {
+	if o, ok := c.srv.Observer.(BackendObserver); ok {
+		o.BackendCall(BackendCall{Op: op, Account: c.lockKey, Duration: time.Since(start), Err: err})
+	}
 }

@@ -1,11 +1,16 @@
 package proxy_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 
 	. "github.com/popbridge/popbridge/proxy"
+
+	"github.com/popbridge/popbridge/internal/memback"
 )
 
 // recObserver records what an Observer is told.
@@ -114,5 +119,142 @@ func TestCommandName(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { CommandNameForTest("uidl 1") }); n != 0 {
 		t.Errorf("commandName allocates %v times", n)
+	}
+}
+
+// callObserver is a BackendObserver that records the calls.
+type callObserver struct {
+	recObserver
+	calls []string // "op account ok" or "op account err: text"
+}
+
+func (o *callObserver) BackendCall(c BackendCall) {
+	s := c.Op + " " + c.Account + " ok"
+	if c.Err != nil {
+		s = c.Op + " " + c.Account + " err: " + c.Err.Error()
+	}
+	if c.Duration < 0 {
+		s += " (negative duration)"
+	}
+	o.mu.Lock()
+	o.calls = append(o.calls, s)
+	o.mu.Unlock()
+}
+
+// take returns the calls recorded since the last take.
+func (o *callObserver) take() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s := strings.Join(o.calls, "; ")
+	o.calls = nil
+	return s
+}
+
+// checkingBackend checks the password itself, then names the maildrop
+// with OpeningMaildrop before opening it, as backends/accounts does.
+type checkingBackend struct{ *memBackend }
+
+func (b checkingBackend) Login(ctx context.Context, user, pass string) (Mailbox, error) {
+	if p, ok := testPasswords[user]; !ok || p != pass {
+		return nil, fmt.Errorf("check: %w", ErrAuthFailed)
+	}
+	OpeningMaildrop(ctx, "drop-"+user)
+	return b.memBackend.Login(ctx, user, pass)
+}
+
+// TestBackendObserver checks that a BackendObserver is told about every
+// backend call with its outcome, under the maildrop's name, and about no
+// login that failed its password check.
+func TestBackendObserver(t *testing.T) {
+	obs := &callObserver{}
+	mem := newMemBackend()
+	openErr := map[string]error{"uid-2": errors.New("upstream fell over")}
+	mem.Inject(memback.Faults{Open: openErr})
+	addr := startServer(t, &Server{Backend: checkingBackend{mem}, Observer: obs, AuthFailureDelay: -1})
+	ended := 0
+	session := func(steps []step) string {
+		t.Helper()
+		cl := dial(t, addr)
+		converse(t, cl, append([]step{{"", []string{"+OK*"}}}, steps...))
+		cl.c.Close()
+		ended++
+		waitFor(t, func() bool { return obs.endedCount() == ended })
+		return obs.take()
+	}
+
+	if got := session([]step{{"USER alice", []string{"+OK"}}, {"PASS wrong", []string{"-ERR [AUTH]*"}}}); got != "" {
+		t.Errorf("a wrong password was reported as a backend call: %s", got)
+	}
+
+	cl := dial(t, addr)
+	login(t, cl, "alice", "secret")
+	cl.send("RETR 1\r\n")
+	cl.multi()
+	converse(t, cl, []step{{"RETR 2", []string{"-ERR [SYS/TEMP]*"}}})
+	cl.send("TOP 3 0\r\n") // no TopOpener: Open
+	cl.multi()
+	mem.Inject(memback.Faults{Open: openErr, Delete: errors.New("upstream refused")})
+	converse(t, cl, []step{{"DELE 1", []string{"+OK*"}}, {"QUIT", []string{"-ERR*"}}})
+	cl.c.Close()
+	ended++
+	waitFor(t, func() bool { return obs.endedCount() == ended })
+	// Once logged in, the account is the lock key: the user name, as
+	// memMailbox has no MaildropID.
+	want := "login alice ok; list alice ok; open alice ok; open alice err: upstream fell over; " +
+		"open alice ok; delete alice err: upstream refused"
+	if got := obs.take(); got != want {
+		t.Errorf("backend calls:\n got %s\nwant %s", got, want)
+	}
+
+	mem.Inject(memback.Faults{List: errors.New("cannot list")})
+	if got, want := session([]step{{"USER alice", []string{"+OK"}}, {"PASS secret", []string{"-ERR*"}}}),
+		"login alice ok; list alice err: cannot list"; got != want {
+		t.Errorf("failed list:\n got %s\nwant %s", got, want)
+	}
+	mem.Inject(memback.Faults{OpenMaildrop: fmt.Errorf("upstream down: %w", ErrTemporary)})
+	if got, want := session([]step{{"USER alice", []string{"+OK"}}, {"PASS secret", []string{"-ERR [SYS/TEMP]*"}}}),
+		"login drop-alice err: upstream down: [SYS/TEMP] Temporary server failure, try again later."; got != want {
+		t.Errorf("failed login after the password check:\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestBackendObserverOptional checks TOP and Commit, and a Backend that
+// does not call OpeningMaildrop: its logins are timed whole, and one that
+// fails is not reported, as the server cannot tell whose it was.
+func TestBackendObserverOptional(t *testing.T) {
+	topMem := func() *memBackend { b := newMemBackend(); b.Top = true; return b }
+	commitMem := func() *memBackend { b := newMemBackend(); b.Commit = true; return b }
+	for _, tc := range []struct {
+		name string
+		b    Backend
+		want string
+	}{
+		{"top", topMem(), "login alice ok; list alice ok; top alice ok; delete alice ok"},
+		{"commit", wrapBackend{commitMem()}, "login alice ok; list alice ok; open alice ok; commit alice ok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &callObserver{}
+			addr := startServer(t, &Server{Backend: tc.b, Observer: obs, AuthFailureDelay: -1})
+			cl := dial(t, addr)
+			login(t, cl, "alice", "secret")
+			cl.send("TOP 1 0\r\n")
+			cl.multi()
+			converse(t, cl, []step{{"DELE 1", []string{"+OK*"}}, {"QUIT", []string{"+OK*"}}})
+			waitFor(t, func() bool { return obs.endedCount() == 1 })
+			if got := obs.take(); got != tc.want {
+				t.Errorf("backend calls:\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+
+	obs := &callObserver{}
+	mem := newMemBackend()
+	mem.Inject(memback.Faults{OpenMaildrop: errors.New("upstream down")})
+	addr := startServer(t, &Server{Backend: mem, Observer: obs, AuthFailureDelay: -1})
+	cl := dial(t, addr)
+	converse(t, cl, []step{{"", []string{"+OK*"}}, {"USER alice", []string{"+OK"}}, {"PASS secret", []string{"-ERR*"}}, {"QUIT", []string{"+OK*"}}})
+	waitFor(t, func() bool { return obs.endedCount() == 1 })
+	if got := obs.take(); got != "" {
+		t.Errorf("a failed login of a Backend without OpeningMaildrop was reported: %s", got)
 	}
 }

@@ -1,6 +1,7 @@
-// Package accounts routes POP3 logins to configured accounts: it checks
-// the password against the account's bcrypt hash, then opens the
-// account's own backend.
+// Package accounts is the one place in popbridge that authenticates: it
+// checks a login's password against the account's bcrypt hash (or, for a
+// passthrough account, hands it to the upstream login), then opens the
+// account's maildrop through its storage backend, a backends.Opener.
 package accounts
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -32,9 +34,10 @@ type Account struct {
 	// PasswordHash, every login for User goes to Backend unchecked; with
 	// one, the hash is checked first.
 	Passthrough bool
-	// Backend opens the account's maildrop. Its Login is called with the
-	// client's user name and password once they are verified.
-	Backend proxy.Backend
+	// Backend opens the account's maildrop once the login is verified.
+	// The backends.Login it gets has the client's password only for a
+	// Passthrough account.
+	Backend backends.Opener
 }
 
 // Options tunes a Router. The zero value selects the defaults.
@@ -47,7 +50,8 @@ type Options struct {
 	CacheSize int
 }
 
-// Router is a proxy.Backend serving several accounts.
+// Router is the proxy.Backend serving several accounts, and the one
+// component that checks their passwords (Authenticate).
 type Router struct {
 	accounts map[string]*account
 	dummy    []byte // hash compared when the user does not exist
@@ -56,9 +60,10 @@ type Router struct {
 }
 
 type account struct {
-	user    string
-	hash    []byte // nil: passthrough, the backend checks
-	backend proxy.Backend
+	user        string
+	hash        []byte // nil: passthrough, the backend checks
+	passthrough bool   // the backend gets the password
+	backend     backends.Opener
 }
 
 var _ proxy.Backend = (*Router)(nil)
@@ -79,7 +84,7 @@ func New(accounts []Account, opts Options) (*Router, error) {
 			return nil, fmt.Errorf("accounts: user %q: no backend", a.User)
 		}
 		if a.Passthrough && a.PasswordHash == "" {
-			r.accounts[a.User] = &account{user: a.User, backend: a.Backend}
+			r.accounts[a.User] = &account{user: a.User, passthrough: true, backend: a.Backend}
 			continue
 		}
 		cost, err := bcrypt.Cost([]byte(a.PasswordHash))
@@ -89,7 +94,7 @@ func New(accounts []Account, opts Options) (*Router, error) {
 		if i == 0 || cost > maxCost {
 			maxCost = cost
 		}
-		r.accounts[a.User] = &account{user: a.User, hash: []byte(a.PasswordHash), backend: a.Backend}
+		r.accounts[a.User] = &account{user: a.User, hash: []byte(a.PasswordHash), passthrough: a.Passthrough, backend: a.Backend}
 	}
 
 	// Unknown users cost as much as the dearest real one, so the time to
@@ -116,35 +121,56 @@ func New(accounts []Account, opts Options) (*Router, error) {
 	return r, nil
 }
 
-// Login verifies the password, then logs in to the account's backend. Bad
-// credentials give an error wrapping proxy.ErrAuthFailed that does not
-// say whether the user or the password was wrong. A passthrough account
-// without a hash leaves the check to its backend. The Mailbox returned
-// implements proxy.MaildropIDer with the account's user name, and
-// proxy.Unwrapper returning the backend's.
+// Login authenticates (Authenticate), then opens the account's maildrop
+// through its backend. The Mailbox returned implements
+// proxy.MaildropIDer with the account's user name, and proxy.Unwrapper
+// returning the backend's.
 func (r *Router) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
-	a := r.accounts[user]
-	if a == nil {
-		// Same work, same error as a wrong password.
-		if _, err := r.verify(ctx, user, pass, r.dummy, false); err != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("accounts: login %q: %w", user, proxy.ErrAuthFailed)
+	login, err := r.Authenticate(ctx, user, pass)
+	if err != nil {
+		return nil, err
 	}
-	if a.hash != nil {
-		ok, err := r.verify(ctx, user, pass, a.hash, true)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, fmt.Errorf("accounts: login %q: %w", user, proxy.ErrAuthFailed)
-		}
-	}
-	mb, err := a.backend.Login(ctx, user, pass)
+	a := r.accounts[login.User]
+	proxy.OpeningMaildrop(ctx, a.user) // the server times the opening, not the check
+	mb, err := a.backend.OpenMaildrop(ctx, login)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: login %q: %w", user, err)
 	}
 	return &mailbox{Mailbox: mb, id: a.user}, nil
+}
+
+// Authenticate checks user's password against the account's bcrypt hash.
+// It is the one place in popbridge that checks a client's password: the
+// POP3 logins go through it (Login), and so must any other listener's.
+// Bad credentials give an error wrapping proxy.ErrAuthFailed that does
+// not say whether the user or the password was wrong, after the same
+// work. The Login returned carries the password only for a passthrough
+// account, whose backend logs in upstream with it; for a passthrough
+// account without a hash the password is not verified here at all, but
+// by the upstream when the maildrop is opened.
+func (r *Router) Authenticate(ctx context.Context, user, pass string) (backends.Login, error) {
+	a := r.accounts[user]
+	if a == nil {
+		// Same work, same error as a wrong password.
+		if _, err := r.verify(ctx, user, pass, r.dummy, false); err != nil {
+			return backends.Login{}, err
+		}
+		return backends.Login{}, fmt.Errorf("accounts: login %q: %w", user, proxy.ErrAuthFailed)
+	}
+	if a.hash != nil {
+		ok, err := r.verify(ctx, user, pass, a.hash, true)
+		if err != nil {
+			return backends.Login{}, err
+		}
+		if !ok {
+			return backends.Login{}, fmt.Errorf("accounts: login %q: %w", user, proxy.ErrAuthFailed)
+		}
+	}
+	login := backends.Login{User: a.user}
+	if a.passthrough {
+		login.Password = pass
+	}
+	return login, nil
 }
 
 // verify reports whether pass matches hash. With remember, successes are

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -27,15 +28,17 @@ func hash(t *testing.T, pass string, cost int) string {
 
 // fakeBackend records logins and returns a fakeMailbox, or err.
 type fakeBackend struct {
-	mu     sync.Mutex
-	logins []string
-	err    error
+	mu        sync.Mutex
+	logins    []string
+	passwords []string // the Password of each login
+	err       error
 }
 
-func (b *fakeBackend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+func (b *fakeBackend) OpenMaildrop(ctx context.Context, login backends.Login) (proxy.Mailbox, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.logins = append(b.logins, user)
+	b.logins = append(b.logins, login.User)
+	b.passwords = append(b.passwords, login.Password)
 	if b.err != nil {
 		return nil, b.err
 	}
@@ -342,12 +345,12 @@ type passBackend struct {
 	seen []string // passwords received
 }
 
-func (b *passBackend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
-	b.seen = append(b.seen, pass)
-	if pass != b.pass {
+func (b *passBackend) OpenMaildrop(ctx context.Context, login backends.Login) (proxy.Mailbox, error) {
+	b.seen = append(b.seen, login.Password)
+	if login.Password != b.pass {
 		return nil, fmt.Errorf("upstream: %w", proxy.ErrAuthFailed)
 	}
-	return b.fakeBackend.Login(ctx, user, pass)
+	return b.fakeBackend.OpenMaildrop(ctx, login)
 }
 
 func TestPassthrough(t *testing.T) {
@@ -392,7 +395,7 @@ func (m *topMailboxFake) OpenTop(ctx context.Context, uid string, lines int) (io
 	return io.NopCloser(strings.NewReader(fmt.Sprintf("top %s %d", uid, lines))), nil
 }
 
-func (b *topBackend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+func (b *topBackend) OpenMaildrop(ctx context.Context, _ backends.Login) (proxy.Mailbox, error) {
 	return &topMailboxFake{}, nil
 }
 
@@ -432,5 +435,58 @@ func TestBackendMailboxUnwraps(t *testing.T) {
 	}
 	if _, ok := mb.(proxy.Unwrapper).Unwrap().(proxy.TopOpener); ok {
 		t.Fatalf("%T claims a TopOpener its backend lacks", mb)
+	}
+}
+
+// TestAuthenticate checks the check on its own, as a listener other than
+// POP3 uses it: it opens nothing, and it hands the password on only for a
+// passthrough account.
+func TestAuthenticate(t *testing.T) {
+	open := &passBackend{pass: "upstream secret"}
+	gated := &passBackend{pass: "upstream secret"}
+	local := &fakeBackend{}
+	r, err := New([]Account{
+		{User: "alice", PasswordHash: hash(t, "pw", bcrypt.MinCost), Backend: local},
+		{User: "carol", Passthrough: true, Backend: open},
+		{User: "dave", Passthrough: true, PasswordHash: hash(t, "local", bcrypt.MinCost), Backend: gated},
+	}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tt := range []struct {
+		user, pass string
+		want       backends.Login
+		ok         bool
+	}{
+		{"alice", "pw", backends.Login{User: "alice"}, true},
+		{"alice", "wrong", backends.Login{}, false},
+		{"mallory", "pw", backends.Login{}, false},
+		// Not verified here: the upstream does when the maildrop opens.
+		{"carol", "anything", backends.Login{User: "carol", Password: "anything"}, true},
+		{"dave", "local", backends.Login{User: "dave", Password: "local"}, true},
+		{"dave", "upstream secret", backends.Login{}, false},
+	} {
+		got, err := r.Authenticate(ctx, tt.user, tt.pass)
+		if tt.ok && (err != nil || got != tt.want) {
+			t.Errorf("Authenticate(%q, %q) = %v, %v; want %v", tt.user, tt.pass, got, err, tt.want)
+		}
+		if !tt.ok && (!errors.Is(err, proxy.ErrAuthFailed) || got != (backends.Login{})) {
+			t.Errorf("Authenticate(%q, %q) = %v, %v; want ErrAuthFailed", tt.user, tt.pass, got, err)
+		}
+	}
+	if n := local.count() + len(open.seen) + len(gated.seen); n != 0 {
+		t.Errorf("Authenticate opened %d maildrops", n)
+	}
+
+	// Through Login, a password reaches only a passthrough account's backend.
+	if _, err := r.Login(ctx, "alice", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Login(ctx, "carol", "upstream secret"); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(local.passwords, []string{""}) || !reflect.DeepEqual(open.passwords, []string{"upstream secret"}) {
+		t.Errorf("passwords the backends got: local %q, passthrough %q", local.passwords, open.passwords)
 	}
 }

@@ -46,6 +46,7 @@ import (
 	gmailapi "google.golang.org/api/gmail/v1"
 	"google.golang.org/api/option"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
@@ -286,10 +287,12 @@ func (b *Backend) Stats() Stats {
 	return Stats{Calls: b.calls.Load(), Units: b.units.Load(), Backoffs: b.backoffs.Load()}
 }
 
-// Login opens the maildrop. The user name and password were checked by
-// the account router and are ignored. An OAuth2 grant that is missing or
-// revoked fails here, with the token source's [SYS/PERM] reply.
-func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+var _ backends.Opener = (*Backend)(nil)
+
+// OpenMaildrop opens the maildrop; the login is not needed. An OAuth2
+// grant that is missing or revoked fails here, with the token source's
+// [SYS/PERM] reply.
+func (b *Backend) OpenMaildrop(ctx context.Context, _ backends.Login) (proxy.Mailbox, error) {
 	if b.opts.TokenSource != nil && b.opts.HTTPClient == nil {
 		if _, err := b.opts.TokenSource.Token(); err != nil {
 			return nil, b.classify("get an access token", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"github.com/popbridge/popbridge/backends"
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/internal/dovecottest"
 )
@@ -86,7 +87,7 @@ func BenchmarkOpen(b *testing.B) {
 	opts := imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: user, Password: pass}
 
 	open := func(b *testing.B, be *imapb.Backend) {
-		mb, err := be.Login(ctx, "", "")
+		mb, err := be.OpenMaildrop(ctx, backends.Login{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
 	"github.com/rs/zerolog"
+	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/proxy"
@@ -381,16 +382,10 @@ func (s *session) authenticate(c *imapclient.Client) error {
 			return b.errorf(proxy.ErrPermanent, "log in to", fmt.Errorf("server does not offer AUTH=%s", mech))
 		}
 		// A rejected token is replaced and tried once more, when the
-		// source can (oauth.Rejecter); the connection stays usable after
+		// source can (oauth.WithToken); the connection stays usable after
 		// a NO.
-		rej, _ := b.opts.TokenSource.(oauth.Rejecter)
-		for try := 1; ; try++ {
-			tok, terr := b.opts.TokenSource.Token()
-			if terr != nil {
-				sentinel := proxy.ErrTemporary
-				errors.As(terr, &sentinel) // the token source's own reply wins (SYS/PERM: run popbridge auth)
-				return b.errorf(sentinel, "get an OAuth2 token for", terr)
-			}
+		err = oauth.WithToken(b.opts.TokenSource, func(tok *oauth2.Token) (bool, error) {
+			var err error
 			if mech == "XOAUTH2" {
 				err = c.Authenticate(&xoauth2Client{user: s.user, token: tok.AccessToken})
 			} else {
@@ -398,16 +393,21 @@ func (s *session) authenticate(c *imapclient.Client) error {
 					Username: s.user, Token: tok.AccessToken, Host: b.host, Port: b.port,
 				})})
 			}
-			if err == nil || rej == nil || !credentialsRejected(err) {
-				break
-			}
-			if try == 2 {
-				rerr := rej.Refused(tok.AccessToken)
-				sentinel := proxy.ErrPermanent
-				errors.As(rerr, &sentinel)
-				return b.errorf(sentinel, fmt.Sprintf("log in as %q to", s.user), fmt.Errorf("%w (%v)", rerr, err))
-			}
-			rej.Invalidate(tok.AccessToken)
+			return credentialsRejected(err), err
+		})
+		var (
+			terr *oauth.TokenError
+			rerr *oauth.RefusedError
+		)
+		switch {
+		case errors.As(err, &terr):
+			sentinel := proxy.ErrTemporary
+			errors.As(terr.Err, &sentinel) // the token source's own reply wins (SYS/PERM: run popbridge auth)
+			return b.errorf(sentinel, "get an OAuth2 token for", terr.Err)
+		case errors.As(err, &rerr):
+			sentinel := proxy.ErrPermanent
+			errors.As(rerr.Err, &sentinel)
+			return b.errorf(sentinel, fmt.Sprintf("log in as %q to", s.user), fmt.Errorf("%w (%v)", rerr.Err, rerr.Last))
 		}
 	default:
 		switch {

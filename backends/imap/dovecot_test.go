@@ -12,6 +12,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"github.com/popbridge/popbridge/backends"
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/internal/dovecottest"
@@ -461,7 +462,7 @@ func TestLoginErrors(t *testing.T) {
 			t.Errorf("tls %s: %v", tc.mode, err)
 		}
 		untrusted := newBackend(t, imapb.Options{Addr: tc.addr, TLS: tc.mode, Username: "frank", Password: "right"})
-		_, err := untrusted.Login(context.Background(), "", "")
+		_, err := untrusted.OpenMaildrop(context.Background(), backends.Login{})
 		if !errors.Is(err, proxy.ErrPermanent) {
 			t.Errorf("tls %s with an untrusted certificate: %v, want [SYS/PERM]", tc.mode, err)
 		}

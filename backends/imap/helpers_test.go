@@ -2,6 +2,7 @@ package imap_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/rs/zerolog"
 
+	"github.com/popbridge/popbridge/backends"
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/internal/dovecottest"
@@ -114,9 +116,9 @@ func newBackend(t testing.TB, opts imapb.Options) *imapb.Backend {
 
 // serve runs a proxy.Server for b on a loopback port and returns its
 // address.
-func serve(t testing.TB, b proxy.Backend) string {
+func serve(t testing.TB, b backends.Opener) string {
 	t.Helper()
-	srv := &proxy.Server{Backend: b, AuthFailureDelay: -1}
+	srv := &proxy.Server{Backend: unchecked{b}, AuthFailureDelay: -1}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +126,15 @@ func serve(t testing.TB, b proxy.Backend) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// unchecked serves an Opener to a proxy.Server in tests, the way the
+// accounts router serves a passthrough account without a password hash:
+// each login is opened with the client's user name and password.
+type unchecked struct{ backends.Opener }
+
+func (u unchecked) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+	return u.OpenMaildrop(ctx, backends.Login{User: user, Password: pass})
 }
 
 // popLogin connects to a POP3 server and logs in.

@@ -37,6 +37,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -186,7 +187,7 @@ type Backend struct {
 }
 
 var (
-	_ proxy.Backend      = (*Backend)(nil)
+	_ backends.Opener    = (*Backend)(nil)
 	_ proxy.SyncReporter = (*Backend)(nil)
 	_ proxy.Mailbox      = (*mailbox)(nil)
 	_ proxy.TopOpener    = (*mailbox)(nil)
@@ -287,12 +288,13 @@ func (b *Backend) readOnly() bool {
 	return b.opts.OnDelete == Keep && !b.opts.MarkReadOnRetr
 }
 
-// Login connects, authenticates and selects the folder. For
-// AuthPassthrough user and pass are the IMAP credentials; otherwise they
-// are ignored (the account router checked them). Credentials the server
-// rejects give an error wrapping proxy.ErrAuthFailed; a server that cannot
-// be reached, one wrapping proxy.ErrTemporary.
-func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+// OpenMaildrop connects, authenticates and selects the folder. For
+// AuthPassthrough the login's user and password are the IMAP credentials;
+// otherwise the login is not needed. Credentials the server rejects give
+// an error wrapping proxy.ErrAuthFailed; a server that cannot be reached,
+// one wrapping proxy.ErrTemporary.
+func (b *Backend) OpenMaildrop(ctx context.Context, login backends.Login) (proxy.Mailbox, error) {
+	user, pass := login.User, login.Password
 	if b.opts.Auth != AuthPassthrough {
 		user, pass = b.opts.Username, b.opts.Password
 	}

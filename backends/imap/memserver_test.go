@@ -21,6 +21,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"golang.org/x/oauth2"
 
+	"github.com/popbridge/popbridge/backends"
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
@@ -333,7 +334,7 @@ func TestOAuth(t *testing.T) {
 	// A server that does not offer the mechanism: the operator's problem.
 	plainOnly := startMemServer(t, rev2, "PLAIN")
 	b := newBackend(t, imapb.Options{Addr: plainOnly.addr, TLS: imapb.TLSNone, Auth: imapb.AuthXOAUTH2, Username: memUser, TokenSource: tokens(goodToken)})
-	if _, err := b.Login(context.Background(), "", ""); !errors.Is(err, proxy.ErrPermanent) {
+	if _, err := b.OpenMaildrop(context.Background(), backends.Login{}); !errors.Is(err, proxy.ErrPermanent) {
 		t.Fatalf("XOAUTH2 to a server without it: %v, want [SYS/PERM]", err)
 	}
 	t.Logf("imap: XOAUTH2 and OAUTHBEARER checked by a server: good tokens log in, rejected ones give -ERR [AUTH]")
@@ -589,7 +590,7 @@ func TestTimeouts(t *testing.T) {
 	b := newBackend(t, imapb.Options{Addr: ln.Addr().String(), TLS: imapb.TLSNone, Username: "u", Password: "p",
 		CommandTimeout: 300 * time.Millisecond})
 	within(t, time.Second, "login to a silent server (command timeout)", func() {
-		if _, err := b.Login(context.Background(), "", ""); !errors.Is(err, proxy.ErrTemporary) {
+		if _, err := b.OpenMaildrop(context.Background(), backends.Login{}); !errors.Is(err, proxy.ErrTemporary) {
 			t.Errorf("silent server: %v, want [SYS/TEMP]", err)
 		}
 	})
@@ -597,7 +598,7 @@ func TestTimeouts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	within(t, time.Second, "TLS login to a silent server (context)", func() {
-		if _, err := b.Login(ctx, "", ""); !errors.Is(err, proxy.ErrTemporary) {
+		if _, err := b.OpenMaildrop(ctx, backends.Login{}); !errors.Is(err, proxy.ErrTemporary) {
 			t.Errorf("silent TLS server: %v, want [SYS/TEMP]", err)
 		}
 	})
@@ -611,7 +612,7 @@ func TestSlowReader(t *testing.T) {
 	appendMessages(t, ms.client(t), "INBOX", 1, 1<<20)
 	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword,
 		CommandTimeout: 200 * time.Millisecond})
-	mb, err := b.Login(context.Background(), "", "")
+	mb, err := b.OpenMaildrop(context.Background(), backends.Login{})
 	if err != nil {
 		t.Fatal(err)
 	}

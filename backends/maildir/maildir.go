@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -105,8 +106,8 @@ func New(opts Options) (*Backend, error) {
 	return b, nil
 }
 
-// Login opens the maildrop; user and pass are ignored.
-func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+// OpenMaildrop opens the maildrop; the login is not needed.
+func (b *Backend) OpenMaildrop(ctx context.Context, _ backends.Login) (proxy.Mailbox, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -653,7 +654,7 @@ type mailbox struct {
 var (
 	_ proxy.Mailbox      = (*mailbox)(nil)
 	_ proxy.MaildropIDer = (*mailbox)(nil)
-	_ proxy.Backend      = (*Backend)(nil)
+	_ backends.Opener    = (*Backend)(nil)
 )
 
 // MaildropID is the Maildir's absolute path, so that two accounts on one

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -76,7 +77,7 @@ func newBackend(t *testing.T, opts Options) *Backend {
 
 func login(t *testing.T, b *Backend) proxy.Mailbox {
 	t.Helper()
-	mb, err := b.Login(context.Background(), "user", "pass")
+	mb, err := b.OpenMaildrop(context.Background(), backends.Login{User: "user", Password: "pass"})
 	if err != nil {
 		t.Fatalf("Login: %v", err)
 	}
@@ -349,7 +350,7 @@ func BenchmarkList10k(b *testing.B) {
 	writeMany(b, dir, 10_000)
 	ctx := context.Background()
 	listOnce := func(be *Backend) {
-		mb, err := be.Login(ctx, "u", "p")
+		mb, err := be.OpenMaildrop(ctx, backends.Login{User: "u", Password: "p"})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -805,7 +806,7 @@ func TestSessionHoldsAccount(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "cur", "1700000000.M1P1.a:2,S"), "a\n")
 	st := newStore(t)
 	b := newBackend(t, Options{Path: dir, Store: st, Account: "alice"})
-	mb, err := b.Login(context.Background(), "u", "p")
+	mb, err := b.OpenMaildrop(context.Background(), backends.Login{User: "u", Password: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -854,7 +855,7 @@ func TestNewValidates(t *testing.T) {
 func TestLoginAndCheck(t *testing.T) {
 	ctx := context.Background()
 	missing := newBackend(t, Options{Path: filepath.Join(t.TempDir(), "nope")})
-	if _, err := missing.Login(ctx, "u", "p"); err == nil {
+	if _, err := missing.OpenMaildrop(ctx, backends.Login{User: "u", Password: "p"}); err == nil {
 		t.Error("Login on a missing Maildir succeeded")
 	}
 	if err := missing.Check(ctx); err == nil {
@@ -890,7 +891,7 @@ func TestLoginAndCheck(t *testing.T) {
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := ok.Login(cancelled, "u", "p"); !errors.Is(err, context.Canceled) {
+	if _, err := ok.OpenMaildrop(cancelled, backends.Login{User: "u", Password: "p"}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Login with a cancelled context: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -223,7 +224,7 @@ func BenchmarkOpen(b *testing.B) {
 				b.Fatal(err)
 			}
 			open := func() {
-				mb, err := be.Login(ctx, "u", "p")
+				mb, err := be.OpenMaildrop(ctx, backends.Login{User: "u", Password: "p"})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -352,7 +353,7 @@ func TestDroppedBackendGivesBackItsScan(t *testing.T) {
 		b := newBackend(t, Options{Path: dir})
 		b.held.pool = pool
 		ctx := context.Background()
-		mb, err := b.Login(ctx, "u", "p")
+		mb, err := b.OpenMaildrop(ctx, backends.Login{User: "u", Password: "p"})
 		if err != nil {
 			t.Fatal(err)
 		}

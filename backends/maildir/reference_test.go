@@ -2,7 +2,6 @@ package maildir_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/maildir"
 	"github.com/popbridge/popbridge/internal/dovecottest"
 	"github.com/popbridge/popbridge/internal/memback"
@@ -38,13 +36,8 @@ func TestReferenceDovecot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One user name and password over the Maildir. The OpenerFunc
-	// adapts the backend's Login; once maildir.Backend implements
-	// backends.Opener, pass b itself.
-	opener := memback.OpenerFunc(func(ctx context.Context, l backends.Login) (proxy.Mailbox, error) {
-		return b.Login(ctx, l.User, l.Password)
-	})
-	srv := &proxy.Server{Backend: memback.AuthForTest(opener, map[string]string{user: pass}), AuthFailureDelay: -1}
+	// One user name and password over the Maildir.
+	srv := &proxy.Server{Backend: memback.AuthForTest(b, map[string]string{user: pass}), AuthFailureDelay: -1}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

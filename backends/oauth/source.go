@@ -197,8 +197,8 @@ func (s *Source) Refused(accessToken string) error {
 }
 
 // Rejecter is a token source that can replace an access token the
-// upstream rejected: Source. Backends retry an operation once after
-// Invalidate, and call Refused if the new token is rejected too.
+// upstream rejected: Source. WithToken retries an operation once after
+// Invalidate, and calls Refused if the new token is rejected too.
 type Rejecter interface {
 	oauth2.TokenSource
 	Invalidate(accessToken string)

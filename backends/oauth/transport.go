@@ -21,43 +21,49 @@ type Transport struct {
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, tok, err := t.send(req, req.Body)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		return resp, err
-	}
-	r, ok := t.Source.(Rejecter)
-	if !ok || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
-		return resp, nil // cannot retry: the caller sees the 401
-	}
-	var body io.ReadCloser
-	if req.GetBody != nil {
-		if body, err = req.GetBody(); err != nil {
-			return resp, nil
+	var resp *http.Response
+	body, attempt := req.Body, 0
+	err := WithToken(t.Source, func(tok *oauth2.Token) (bool, error) {
+		attempt++
+		if tok.AccessToken == "" {
+			return false, errors.New("oauth: the token source gave an empty access token")
 		}
+		var err error
+		resp, err = t.send(req, body, tok)
+		body = nil // the base RoundTripper closed it
+		if err != nil || resp.StatusCode != http.StatusUnauthorized {
+			return false, err
+		}
+		if attempt == 1 {
+			if _, ok := t.Source.(Rejecter); !ok || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
+				return false, nil // cannot retry: the caller sees the 401
+			}
+			if req.GetBody != nil {
+				if body, err = req.GetBody(); err != nil {
+					return false, nil
+				}
+			}
+		}
+		discard(resp)
+		resp = nil
+		return true, nil
+	})
+	if body != nil {
+		body.Close() // a RoundTripper closes the body, also on errors
 	}
-	discard(resp)
-	r.Invalidate(tok)
-	resp, tok, err = t.send(req, body)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		return resp, err
+	var rerr *RefusedError
+	if errors.As(err, &rerr) {
+		return nil, rerr.Err
 	}
-	discard(resp)
-	return nil, r.Refused(tok)
+	var terr *TokenError
+	if errors.As(err, &terr) {
+		return nil, terr.Err
+	}
+	return resp, err
 }
 
-// send sends a copy of req with body and an access token; it returns
-// the token used.
-func (t *Transport) send(req *http.Request, body io.ReadCloser) (*http.Response, string, error) {
-	tok, err := t.Source.Token()
-	if err == nil && tok.AccessToken == "" {
-		err = errors.New("oauth: the token source gave an empty access token")
-	}
-	if err != nil {
-		if body != nil {
-			body.Close() // a RoundTripper closes the body, also on errors
-		}
-		return nil, "", err
-	}
+// send sends a copy of req with body and tok.
+func (t *Transport) send(req *http.Request, body io.ReadCloser, tok *oauth2.Token) (*http.Response, error) {
 	r := req.Clone(req.Context())
 	r.Body = body
 	tok.SetAuthHeader(r)
@@ -65,8 +71,7 @@ func (t *Transport) send(req *http.Request, body io.ReadCloser) (*http.Response,
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	resp, err := base.RoundTrip(r)
-	return resp, tok.AccessToken, err
+	return base.RoundTrip(r)
 }
 
 func discard(resp *http.Response) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/internal/dovecottest"
 	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
@@ -83,7 +84,7 @@ func TestRetrAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	mb, err := b.Login(ctx, "", "")
+	mb, err := b.OpenMaildrop(ctx, backends.Login{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func TestRetrAheadBatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	mb, err := b.Login(ctx, "", "")
+	mb, err := b.OpenMaildrop(ctx, backends.Login{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +217,7 @@ func TestRetrAheadDropped(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
-			mb, err := b.Login(ctx, "", "")
+			mb, err := b.OpenMaildrop(ctx, backends.Login{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/internal/dovecottest"
@@ -19,9 +20,9 @@ import (
 	"github.com/popbridge/popbridge/proxy"
 )
 
-func serve(t *testing.T, b proxy.Backend) string {
+func serve(t *testing.T, b backends.Opener) string {
 	t.Helper()
-	srv := &proxy.Server{Backend: b, AuthFailureDelay: -1}
+	srv := &proxy.Server{Backend: unchecked{b}, AuthFailureDelay: -1}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +30,15 @@ func serve(t *testing.T, b proxy.Backend) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// unchecked serves an Opener to a proxy.Server in tests, the way the
+// accounts router serves a passthrough account without a password hash:
+// each login is opened with the client's user name and password.
+type unchecked struct{ backends.Opener }
+
+func (u unchecked) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+	return u.OpenMaildrop(ctx, backends.Login{User: user, Password: pass})
 }
 
 func login(t *testing.T, addr, user, pass string) *pop3test.Client {
@@ -200,7 +210,7 @@ func TestDovecotRelay(t *testing.T) {
 	for _, mode := range []pop3.TLSMode{pop3.TLSStartTLS, pop3.TLSNone} {
 		addr := d.POP3Addr
 		mb, err := mustNew(t, pop3.Options{Addr: addr, TLS: mode, TLSConfig: d.TLSConfig(), Username: user, Password: pass}).
-			Login(context.Background(), "ignored", "ignored")
+			OpenMaildrop(context.Background(), backends.Login{User: "ignored", Password: "ignored"})
 		if err != nil {
 			t.Fatalf("%s: %v", mode, err)
 		}

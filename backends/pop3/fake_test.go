@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -269,10 +270,19 @@ var fakeMsgs = []fakeMsg{
 	{uidl: strings.Repeat("L", 71), listSize: 5, wire: "Subject: four\r\n\r\n..\r\nend\r\n"},
 }
 
+// unchecked serves an Opener to a proxy.Server in tests, the way the
+// accounts router serves a passthrough account without a password hash:
+// each login is opened with the client's user name and password.
+type unchecked struct{ backends.Opener }
+
+func (u unchecked) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
+	return u.OpenMaildrop(ctx, backends.Login{User: user, Password: pass})
+}
+
 // serveOne starts a proxy.Server over b on loopback and returns its address.
-func serveOne(t *testing.T, b proxy.Backend) string {
+func serveOne(t *testing.T, b backends.Opener) string {
 	t.Helper()
-	srv := &proxy.Server{Backend: b, AuthFailureDelay: -1}
+	srv := &proxy.Server{Backend: unchecked{b}, AuthFailureDelay: -1}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +309,7 @@ func TestXOAUTH2Forms(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				mb, err := b.Login(ctx, "", "")
+				mb, err := b.OpenMaildrop(ctx, backends.Login{})
 				if tc.ok {
 					if err != nil {
 						t.Fatalf("good token: %v", err)
@@ -363,7 +373,7 @@ func TestFakeSnapshotAndSizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	mb, err := b.Login(ctx, "x", "y")
+	mb, err := b.OpenMaildrop(ctx, backends.Login{User: "x", Password: "y"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +417,7 @@ func TestFakeSnapshotAndSizes(t *testing.T) {
 	mb.Close()
 
 	// The lying LIST size was corrected, in the store, for the next login.
-	mb, err = b.Login(ctx, "x", "y")
+	mb, err = b.OpenMaildrop(ctx, backends.Login{User: "x", Password: "y"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +448,7 @@ func TestFakeErrors(t *testing.T) {
 	t.Run("no UIDL", func(t *testing.T) {
 		f := newFake(t, &fake{user: "u", secret: "p", noUIDL: true, msgs: fakeMsgs})
 		b, _ := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p"})
-		_, err := b.Login(ctx, "", "")
+		_, err := b.OpenMaildrop(ctx, backends.Login{})
 		if err == nil || !strings.Contains(err.Error(), "UIDL") || !errors.Is(err, proxy.ErrPermanent) {
 			t.Fatalf("err %v", err)
 		}
@@ -446,17 +456,17 @@ func TestFakeErrors(t *testing.T) {
 	t.Run("in use", func(t *testing.T) {
 		f := newFake(t, &fake{user: "u", secret: "p", inUse: true})
 		b, _ := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p"})
-		if _, err := b.Login(ctx, "", ""); !errors.Is(err, proxy.ErrInUse) {
+		if _, err := b.OpenMaildrop(ctx, backends.Login{}); !errors.Is(err, proxy.ErrInUse) {
 			t.Fatalf("err %v", err)
 		}
 	})
 	t.Run("bad password", func(t *testing.T) {
 		f := newFake(t, &fake{user: "u", secret: "p"})
 		b, _ := New(Options{Addr: f.addr(), TLS: TLSNone, Auth: AuthPassthrough})
-		if _, err := b.Login(ctx, "u", "wrong"); !errors.Is(err, proxy.ErrAuthFailed) {
+		if _, err := b.OpenMaildrop(ctx, backends.Login{User: "u", Password: "wrong"}); !errors.Is(err, proxy.ErrAuthFailed) {
 			t.Fatalf("err %v", err)
 		}
-		if mb, err := b.Login(ctx, "u", "p"); err != nil {
+		if mb, err := b.OpenMaildrop(ctx, backends.Login{User: "u", Password: "p"}); err != nil {
 			t.Fatalf("passthrough: %v", err)
 		} else {
 			mb.Close()
@@ -467,7 +477,7 @@ func TestFakeErrors(t *testing.T) {
 		addr := ln.Addr().String()
 		ln.Close()
 		b, _ := New(Options{Addr: addr, TLS: TLSNone, Username: "u", Password: "p"})
-		if _, err := b.Login(ctx, "", ""); !errors.Is(err, proxy.ErrTemporary) {
+		if _, err := b.OpenMaildrop(ctx, backends.Login{}); !errors.Is(err, proxy.ErrTemporary) {
 			t.Fatalf("err %v", err)
 		}
 	})
@@ -484,7 +494,7 @@ func TestFakeErrors(t *testing.T) {
 		}()
 		b, _ := New(Options{Addr: ln.Addr().String(), TLS: TLSNone, Username: "u", Password: "p", DialTimeout: 200 * time.Millisecond})
 		start := time.Now()
-		if _, err := b.Login(ctx, "", ""); !errors.Is(err, proxy.ErrTemporary) || time.Since(start) > time.Second {
+		if _, err := b.OpenMaildrop(ctx, backends.Login{}); !errors.Is(err, proxy.ErrTemporary) || time.Since(start) > time.Second {
 			t.Fatalf("err %v after %v", err, time.Since(start))
 		}
 	})
@@ -569,7 +579,7 @@ func TestFakeKeepPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	mb, err := b.Login(ctx, "", "")
+	mb, err := b.OpenMaildrop(ctx, backends.Login{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -578,7 +588,7 @@ func TestFakeKeepPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	mb.Close()
-	mb, err = b.Login(ctx, "", "")
+	mb, err = b.OpenMaildrop(ctx, backends.Login{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -676,7 +686,7 @@ func TestBodiesKeptAfterTopOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	mb, err := b.Login(ctx, "x", "y")
+	mb, err := b.OpenMaildrop(ctx, backends.Login{User: "x", Password: "y"})
 	if err != nil {
 		t.Fatal(err)
 	}

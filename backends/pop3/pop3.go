@@ -29,6 +29,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/proxy"
@@ -109,8 +110,8 @@ type Backend struct {
 }
 
 var (
-	_ proxy.Backend = (*Backend)(nil)
-	_ proxy.Mailbox = (*mailbox)(nil)
+	_ backends.Opener = (*Backend)(nil)
+	_ proxy.Mailbox   = (*mailbox)(nil)
 )
 
 // New checks opts and returns a Backend. It does not connect.
@@ -155,11 +156,11 @@ func New(opts Options) (*Backend, error) {
 	return &Backend{opts: opts, sizes: make(map[string]int64)}, nil
 }
 
-// Login connects and authenticates upstream and takes the snapshot. For
-// AuthPassthrough user and pass are the upstream credentials; otherwise
-// they are ignored (the account router checked them).
-func (b *Backend) Login(ctx context.Context, user, pass string) (proxy.Mailbox, error) {
-	c, upUser, err := b.connect(ctx, user, pass)
+// OpenMaildrop connects and authenticates upstream and takes the
+// snapshot. For AuthPassthrough the login's user and password are the
+// upstream credentials; otherwise the login is not needed.
+func (b *Backend) OpenMaildrop(ctx context.Context, login backends.Login) (proxy.Mailbox, error) {
+	c, upUser, err := b.connect(ctx, login.User, login.Password)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +192,7 @@ func (b *Backend) Check(ctx context.Context) error {
 		}
 		return c.Quit(ctx)
 	}
-	mb, err := b.Login(ctx, "", "")
+	mb, err := b.OpenMaildrop(ctx, backends.Login{})
 	if err != nil {
 		return err
 	}
@@ -231,44 +232,44 @@ func (b *Backend) connect(ctx context.Context, user, pass string) (*Client, stri
 	if b.opts.Auth != AuthPassthrough {
 		user, pass = b.opts.Username, b.opts.Password
 	}
-	c, token, err := b.dialLogin(ctx, user, pass)
-	if err == nil {
+	if b.opts.Auth != AuthXOAUTH2 {
+		c, err := b.dialLogin(ctx, user, pass, "")
+		if err != nil {
+			return nil, "", err
+		}
 		return c, user, nil
 	}
-	rej, _ := b.opts.TokenSource.(oauth.Rejecter)
-	if token == "" || rej == nil || !errors.Is(err, proxy.ErrAuthFailed) {
-		return nil, "", err
-	}
-	rej.Invalidate(token)
-	if c, token, err = b.dialLogin(ctx, user, pass); err == nil {
+	var c *Client
+	err := oauth.WithToken(b.opts.TokenSource, func(tok *oauth2.Token) (bool, error) {
+		var err error
+		c, err = b.dialLogin(ctx, user, pass, tok.AccessToken)
+		return errors.Is(err, proxy.ErrAuthFailed), err
+	})
+	var (
+		terr *oauth.TokenError
+		rerr *oauth.RefusedError
+	)
+	switch {
+	case err == nil:
 		return c, user, nil
+	case errors.As(err, &terr):
+		sentinel := proxy.ErrTemporary
+		errors.As(terr.Err, &sentinel) // the token source's own reply wins (SYS/PERM: run popbridge auth)
+		return nil, "", fmt.Errorf("pop3: %s: get OAuth2 token: %w: %w", b.opts.Addr, sentinel, terr.Err)
+	case errors.As(err, &rerr):
+		sentinel := proxy.ErrPermanent
+		errors.As(rerr.Err, &sentinel)
+		// Not %w for the login's error: it wraps ErrAuthFailed, which the proxy would answer.
+		return nil, "", fmt.Errorf("pop3: login %s: %w: %w (%v)", b.opts.Addr, sentinel, rerr.Err, rerr.Last)
 	}
-	if token == "" || !errors.Is(err, proxy.ErrAuthFailed) {
-		return nil, "", err
-	}
-	rerr := rej.Refused(token)
-	sentinel := proxy.ErrPermanent
-	errors.As(rerr, &sentinel)
-	// Not %w for err: it wraps ErrAuthFailed, which the proxy would answer.
-	return nil, "", fmt.Errorf("pop3: login %s: %w: %w (%v)", b.opts.Addr, sentinel, rerr, err)
+	return nil, "", err
 }
 
-// dialLogin dials and logs in once; it returns the access token it
-// used, if any.
-func (b *Backend) dialLogin(ctx context.Context, user, pass string) (*Client, string, error) {
-	var token string
-	if b.opts.Auth == AuthXOAUTH2 {
-		tok, err := b.opts.TokenSource.Token()
-		if err != nil {
-			sentinel := proxy.ErrTemporary
-			errors.As(err, &sentinel) // the token source's own reply wins (SYS/PERM: run popbridge auth)
-			return nil, "", fmt.Errorf("pop3: %s: get OAuth2 token: %w: %w", b.opts.Addr, sentinel, err)
-		}
-		token = tok.AccessToken
-	}
+// dialLogin dials and logs in once, with token for XOAUTH2.
+func (b *Backend) dialLogin(ctx context.Context, user, pass, token string) (*Client, error) {
 	c, err := Dial(ctx, b.clientOptions(ctx))
 	if err != nil {
-		return nil, "", b.upstreamErr("connect", err)
+		return nil, b.upstreamErr("connect", err)
 	}
 	switch {
 	case b.opts.Auth == AuthXOAUTH2:
@@ -280,9 +281,9 @@ func (b *Backend) dialLogin(ctx context.Context, user, pass string) (*Client, st
 	}
 	if err != nil {
 		c.Close()
-		return nil, token, b.upstreamErr("login", err)
+		return nil, b.upstreamErr("login", err)
 	}
-	return c, token, nil
+	return c, nil
 }
 
 // upstreamErr maps an upstream failure to the proxy's errors: [IN-USE]

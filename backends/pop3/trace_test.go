@@ -45,7 +45,7 @@ func TestTraceUpstream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &proxy.Server{Backend: b, AuthFailureDelay: -1}
+	srv := &proxy.Server{Backend: unchecked{b}, AuthFailureDelay: -1}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

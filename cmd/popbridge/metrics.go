@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +50,7 @@ type metrics struct {
 	current  []string                  // the accounts in use, in configuration order
 }
 
-var _ proxy.Observer = (*metrics)(nil)
+var _ proxy.BackendObserver = (*metrics)(nil)
 
 // Backend operations, the op label of popbridge_backend_call_duration_seconds.
 const (
@@ -62,7 +63,7 @@ const (
 	nOps
 )
 
-var opNames = [nOps]string{"login", "list", "open", "top", "delete", "commit"}
+var opNames = [nOps]string{proxy.OpLogin, proxy.OpList, proxy.OpOpen, proxy.OpTop, proxy.OpDelete, proxy.OpCommit}
 
 // newMetrics returns the metrics of a server with configuration cfg, and
 // of the body cache bodies (nil for none).
@@ -161,6 +162,22 @@ func (m *metrics) AuthFailure() { m.authFailures.Inc() }
 // BytesSent implements proxy.Observer.
 func (m *metrics) BytesSent(n int64) { m.bytesSent.Add(float64(n)) }
 
+// BackendCall implements proxy.BackendObserver: it times the call by the
+// account's backend type and records its outcome for /status. Calls for
+// a maildrop that is not a configured account are ignored.
+func (m *metrics) BackendCall(c proxy.BackendCall) {
+	op := slices.Index(opNames[:], c.Op)
+	if m == nil || op < 0 {
+		return
+	}
+	m.mu.Lock()
+	s := m.accounts[c.Account]
+	m.mu.Unlock()
+	if s != nil {
+		s.observe(op, c.Duration, c.Err)
+	}
+}
+
 // GmailUnits counts units of Gmail API quota used by account (a
 // configured account name; others are ignored).
 func (m *metrics) GmailUnits(account string, units int) {
@@ -254,14 +271,13 @@ func (m *metrics) tokenSource(a config.Account, src *oauth.Source) {
 	s.mu.Unlock()
 }
 
-// observe records a backend call of op that started at start and ended
-// with err.
-func (s *accountStatus) observe(op int, start time.Time, err error) {
+// observe records a backend call of op that took d and ended with err.
+func (s *accountStatus) observe(op int, d time.Duration, err error) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Series are made at their first use.
-	s.m.backendSeconds.WithLabelValues(s.backend, opNames[op]).Observe(now.Sub(start).Seconds())
+	s.m.backendSeconds.WithLabelValues(s.backend, opNames[op]).Observe(d.Seconds())
 	if err == nil {
 		switch op {
 		case opLogin:
@@ -342,4 +358,21 @@ func (c tokenCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(reauthDesc, prometheus.GaugeValue, v, s.Account)
 	}
+}
+
+// register makes account a known to the metrics (its backend type, for
+// the backend call timings and /status); nothing when m is nil.
+func (m *metrics) register(a config.Account) {
+	if m != nil {
+		m.account(a)
+	}
+}
+
+// accountUsers returns the user names of cfg's accounts, in order.
+func accountUsers(cfg *config.Config) []string {
+	users := make([]string, len(cfg.Accounts))
+	for i, a := range cfg.Accounts {
+		users[i] = a.User
+	}
+	return users
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/accounts"
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/maildir"
@@ -150,8 +151,9 @@ func newRouter(cfg *config.Config, st *state) (*accounts.Router, error) {
 		if err != nil {
 			return nil, fmt.Errorf("accounts[%d] (%s): %w", i, a.User, err)
 		}
+		st.metrics.register(a) // the server's Observer times its calls for listen.http
 		accts = append(accts, accounts.Account{User: a.User, PasswordHash: a.PasswordHash, Passthrough: a.Passthrough(),
-			Backend: st.metrics.wrap(a, b)}) // times calls for listen.http
+			Backend: b})
 	}
 	r, err := accounts.New(accts, accounts.Options{})
 	if err == nil {
@@ -162,7 +164,7 @@ func newRouter(cfg *config.Config, st *state) (*accounts.Router, error) {
 
 // backend is what the binary needs from every backend type.
 type backend interface {
-	proxy.Backend
+	backends.Opener
 	// Check tries the backend without a client, for popbridge check.
 	Check(ctx context.Context) error
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/proxy"
@@ -181,8 +182,8 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 // warm opens the maildrop and lists it, the way a client login does,
 // then closes it without changing anything upstream. It returns the
 // number of messages listed.
-func warm(ctx context.Context, b proxy.Backend, account string) (int, error) {
-	mb, err := b.Login(ctx, account, "")
+func warm(ctx context.Context, b backends.Opener, account string) (int, error) {
+	mb, err := b.OpenMaildrop(ctx, backends.Login{User: account})
 	if err != nil {
 		return 0, err
 	}
