@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // TypeGmail serves a Gmail mailbox through the Gmail REST API
@@ -34,7 +36,7 @@ type GmailBackend struct {
 	// served; the default), trash, delete (permanent; needs the scope
 	// https://mail.google.com/), mark-read (remove UNREAD and hide from
 	// POP) or keep (hide from POP only).
-	OnDelete string `yaml:"on_delete"`
+	OnDelete modes.OnDelete `yaml:"on_delete"`
 	// DownloadOnce hides the messages a session retrieved with RETR once
 	// it ends with QUIT, as Gmail's own POP does.
 	DownloadOnce bool `yaml:"download_once"`
@@ -56,22 +58,6 @@ type GmailBackend struct {
 	// messages (default 8s); the rest are sized in the background and
 	// offered by later logins.
 	LoginWait Duration `yaml:"login_wait"`
-}
-
-// Gmail on_delete policies (keep is OnDeleteKeep).
-const (
-	GmailArchive  = "archive"
-	GmailTrash    = "trash"
-	GmailDelete   = "delete"
-	GmailMarkRead = "mark-read"
-)
-
-// GmailDeleteScopes are the scopes that allow messages.delete; the
-// gmail.modify scope does not.
-var GmailDeleteScopes = []string{
-	"https://mail.google.com/",
-	"https://www.googleapis.com/auth/gmail.messages",
-	"https://www.googleapis.com/auth/gmail.messages.delete",
 }
 
 // GmailWindow limits the messages a session offers: all of them (the
@@ -169,15 +155,14 @@ func (b *GmailBackend) validate(p *problems, key string) {
 	if err := b.Window.check(); err != nil {
 		p.add(key+".window", "%v", err)
 	}
-	switch b.OnDelete {
-	case "", GmailArchive, GmailTrash, GmailMarkRead, OnDeleteKeep:
-	case GmailDelete:
-		if b.OAuth2 != nil && !slices.ContainsFunc(b.OAuth2.Scopes, func(s string) bool { return slices.Contains(GmailDeleteScopes, s) }) {
+	switch {
+	case b.OnDelete == modes.Delete:
+		if b.OAuth2 != nil && !slices.ContainsFunc(b.OAuth2.Scopes, func(s string) bool { return slices.Contains(modes.GmailDeleteScopes, s) }) {
 			p.add(key+".on_delete", "delete needs oauth2.scopes to include %s (gmail.modify cannot delete); or use trash or archive",
-				GmailDeleteScopes[0])
+				modes.GmailDeleteScopes[0])
 		}
-	default:
-		p.add(key+".on_delete", "unknown policy %q (want archive, trash, delete, mark-read or keep)", b.OnDelete)
+	case b.OnDelete != "" && !modes.GmailOnDelete.Has(b.OnDelete):
+		p.add(key+".on_delete", "unknown policy %q (want %s)", b.OnDelete, modes.GmailOnDelete)
 	}
 	if b.APIEndpoint != "" {
 		u, err := url.Parse(b.APIEndpoint)
@@ -186,10 +171,10 @@ func (b *GmailBackend) validate(p *problems, key string) {
 		}
 	}
 	if b.MaxConcurrent < 0 || b.MaxConcurrent > 100 {
-		p.add(key+".max_concurrent", "must be between 1 and 100 (0 means 5)")
+		p.add(key+".max_concurrent", "must be between 1 and 100 (0 means %d)", modes.DefaultGmailMaxConcurrent)
 	}
 	if b.QuotaPerMinute < 0 {
-		p.add(key+".quota_per_minute", "must not be negative (0 means 6000)")
+		p.add(key+".quota_per_minute", "must not be negative (0 means %d)", modes.DefaultGmailQuotaPerMinute)
 	} else if b.QuotaPerMinute > 0 && b.QuotaPerMinute < 10 {
 		p.add(key+".quota_per_minute", "must be at least 10 units (a messages.list costs 5)")
 	}
@@ -201,7 +186,7 @@ func (b *GmailBackend) validate(p *problems, key string) {
 	if v, err := b.LoginWait.Value(); err != nil {
 		p.add(key+".login_wait", "%v", err)
 	} else if v < 0 {
-		p.add(key+".login_wait", "must not be negative (0 means 8s)")
+		p.add(key+".login_wait", "must not be negative (0 means %v)", modes.DefaultGmailLoginWait)
 	}
 }
 

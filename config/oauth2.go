@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // OAuth2 providers accepted by backend.oauth2.provider.
@@ -81,8 +83,8 @@ func (o *OAuth2) resolve(r *resolver, key string) {
 
 // validate checks o; auth is the backend's auth setting, "" for a
 // backend (gmail) that always uses OAuth2.
-func (o *OAuth2) validate(p *problems, key, auth string) {
-	if auth != "" && auth != IMAPAuthXOAUTH2 && auth != IMAPAuthOAuthBearer {
+func (o *OAuth2) validate(p *problems, key string, auth modes.Auth) {
+	if auth != "" && !auth.Token() {
 		p.add(key, "needs auth xoauth2 or oauthbearer")
 	}
 	if o.ClientID == "" {

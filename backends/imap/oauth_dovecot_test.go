@@ -13,6 +13,7 @@ import (
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // TestOAuthRecoveryDovecot logs in with XOAUTH2 and OAUTHBEARER to a
@@ -31,12 +32,12 @@ func TestOAuthRecoveryDovecot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, auth := range []imapb.Auth{imapb.AuthXOAUTH2, imapb.AuthOAuthBearer} {
+	for _, auth := range []modes.Auth{modes.AuthXOAUTH2, modes.AuthOAuthBearer} {
 		store := &oauth.Store{Dir: t.TempDir()}
 		logs := &logRecorder{}
 		log := zerolog.New(logs)
 		src := oauth.NewSource(context.Background(), user, cfg, store, &log)
-		b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Auth: auth, Username: user,
+		b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Auth: auth, Username: user,
 			TokenSource: src, Logger: logs.logger(), CommandTimeout: 5 * time.Second})
 		addr := serve(t, b)
 		login := func() string {

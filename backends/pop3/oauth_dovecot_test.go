@@ -12,6 +12,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // TestOAuthRecoveryDovecot logs in with AUTH XOAUTH2 (one-line and
@@ -40,7 +41,7 @@ func TestOAuthRecoveryDovecot(t *testing.T) {
 		defer store.Close()
 		tokens := &oauth.Store{Dir: t.TempDir()}
 		src := oauth.NewSource(context.Background(), user, cfg, tokens, nil)
-		b := mustNew(t, pop3.Options{Addr: d.POP3Addr, TLS: pop3.TLSNone, Auth: pop3.AuthXOAUTH2, Username: user,
+		b := mustNew(t, pop3.Options{Addr: d.POP3Addr, TLS: modes.TLSNone, Auth: modes.AuthXOAUTH2, Username: user,
 			TokenSource: src, XOAUTH2TwoLine: twoLine, Account: user, Store: store})
 		addr := serve(t, b)
 		login := func() string {
