@@ -142,8 +142,7 @@ func (b *GmailBackend) validate(p *problems, key string) {
 		p.add(key+".oauth2", "must be set (the Gmail API needs an OAuth2 client)")
 	} else {
 		b.OAuth2.validate(p, key+".oauth2", "")
-		switch b.OAuth2.Provider {
-		case OAuth2Microsoft:
+		if b.OAuth2.Provider == modes.ProviderMicrosoft {
 			p.add(key+".oauth2.provider", "microsoft cannot grant Gmail API access (want google or custom)")
 		}
 	}
@@ -167,7 +166,7 @@ func (b *GmailBackend) validate(p *problems, key string) {
 	if b.APIEndpoint != "" {
 		u, err := url.Parse(b.APIEndpoint)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			p.add(key+".api_endpoint", "must be an http(s) base URL, e.g. https://gmail.googleapis.com/")
+			p.add(key+".api_endpoint", "must be an http(s) base URL, e.g. %s", modes.DefaultGmailEndpoint)
 		}
 	}
 	if b.MaxConcurrent < 0 || b.MaxConcurrent > 100 {

@@ -28,7 +28,7 @@ func TestOAuthRecoveryDovecot(t *testing.T) {
 	f.Username = user
 	d := dovecottest.Start(t, dovecottest.Options{Users: map[string]string{user: "pw"}, OAuth2IntrospectURL: f.IntrospectURL})
 	appendMessages(t, imapDial(t, d, user), "INBOX", 2, 200)
-	cfg, err := oauth.Config{Provider: oauth.Custom, ClientID: f.ClientID, TokenURL: f.TokenURL, AuthURL: f.AuthURL, Scopes: []string{"mail"}}.OAuth2(oauth.IMAP)
+	cfg, err := oauth.Config{Provider: modes.ProviderCustom, ClientID: f.ClientID, TokenURL: f.TokenURL, AuthURL: f.AuthURL, Scopes: []string{"mail"}}.OAuth2(oauth.IMAP)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func TestOAuthRecoveryDovecot(t *testing.T) {
 	if _, err := d.WriteCorpus(user); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := oauth.Config{Provider: oauth.Custom, ClientID: f.ClientID, TokenURL: f.TokenURL, DeviceURL: f.DeviceURL, Scopes: []string{"pop"}}.OAuth2(oauth.POP3)
+	cfg, err := oauth.Config{Provider: modes.ProviderCustom, ClientID: f.ClientID, TokenURL: f.TokenURL, DeviceURL: f.DeviceURL, Scopes: []string{"pop"}}.OAuth2(oauth.POP3)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,12 @@
 // Package modes declares, once, the words a popbridge configuration file
 // uses to choose how a backend behaves (the TLS mode and the credentials
-// sent upstream, what DELE does at QUIT) and the defaults of the backend
-// settings a file may leave out.
+// sent upstream, what DELE does at QUIT, the OAuth2 provider) and the
+// defaults of the backend settings a file may leave out.
 //
-// The backends take these types in their Options and apply these
-// defaults; package config types its settings with them and checks a file
-// against the lists here; each backend's Options.String describes an
-// account with them. Error messages list the accepted words from the same
+// The backends (and backends/oauth) take these types in their Options and
+// apply these defaults; package config types its settings with them and
+// checks a file against the lists here; each backend's Options.String
+// describes an account with them. Error messages list the accepted words from the same
 // lists, so a word added here is accepted, described and suggested
 // everywhere at once.
 //

@@ -18,6 +18,7 @@ func TestListString(t *testing.T) {
 		{modes.IMAPAuth.String(), "password, xoauth2, oauthbearer or passthrough"},
 		{modes.POP3Auth.String(), "password, xoauth2 or passthrough"},
 		{modes.XOAUTH2Forms.String(), "one-line or two-line"},
+		{modes.Providers.String(), "google, microsoft or custom"},
 		{modes.List[modes.TLS]{modes.TLSNone}.String(), "none"},
 	} {
 		if tc.got != tc.want {
