@@ -12,6 +12,10 @@
 //
 // The package imports nothing of popbridge, so that config can check a
 // file without importing the backends, and with them proxy and cache.
+// The words are plain data known when compiling, which is why they are
+// declared here rather than registered by the backends at run time: a
+// registry would make config.Validate depend on which backends the
+// program linked in, and config's tests on the backends.
 // Defaults of settings that only code sets (timeouts of the POP3 client,
 // TOP tuning, backoff) stay in their backend. A new backend adds its words
 // and defaults here, in a file of its own.
