@@ -101,7 +101,8 @@ type Options struct {
 	UserID string
 
 	// Labels are the label ids a message must all carry; empty means
-	// modes.DefaultGmailLabel (INBOX). Query is a Gmail search string it must also match.
+	// modes.DefaultGmailLabel (INBOX). Query is a Gmail search string it
+	// must also match.
 	Labels []string
 	Query  string
 	Window Window

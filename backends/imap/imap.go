@@ -41,9 +41,8 @@ import (
 	"github.com/popbridge/popbridge/proxy"
 )
 
-// Defaults for Options fields left zero.
-// The defaults of the settings a configuration file sets are in
-// internal/modes (DefaultIMAPFolder, ...).
+// Defaults for Options fields left zero that no configuration file sets;
+// the others are in internal/modes (DefaultIMAPFolder, ...).
 const (
 	// DefaultTopWhole: TOP fetches messages up to this size whole (and
 	// through Bodies, so a RETR that follows costs nothing).
