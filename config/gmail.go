@@ -71,6 +71,9 @@ type GmailWindow struct {
 	Batch int `yaml:"batch"`
 }
 
+// windowForms lists the forms of a window for messages.
+const windowForms = "all, {since: 30d}, {since: YYYY-MM-DD} or {batch: N}"
+
 // UnmarshalYAML accepts the scalar "all" or a mapping with since or
 // batch.
 func (w *GmailWindow) UnmarshalYAML(n *yaml.Node) error {
@@ -79,7 +82,7 @@ func (w *GmailWindow) UnmarshalYAML(n *yaml.Node) error {
 		if n.Value == "all" || n.Value == "" {
 			return nil
 		}
-		return typeErrorf("line %d: window must be all, {since: 30d}, {since: YYYY-MM-DD} or {batch: N}", n.Line)
+		return typeErrorf("line %d: window must be %s", n.Line, windowForms)
 	}
 	if n.Kind != yaml.MappingNode {
 		return typeErrorf("line %d: window must be all or a mapping", n.Line)
