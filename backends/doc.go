@@ -59,6 +59,16 @@
 // private Dovecot for tests and benchmarks, pop3test is a POP3 client
 // for tests, testcorpus writes a Maildir corpus of edge cases.
 //
+// # Modes and defaults
+//
+// The words that select a storage backend's behaviour (its TLS mode, the
+// credentials it sends upstream, its on_delete policies) and the defaults
+// of the settings a configuration file may leave out are declared once,
+// in internal/modes, with a list of the words each backend accepts. A
+// backend's Options take those types, its New checks them against its
+// lists, and its Options.String describes it for people. Package config
+// checks a file against the same lists without importing any backend.
+//
 // The binary (cmd/popbridge) builds one storage backend per configured
 // account and puts an accounts.Router in front of them all (with
 // listen.http, the server's proxy.BackendObserver times their calls); a

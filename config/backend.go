@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // Backend types.
@@ -33,14 +35,8 @@ type MaildirBackend struct {
 	Path string `yaml:"path"`
 	// OnDelete is remove (unlink at QUIT) or keep (hide from POP only,
 	// remembered in state_dir). Empty means remove.
-	OnDelete string `yaml:"on_delete"`
+	OnDelete modes.OnDelete `yaml:"on_delete"`
 }
-
-// Delete policies accepted by on_delete.
-const (
-	OnDeleteRemove = "remove"
-	OnDeleteKeep   = "keep"
-)
 
 // UnmarshalYAML reads the type key, then decodes the mapping strictly
 // into that type's settings: a key the type does not have is an error.

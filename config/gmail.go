@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // TypeGmail serves a Gmail mailbox through the Gmail REST API
@@ -34,7 +36,7 @@ type GmailBackend struct {
 	// served; the default), trash, delete (permanent; needs the scope
 	// https://mail.google.com/), mark-read (remove UNREAD and hide from
 	// POP) or keep (hide from POP only).
-	OnDelete string `yaml:"on_delete"`
+	OnDelete modes.OnDelete `yaml:"on_delete"`
 	// DownloadOnce hides the messages a session retrieved with RETR once
 	// it ends with QUIT, as Gmail's own POP does.
 	DownloadOnce bool `yaml:"download_once"`
@@ -58,22 +60,6 @@ type GmailBackend struct {
 	LoginWait Duration `yaml:"login_wait"`
 }
 
-// Gmail on_delete policies (keep is OnDeleteKeep).
-const (
-	GmailArchive  = "archive"
-	GmailTrash    = "trash"
-	GmailDelete   = "delete"
-	GmailMarkRead = "mark-read"
-)
-
-// GmailDeleteScopes are the scopes that allow messages.delete; the
-// gmail.modify scope does not.
-var GmailDeleteScopes = []string{
-	"https://mail.google.com/",
-	"https://www.googleapis.com/auth/gmail.messages",
-	"https://www.googleapis.com/auth/gmail.messages.delete",
-}
-
 // GmailWindow limits the messages a session offers: all of them (the
 // zero value, written "all"), those received since a time ({since: 30d}
 // or {since: 2026-01-31}), or the oldest Batch not yet downloaded
@@ -85,6 +71,9 @@ type GmailWindow struct {
 	Batch int `yaml:"batch"`
 }
 
+// windowForms lists the forms of a window for messages.
+const windowForms = "all, {since: 30d}, {since: YYYY-MM-DD} or {batch: N}"
+
 // UnmarshalYAML accepts the scalar "all" or a mapping with since or
 // batch.
 func (w *GmailWindow) UnmarshalYAML(n *yaml.Node) error {
@@ -93,7 +82,7 @@ func (w *GmailWindow) UnmarshalYAML(n *yaml.Node) error {
 		if n.Value == "all" || n.Value == "" {
 			return nil
 		}
-		return typeErrorf("line %d: window must be all, {since: 30d}, {since: YYYY-MM-DD} or {batch: N}", n.Line)
+		return typeErrorf("line %d: window must be %s", n.Line, windowForms)
 	}
 	if n.Kind != yaml.MappingNode {
 		return typeErrorf("line %d: window must be all or a mapping", n.Line)
@@ -156,8 +145,7 @@ func (b *GmailBackend) validate(p *problems, key string) {
 		p.add(key+".oauth2", "must be set (the Gmail API needs an OAuth2 client)")
 	} else {
 		b.OAuth2.validate(p, key+".oauth2", "")
-		switch b.OAuth2.Provider {
-		case OAuth2Microsoft:
+		if b.OAuth2.Provider == modes.ProviderMicrosoft {
 			p.add(key+".oauth2.provider", "microsoft cannot grant Gmail API access (want google or custom)")
 		}
 	}
@@ -169,27 +157,26 @@ func (b *GmailBackend) validate(p *problems, key string) {
 	if err := b.Window.check(); err != nil {
 		p.add(key+".window", "%v", err)
 	}
-	switch b.OnDelete {
-	case "", GmailArchive, GmailTrash, GmailMarkRead, OnDeleteKeep:
-	case GmailDelete:
-		if b.OAuth2 != nil && !slices.ContainsFunc(b.OAuth2.Scopes, func(s string) bool { return slices.Contains(GmailDeleteScopes, s) }) {
+	switch {
+	case b.OnDelete == modes.Delete:
+		if b.OAuth2 != nil && !slices.ContainsFunc(b.OAuth2.Scopes, func(s string) bool { return slices.Contains(modes.GmailDeleteScopes, s) }) {
 			p.add(key+".on_delete", "delete needs oauth2.scopes to include %s (gmail.modify cannot delete); or use trash or archive",
-				GmailDeleteScopes[0])
+				modes.GmailDeleteScopes[0])
 		}
-	default:
-		p.add(key+".on_delete", "unknown policy %q (want archive, trash, delete, mark-read or keep)", b.OnDelete)
+	case b.OnDelete != "" && !modes.GmailOnDelete.Has(b.OnDelete):
+		p.add(key+".on_delete", "unknown policy %q (want %s)", b.OnDelete, modes.GmailOnDelete)
 	}
 	if b.APIEndpoint != "" {
 		u, err := url.Parse(b.APIEndpoint)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			p.add(key+".api_endpoint", "must be an http(s) base URL, e.g. https://gmail.googleapis.com/")
+			p.add(key+".api_endpoint", "must be an http(s) base URL, e.g. %s", modes.DefaultGmailEndpoint)
 		}
 	}
 	if b.MaxConcurrent < 0 || b.MaxConcurrent > 100 {
-		p.add(key+".max_concurrent", "must be between 1 and 100 (0 means 5)")
+		p.add(key+".max_concurrent", "must be between 1 and 100 (0 means %d)", modes.DefaultGmailMaxConcurrent)
 	}
 	if b.QuotaPerMinute < 0 {
-		p.add(key+".quota_per_minute", "must not be negative (0 means 6000)")
+		p.add(key+".quota_per_minute", "must not be negative (0 means %d)", modes.DefaultGmailQuotaPerMinute)
 	} else if b.QuotaPerMinute > 0 && b.QuotaPerMinute < 10 {
 		p.add(key+".quota_per_minute", "must be at least 10 units (a messages.list costs 5)")
 	}
@@ -201,7 +188,7 @@ func (b *GmailBackend) validate(p *problems, key string) {
 	if v, err := b.LoginWait.Value(); err != nil {
 		p.add(key+".login_wait", "%v", err)
 	} else if v < 0 {
-		p.add(key+".login_wait", "must not be negative (0 means 8s)")
+		p.add(key+".login_wait", "must not be negative (0 means %v)", modes.DefaultGmailLoginWait)
 	}
 }
 

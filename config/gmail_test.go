@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 func TestGmailBackend(t *testing.T) {
@@ -57,7 +59,7 @@ accounts:
 		t.Errorf("alice: %+v", a)
 	}
 	b := c.Accounts[1].Backend.Gmail
-	if b == nil || b.Exact() || !b.DownloadOnce || b.Window.Batch != 250 || b.OnDelete != GmailDelete ||
+	if b == nil || b.Exact() || !b.DownloadOnce || b.Window.Batch != 250 || b.OnDelete != modes.Delete ||
 		strings.Join(b.Labels, ",") != "INBOX,UNREAD" || b.Query != "-category:promotions" || b.MaxConcurrent != 3 ||
 		b.LoginWait != "20s" {
 		t.Errorf("bob: %+v", b)

@@ -1,6 +1,6 @@
 package config
 
-import "strings"
+import "github.com/popbridge/popbridge/internal/modes"
 
 // TypeIMAP serves a folder of an upstream IMAP server (backends/imap).
 const TypeIMAP = "imap"
@@ -14,7 +14,7 @@ type IMAPBackend struct {
 	Folder string `yaml:"folder"`
 	// OnDelete is expunge (the default), move:FOLDER, seen (set \Seen
 	// and hide from POP) or keep (hide from POP only).
-	OnDelete string `yaml:"on_delete"`
+	OnDelete modes.OnDelete `yaml:"on_delete"`
 	// MarkReadOnRetr sets \Seen on the messages RETR sends.
 	MarkReadOnRetr bool `yaml:"mark_read_on_retr"`
 	// DialTimeout bounds connecting (default 15s); CommandTimeout is how
@@ -23,22 +23,11 @@ type IMAPBackend struct {
 	CommandTimeout Duration `yaml:"command_timeout"`
 }
 
-// IMAP backend settings values.
-const (
-	IMAPAuthPassword    = AuthPassword
-	IMAPAuthXOAUTH2     = AuthXOAUTH2
-	IMAPAuthOAuthBearer = AuthOAuthBearer
-	IMAPAuthPassthrough = AuthPassthrough
-	OnDeleteExpunge     = "expunge"
-	OnDeleteSeen        = "seen"
-	OnDeleteMovePrefix  = "move:"
-)
-
 // Passthrough reports whether the account's backend checks the POP3
 // client's own password upstream, so that password_hash is optional.
 func (a Account) Passthrough() bool {
-	return a.Backend.IMAP != nil && a.Backend.IMAP.Auth == IMAPAuthPassthrough ||
-		a.Backend.POP3 != nil && a.Backend.POP3.Auth == POP3AuthPassthrough
+	return a.Backend.IMAP != nil && a.Backend.IMAP.Auth == modes.AuthPassthrough ||
+		a.Backend.POP3 != nil && a.Backend.POP3.Auth == modes.AuthPassthrough
 }
 
 func (b *IMAPBackend) resolve(r *resolver, key string) {
@@ -46,16 +35,15 @@ func (b *IMAPBackend) resolve(r *resolver, key string) {
 }
 
 func (b *IMAPBackend) validate(p *problems, key string) {
-	b.Upstream.validate(p, key, AuthXOAUTH2, AuthOAuthBearer)
-	switch folder, move := strings.CutPrefix(b.OnDelete, OnDeleteMovePrefix); {
+	b.Upstream.validate(p, key, modes.IMAPAuth)
+	switch folder, move := b.OnDelete.MoveTarget(); {
 	case move && folder == "":
 		p.add(key+".on_delete", "move: needs a folder, e.g. move:Trash")
-	case move && folder == or(b.Folder, "INBOX"):
+	case move && folder == or(b.Folder, modes.DefaultIMAPFolder):
 		p.add(key+".on_delete", "moves to the folder served")
-	case move:
-	case b.OnDelete == "", b.OnDelete == OnDeleteExpunge, b.OnDelete == OnDeleteSeen, b.OnDelete == OnDeleteKeep:
+	case move, b.OnDelete == "", modes.IMAPOnDelete.Has(b.OnDelete):
 	default:
-		p.add(key+".on_delete", "unknown policy %q (want expunge, move:FOLDER, seen or keep)", b.OnDelete)
+		p.add(key+".on_delete", "unknown policy %q (want %s)", b.OnDelete, modes.IMAPOnDelete)
 	}
 	for _, d := range []struct {
 		key string

@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 func TestIMAPBackend(t *testing.T) {
@@ -49,7 +51,7 @@ accounts:
 		t.Errorf("alice: %+v", a)
 	}
 	b := c.Accounts[1].Backend.IMAP
-	if b == nil || b.Auth != IMAPAuthXOAUTH2 || b.TokenFile != "/etc/popbridge/bob.token" {
+	if b == nil || b.Auth != modes.AuthXOAUTH2 || b.TokenFile != "/etc/popbridge/bob.token" {
 		t.Errorf("bob: %+v", b)
 	}
 	if !c.Accounts[2].Passthrough() || c.Accounts[0].Passthrough() {

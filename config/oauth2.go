@@ -7,13 +7,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
-)
 
-// OAuth2 providers accepted by backend.oauth2.provider.
-const (
-	OAuth2Google    = "google"
-	OAuth2Microsoft = "microsoft"
-	OAuth2Custom    = "custom"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // OAuth2 is the OAuth2 client of a gmail backend, or of an imap or pop3
@@ -22,7 +17,7 @@ const (
 // server then refreshes access tokens as needed. It replaces token_file.
 type OAuth2 struct {
 	// Provider is google, microsoft or custom.
-	Provider string `yaml:"provider"`
+	Provider modes.Provider `yaml:"provider"`
 	// ClientID is the OAuth2 client's id.
 	ClientID string `yaml:"client_id"`
 	// ClientSecret, or ClientSecretFile naming a file holding it, is the
@@ -81,8 +76,8 @@ func (o *OAuth2) resolve(r *resolver, key string) {
 
 // validate checks o; auth is the backend's auth setting, "" for a
 // backend (gmail) that always uses OAuth2.
-func (o *OAuth2) validate(p *problems, key, auth string) {
-	if auth != "" && auth != IMAPAuthXOAUTH2 && auth != IMAPAuthOAuthBearer {
+func (o *OAuth2) validate(p *problems, key string, auth modes.Auth) {
+	if auth != "" && !auth.Token() {
 		p.add(key, "needs auth xoauth2 or oauthbearer")
 	}
 	if o.ClientID == "" {
@@ -100,9 +95,8 @@ func (o *OAuth2) validate(p *problems, key, auth string) {
 	checkURL("auth_url", o.AuthURL)
 	checkURL("token_url", o.TokenURL)
 	checkURL("device_url", o.DeviceURL)
-	switch o.Provider {
-	case OAuth2Google, OAuth2Microsoft:
-	case OAuth2Custom:
+	switch {
+	case o.Provider == modes.ProviderCustom:
 		if o.TokenURL == "" {
 			p.add(key+".token_url", "must be set for provider custom")
 		}
@@ -112,12 +106,12 @@ func (o *OAuth2) validate(p *problems, key, auth string) {
 		if len(o.Scopes) == 0 {
 			p.add(key+".scopes", "must be set for provider custom")
 		}
-	case "":
-		p.add(key+".provider", "must be set (google, microsoft or custom)")
-	default:
-		p.add(key+".provider", "unknown provider %q (want google, microsoft or custom)", o.Provider)
+	case o.Provider == "":
+		p.add(key+".provider", "must be set (%s)", modes.Providers)
+	case !modes.Providers.Has(o.Provider):
+		p.add(key+".provider", "unknown provider %q (want %s)", o.Provider, modes.Providers)
 	}
-	if o.Tenant != "" && o.Provider != OAuth2Microsoft {
+	if o.Tenant != "" && o.Provider != modes.ProviderMicrosoft {
 		p.add(key+".tenant", "only for provider microsoft")
 	}
 	for _, s := range o.Scopes {

@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 func TestPOP3Backend(t *testing.T) {
@@ -37,7 +39,7 @@ accounts:
 		t.Errorf("alice: %+v", a)
 	}
 	b := c.Accounts[1].Backend.POP3
-	if b == nil || b.Auth != POP3AuthXOAUTH2 || b.XOAUTH2Form != "two-line" || b.TokenFile != "/etc/popbridge/bob.token" {
+	if b == nil || b.Auth != modes.AuthXOAUTH2 || b.XOAUTH2Form != "two-line" || b.TokenFile != "/etc/popbridge/bob.token" {
 		t.Errorf("bob: %+v", b)
 	}
 
@@ -97,7 +99,7 @@ accounts:
 		t.Fatal(err)
 	}
 	a := c.Accounts[0]
-	if !a.Passthrough() || a.Backend.POP3.OnDelete != OnDeleteKeep {
+	if !a.Passthrough() || a.Backend.POP3.OnDelete != modes.Keep {
 		t.Errorf("carol: passthrough %v, backend %+v", a.Passthrough(), a.Backend.POP3)
 	}
 }

@@ -255,7 +255,7 @@ func (d *document) walk(n *yaml.Node, t reflect.Type, key string) {
 		case n.Kind == yaml.MappingNode:
 			d.mapping(n, t, key, " in window", nil)
 		case n.Kind != yaml.ScalarNode || n.Value != "all" && n.Value != "":
-			d.add(n, key, "must be all, {since: 30d}, {since: YYYY-MM-DD} or {batch: N}, not %s", describe(n))
+			d.add(n, key, "must be %s, not %s", windowForms, describe(n))
 		}
 		return
 	}

@@ -1,8 +1,9 @@
 package config
 
 import (
-	"slices"
 	"strings"
+
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // Upstream is how a backend reaches an upstream mail server (imap,
@@ -14,7 +15,7 @@ type Upstream struct {
 	// TLS is implicit (RFC 8314: port 993 or 995), starttls (STARTTLS or
 	// STLS) or none (clear text, for loopback tests only). Empty means
 	// implicit.
-	TLS string `yaml:"tls"`
+	TLS modes.TLS `yaml:"tls"`
 	// CAFile is a PEM file of roots to trust instead of the system's.
 	CAFile string `yaml:"ca_file"`
 	// ServerName is the name checked in the server's certificate; empty
@@ -25,7 +26,7 @@ type Upstream struct {
 	// OAuth2 or TokenFile), or passthrough (the POP3 client's own user
 	// name and password; the account then needs no password_hash).
 	// Empty means password.
-	Auth string `yaml:"auth"`
+	Auth modes.Auth `yaml:"auth"`
 	// Username is the upstream user name for every auth but passthrough.
 	Username string `yaml:"username"`
 	// Password, or PasswordFile naming a file holding it, is the upstream
@@ -40,14 +41,6 @@ type Upstream struct {
 	OAuth2 *OAuth2 `yaml:"oauth2"`
 }
 
-// Auth settings values shared by the upstream backends.
-const (
-	AuthPassword    = "password"
-	AuthXOAUTH2     = "xoauth2"
-	AuthOAuthBearer = "oauthbearer"
-	AuthPassthrough = "passthrough"
-)
-
 func (u *Upstream) resolve(r *resolver, key string) {
 	r.path(&u.CAFile)
 	r.path(&u.TokenFile)
@@ -57,49 +50,50 @@ func (u *Upstream) resolve(r *resolver, key string) {
 	r.secret(key+".password", &u.Password, key+".password_file", &u.PasswordFile)
 }
 
-// validate checks the address, the TLS mode and the credentials; tokens
-// lists the OAuth2 mechanisms the protocol offers.
-func (u *Upstream) validate(p *problems, key string, tokens ...string) {
+// validate checks the address, the TLS mode and the credentials; auths
+// lists the credentials the backend can send.
+func (u *Upstream) validate(p *problems, key string, auths modes.List[modes.Auth]) {
 	if u.Addr == "" {
 		p.add(key+".addr", "must be set (host:port)")
 	} else {
 		checkAddr(p, key+".addr", u.Addr)
 	}
-	switch u.TLS {
-	case "", "implicit", "starttls", "none":
-	default:
-		p.add(key+".tls", "unknown mode %q (want implicit, starttls or none)", u.TLS)
+	if u.TLS != "" && !modes.TLSModes.Has(u.TLS) {
+		p.add(key+".tls", "unknown mode %q (want %s)", u.TLS, modes.TLSModes)
 	}
 	switch {
-	case u.Auth == "" || u.Auth == AuthPassword:
+	case !auths.Has(auths.Or(u.Auth)):
+		words := make([]string, len(auths))
+		for i, a := range auths {
+			words[i] = string(a)
+		}
+		p.add(key+".auth", "unknown auth %q (want %s)", u.Auth, strings.Join(words, ", "))
+	case auths.Or(u.Auth) == modes.AuthPassword:
 		if u.Username == "" {
 			p.add(key+".username", "must be set for auth password")
 		}
 		if u.Password == "" && u.PasswordFile == "" {
 			p.add(key+".password", "must be set for auth password (or password_file)")
 		}
-	case slices.Contains(tokens, u.Auth):
+	case u.Auth.Token():
 		if u.Username == "" {
 			p.add(key+".username", "must be set for auth %s", u.Auth)
 		}
 		if u.TokenFile == "" && u.OAuth2 == nil {
 			p.add(key+".token_file", "must be set for auth %s (or oauth2)", u.Auth)
 		}
-	case u.Auth == AuthPassthrough:
+	case u.Auth == modes.AuthPassthrough:
 		if u.Username != "" {
 			p.add(key+".username", "not used with auth passthrough (the POP3 user name goes upstream)")
 		}
 		if u.Password != "" || u.PasswordFile != "" {
 			p.add(key+".password", "not used with auth passthrough (the POP3 password goes upstream)")
 		}
-	default:
-		p.add(key+".auth", "unknown auth %q (want %s)", u.Auth,
-			strings.Join(slices.Concat([]string{AuthPassword}, tokens, []string{AuthPassthrough}), ", "))
 	}
 	if u.OAuth2 != nil {
 		if u.TokenFile != "" {
 			p.add(key+".oauth2", "set either token_file or oauth2, not both")
 		}
-		u.OAuth2.validate(p, key+".oauth2", or(u.Auth, AuthPassword))
+		u.OAuth2.validate(p, key+".oauth2", auths.Or(u.Auth))
 	}
 }

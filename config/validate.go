@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // problems collects validation errors, each prefixed with its key path.
@@ -271,10 +273,8 @@ func (c *Config) validateBackend(p *problems, key string, b Backend) {
 		if m.Path == "" {
 			p.add(key+".path", "must be set")
 		}
-		switch m.OnDelete {
-		case "", OnDeleteRemove, OnDeleteKeep:
-		default:
-			p.add(key+".on_delete", "unknown policy %q (want remove or keep)", m.OnDelete)
+		if m.OnDelete != "" && !modes.MaildirOnDelete.Has(m.OnDelete) {
+			p.add(key+".on_delete", "unknown policy %q (want %s)", m.OnDelete, modes.MaildirOnDelete)
 		}
 	case TypePOP3:
 		if b.POP3 == nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 )
 
@@ -225,7 +226,7 @@ func TestBenchGmail(t *testing.T) {
 			r.units, dur(quotaTime(r.units)), r.peak, r.backoffs)
 	}
 	fmt.Fprintf(&rep, "\nAt Gmail's %d units/minute per user, the cold login's %d units take at least %.1f minutes by quota alone.\n",
-		gmail.DefaultQuotaPerMinute, coldUnits, quotaTime(coldUnits).Minutes())
+		modes.DefaultGmailQuotaPerMinute, coldUnits, quotaTime(coldUnits).Minutes())
 	t.Log("\n" + rep.String())
 	if p := os.Getenv("POPBENCH_REPORT"); p != "" {
 		if err := os.WriteFile(p, []byte(rep.String()), 0o644); err != nil {
@@ -239,7 +240,7 @@ func TestBenchGmail(t *testing.T) {
 // burst at 6,000 units/minute) and refills 100 units a second.
 func quotaTime(units int) time.Duration {
 	const burst = 250
-	perSecond := float64(gmail.DefaultQuotaPerMinute) / 60
+	perSecond := float64(modes.DefaultGmailQuotaPerMinute) / 60
 	if units <= burst {
 		return 0
 	}

@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,25 +50,8 @@ import (
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
-)
-
-// DeletePolicy says what DELE followed by QUIT does to a message.
-type DeletePolicy string
-
-const (
-	// Archive removes the served labels (for INBOX: Gmail's Archive).
-	Archive DeletePolicy = "archive"
-	// Trash moves the messages to the trash (messages.trash); Gmail
-	// empties it after 30 days.
-	Trash DeletePolicy = "trash"
-	// Delete removes the messages for good (messages.batchDelete). It
-	// needs the scope https://mail.google.com/; gmail.modify cannot.
-	Delete DeletePolicy = "delete"
-	// MarkRead removes the UNREAD label and hides the messages from POP.
-	MarkRead DeletePolicy = "mark-read"
-	// Keep changes nothing in Gmail and hides the messages from POP.
-	Keep DeletePolicy = "keep"
 )
 
 // Window limits the messages a session offers. The zero value offers
@@ -85,16 +69,12 @@ type Window struct {
 	Batch int
 }
 
-// Defaults for Options fields left zero.
+// Defaults for Options fields left zero that no configuration file
+// sets; the others are in internal/modes (DefaultGmailEndpoint, ...).
 const (
-	DefaultEndpoint       = "https://gmail.googleapis.com/"
-	DefaultMaxConcurrent  = 5
-	DefaultQuotaPerMinute = 6000
-	DefaultCallTimeout    = 30 * time.Second
-	DefaultBackoffBase    = 500 * time.Millisecond
-	DefaultMaxAttempts    = 6
-	DefaultLoginWait      = 8 * time.Second
-	DefaultProgressEvery  = 5 * time.Second
+	DefaultBackoffBase   = 500 * time.Millisecond
+	DefaultMaxAttempts   = 6
+	DefaultProgressEvery = 5 * time.Second
 	// maxBackoff caps one wait between attempts; a Retry-After above it
 	// fails the request at once.
 	maxBackoff = 32 * time.Second
@@ -115,18 +95,25 @@ type Options struct {
 	// instead, as is (tests).
 	TokenSource oauth2.TokenSource
 	HTTPClient  *http.Client
-	// Endpoint is the API's base URL; empty means DefaultEndpoint.
+	// Endpoint is the API's base URL; empty means
+	// modes.DefaultGmailEndpoint.
 	Endpoint string
 	// UserID is the mailbox's user id in API paths; empty means "me".
 	UserID string
 
 	// Labels are the label ids a message must all carry; empty means
-	// INBOX. Query is a Gmail search string it must also match.
+	// modes.DefaultGmailLabel (INBOX). Query is a Gmail search string it
+	// must also match.
 	Labels []string
 	Query  string
 	Window Window
-	// OnDelete is the delete policy; empty means Archive.
-	OnDelete DeletePolicy
+	// OnDelete is the delete policy, one of modes.GmailOnDelete; empty
+	// means modes.Archive, which removes the served labels (for INBOX:
+	// Gmail's Archive). modes.Trash uses messages.trash; modes.Delete
+	// messages.batchDelete, which needs a scope of
+	// modes.GmailDeleteScopes. modes.MarkRead removes the UNREAD label and
+	// modes.Keep changes nothing; both hide the messages from POP.
+	OnDelete modes.OnDelete
 	// DownloadOnce hides every message a session retrieved with RETR,
 	// once the session ends with QUIT.
 	DownloadOnce bool
@@ -139,7 +126,10 @@ type Options struct {
 	// MaxConcurrent bounds the requests in flight; QuotaPerMinute the
 	// quota units spent per minute; CallTimeout one request;
 	// BackoffBase the first wait after a rate-limit or server error;
-	// MaxAttempts the tries per request. Zero means the default.
+	// MaxAttempts the tries per request. Zero means the default
+	// (modes.DefaultGmailMaxConcurrent, modes.DefaultGmailQuotaPerMinute,
+	// modes.DefaultGmailCallTimeout, DefaultBackoffBase,
+	// DefaultMaxAttempts).
 	MaxConcurrent  int
 	QuotaPerMinute int
 	CallTimeout    time.Duration
@@ -150,7 +140,7 @@ type Options struct {
 	// known yet: the sizing goes on in the background, and the login
 	// offers the messages sized LoginWait after it started (at least one
 	// second after the listing), oldest first; later logins offer more.
-	// Zero means DefaultLoginWait.
+	// Zero means modes.DefaultGmailLoginWait.
 	LoginWait time.Duration
 	// ProgressEvery is the interval of the info lines that report a
 	// background sizing; zero means DefaultProgressEvery.
@@ -165,6 +155,21 @@ type Options struct {
 	Logger *zerolog.Logger
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+}
+
+// String describes o for people, with the defaults New applies and
+// without credentials: "gmail ENDPOINT, labels A+B, on_delete POLICY,
+// download_once BOOL".
+func (o Options) String() string {
+	endpoint, labels := o.Endpoint, modes.DefaultGmailLabel
+	if endpoint == "" {
+		endpoint = modes.DefaultGmailEndpoint
+	}
+	if len(o.Labels) > 0 {
+		labels = strings.Join(o.Labels, "+")
+	}
+	return fmt.Sprintf("gmail %s, labels %s, on_delete %s, download_once %v", endpoint, labels,
+		modes.GmailOnDelete.Or(o.OnDelete), o.DownloadOnce)
 }
 
 // Backend serves one Gmail account. It is safe for concurrent use.
@@ -207,37 +212,33 @@ func New(opts Options) (*Backend, error) {
 	if opts.TokenSource == nil && opts.HTTPClient == nil {
 		return nil, errors.New("gmail: a token source is required")
 	}
-	switch opts.OnDelete {
-	case "":
-		opts.OnDelete = Archive
-	case Archive, Trash, Delete, MarkRead, Keep:
-	default:
-		return nil, fmt.Errorf("gmail: unknown delete policy %q", opts.OnDelete)
+	if opts.OnDelete = modes.GmailOnDelete.Or(opts.OnDelete); !modes.GmailOnDelete.Has(opts.OnDelete) {
+		return nil, fmt.Errorf("gmail: unknown delete policy %q (want %s)", opts.OnDelete, modes.GmailOnDelete)
 	}
 	if opts.Window.Batch < 0 {
 		return nil, fmt.Errorf("gmail: negative batch %d", opts.Window.Batch)
 	}
 	if len(opts.Labels) == 0 {
-		opts.Labels = []string{"INBOX"}
+		opts.Labels = []string{modes.DefaultGmailLabel}
 	}
 	if opts.UserID == "" {
 		opts.UserID = "me"
 	}
 	if opts.Endpoint == "" {
-		opts.Endpoint = DefaultEndpoint
+		opts.Endpoint = modes.DefaultGmailEndpoint
 	}
 	if opts.Endpoint[len(opts.Endpoint)-1] != '/' {
 		// Without it, a path prefix is lost in URL resolution.
 		opts.Endpoint += "/"
 	}
 	if opts.MaxConcurrent <= 0 {
-		opts.MaxConcurrent = DefaultMaxConcurrent
+		opts.MaxConcurrent = modes.DefaultGmailMaxConcurrent
 	}
 	if opts.QuotaPerMinute <= 0 {
-		opts.QuotaPerMinute = DefaultQuotaPerMinute
+		opts.QuotaPerMinute = modes.DefaultGmailQuotaPerMinute
 	}
 	if opts.CallTimeout <= 0 {
-		opts.CallTimeout = DefaultCallTimeout
+		opts.CallTimeout = modes.DefaultGmailCallTimeout
 	}
 	if opts.BackoffBase <= 0 {
 		opts.BackoffBase = DefaultBackoffBase
@@ -249,7 +250,7 @@ func New(opts Options) (*Backend, error) {
 		opts.Now = time.Now
 	}
 	if opts.LoginWait <= 0 {
-		opts.LoginWait = DefaultLoginWait
+		opts.LoginWait = modes.DefaultGmailLoginWait
 	}
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = DefaultProgressEvery

@@ -18,6 +18,7 @@ import (
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/internal/testcorpus"
 	"github.com/popbridge/popbridge/proxy"
@@ -333,19 +334,19 @@ func state(fake *gmailtest.Server, id string) string {
 
 func TestDeletePolicies(t *testing.T) {
 	for _, tc := range []struct {
-		policy gmail.DeletePolicy
+		policy modes.OnDelete
 		want   string // the deleted messages' labels after QUIT
 		hidden bool   // the kept message 2 is no longer offered either way
 	}{
-		{gmail.Archive, "UNREAD", false},
-		{gmail.Trash, "TRASH,UNREAD", false},
-		{gmail.Delete, "deleted", false},
-		{gmail.MarkRead, "INBOX", true},
-		{gmail.Keep, "INBOX,UNREAD", true},
+		{modes.Archive, "UNREAD", false},
+		{modes.Trash, "TRASH,UNREAD", false},
+		{modes.Delete, "deleted", false},
+		{modes.MarkRead, "INBOX", true},
+		{modes.Keep, "INBOX,UNREAD", true},
 	} {
 		t.Run(string(tc.policy), func(t *testing.T) {
 			fake := gmailtest.Start(t)
-			fake.SetAllowDelete(tc.policy == gmail.Delete)
+			fake.SetAllowDelete(tc.policy == modes.Delete)
 			var ids []string
 			for i := range 4 {
 				ids = append(ids, fake.Add(fmt.Appendf(nil, "Subject: %d\r\n\r\nbody %d\r\n", i, i), "INBOX", "UNREAD"))
@@ -395,7 +396,7 @@ func TestDeletePolicies(t *testing.T) {
 func TestDeleteNeedsScope(t *testing.T) {
 	fake := gmailtest.Start(t) // without AllowDelete: a gmail.modify token
 	id := fake.Add([]byte("Subject: x\r\n\r\nx\r\n"), "INBOX")
-	f := newFixture(t, fake, func(o *gmail.Options) { o.OnDelete = gmail.Delete })
+	f := newFixture(t, fake, func(o *gmail.Options) { o.OnDelete = modes.Delete })
 	c := f.login()
 	c.Cmd("DELE 1")
 	if r, err := c.Cmd("QUIT"); err == nil || !strings.Contains(err.Error(), "-ERR [SYS/TEMP]") {
@@ -418,7 +419,7 @@ func TestDownloadOnce(t *testing.T) {
 	for i := range 3 {
 		ids = append(ids, fake.Add(fmt.Appendf(nil, "Subject: %d\r\n\r\nbody\r\n", i), "INBOX"))
 	}
-	f := newFixture(t, fake, func(o *gmail.Options) { o.DownloadOnce = true; o.OnDelete = gmail.Keep })
+	f := newFixture(t, fake, func(o *gmail.Options) { o.DownloadOnce = true; o.OnDelete = modes.Keep })
 
 	// Retrieved in a dropped session: offered again.
 	c := f.login()
@@ -451,7 +452,7 @@ func TestBatchWindow(t *testing.T) {
 	for i := range 7 {
 		ids = append(ids, fake.Add(fmt.Appendf(nil, "Subject: %d\r\n\r\nbody\r\n", i), "INBOX"))
 	}
-	f := newFixture(t, fake, func(o *gmail.Options) { o.Window.Batch = 3; o.OnDelete = gmail.Keep })
+	f := newFixture(t, fake, func(o *gmail.Options) { o.Window.Batch = 3; o.OnDelete = modes.Keep })
 	for round, want := range [][]string{ids[0:3], ids[3:6], ids[6:7], nil} {
 		fake.ResetStats()
 		c := f.login()

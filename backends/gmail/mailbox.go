@@ -14,6 +14,7 @@ import (
 	gmailapi "google.golang.org/api/gmail/v1"
 
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -238,17 +239,17 @@ func (m *mailbox) Commit(ctx context.Context, deleted, retrieved []string) error
 	var err error
 	var done []string // gone from the maildrop in Gmail
 	switch b.opts.OnDelete {
-	case Archive:
+	case modes.Archive:
 		done, err = b.batchModify(ctx, deleted, nil, b.opts.Labels)
-	case Trash:
+	case modes.Trash:
 		done, err = b.trash(ctx, deleted)
-	case Delete:
+	case modes.Delete:
 		done, err = b.batchDelete(ctx, deleted)
-	case MarkRead:
+	case modes.MarkRead:
 		var read []string
 		read, err = b.batchModify(ctx, deleted, nil, []string{"UNREAD"})
 		c.AddTombstones = append(c.AddTombstones, read...)
-	case Keep:
+	case modes.Keep:
 		c.AddTombstones = append(c.AddTombstones, deleted...)
 	}
 	for _, id := range done {

@@ -11,6 +11,7 @@ import (
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 )
 
@@ -26,7 +27,7 @@ func TestTokenRecovery(t *testing.T) {
 	fake.SetValidToken(tokens.ValidAccess)
 	fake.Add([]byte("Subject: one\r\n\r\nfirst\r\n"), "INBOX")
 	second := fake.Add([]byte("Subject: two\r\n\r\nsecond\r\n"), "INBOX")
-	cfg, err := oauth.Config{Provider: oauth.Custom, ClientID: tokens.ClientID, AuthURL: tokens.AuthURL, TokenURL: tokens.TokenURL,
+	cfg, err := oauth.Config{Provider: modes.ProviderCustom, ClientID: tokens.ClientID, AuthURL: tokens.AuthURL, TokenURL: tokens.TokenURL,
 		Scopes: []string{oauth.GmailModifyScope}}.OAuth2(oauth.Gmail)
 	if err != nil {
 		t.Fatal(err)

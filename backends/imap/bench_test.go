@@ -15,6 +15,7 @@ import (
 	"github.com/popbridge/popbridge/backends"
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // Benchmarks against a private Dovecot, side by side with Dovecot's own
@@ -84,7 +85,7 @@ func BenchmarkOpen(b *testing.B) {
 	d := dovecottest.Start(b, dovecottest.Options{Users: map[string]string{user: pass}})
 	fillMaildir(b, d, user, n, 2000)
 	ctx := context.Background()
-	opts := imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: user, Password: pass}
+	opts := imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Username: user, Password: pass}
 
 	open := func(b *testing.B, be *imapb.Backend) {
 		mb, err := be.OpenMaildrop(ctx, backends.Login{})
@@ -149,7 +150,7 @@ func BenchmarkDownload(b *testing.B) {
 	for u := range accounts {
 		fillMaildir(b, d, u, msgs, size)
 	}
-	be := newBackend(b, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Auth: imapb.AuthPassthrough})
+	be := newBackend(b, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Auth: modes.AuthPassthrough})
 	addrs := map[string]string{"popbridge": serve(b, be), "dovecot": d.POP3Addr}
 	for _, sessions := range []int{1, 16} {
 		for _, name := range []string{"popbridge", "dovecot"} {

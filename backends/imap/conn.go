@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -219,7 +220,7 @@ func (s *session) connect(ctx context.Context) (err error) {
 	}()
 
 	switch b.opts.TLS {
-	case TLSImplicit:
+	case modes.TLSImplicit:
 		cfg := b.tlsConfig()
 		if cfg.NextProtos == nil {
 			cfg.NextProtos = []string{"imap"}
@@ -229,7 +230,7 @@ func (s *session) connect(ctx context.Context) (err error) {
 			return b.tlsError(err)
 		}
 		c = imapclient.New(newTraceConn(tc, s.log), nil)
-	case TLSStartTLS:
+	case modes.TLSStartTLS:
 		tc, err := s.startTLS(dctx, dc)
 		if err != nil {
 			return err
@@ -245,7 +246,7 @@ func (s *session) connect(ctx context.Context) (err error) {
 		return b.errorf(proxy.ErrTemporary, "greeting from", err)
 	}
 	if c.State() != imap.ConnStateAuthenticated {
-		if s.checkOnly && b.opts.Auth == AuthPassthrough {
+		if s.checkOnly && b.opts.Auth == modes.AuthPassthrough {
 			s.c, s.dc = c, dc
 			return nil
 		}
@@ -373,9 +374,9 @@ func (s *session) authenticate(c *imapclient.Client) error {
 	caps := c.Caps()
 	var err error
 	switch b.opts.Auth {
-	case AuthXOAUTH2, AuthOAuthBearer:
+	case modes.AuthXOAUTH2, modes.AuthOAuthBearer:
 		mech := "XOAUTH2"
-		if b.opts.Auth == AuthOAuthBearer {
+		if b.opts.Auth == modes.AuthOAuthBearer {
 			mech = sasl.OAuthBearer
 		}
 		if !caps.Has(imap.AuthCap(mech)) {

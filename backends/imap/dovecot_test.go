@@ -16,6 +16,7 @@ import (
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -49,7 +50,7 @@ func TestReferenceDovecot(t *testing.T) {
 	for _, ps := range passes {
 		logs := &logRecorder{}
 		b := newBackend(t, imapb.Options{
-			Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: user, Password: pass,
+			Addr: d.IMAPAddr, TLS: modes.TLSNone, Username: user, Password: pass,
 			Store: openStore(t, t.TempDir()), Bodies: &cache.Bodies{},
 			TopWhole: ps.topWhole, TopPartial: ps.partial, Logger: logs.logger(),
 		})
@@ -131,7 +132,7 @@ func TestUIDLsStable(t *testing.T) {
 	}
 	dir := t.TempDir()
 	logs := &logRecorder{}
-	opts := imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: user, Password: pass, Logger: logs.logger()}
+	opts := imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Username: user, Password: pass, Logger: logs.logger()}
 
 	listing := func(addr string) (uidl, list []byte) {
 		c := popLogin(t, addr, "x", "y")
@@ -203,7 +204,7 @@ func TestUIDLsStable(t *testing.T) {
 
 // deleteCase is one delete policy, checked from the IMAP side.
 type deleteCase struct {
-	policy imapb.DeletePolicy
+	policy modes.OnDelete
 	// check gets the INBOX before and after QUIT (UID -> flags), the UIDs
 	// the client deleted, and the Trash folder afterwards.
 	check    func(t *testing.T, before, after map[imap.UID][]imap.Flag, deleted []imap.UID, trash map[imap.UID][]imap.Flag)
@@ -212,7 +213,7 @@ type deleteCase struct {
 
 func TestDeletePolicies(t *testing.T) {
 	cases := []deleteCase{
-		{policy: imapb.Expunge, relisted: 3, check: func(t *testing.T, before, after map[imap.UID][]imap.Flag, deleted []imap.UID, trash map[imap.UID][]imap.Flag) {
+		{policy: modes.Expunge, relisted: 3, check: func(t *testing.T, before, after map[imap.UID][]imap.Flag, deleted []imap.UID, trash map[imap.UID][]imap.Flag) {
 			for _, u := range deleted {
 				if _, ok := after[u]; ok {
 					t.Errorf("UID %d still in INBOX", u)
@@ -222,12 +223,12 @@ func TestDeletePolicies(t *testing.T) {
 				t.Errorf("INBOX has %d messages, want %d", len(after), len(before)-len(deleted))
 			}
 		}},
-		{policy: imapb.Move("Trash"), relisted: 3, check: func(t *testing.T, before, after map[imap.UID][]imap.Flag, deleted []imap.UID, trash map[imap.UID][]imap.Flag) {
+		{policy: modes.Move("Trash"), relisted: 3, check: func(t *testing.T, before, after map[imap.UID][]imap.Flag, deleted []imap.UID, trash map[imap.UID][]imap.Flag) {
 			if len(after) != len(before)-len(deleted) || len(trash) != len(deleted) {
 				t.Errorf("INBOX %d, Trash %d messages; want %d and %d", len(after), len(trash), len(before)-len(deleted), len(deleted))
 			}
 		}},
-		{policy: imapb.Seen, relisted: 3, check: func(t *testing.T, before, after map[imap.UID][]imap.Flag, deleted []imap.UID, trash map[imap.UID][]imap.Flag) {
+		{policy: modes.Seen, relisted: 3, check: func(t *testing.T, before, after map[imap.UID][]imap.Flag, deleted []imap.UID, trash map[imap.UID][]imap.Flag) {
 			if len(after) != len(before) {
 				t.Errorf("INBOX has %d messages, want %d", len(after), len(before))
 			}
@@ -237,7 +238,7 @@ func TestDeletePolicies(t *testing.T) {
 				}
 			}
 		}},
-		{policy: imapb.Keep, relisted: 3, check: func(t *testing.T, before, after map[imap.UID][]imap.Flag, deleted []imap.UID, trash map[imap.UID][]imap.Flag) {
+		{policy: modes.Keep, relisted: 3, check: func(t *testing.T, before, after map[imap.UID][]imap.Flag, deleted []imap.UID, trash map[imap.UID][]imap.Flag) {
 			if len(after) != len(before) {
 				t.Errorf("INBOX has %d messages, want %d", len(after), len(before))
 			}
@@ -259,7 +260,7 @@ func TestDeletePolicies(t *testing.T) {
 			ic := imapDial(t, d, user)
 			appendMessages(t, ic, "INBOX", 5, 300)
 			before := folderState(t, ic, "INBOX")
-			b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: user, Password: "pw",
+			b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Username: user, Password: "pw",
 				OnDelete: tc.policy, Store: openStore(t, t.TempDir())})
 			addr := serve(t, b)
 			c := popLogin(t, addr, "x", "y")
@@ -312,7 +313,7 @@ func TestMarkReadOnRetr(t *testing.T) {
 	d := dovecottest.Start(t, dovecottest.Options{Users: map[string]string{"carol": "pw"}})
 	ic := imapDial(t, d, "carol")
 	appendMessages(t, ic, "INBOX", 3, 200)
-	b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: "carol", Password: "pw",
+	b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Username: "carol", Password: "pw",
 		MarkReadOnRetr: true, Bodies: &cache.Bodies{}})
 	c := popLogin(t, serve(t, b), "x", "y")
 	multi(t, c, "TOP 1 1") // whole message into Bodies, peeked
@@ -349,7 +350,7 @@ func TestExpungedMidSession(t *testing.T) {
 	d := dovecottest.Start(t, dovecottest.Options{Users: map[string]string{"dave": "pw"}})
 	ic := imapDial(t, d, "dave")
 	appendMessages(t, ic, "INBOX", 4, 100<<10) // above TopWhole: TOP uses partials
-	b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: "dave", Password: "pw"})
+	b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Username: "dave", Password: "pw"})
 	c := popLogin(t, serve(t, b), "x", "y")
 	uids := uidlList(t, c)
 	multi(t, c, "RETR 1")
@@ -394,7 +395,7 @@ func TestDovecotStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: "erin", Password: "pw",
+	b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Username: "erin", Password: "pw",
 		DialTimeout: 2 * time.Second, CommandTimeout: 2 * time.Second})
 	addr := serve(t, b)
 	c := popLogin(t, addr, "x", "y")
@@ -430,7 +431,7 @@ func TestDovecotStopped(t *testing.T) {
 // TestLoginErrors maps upstream failures to POP3 response codes.
 func TestLoginErrors(t *testing.T) {
 	d := dovecottest.Start(t, dovecottest.Options{Users: map[string]string{"frank": "right"}})
-	bad := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: "frank", Password: "wrong"})
+	bad := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Username: "frank", Password: "wrong"})
 	c, _ := pop3test.Dial(serve(t, bad))
 	defer c.Close()
 	if err := c.Login("x", "y"); !isPOPErr(err, "-ERR [AUTH]") {
@@ -438,7 +439,7 @@ func TestLoginErrors(t *testing.T) {
 	}
 
 	// Passthrough: the POP3 credentials are the IMAP ones.
-	pt := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Auth: imapb.AuthPassthrough})
+	pt := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Auth: modes.AuthPassthrough})
 	addr := serve(t, pt)
 	c = popLogin(t, addr, "frank", "right")
 	quit(t, c)
@@ -454,9 +455,9 @@ func TestLoginErrors(t *testing.T) {
 	// TLS: implicit and STARTTLS with the test CA; an untrusted
 	// certificate is the operator's problem ([SYS/PERM]).
 	for _, tc := range []struct {
-		mode imapb.TLSMode
+		mode modes.TLS
 		addr string
-	}{{imapb.TLSImplicit, d.IMAPSAddr}, {imapb.TLSStartTLS, d.IMAPAddr}} {
+	}{{modes.TLSImplicit, d.IMAPSAddr}, {modes.TLSStartTLS, d.IMAPAddr}} {
 		ok := newBackend(t, imapb.Options{Addr: tc.addr, TLS: tc.mode, TLSConfig: d.TLSConfig(), Username: "frank", Password: "right"})
 		if err := ok.Check(context.Background()); err != nil {
 			t.Errorf("tls %s: %v", tc.mode, err)
@@ -469,13 +470,13 @@ func TestLoginErrors(t *testing.T) {
 	}
 
 	// A folder that does not exist.
-	nf := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Username: "frank", Password: "right", Folder: "Nope"})
+	nf := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Username: "frank", Password: "right", Folder: "Nope"})
 	if err := nf.Check(context.Background()); !errors.Is(err, proxy.ErrPermanent) {
 		t.Errorf("missing folder: %v, want [SYS/PERM]", err)
 	}
 
 	// Nothing listening: temporary.
-	gone := newBackend(t, imapb.Options{Addr: "127.0.0.1:1", TLS: imapb.TLSNone, Username: "frank", Password: "right"})
+	gone := newBackend(t, imapb.Options{Addr: "127.0.0.1:1", TLS: modes.TLSNone, Username: "frank", Password: "right"})
 	c, _ = pop3test.Dial(serve(t, gone))
 	defer c.Close()
 	if err := c.Login("x", "y"); !isPOPErr(err, "-ERR [SYS/TEMP]") {

@@ -31,7 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -39,76 +38,13 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
 )
 
-// TLSMode says how the connection to the server is secured.
-type TLSMode string
-
+// Defaults for Options fields left zero that no configuration file sets;
+// the others are in internal/modes (DefaultIMAPFolder, ...).
 const (
-	// TLSImplicit starts TLS when connecting (port 993, RFC 8314).
-	TLSImplicit TLSMode = "implicit"
-	// TLSStartTLS connects in cleartext and upgrades with STARTTLS (RFC
-	// 9051 §6.2.1) before authenticating; a server without it is refused.
-	TLSStartTLS TLSMode = "starttls"
-	// TLSNone never encrypts: for loopback tests only.
-	TLSNone TLSMode = "none"
-)
-
-// Auth says which credentials go to the server.
-type Auth string
-
-const (
-	// AuthPassword sends Options.Username and Options.Password with
-	// AUTHENTICATE PLAIN when the server offers it, else with LOGIN.
-	AuthPassword Auth = "password"
-	// AuthXOAUTH2 sends Options.Username and a token from
-	// Options.TokenSource with AUTHENTICATE XOAUTH2 (Gmail, Outlook).
-	AuthXOAUTH2 Auth = "xoauth2"
-	// AuthOAuthBearer is AuthXOAUTH2 with OAUTHBEARER (RFC 7628).
-	AuthOAuthBearer Auth = "oauthbearer"
-	// AuthPassthrough sends the POP3 client's own user name and password,
-	// as AuthPassword does.
-	AuthPassthrough Auth = "passthrough"
-)
-
-// DeletePolicy says what DELE followed by QUIT does to a message. Besides
-// the constants, "move:FOLDER" moves it to FOLDER (see Move).
-type DeletePolicy string
-
-const (
-	// Expunge sets \Deleted and removes the messages with UID EXPUNGE
-	// (UIDPLUS, RFC 4315). Without UIDPLUS a plain EXPUNGE would also
-	// remove messages other clients marked \Deleted, so it is sent only
-	// when UID SEARCH DELETED finds no message but the client's; otherwise
-	// the messages stay marked \Deleted upstream and hidden from POP, and a
-	// warning is logged.
-	Expunge DeletePolicy = "expunge"
-	// Seen sets \Seen and hides the messages from POP (tombstones in the
-	// Store), so they are not downloaded again.
-	Seen DeletePolicy = "seen"
-	// Keep leaves the server alone and hides the messages from POP.
-	Keep DeletePolicy = "keep"
-)
-
-// movePrefix starts a move policy.
-const movePrefix = "move:"
-
-// Move returns the policy that moves deleted messages to folder: MOVE
-// (RFC 6851), or without it COPY then removal as for Expunge. A folder the
-// server says does not exist (TRYCREATE) is created.
-func Move(folder string) DeletePolicy { return DeletePolicy(movePrefix + folder) }
-
-// moveTarget returns the folder of a move policy.
-func (p DeletePolicy) moveTarget() (string, bool) {
-	return strings.CutPrefix(string(p), movePrefix)
-}
-
-// Defaults for Options fields left zero.
-const (
-	DefaultFolder         = "INBOX"
-	DefaultDialTimeout    = 15 * time.Second
-	DefaultCommandTimeout = 60 * time.Second
 	// DefaultTopWhole: TOP fetches messages up to this size whole (and
 	// through Bodies, so a RETR that follows costs nothing).
 	DefaultTopWhole = 64 << 10
@@ -124,24 +60,38 @@ const (
 type Options struct {
 	// Addr is the server's host:port. Required.
 	Addr string
-	// TLS is the TLS mode; empty means TLSImplicit.
-	TLS TLSMode
+	// TLS is the TLS mode, one of modes.TLSModes; empty means
+	// modes.TLSImplicit.
+	TLS modes.TLS
 	// TLSConfig sets the roots and the server name; nil means the system
 	// roots and the host of Addr. It is cloned, never changed.
 	TLSConfig *tls.Config
-	// Auth selects the credentials; empty means AuthPassword.
-	Auth Auth
-	// Username is the IMAP login for every mode but AuthPassthrough;
-	// Password goes with it for AuthPassword.
+	// Auth selects the credentials, one of modes.IMAPAuth; empty means
+	// modes.AuthPassword, sent with AUTHENTICATE PLAIN when the server
+	// offers it, else with LOGIN. XOAUTH2 and OAUTHBEARER go with
+	// AUTHENTICATE.
+	Auth modes.Auth
+	// Username is the IMAP login for every mode but passthrough;
+	// Password goes with it for password.
 	Username, Password string
-	// TokenSource gives the access tokens for AuthXOAUTH2 and
-	// AuthOAuthBearer; it is asked at every login (wrap it in
-	// oauth2.ReuseTokenSource to cache).
+	// TokenSource gives the access tokens for xoauth2 and oauthbearer; it
+	// is asked at every login (wrap it in oauth2.ReuseTokenSource to
+	// cache).
 	TokenSource oauth2.TokenSource
-	// Folder is the mailbox served; empty means INBOX.
+	// Folder is the mailbox served; empty means modes.DefaultIMAPFolder.
 	Folder string
-	// OnDelete is the delete policy; empty means Expunge.
-	OnDelete DeletePolicy
+	// OnDelete is the delete policy, one of modes.IMAPOnDelete; empty
+	// means modes.Expunge. Expunge sets \Deleted and removes the
+	// messages with UID EXPUNGE (UIDPLUS, RFC 4315). Without UIDPLUS a
+	// plain EXPUNGE would also remove messages other clients marked
+	// \Deleted, so it is sent only when UID SEARCH DELETED finds no
+	// message but the client's; otherwise the messages stay marked
+	// \Deleted upstream and hidden from POP, and a warning is logged.
+	// modes.Move(FOLDER) moves the messages to FOLDER: MOVE (RFC 6851),
+	// or without it COPY then removal as for Expunge; a folder the server
+	// says does not exist (TRYCREATE) is created. Seen sets \Seen and
+	// Keep changes nothing; both hide the messages from POP.
+	OnDelete modes.OnDelete
 	// MarkReadOnRetr sets \Seen on messages RETR sends, by fetching
 	// BODY[] instead of BODY.PEEK[]. TOP never sets it.
 	MarkReadOnRetr bool
@@ -154,14 +104,14 @@ type Options struct {
 	Bodies *cache.Bodies
 	// Account names the account in Store, Bodies and logs. Empty means
 	// "imap:USER@ADDR/FOLDER" with the IMAP user name (always so for
-	// AuthPassthrough).
+	// passthrough auth).
 	Account string
 	// DialTimeout bounds connecting, TLS handshake included; zero means
-	// DefaultDialTimeout.
+	// modes.DefaultIMAPDialTimeout.
 	DialTimeout time.Duration
 	// CommandTimeout is how long the server may stay silent while a reply
 	// is awaited (reset by every read, so a long download is fine); zero
-	// means DefaultCommandTimeout.
+	// means modes.DefaultIMAPCommandTimeout.
 	CommandTimeout time.Duration
 	// TopWhole and TopPartial tune TOP; zero means DefaultTopWhole and
 	// DefaultTopPartial, a negative TopWhole always uses partials.
@@ -176,7 +126,19 @@ type Options struct {
 	Logger *zerolog.Logger
 }
 
-// Backend serves one IMAP folder, or with AuthPassthrough that folder of
+// String describes o for people, with the defaults New applies and
+// without credentials: "imap ADDR/FOLDER, tls MODE, auth AUTH, on_delete
+// POLICY".
+func (o Options) String() string {
+	folder := o.Folder
+	if folder == "" {
+		folder = modes.DefaultIMAPFolder
+	}
+	return fmt.Sprintf("imap %s/%s, tls %s, auth %s, on_delete %s", o.Addr, folder,
+		modes.TLSModes.Or(o.TLS), modes.IMAPAuth.Or(o.Auth), modes.IMAPOnDelete.Or(o.OnDelete))
+}
+
+// Backend serves one IMAP folder, or with passthrough auth that folder of
 // any account the server knows.
 type Backend struct {
 	opts Options
@@ -206,57 +168,42 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("imap: addr %q: %w", opts.Addr, err)
 	}
-	switch opts.TLS {
-	case "":
-		opts.TLS = TLSImplicit
-	case TLSImplicit, TLSStartTLS, TLSNone:
-	default:
-		return nil, fmt.Errorf("imap: unknown tls mode %q (want implicit, starttls or none)", opts.TLS)
+	if opts.TLS = modes.TLSModes.Or(opts.TLS); !modes.TLSModes.Has(opts.TLS) {
+		return nil, fmt.Errorf("imap: unknown tls mode %q (want %s)", opts.TLS, modes.TLSModes)
 	}
-	switch opts.Auth {
-	case "":
-		opts.Auth = AuthPassword
-		fallthrough
-	case AuthPassword:
+	switch opts.Auth = modes.IMAPAuth.Or(opts.Auth); {
+	case !modes.IMAPAuth.Has(opts.Auth):
+		return nil, fmt.Errorf("imap: unknown auth %q (want %s)", opts.Auth, modes.IMAPAuth)
+	case opts.Auth == modes.AuthPassword:
 		if opts.Username == "" {
 			return nil, errors.New("imap: username is required for password auth")
 		}
-	case AuthXOAUTH2, AuthOAuthBearer:
+	case opts.Auth.Token():
 		if opts.Username == "" || opts.TokenSource == nil {
 			return nil, fmt.Errorf("imap: username and a token source are required for %s auth", opts.Auth)
 		}
-	case AuthPassthrough:
-	default:
-		return nil, fmt.Errorf("imap: unknown auth %q (want password, xoauth2, oauthbearer or passthrough)", opts.Auth)
 	}
 	if opts.Folder == "" {
-		opts.Folder = DefaultFolder
+		opts.Folder = modes.DefaultIMAPFolder
 	}
-	switch opts.OnDelete {
-	case "":
-		opts.OnDelete = Expunge
-	case Expunge:
-	case Seen, Keep:
-		if opts.Store == nil {
-			return nil, fmt.Errorf("imap: on_delete %s needs a cache store", opts.OnDelete)
-		}
-	default:
-		folder, ok := opts.OnDelete.moveTarget()
-		if !ok {
-			return nil, fmt.Errorf("imap: unknown delete policy %q (want expunge, move:FOLDER, seen or keep)", opts.OnDelete)
-		}
+	opts.OnDelete = modes.IMAPOnDelete.Or(opts.OnDelete)
+	if folder, move := opts.OnDelete.MoveTarget(); move {
 		if folder == "" {
 			return nil, errors.New("imap: delete policy move: needs a folder (move:FOLDER)")
 		}
 		if folder == opts.Folder {
 			return nil, fmt.Errorf("imap: delete policy %q moves to the folder served", opts.OnDelete)
 		}
+	} else if !modes.IMAPOnDelete.Has(opts.OnDelete) {
+		return nil, fmt.Errorf("imap: unknown delete policy %q (want %s)", opts.OnDelete, modes.IMAPOnDelete)
+	} else if (opts.OnDelete == modes.Seen || opts.OnDelete == modes.Keep) && opts.Store == nil {
+		return nil, fmt.Errorf("imap: on_delete %s needs a cache store", opts.OnDelete)
 	}
 	if opts.DialTimeout <= 0 {
-		opts.DialTimeout = DefaultDialTimeout
+		opts.DialTimeout = modes.DefaultIMAPDialTimeout
 	}
 	if opts.CommandTimeout <= 0 {
-		opts.CommandTimeout = DefaultCommandTimeout
+		opts.CommandTimeout = modes.DefaultIMAPCommandTimeout
 	}
 	if opts.TopWhole == 0 {
 		opts.TopWhole = DefaultTopWhole
@@ -276,7 +223,7 @@ func New(opts Options) (*Backend, error) {
 
 // account returns the name of the upstream user's account in the cache.
 func (b *Backend) account(user string) string {
-	if b.opts.Account != "" && b.opts.Auth != AuthPassthrough {
+	if b.opts.Account != "" && b.opts.Auth != modes.AuthPassthrough {
 		return b.opts.Account
 	}
 	return "imap:" + user + "@" + b.opts.Addr + "/" + b.opts.Folder
@@ -285,17 +232,17 @@ func (b *Backend) account(user string) string {
 // readOnly reports whether the folder can be opened with EXAMINE: nothing
 // this configuration does changes it.
 func (b *Backend) readOnly() bool {
-	return b.opts.OnDelete == Keep && !b.opts.MarkReadOnRetr
+	return b.opts.OnDelete == modes.Keep && !b.opts.MarkReadOnRetr
 }
 
 // OpenMaildrop connects, authenticates and selects the folder. For
-// AuthPassthrough the login's user and password are the IMAP credentials;
+// modes.AuthPassthrough the login's user and password are the IMAP credentials;
 // otherwise the login is not needed. Credentials the server rejects give
 // an error wrapping proxy.ErrAuthFailed; a server that cannot be reached,
 // one wrapping proxy.ErrTemporary.
 func (b *Backend) OpenMaildrop(ctx context.Context, login backends.Login) (proxy.Mailbox, error) {
 	user, pass := login.User, login.Password
-	if b.opts.Auth != AuthPassthrough {
+	if b.opts.Auth != modes.AuthPassthrough {
 		user, pass = b.opts.Username, b.opts.Password
 	}
 	m := &mailbox{b: b, account: b.account(user), release: func() {}}
@@ -321,7 +268,7 @@ func (b *Backend) OpenMaildrop(ctx context.Context, login backends.Login) (proxy
 }
 
 // Check connects, logs in and examines the folder without changing
-// anything, for popbridge check. With AuthPassthrough it only connects
+// anything, for popbridge check. With passthrough auth it only connects
 // (and starts TLS): there are no credentials to try.
 func (b *Backend) Check(ctx context.Context) error {
 	s := &session{b: b, user: b.opts.Username, pass: b.opts.Password, log: b.log, checkOnly: true}

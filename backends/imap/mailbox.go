@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -546,7 +547,7 @@ func (r *literalStream) Close() error {
 	return nil
 }
 
-// Delete applies the delete policy to the messages (see DeletePolicy).
+// Delete applies the delete policy to the messages (see Options.OnDelete).
 func (m *mailbox) Delete(ctx context.Context, uidls []string) error {
 	var uids []imap.UID
 	var keys []string
@@ -568,20 +569,20 @@ func (m *mailbox) Delete(ctx context.Context, uidls []string) error {
 	var hide bool // the messages stay upstream: hide them from POP
 	var err error
 	switch policy {
-	case Keep:
+	case modes.Keep:
 		hide = true
-	case Seen:
+	case modes.Seen:
 		hide = true
 		err = m.s.run(ctx, true, func(c *imapclient.Client) error {
 			return storeFlags(c, uids, imap.FlagSeen)
 		})
-	case Expunge:
+	case modes.Expunge:
 		err = m.s.run(ctx, true, func(c *imapclient.Client) (err error) {
 			hide, err = m.expunge(c, uids)
 			return err
 		})
 	default:
-		folder, _ := policy.moveTarget()
+		folder, _ := policy.MoveTarget()
 		err = m.s.run(ctx, true, func(c *imapclient.Client) (err error) {
 			hide, err = m.move(c, uids, folder)
 			return err

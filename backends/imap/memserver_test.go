@@ -23,6 +23,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	imapb "github.com/popbridge/popbridge/backends/imap"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -297,10 +298,10 @@ var rev2 = imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
 func TestOAuth(t *testing.T) {
 	ms := startMemServer(t, rev2)
 	appendMessages(t, ms.client(t), "INBOX", 3, 200)
-	for _, auth := range []imapb.Auth{imapb.AuthXOAUTH2, imapb.AuthOAuthBearer} {
+	for _, auth := range []modes.Auth{modes.AuthXOAUTH2, modes.AuthOAuthBearer} {
 		for _, tok := range []string{goodToken, "expired-token"} {
 			logs := &logRecorder{}
-			b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Auth: auth, Username: memUser,
+			b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: modes.TLSNone, Auth: auth, Username: memUser,
 				TokenSource: tokens(tok), Logger: logs.logger(), CommandTimeout: 5 * time.Second})
 			c, err := pop3test.Dial(serve(t, b))
 			if err != nil {
@@ -333,7 +334,7 @@ func TestOAuth(t *testing.T) {
 
 	// A server that does not offer the mechanism: the operator's problem.
 	plainOnly := startMemServer(t, rev2, "PLAIN")
-	b := newBackend(t, imapb.Options{Addr: plainOnly.addr, TLS: imapb.TLSNone, Auth: imapb.AuthXOAUTH2, Username: memUser, TokenSource: tokens(goodToken)})
+	b := newBackend(t, imapb.Options{Addr: plainOnly.addr, TLS: modes.TLSNone, Auth: modes.AuthXOAUTH2, Username: memUser, TokenSource: tokens(goodToken)})
 	if _, err := b.OpenMaildrop(context.Background(), backends.Login{}); !errors.Is(err, proxy.ErrPermanent) {
 		t.Fatalf("XOAUTH2 to a server without it: %v, want [SYS/PERM]", err)
 	}
@@ -384,10 +385,10 @@ func TestWithoutUIDPLUS(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := openStore(t, t.TempDir())
-	session := func(policy imapb.DeletePolicy, dele ...int) (listed []string) {
+	session := func(policy modes.OnDelete, dele ...int) (listed []string) {
 		t.Helper()
 		logs := &logRecorder{}
-		b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword,
+		b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: modes.TLSNone, Username: memUser, Password: memPassword,
 			OnDelete: policy, Store: store, Logger: logs.logger()})
 		c := popLogin(t, serve(t, b), "x", "y")
 		listed = uidlList(t, c)
@@ -410,7 +411,7 @@ func TestWithoutUIDPLUS(t *testing.T) {
 	}
 
 	// Nobody else has \Deleted messages: EXPUNGE.
-	session(imapb.Expunge, 1)
+	session(modes.Expunge, 1)
 	if n, del := count("INBOX"); n != 5 || del != 0 {
 		t.Fatalf("after expunge: %d messages, %d \\Deleted; want 5, 0", n, del)
 	}
@@ -422,11 +423,11 @@ func TestWithoutUIDPLUS(t *testing.T) {
 	if err := ic.Store(imap.SeqSetNum(5), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
 		t.Fatal(err)
 	}
-	before := session(imapb.Expunge, 1)
+	before := session(modes.Expunge, 1)
 	if n, del := count("INBOX"); n != 5 || del != 2 {
 		t.Fatalf("with a foreign \\Deleted message: %d messages, %d \\Deleted; want 5, 2", n, del)
 	}
-	after := session(imapb.Move("Archive"), 1)
+	after := session(modes.Move("Archive"), 1)
 	if len(after) != 4 || slices.Contains(after, before[0]) {
 		t.Fatalf("listing after the hidden delete: %v (before %v)", after, before)
 	}
@@ -448,8 +449,8 @@ func TestUIDValidityChange(t *testing.T) {
 	ic := ms.client(t)
 	appendMessages(t, ic, "INBOX", 3, 200)
 	logs := &logRecorder{}
-	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword,
-		OnDelete: imapb.Keep, Store: openStore(t, t.TempDir()), Logger: logs.logger()})
+	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: modes.TLSNone, Username: memUser, Password: memPassword,
+		OnDelete: modes.Keep, Store: openStore(t, t.TempDir()), Logger: logs.logger()})
 	addr := serve(t, b)
 	c := popLogin(t, addr, "x", "y")
 	first := uidlList(t, c)
@@ -549,7 +550,7 @@ func TestReconnect(t *testing.T) {
 	ms := startMemServer(t, rev2)
 	appendMessages(t, ms.client(t), "INBOX", 3, 200)
 	k := startCutter(t, ms.addr)
-	b := newBackend(t, imapb.Options{Addr: k.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword})
+	b := newBackend(t, imapb.Options{Addr: k.addr, TLS: modes.TLSNone, Username: memUser, Password: memPassword})
 	c := popLogin(t, serve(t, b), "x", "y")
 	multi(t, c, "RETR 1")
 	k.cut()
@@ -587,14 +588,14 @@ func TestTimeouts(t *testing.T) {
 			defer c.Close() // silent until the test ends
 		}
 	}()
-	b := newBackend(t, imapb.Options{Addr: ln.Addr().String(), TLS: imapb.TLSNone, Username: "u", Password: "p",
+	b := newBackend(t, imapb.Options{Addr: ln.Addr().String(), TLS: modes.TLSNone, Username: "u", Password: "p",
 		CommandTimeout: 300 * time.Millisecond})
 	within(t, time.Second, "login to a silent server (command timeout)", func() {
 		if _, err := b.OpenMaildrop(context.Background(), backends.Login{}); !errors.Is(err, proxy.ErrTemporary) {
 			t.Errorf("silent server: %v, want [SYS/TEMP]", err)
 		}
 	})
-	b = newBackend(t, imapb.Options{Addr: ln.Addr().String(), TLS: imapb.TLSImplicit, Username: "u", Password: "p"})
+	b = newBackend(t, imapb.Options{Addr: ln.Addr().String(), TLS: modes.TLSImplicit, Username: "u", Password: "p"})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	within(t, time.Second, "TLS login to a silent server (context)", func() {
@@ -610,7 +611,7 @@ func TestTimeouts(t *testing.T) {
 func TestSlowReader(t *testing.T) {
 	ms := startMemServer(t, rev2)
 	appendMessages(t, ms.client(t), "INBOX", 1, 1<<20)
-	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword,
+	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: modes.TLSNone, Username: memUser, Password: memPassword,
 		CommandTimeout: 200 * time.Millisecond})
 	mb, err := b.OpenMaildrop(context.Background(), backends.Login{})
 	if err != nil {
@@ -652,7 +653,7 @@ func TestSlowReader(t *testing.T) {
 func TestFetchAhead(t *testing.T) {
 	ms := startMemServer(t, rev2)
 	appendMessages(t, ms.client(t), "INBOX", 9, 300)
-	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword})
+	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: modes.TLSNone, Username: memUser, Password: memPassword})
 	c := popLogin(t, serve(t, b), "x", "y")
 	fetched := func(want ...imap.UID) {
 		t.Helper()
@@ -704,7 +705,7 @@ func TestFetchAheadExpunged(t *testing.T) {
 	ms := startMemServer(t, rev2)
 	ic := ms.client(t)
 	appendMessages(t, ic, "INBOX", 6, 300)
-	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword})
+	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: modes.TLSNone, Username: memUser, Password: memPassword})
 	c := popLogin(t, serve(t, b), "x", "y")
 	retr := func(n int) {
 		t.Helper()
@@ -758,7 +759,7 @@ func TestStandInForExpunged(t *testing.T) {
 	appendMessages(t, ic, "INBOX", 4, 300)
 	appendMessages(t, ic, "INBOX", 1, 100<<10) // UID 5: TOP fetches header and partials
 	logs := &logRecorder{}
-	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: imapb.TLSNone, Username: memUser, Password: memPassword, Logger: logs.logger()})
+	b := newBackend(t, imapb.Options{Addr: ms.addr, TLS: modes.TLSNone, Username: memUser, Password: memPassword, Logger: logs.logger()})
 	c := popLogin(t, serve(t, b), "x", "y")
 	var sizes []int64
 	for _, l := range strings.Split(strings.TrimSpace(string(multi(t, c, "LIST"))), "\r\n") {

@@ -13,6 +13,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 )
 
@@ -28,16 +29,16 @@ func TestOAuthRecoveryDovecot(t *testing.T) {
 	f.Username = user
 	d := dovecottest.Start(t, dovecottest.Options{Users: map[string]string{user: "pw"}, OAuth2IntrospectURL: f.IntrospectURL})
 	appendMessages(t, imapDial(t, d, user), "INBOX", 2, 200)
-	cfg, err := oauth.Config{Provider: oauth.Custom, ClientID: f.ClientID, TokenURL: f.TokenURL, AuthURL: f.AuthURL, Scopes: []string{"mail"}}.OAuth2(oauth.IMAP)
+	cfg, err := oauth.Config{Provider: modes.ProviderCustom, ClientID: f.ClientID, TokenURL: f.TokenURL, AuthURL: f.AuthURL, Scopes: []string{"mail"}}.OAuth2(oauth.IMAP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, auth := range []imapb.Auth{imapb.AuthXOAUTH2, imapb.AuthOAuthBearer} {
+	for _, auth := range []modes.Auth{modes.AuthXOAUTH2, modes.AuthOAuthBearer} {
 		store := &oauth.Store{Dir: t.TempDir()}
 		logs := &logRecorder{}
 		log := zerolog.New(logs)
 		src := oauth.NewSource(context.Background(), user, cfg, store, &log)
-		b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSNone, Auth: auth, Username: user,
+		b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSNone, Auth: auth, Username: user,
 			TokenSource: src, Logger: logs.logger(), CommandTimeout: 5 * time.Second})
 		addr := serve(t, b)
 		login := func() string {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	imapb "github.com/popbridge/popbridge/backends/imap"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // startSlowLink relays TCP to upstream, passing the server's replies on
@@ -60,7 +61,7 @@ func TestFirstLoginProgress(t *testing.T) {
 	ms := startMemServer(t, rev2)
 	appendMessages(t, ms.client(t), "INBOX", n, 100)
 	var logs logRecorder
-	b := newBackend(t, imapb.Options{Addr: startSlowLink(t, ms.addr), TLS: imapb.TLSNone, Username: memUser, Password: memPassword,
+	b := newBackend(t, imapb.Options{Addr: startSlowLink(t, ms.addr), TLS: modes.TLSNone, Username: memUser, Password: memPassword,
 		Store: openStore(t, t.TempDir()), Account: "alice", Logger: logs.logger(), ProgressEvery: 50 * time.Millisecond})
 	if p := b.SyncProgress(); p.Running || p.Total != 0 {
 		t.Fatalf("progress before any login: %+v", p)

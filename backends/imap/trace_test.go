@@ -10,6 +10,7 @@ import (
 
 	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // traceLines runs f with a backend logger at trace level and returns
@@ -48,15 +49,15 @@ func TestTraceIMAP(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, addr string
-		auth       imapb.Auth
+		auth       modes.Auth
 		want       string
 	}{
-		{"AUTHENTICATE PLAIN", ms.addr, imapb.AuthPassword, "out T? AUTHENTICATE PLAIN"},
-		{"LOGIN", loginOnly.addr, imapb.AuthPassword, "out T? LOGIN " + "<redacted>"},
-		{"XOAUTH2", ms.addr, imapb.AuthXOAUTH2, "out T? AUTHENTICATE XOAUTH2"},
+		{"AUTHENTICATE PLAIN", ms.addr, modes.AuthPassword, "out T? AUTHENTICATE PLAIN"},
+		{"LOGIN", loginOnly.addr, modes.AuthPassword, "out T? LOGIN " + "<redacted>"},
+		{"XOAUTH2", ms.addr, modes.AuthXOAUTH2, "out T? AUTHENTICATE XOAUTH2"},
 	} {
 		lines, all, sessions := traceLines(t, func(log *zerolog.Logger) {
-			b := newBackend(t, imapb.Options{Addr: tc.addr, TLS: imapb.TLSNone, Auth: tc.auth, Username: memUser, Password: memPassword,
+			b := newBackend(t, imapb.Options{Addr: tc.addr, TLS: modes.TLSNone, Auth: tc.auth, Username: memUser, Password: memPassword,
 				TokenSource: tokens(goodToken), Logger: log})
 			c := popLogin(t, serve(t, b), "x", "y")
 			multi(t, c, "RETR 1")
@@ -91,7 +92,7 @@ func TestTraceIMAP(t *testing.T) {
 func TestTraceIMAPStartTLS(t *testing.T) {
 	d := dovecottest.Start(t, dovecottest.Options{Users: map[string]string{"frank": "right"}})
 	lines, all, _ := traceLines(t, func(log *zerolog.Logger) {
-		b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: imapb.TLSStartTLS, TLSConfig: d.TLSConfig(),
+		b := newBackend(t, imapb.Options{Addr: d.IMAPAddr, TLS: modes.TLSStartTLS, TLSConfig: d.TLSConfig(),
 			Username: "frank", Password: "right", Logger: log})
 		if err := b.Check(context.Background()); err != nil {
 			t.Fatal(err)

@@ -30,25 +30,19 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
-)
-
-// DeletePolicy says what DELE followed by QUIT does to a message.
-type DeletePolicy string
-
-const (
-	// Remove unlinks the message file at QUIT.
-	Remove DeletePolicy = "remove"
-	// Keep leaves the file and hides the message from POP, across restarts.
-	Keep DeletePolicy = "keep"
 )
 
 // Options configures a Backend.
 type Options struct {
 	// Path is the Maildir (the folder holding cur/ and new/). Required.
 	Path string
-	// OnDelete is the delete policy; empty means Remove.
-	OnDelete DeletePolicy
+	// OnDelete is the delete policy, one of modes.MaildirOnDelete; empty
+	// means modes.Remove, which unlinks the message file at QUIT.
+	// modes.Keep leaves the file and hides the message from POP, across
+	// restarts.
+	OnDelete modes.OnDelete
 	// Store keeps, per account, each message's exact size and UIDL (keyed
 	// by its unique name, stamped with the file's size and mtime) across
 	// restarts, and the Keep policy's hidden messages as tombstones.
@@ -57,6 +51,12 @@ type Options struct {
 	// Account names the account in Store. Empty means "path-" and 16 hex
 	// digits of the SHA-256 of Path made absolute.
 	Account string
+}
+
+// String describes o for people, with the default New applies:
+// "maildir PATH, on_delete POLICY".
+func (o Options) String() string {
+	return fmt.Sprintf("maildir %s, on_delete %s", o.Path, modes.MaildirOnDelete.Or(o.OnDelete))
 }
 
 // Backend is one account's Maildir. Login does not check credentials: the
@@ -82,14 +82,10 @@ func New(opts Options) (*Backend, error) {
 		return nil, errors.New("maildir: path is required")
 	}
 	opts.Path = filepath.Clean(opts.Path)
-	switch opts.OnDelete {
-	case "":
-		opts.OnDelete = Remove
-	case Remove, Keep:
-	default:
-		return nil, fmt.Errorf("maildir: unknown delete policy %q (want %q or %q)", opts.OnDelete, Remove, Keep)
+	if opts.OnDelete = modes.MaildirOnDelete.Or(opts.OnDelete); !modes.MaildirOnDelete.Has(opts.OnDelete) {
+		return nil, fmt.Errorf("maildir: unknown delete policy %q (want %s)", opts.OnDelete, modes.MaildirOnDelete)
 	}
-	if opts.OnDelete == Keep && opts.Store == nil {
+	if opts.OnDelete == modes.Keep && opts.Store == nil {
 		return nil, errors.New("maildir: the keep policy needs a cache store")
 	}
 	b := &Backend{opts: opts, account: opts.Account, held: &heldEntries{pool: &cachedEntries}}
@@ -871,7 +867,7 @@ func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 	if len(uids) == 0 {
 		return nil
 	}
-	if m.b.opts.OnDelete == Keep {
+	if m.b.opts.OnDelete == modes.Keep {
 		return m.hide(ctx, ents)
 	}
 	var errs []error

@@ -16,6 +16,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -710,7 +711,7 @@ func TestDeleteKeep(t *testing.T) {
 	for i, n := range []string{"1700000000.M1P1.a", "1700000001.M1P1.b", "1700000002.M1P1.c"} {
 		writeFile(t, filepath.Join(dir, "cur", n+":2,S"), string(rune('a'+i))+"\n")
 	}
-	opts := Options{Path: dir, OnDelete: Keep, Store: st, Account: "alice"}
+	opts := Options{Path: dir, OnDelete: modes.Keep, Store: st, Account: "alice"}
 	be := newBackend(t, opts)
 	mb := login(t, be)
 	if n := len(list(t, mb)); n != 3 {
@@ -783,7 +784,7 @@ func TestKeepMappedName(t *testing.T) {
 	const name = "1700000000.M1P1.with space"
 	writeFile(t, filepath.Join(dir, "cur", name+":2,S"), "x\n")
 	st := newStore(t)
-	opts := Options{Path: dir, OnDelete: Keep, Store: st, Account: "alice"}
+	opts := Options{Path: dir, OnDelete: modes.Keep, Store: st, Account: "alice"}
 	mb := login(t, newBackend(t, opts))
 	if got := uids(list(t, mb)); !slices.Equal(got, []string{UID(name)}) {
 		t.Fatalf("listed %q", got)
@@ -840,14 +841,14 @@ func TestNewValidates(t *testing.T) {
 	for _, opts := range []Options{
 		{},
 		{Path: "/x", OnDelete: "archive"},
-		{Path: "/x", OnDelete: Keep},
+		{Path: "/x", OnDelete: modes.Keep},
 	} {
 		if _, err := New(opts); err == nil {
 			t.Errorf("New(%+v) succeeded", opts)
 		}
 	}
 	b := newBackend(t, Options{Path: "/x"})
-	if b.opts.OnDelete != Remove {
+	if b.opts.OnDelete != modes.Remove {
 		t.Errorf("default policy %q, want remove", b.opts.OnDelete)
 	}
 }
@@ -870,7 +871,7 @@ func TestLoginAndCheck(t *testing.T) {
 	}
 	dir = newMaildir(t)
 	st := newStore(t)
-	ok := newBackend(t, Options{Path: dir, OnDelete: Keep, Store: st, Account: "a"})
+	ok := newBackend(t, Options{Path: dir, OnDelete: modes.Keep, Store: st, Account: "a"})
 	if err := ok.Check(ctx); err != nil {
 		t.Errorf("Check: %v", err)
 	}
@@ -878,7 +879,7 @@ func TestLoginAndCheck(t *testing.T) {
 	if err := ok.Check(ctx); err == nil {
 		t.Error("Check with a closed store succeeded")
 	}
-	ok = newBackend(t, Options{Path: dir, OnDelete: Keep, Store: newStore(t), Account: "a"})
+	ok = newBackend(t, Options{Path: dir, OnDelete: modes.Keep, Store: newStore(t), Account: "a"})
 	mb := login(t, ok)
 	if id := mb.(proxy.MaildropIDer).MaildropID(); id != "maildir:"+dir {
 		t.Errorf("MaildropID %q", id)

@@ -23,6 +23,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -45,7 +46,7 @@ var authURLRE = regexp.MustCompile(`(?m)^  (http://\S+/authorize\?\S+)$`)
 
 func fakeConfig(t *testing.T, f *oauthtest.Server) *oauth2.Config {
 	t.Helper()
-	cfg, err := oauth.Config{Provider: oauth.Custom, ClientID: f.ClientID, ClientSecret: f.ClientSecret,
+	cfg, err := oauth.Config{Provider: modes.ProviderCustom, ClientID: f.ClientID, ClientSecret: f.ClientSecret,
 		AuthURL: f.AuthURL, TokenURL: f.TokenURL, DeviceURL: f.DeviceURL, Scopes: []string{"mail", "offline_access"}}.OAuth2(oauth.IMAP)
 	if err != nil {
 		t.Fatal(err)
@@ -204,24 +205,25 @@ func TestDevice(t *testing.T) {
 
 func TestScopes(t *testing.T) {
 	for _, c := range []struct {
-		provider, proto string
-		want            []string
+		provider modes.Provider
+		proto    string
+		want     []string
 	}{
-		{oauth.Google, oauth.IMAP, []string{"https://mail.google.com/"}},
-		{oauth.Google, oauth.POP3, []string{"https://mail.google.com/"}},
-		{oauth.Microsoft, oauth.IMAP, []string{"https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access"}},
-		{oauth.Microsoft, oauth.POP3, []string{"https://outlook.office.com/POP.AccessAsUser.All", "offline_access"}},
+		{modes.ProviderGoogle, oauth.IMAP, []string{"https://mail.google.com/"}},
+		{modes.ProviderGoogle, oauth.POP3, []string{"https://mail.google.com/"}},
+		{modes.ProviderMicrosoft, oauth.IMAP, []string{"https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access"}},
+		{modes.ProviderMicrosoft, oauth.POP3, []string{"https://outlook.office.com/POP.AccessAsUser.All", "offline_access"}},
 	} {
 		cfg, err := oauth.Config{Provider: c.provider, ClientID: "x"}.OAuth2(c.proto)
 		if err != nil || !slices.Equal(cfg.Scopes, c.want) {
 			t.Errorf("%s %s: %q %v", c.provider, c.proto, cfg.Scopes, err)
 		}
 	}
-	cfg, _ := oauth.Config{Provider: oauth.Microsoft, Tenant: "organizations"}.OAuth2(oauth.IMAP)
+	cfg, _ := oauth.Config{Provider: modes.ProviderMicrosoft, Tenant: "organizations"}.OAuth2(oauth.IMAP)
 	if cfg.Endpoint.DeviceAuthURL != "https://login.microsoftonline.com/organizations/oauth2/v2.0/devicecode" {
 		t.Errorf("tenant: %s", cfg.Endpoint.DeviceAuthURL)
 	}
-	if _, err := (oauth.Config{Provider: oauth.Custom}).OAuth2(oauth.IMAP); err == nil {
+	if _, err := (oauth.Config{Provider: modes.ProviderCustom}).OAuth2(oauth.IMAP); err == nil {
 		t.Error("custom without token_url accepted")
 	}
 }

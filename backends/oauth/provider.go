@@ -14,13 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/oauth2"
-)
 
-// Providers.
-const (
-	Google    = "google"
-	Microsoft = "microsoft"
-	Custom    = "custom"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // Protocols that scopes depend on.
@@ -34,20 +29,16 @@ const (
 // delete them for good.
 const GmailModifyScope = "https://www.googleapis.com/auth/gmail.modify"
 
-// DefaultTenant is the Microsoft tenant used when Config.Tenant is empty:
-// "common" accepts both personal (Outlook.com) and work or school
-// accounts.
-const DefaultTenant = "common"
-
 // Config describes an OAuth2 client. The zero URLs of Google and
 // Microsoft take the provider's endpoints; Custom needs AuthURL and
 // TokenURL (and DeviceURL for the device flow).
 type Config struct {
-	Provider     string
+	// Provider is one of modes.Providers.
+	Provider     modes.Provider
 	ClientID     string
 	ClientSecret string // empty for public clients
 	// Tenant is the Microsoft tenant: common, organizations, consumers
-	// or a tenant id. Empty means DefaultTenant.
+	// or a tenant id. Empty means modes.DefaultMicrosoftTenant.
 	Tenant string
 	// AuthURL, TokenURL and DeviceURL override the provider's endpoints.
 	AuthURL, TokenURL, DeviceURL string
@@ -59,14 +50,14 @@ type Config struct {
 // Gmail API) log in at provider: https://mail.google.com/ for Google's
 // IMAP and POP, gmail.modify for the Gmail API, the Outlook resource
 // scope plus offline_access for Microsoft, none for Custom.
-func DefaultScopes(provider, protocol string) []string {
+func DefaultScopes(provider modes.Provider, protocol string) []string {
 	switch provider {
-	case Google:
+	case modes.ProviderGoogle:
 		if protocol == Gmail {
 			return []string{GmailModifyScope}
 		}
 		return []string{"https://mail.google.com/"}
-	case Microsoft:
+	case modes.ProviderMicrosoft:
 		if protocol == POP3 {
 			return []string{"https://outlook.office.com/POP.AccessAsUser.All", "offline_access"}
 		}
@@ -80,22 +71,22 @@ func DefaultScopes(provider, protocol string) []string {
 func (c Config) OAuth2(protocol string) (*oauth2.Config, error) {
 	var ep oauth2.Endpoint
 	switch c.Provider {
-	case Google:
+	case modes.ProviderGoogle:
 		ep = oauth2.Endpoint{
 			AuthURL:       "https://accounts.google.com/o/oauth2/auth",
 			TokenURL:      "https://oauth2.googleapis.com/token",
 			DeviceAuthURL: "https://oauth2.googleapis.com/device/code",
 		}
-	case Microsoft:
+	case modes.ProviderMicrosoft:
 		t := c.Tenant
 		if t == "" {
-			t = DefaultTenant
+			t = modes.DefaultMicrosoftTenant
 		}
 		base := "https://login.microsoftonline.com/" + t + "/oauth2/v2.0/"
 		ep = oauth2.Endpoint{AuthURL: base + "authorize", TokenURL: base + "token", DeviceAuthURL: base + "devicecode"}
-	case Custom:
+	case modes.ProviderCustom:
 	default:
-		return nil, fmt.Errorf("oauth: unknown provider %q (want google, microsoft or custom)", c.Provider)
+		return nil, fmt.Errorf("oauth: unknown provider %q (want %s)", c.Provider, modes.Providers)
 	}
 	if c.AuthURL != "" {
 		ep.AuthURL = c.AuthURL
@@ -129,8 +120,8 @@ func (c Config) OAuth2(protocol string) (*oauth2.Config, error) {
 // when none is chosen: the device flow for Microsoft (it suits headless
 // servers), the loopback flow otherwise (Google's device flow cannot
 // grant Gmail scopes).
-func DefaultFlow(provider string) string {
-	if strings.EqualFold(provider, Microsoft) {
+func DefaultFlow(provider modes.Provider) string {
+	if strings.EqualFold(string(provider), string(modes.ProviderMicrosoft)) {
 		return "device"
 	}
 	return "loopback"

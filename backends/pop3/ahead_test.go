@@ -13,6 +13,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -79,7 +80,7 @@ func readMsg(t *testing.T, mb proxy.Mailbox, uid string) (string, error) {
 func TestRetrAhead(t *testing.T) {
 	msgs := aheadMsgs(8)
 	f := newFake(t, &fake{user: "u", secret: "p", msgs: msgs, pipelining: true, gone: map[int]bool{4: true}})
-	b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p"})
+	b, err := New(Options{Addr: f.addr(), TLS: modes.TLSNone, Username: "u", Password: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestRetrAhead(t *testing.T) {
 func TestRetrAheadBatched(t *testing.T) {
 	msgs := aheadMsgs(40)
 	f := newFake(t, &fake{user: "u", secret: "p", msgs: msgs, pipelining: true})
-	b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p"})
+	b, err := New(Options{Addr: f.addr(), TLS: modes.TLSNone, Username: "u", Password: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +213,7 @@ func TestRetrAheadDropped(t *testing.T) {
 		t.Run(fmt.Sprintf("pipelining=%v", pipelining), func(t *testing.T) {
 			msgs := aheadMsgs(5)
 			f := newFake(t, &fake{user: "u", secret: "p", msgs: msgs, pipelining: pipelining})
-			b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p"})
+			b, err := New(Options{Addr: f.addr(), TLS: modes.TLSNone, Username: "u", Password: "p"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -257,7 +258,7 @@ func TestDovecotRetrAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	log, lines := traced()
-	b, err := New(Options{Addr: d.POP3Addr, TLS: TLSNone, Auth: AuthPassthrough, Logger: log})
+	b, err := New(Options{Addr: d.POP3Addr, TLS: modes.TLSNone, Auth: modes.AuthPassthrough, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

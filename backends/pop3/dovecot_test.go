@@ -16,6 +16,7 @@ import (
 	"github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -114,8 +115,8 @@ func TestDovecotRelay(t *testing.T) {
 	defer store.Close()
 	// Passthrough over implicit TLS: the client's USER/PASS go upstream.
 	b, err := pop3.New(pop3.Options{
-		Addr: d.POP3SAddr, TLS: pop3.TLSImplicit, TLSConfig: d.TLSConfig(),
-		Auth: pop3.AuthPassthrough, Store: store,
+		Addr: d.POP3SAddr, TLS: modes.TLSImplicit, TLSConfig: d.TLSConfig(),
+		Auth: modes.AuthPassthrough, Store: store,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +208,7 @@ func TestDovecotRelay(t *testing.T) {
 	cmd(t, dc, "QUIT")
 
 	// STLS and plain connections, with configured (mapped) credentials.
-	for _, mode := range []pop3.TLSMode{pop3.TLSStartTLS, pop3.TLSNone} {
+	for _, mode := range []modes.TLS{modes.TLSStartTLS, modes.TLSNone} {
 		addr := d.POP3Addr
 		mb, err := mustNew(t, pop3.Options{Addr: addr, TLS: mode, TLSConfig: d.TLSConfig(), Username: user, Password: pass}).
 			OpenMaildrop(context.Background(), backends.Login{User: "ignored", Password: "ignored"})
@@ -337,7 +338,7 @@ func TestDovecotUpstreamCut(t *testing.T) {
 		}
 	}
 	r := newRelay(t, d.POP3Addr)
-	addr := serve(t, mustNew(t, pop3.Options{Addr: r.ln.Addr().String(), TLS: pop3.TLSNone, Auth: pop3.AuthPassthrough}))
+	addr := serve(t, mustNew(t, pop3.Options{Addr: r.ln.Addr().String(), TLS: modes.TLSNone, Auth: modes.AuthPassthrough}))
 	pb := login(t, addr, user, pass)
 	r.cutAfter(1 << 20)
 	if err := pb.Send(fmt.Sprintf("RETR %d", big+1)); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -302,7 +303,7 @@ func TestXOAUTH2Forms(t *testing.T) {
 				ok    bool
 			}{{"bad-token", false}, {"good-token", true}} {
 				b, err := New(Options{
-					Addr: f.addr(), TLS: TLSNone, Auth: AuthXOAUTH2, Username: "u@example.com",
+					Addr: f.addr(), TLS: modes.TLSNone, Auth: modes.AuthXOAUTH2, Username: "u@example.com",
 					TokenSource:    oauth2.StaticTokenSource(&oauth2.Token{AccessToken: tc.token}),
 					XOAUTH2TwoLine: form == "two-line",
 				})
@@ -368,7 +369,7 @@ func TestFakeSnapshotAndSizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p", Store: store, Account: "acct"})
+	b, err := New(Options{Addr: f.addr(), TLS: modes.TLSNone, Username: "u", Password: "p", Store: store, Account: "acct"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +448,7 @@ func TestFakeErrors(t *testing.T) {
 	ctx := context.Background()
 	t.Run("no UIDL", func(t *testing.T) {
 		f := newFake(t, &fake{user: "u", secret: "p", noUIDL: true, msgs: fakeMsgs})
-		b, _ := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p"})
+		b, _ := New(Options{Addr: f.addr(), TLS: modes.TLSNone, Username: "u", Password: "p"})
 		_, err := b.OpenMaildrop(ctx, backends.Login{})
 		if err == nil || !strings.Contains(err.Error(), "UIDL") || !errors.Is(err, proxy.ErrPermanent) {
 			t.Fatalf("err %v", err)
@@ -455,14 +456,14 @@ func TestFakeErrors(t *testing.T) {
 	})
 	t.Run("in use", func(t *testing.T) {
 		f := newFake(t, &fake{user: "u", secret: "p", inUse: true})
-		b, _ := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p"})
+		b, _ := New(Options{Addr: f.addr(), TLS: modes.TLSNone, Username: "u", Password: "p"})
 		if _, err := b.OpenMaildrop(ctx, backends.Login{}); !errors.Is(err, proxy.ErrInUse) {
 			t.Fatalf("err %v", err)
 		}
 	})
 	t.Run("bad password", func(t *testing.T) {
 		f := newFake(t, &fake{user: "u", secret: "p"})
-		b, _ := New(Options{Addr: f.addr(), TLS: TLSNone, Auth: AuthPassthrough})
+		b, _ := New(Options{Addr: f.addr(), TLS: modes.TLSNone, Auth: modes.AuthPassthrough})
 		if _, err := b.OpenMaildrop(ctx, backends.Login{User: "u", Password: "wrong"}); !errors.Is(err, proxy.ErrAuthFailed) {
 			t.Fatalf("err %v", err)
 		}
@@ -476,7 +477,7 @@ func TestFakeErrors(t *testing.T) {
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
 		addr := ln.Addr().String()
 		ln.Close()
-		b, _ := New(Options{Addr: addr, TLS: TLSNone, Username: "u", Password: "p"})
+		b, _ := New(Options{Addr: addr, TLS: modes.TLSNone, Username: "u", Password: "p"})
 		if _, err := b.OpenMaildrop(ctx, backends.Login{}); !errors.Is(err, proxy.ErrTemporary) {
 			t.Fatalf("err %v", err)
 		}
@@ -492,7 +493,7 @@ func TestFakeErrors(t *testing.T) {
 				time.Sleep(2 * time.Second)
 			}
 		}()
-		b, _ := New(Options{Addr: ln.Addr().String(), TLS: TLSNone, Username: "u", Password: "p", DialTimeout: 200 * time.Millisecond})
+		b, _ := New(Options{Addr: ln.Addr().String(), TLS: modes.TLSNone, Username: "u", Password: "p", DialTimeout: 200 * time.Millisecond})
 		start := time.Now()
 		if _, err := b.OpenMaildrop(ctx, backends.Login{}); !errors.Is(err, proxy.ErrTemporary) || time.Since(start) > time.Second {
 			t.Fatalf("err %v after %v", err, time.Since(start))
@@ -571,10 +572,10 @@ func TestFakeKeepPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	if _, err := New(Options{Addr: f.addr(), Username: "u", OnDelete: Keep}); err == nil {
+	if _, err := New(Options{Addr: f.addr(), Username: "u", OnDelete: modes.Keep}); err == nil {
 		t.Fatal("keep without a store accepted")
 	}
-	b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p", Store: store, OnDelete: Keep})
+	b, err := New(Options{Addr: f.addr(), TLS: modes.TLSNone, Username: "u", Password: "p", Store: store, OnDelete: modes.Keep})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -681,7 +682,7 @@ func TestWireWriterTo(t *testing.T) {
 // upstream RETR; a plain RETR is not kept.
 func TestBodiesKeptAfterTopOnly(t *testing.T) {
 	f := newFake(t, &fake{user: "u", secret: "p", msgs: fakeMsgs, noTop: true})
-	b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "p", Bodies: &cache.Bodies{}})
+	b, err := New(Options{Addr: f.addr(), TLS: modes.TLSNone, Username: "u", Password: "p", Bodies: &cache.Bodies{}})
 	if err != nil {
 		t.Fatal(err)
 	}

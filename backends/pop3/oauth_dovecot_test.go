@@ -12,6 +12,7 @@ import (
 	"github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 )
 
@@ -29,7 +30,7 @@ func TestOAuthRecoveryDovecot(t *testing.T) {
 	if _, err := d.WriteCorpus(user); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := oauth.Config{Provider: oauth.Custom, ClientID: f.ClientID, TokenURL: f.TokenURL, DeviceURL: f.DeviceURL, Scopes: []string{"pop"}}.OAuth2(oauth.POP3)
+	cfg, err := oauth.Config{Provider: modes.ProviderCustom, ClientID: f.ClientID, TokenURL: f.TokenURL, DeviceURL: f.DeviceURL, Scopes: []string{"pop"}}.OAuth2(oauth.POP3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestOAuthRecoveryDovecot(t *testing.T) {
 		defer store.Close()
 		tokens := &oauth.Store{Dir: t.TempDir()}
 		src := oauth.NewSource(context.Background(), user, cfg, tokens, nil)
-		b := mustNew(t, pop3.Options{Addr: d.POP3Addr, TLS: pop3.TLSNone, Auth: pop3.AuthXOAUTH2, Username: user,
+		b := mustNew(t, pop3.Options{Addr: d.POP3Addr, TLS: modes.TLSNone, Auth: modes.AuthXOAUTH2, Username: user,
 			TokenSource: src, XOAUTH2TwoLine: twoLine, Account: user, Store: store})
 		addr := serve(t, b)
 		login := func() string {

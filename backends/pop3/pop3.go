@@ -32,66 +32,46 @@ import (
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
-)
-
-// Auth says which credentials go to the upstream server.
-type Auth string
-
-const (
-	// AuthPassword sends Options.Username and Options.Password with USER
-	// and PASS, or with AUTH PLAIN when CAPA lacks USER but offers PLAIN.
-	AuthPassword Auth = "password"
-	// AuthXOAUTH2 sends Options.Username and a token from
-	// Options.TokenSource with AUTH XOAUTH2.
-	AuthXOAUTH2 Auth = "xoauth2"
-	// AuthPassthrough sends the POP3 client's own user name and password,
-	// as for AuthPassword.
-	AuthPassthrough Auth = "passthrough"
-)
-
-// DeletePolicy says what DELE followed by QUIT does.
-type DeletePolicy string
-
-const (
-	// Delete sends DELE upstream for each message, then QUIT.
-	Delete DeletePolicy = "delete"
-	// Keep leaves the upstream alone and hides the messages from POP with
-	// tombstones in Options.Store.
-	Keep DeletePolicy = "keep"
 )
 
 // Options configures a Backend.
 type Options struct {
 	// Addr is the upstream host:port. Required.
 	Addr string
-	// TLS is the TLS mode; empty means TLSImplicit.
-	TLS TLSMode
+	// TLS is the TLS mode, one of modes.TLSModes; empty means
+	// modes.TLSImplicit.
+	TLS modes.TLS
 	// TLSConfig sets the roots and server name; nil means the system roots
 	// and the host of Addr.
 	TLSConfig *tls.Config
-	// Auth selects the credentials; empty means AuthPassword.
-	Auth Auth
-	// Username and Password are the upstream credentials for AuthPassword;
-	// Username alone for AuthXOAUTH2.
+	// Auth selects the credentials, one of modes.POP3Auth; empty means
+	// modes.AuthPassword, sent with USER and PASS, or with AUTH PLAIN when
+	// CAPA lacks USER but offers PLAIN. XOAUTH2 goes with AUTH XOAUTH2.
+	Auth modes.Auth
+	// Username and Password are the upstream credentials for password
+	// auth; Username alone for xoauth2.
 	Username, Password string
-	// TokenSource gives the XOAUTH2 access tokens. Required for
-	// AuthXOAUTH2.
+	// TokenSource gives the XOAUTH2 access tokens. Required for xoauth2.
 	TokenSource oauth2.TokenSource
 	// XOAUTH2TwoLine sends AUTH XOAUTH2 and the response on separate lines
 	// (Outlook); false sends them on one line (Gmail).
 	XOAUTH2TwoLine bool
-	// OnDelete is the delete policy; empty means Delete.
-	OnDelete DeletePolicy
-	// Store keeps corrected message sizes and, for Keep, the tombstones.
-	// Nil keeps the sizes in memory only; Keep needs a Store.
+	// OnDelete is the delete policy, one of modes.POP3OnDelete; empty
+	// means modes.Delete, DELE upstream for each message, then QUIT.
+	// modes.Keep leaves the upstream alone and hides the messages from POP
+	// with tombstones in Store.
+	OnDelete modes.OnDelete
+	// Store keeps corrected message sizes and, for modes.Keep, the tombstones.
+	// Nil keeps the sizes in memory only; modes.Keep needs a Store.
 	Store *cache.Store
 	// Bodies, if not nil, keeps small bodies so that TOP followed by RETR
 	// fetches the message once.
 	Bodies *cache.Bodies
 	// Account names the account in Store and Bodies. Empty means
 	// "pop3:USER@ADDR" with the upstream user name (always so for
-	// AuthPassthrough).
+	// passthrough auth).
 	Account string
 	// DialTimeout and CommandTimeout are as in ClientOptions.
 	DialTimeout, CommandTimeout time.Duration
@@ -100,7 +80,13 @@ type Options struct {
 	Logger *zerolog.Logger
 }
 
-// Backend relays one upstream POP3 account, or with AuthPassthrough any
+// String describes o for people, with the defaults New applies and
+// without credentials: "pop3 ADDR, tls MODE, auth AUTH".
+func (o Options) String() string {
+	return fmt.Sprintf("pop3 %s, tls %s, auth %s", o.Addr, modes.TLSModes.Or(o.TLS), modes.POP3Auth.Or(o.Auth))
+}
+
+// Backend relays one upstream POP3 account, or with passthrough auth any
 // account the upstream knows.
 type Backend struct {
 	opts Options
@@ -119,45 +105,32 @@ func New(opts Options) (*Backend, error) {
 	if opts.Addr == "" {
 		return nil, errors.New("pop3: addr is required")
 	}
-	switch opts.TLS {
-	case "":
-		opts.TLS = TLSImplicit
-	case TLSImplicit, TLSStartTLS, TLSNone:
-	default:
-		return nil, fmt.Errorf("pop3: unknown tls mode %q (want implicit, starttls or none)", opts.TLS)
+	if opts.TLS = modes.TLSModes.Or(opts.TLS); !modes.TLSModes.Has(opts.TLS) {
+		return nil, fmt.Errorf("pop3: unknown tls mode %q (want %s)", opts.TLS, modes.TLSModes)
 	}
-	switch opts.Auth {
-	case "":
-		opts.Auth = AuthPassword
-		fallthrough
-	case AuthPassword:
+	switch opts.Auth = modes.POP3Auth.Or(opts.Auth); {
+	case !modes.POP3Auth.Has(opts.Auth):
+		return nil, fmt.Errorf("pop3: unknown auth %q (want %s)", opts.Auth, modes.POP3Auth)
+	case opts.Auth == modes.AuthPassword:
 		if opts.Username == "" {
 			return nil, errors.New("pop3: username is required for password auth")
 		}
-	case AuthXOAUTH2:
+	case opts.Auth == modes.AuthXOAUTH2:
 		if opts.Username == "" || opts.TokenSource == nil {
 			return nil, errors.New("pop3: username and a token source are required for xoauth2 auth")
 		}
-	case AuthPassthrough:
-	default:
-		return nil, fmt.Errorf("pop3: unknown auth %q (want password, xoauth2 or passthrough)", opts.Auth)
 	}
-	switch opts.OnDelete {
-	case "":
-		opts.OnDelete = Delete
-	case Delete:
-	case Keep:
-		if opts.Store == nil {
-			return nil, errors.New("pop3: on_delete keep needs a cache store")
-		}
-	default:
-		return nil, fmt.Errorf("pop3: unknown delete policy %q (want delete or keep)", opts.OnDelete)
+	switch opts.OnDelete = modes.POP3OnDelete.Or(opts.OnDelete); {
+	case !modes.POP3OnDelete.Has(opts.OnDelete):
+		return nil, fmt.Errorf("pop3: unknown delete policy %q (want %s)", opts.OnDelete, modes.POP3OnDelete)
+	case opts.OnDelete == modes.Keep && opts.Store == nil:
+		return nil, errors.New("pop3: on_delete keep needs a cache store")
 	}
 	return &Backend{opts: opts, sizes: make(map[string]int64)}, nil
 }
 
 // OpenMaildrop connects and authenticates upstream and takes the
-// snapshot. For AuthPassthrough the login's user and password are the
+// snapshot. For modes.AuthPassthrough the login's user and password are the
 // upstream credentials; otherwise the login is not needed.
 func (b *Backend) OpenMaildrop(ctx context.Context, login backends.Login) (proxy.Mailbox, error) {
 	c, upUser, err := b.connect(ctx, login.User, login.Password)
@@ -183,9 +156,9 @@ func (b *Backend) OpenMaildrop(ctx context.Context, login backends.Login) (proxy
 }
 
 // Check logs in upstream, reads the listings and leaves without changing
-// anything, for popbridge check. It does not work for AuthPassthrough.
+// anything, for popbridge check. It does not work for passthrough auth.
 func (b *Backend) Check(ctx context.Context) error {
-	if b.opts.Auth == AuthPassthrough {
+	if b.opts.Auth == modes.AuthPassthrough {
 		c, err := Dial(ctx, b.clientOptions(ctx))
 		if err != nil {
 			return b.upstreamErr("connect", err)
@@ -202,7 +175,7 @@ func (b *Backend) Check(ctx context.Context) error {
 func (b *Backend) clientOptions(ctx context.Context) ClientOptions {
 	o := ClientOptions{
 		Addr:           b.opts.Addr,
-		TLS:            b.opts.TLS,
+		TLS:            TLSMode(b.opts.TLS),
 		TLSConfig:      b.opts.TLSConfig,
 		DialTimeout:    b.opts.DialTimeout,
 		CommandTimeout: b.opts.CommandTimeout,
@@ -219,7 +192,7 @@ func (b *Backend) clientOptions(ctx context.Context) ClientOptions {
 }
 
 func (b *Backend) account(upUser string) string {
-	if b.opts.Account != "" && b.opts.Auth != AuthPassthrough {
+	if b.opts.Account != "" && b.opts.Auth != modes.AuthPassthrough {
 		return b.opts.Account
 	}
 	return "pop3:" + upUser + "@" + b.opts.Addr
@@ -229,10 +202,10 @@ func (b *Backend) account(upUser string) string {
 // An XOAUTH2 token the upstream rejects is replaced and tried once more
 // on a new connection, when the token source can (oauth.Rejecter).
 func (b *Backend) connect(ctx context.Context, user, pass string) (*Client, string, error) {
-	if b.opts.Auth != AuthPassthrough {
+	if b.opts.Auth != modes.AuthPassthrough {
 		user, pass = b.opts.Username, b.opts.Password
 	}
-	if b.opts.Auth != AuthXOAUTH2 {
+	if b.opts.Auth != modes.AuthXOAUTH2 {
 		c, err := b.dialLogin(ctx, user, pass, "")
 		if err != nil {
 			return nil, "", err
@@ -272,7 +245,7 @@ func (b *Backend) dialLogin(ctx context.Context, user, pass, token string) (*Cli
 		return nil, b.upstreamErr("connect", err)
 	}
 	switch {
-	case b.opts.Auth == AuthXOAUTH2:
+	case b.opts.Auth == modes.AuthXOAUTH2:
 		err = c.AuthXOAUTH2(ctx, user, token, !b.opts.XOAUTH2TwoLine)
 	case c.capaOK && !c.HasCapability("USER") && c.HasSASL("PLAIN"):
 		err = c.AuthPlain(ctx, user, pass)
@@ -720,7 +693,7 @@ func (c *counted) Close() error {
 type onlyReader struct{ io.Reader }
 
 // Delete removes the messages upstream (DELE each, then QUIT) or, for
-// Keep, hides them with tombstones.
+// modes.Keep, hides them with tombstones.
 func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 	keys := make([]string, 0, len(uids))
 	var nums []int
@@ -730,7 +703,7 @@ func (m *mailbox) Delete(ctx context.Context, uids []string) error {
 			nums = append(nums, ms.n)
 		}
 	}
-	if m.b.opts.OnDelete == Keep {
+	if m.b.opts.OnDelete == modes.Keep {
 		if err := m.b.opts.Store.AddTombstones(m.account, keys); err != nil {
 			return fmt.Errorf("pop3: %w: %w", proxy.ErrTemporary, err)
 		}

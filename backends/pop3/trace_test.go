@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -41,7 +42,7 @@ func traced() (*zerolog.Logger, func() ([]string, map[string]bool, string)) {
 func TestTraceUpstream(t *testing.T) {
 	f := newFake(t, &fake{user: "u", secret: "pa55-w0rd", msgs: fakeMsgs[:1]})
 	log, lines := traced()
-	b, err := New(Options{Addr: f.addr(), TLS: TLSNone, Username: "u", Password: "pa55-w0rd", Logger: log})
+	b, err := New(Options{Addr: f.addr(), TLS: modes.TLSNone, Username: "u", Password: "pa55-w0rd", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // tokenDir is the directory of the OAuth2 token store in the state
@@ -121,7 +122,7 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 	}
 	if *flow == "" {
 		*flow = oauth.DefaultFlow(o.Provider)
-		if o.Provider == oauth.Custom && oc.Endpoint.AuthURL == "" {
+		if o.Provider == modes.ProviderCustom && oc.Endpoint.AuthURL == "" {
 			*flow = "device"
 		}
 	}
@@ -136,7 +137,7 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 		if *port != 0 {
 			opts.ListenAddr = fmt.Sprintf("127.0.0.1:%d", *port)
 		}
-		if o.Provider == oauth.Google {
+		if o.Provider == modes.ProviderGoogle {
 			// A refresh token every time, even if access was granted before.
 			opts.AuthParams = []oauth2.AuthCodeOption{oauth2.AccessTypeOffline, oauth2.ApprovalForce}
 		}
@@ -145,7 +146,7 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 		if *port != 0 {
 			return usageError("-port is for the loopback flow; the device flow needs no port")
 		}
-		if o.Provider == oauth.Google {
+		if o.Provider == modes.ProviderGoogle {
 			fmt.Fprintln(c.stderr, "popbridge auth: warning: Google's device flow cannot grant Gmail scopes; use -flow loopback")
 		}
 		tok, err = oauth.Device(ctx, oc, oauth.DeviceOptions{Out: c.stdout})

@@ -17,10 +17,10 @@ import (
 	goimap "github.com/emersion/go-imap/v2"
 	"google.golang.org/api/googleapi"
 
-	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/oauth"
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -41,7 +41,7 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 		server = u.Addr
 	case a.Backend.Gmail != nil:
 		server, addr = "the Gmail API", "api_endpoint"
-		if u, err := url.Parse(or(a.Backend.Gmail.APIEndpoint, gmail.DefaultEndpoint)); err == nil && u.Host != "" {
+		if u, err := url.Parse(or(a.Backend.Gmail.APIEndpoint, modes.DefaultGmailEndpoint)); err == nil && u.Host != "" {
 			server = u.Host
 		}
 	}
@@ -98,7 +98,7 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 			"and the tls setting (a TLS port waits silently for tls: none or starttls)", server, addr)
 	case errors.Is(err, proxy.ErrAuthFailed):
 		what := "wrong user name or password"
-		if u != nil && (u.Auth == config.AuthXOAUTH2 || u.Auth == config.AuthOAuthBearer) {
+		if u != nil && (u.Auth.Token()) {
 			what = "the OAuth2 token was refused; if the grant was revoked, run " + auth
 		}
 		user := ""

@@ -21,6 +21,7 @@ import (
 	"github.com/popbridge/popbridge/backends/maildir"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -56,7 +57,7 @@ func (c *cli) demo(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.close(log) // runs last: after the server and the control socket stopped
-	mb, err := maildir.New(maildir.Options{Path: mdir, OnDelete: maildir.Remove, Store: st.store, Account: demoUser})
+	mb, err := maildir.New(maildir.Options{Path: mdir, OnDelete: modes.Remove, Store: st.store, Account: demoUser})
 	if err != nil {
 		return err
 	}

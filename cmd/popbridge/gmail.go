@@ -33,7 +33,7 @@ func newGmailBackend(a config.Account, st *state) (*gmail.Backend, error) {
 		Labels:         c.Labels,
 		Query:          c.Query,
 		Window:         gmail.Window{Batch: c.Window.Batch},
-		OnDelete:       gmail.DeletePolicy(c.OnDelete),
+		OnDelete:       c.OnDelete,
 		DownloadOnce:   c.DownloadOnce,
 		EstimateSizes:  !c.Exact(),
 		MaxConcurrent:  c.MaxConcurrent,

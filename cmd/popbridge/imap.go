@@ -26,12 +26,12 @@ func newIMAPBackend(a config.Account, st *state) (*imapb.Backend, error) {
 	}
 	opts := imapb.Options{
 		Addr:           c.Addr,
-		TLS:            imapb.TLSMode(c.TLS),
-		Auth:           imapb.Auth(c.Auth),
+		TLS:            c.TLS,
+		Auth:           c.Auth,
 		Username:       c.Username,
 		Password:       c.Password,
 		Folder:         c.Folder,
-		OnDelete:       imapb.DeletePolicy(c.OnDelete),
+		OnDelete:       c.OnDelete,
 		MarkReadOnRetr: c.MarkReadOnRetr,
 		Store:          st.store,
 		Bodies:         st.bodies,

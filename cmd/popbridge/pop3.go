@@ -3,6 +3,7 @@ package main
 import (
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // newPOP3Backend builds the pop3 relay backend of account a.
@@ -10,12 +11,12 @@ func newPOP3Backend(a config.Account, st *state) (*pop3relay.Backend, error) {
 	c := a.Backend.POP3
 	opts := pop3relay.Options{
 		Addr:           c.Addr,
-		TLS:            pop3relay.TLSMode(c.TLS),
-		Auth:           pop3relay.Auth(c.Auth),
+		TLS:            c.TLS,
+		Auth:           c.Auth,
 		Username:       c.Username,
 		Password:       c.Password,
-		XOAUTH2TwoLine: c.XOAUTH2Form == "two-line",
-		OnDelete:       pop3relay.DeletePolicy(c.OnDelete),
+		XOAUTH2TwoLine: c.XOAUTH2Form == modes.XOAUTH2TwoLine,
+		OnDelete:       c.OnDelete,
 		Account:        a.User,
 		Store:          st.store,
 		Bodies:         st.bodies,

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -16,7 +15,9 @@ import (
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/accounts"
 	"github.com/popbridge/popbridge/backends/gmail"
+	imapb "github.com/popbridge/popbridge/backends/imap"
 	"github.com/popbridge/popbridge/backends/maildir"
+	pop3relay "github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -177,7 +178,7 @@ func newBackend(a config.Account, st *state) (backend, error) {
 		m := a.Backend.Maildir
 		return built(maildir.New(maildir.Options{
 			Path:     m.Path,
-			OnDelete: maildir.DeletePolicy(m.OnDelete),
+			OnDelete: m.OnDelete,
 			Store:    st.store,
 			Account:  a.User,
 		}))
@@ -199,30 +200,21 @@ func built[B backend](b B, err error) (backend, error) {
 	return b, nil
 }
 
-// describe names account a's backend for people, without secrets.
+// describe names account a's backend for people, without secrets: each
+// backend describes the options built from a's settings, defaults
+// included.
 func describe(a config.Account) string {
-	switch a.Backend.Type {
+	switch b := a.Backend; b.Type {
 	case config.TypeMaildir:
-		policy := a.Backend.Maildir.OnDelete
-		if policy == "" {
-			policy = config.OnDeleteRemove
-		}
-		return fmt.Sprintf("maildir %s, on_delete %s", a.Backend.Maildir.Path, policy)
+		return maildir.Options{Path: b.Maildir.Path, OnDelete: b.Maildir.OnDelete}.String()
 	case config.TypePOP3:
-		p := a.Backend.POP3
-		return fmt.Sprintf("pop3 %s, tls %s, auth %s", p.Addr, or(p.TLS, "implicit"), or(p.Auth, config.POP3AuthPassword))
+		return pop3relay.Options{Addr: b.POP3.Addr, TLS: b.POP3.TLS, Auth: b.POP3.Auth}.String()
 	case config.TypeIMAP:
-		m := a.Backend.IMAP
-		return fmt.Sprintf("imap %s/%s, tls %s, auth %s, on_delete %s", m.Addr, or(m.Folder, "INBOX"),
-			or(m.TLS, "implicit"), or(m.Auth, config.IMAPAuthPassword), or(m.OnDelete, config.OnDeleteExpunge))
+		return imapb.Options{Addr: b.IMAP.Addr, Folder: b.IMAP.Folder, TLS: b.IMAP.TLS, Auth: b.IMAP.Auth,
+			OnDelete: b.IMAP.OnDelete}.String()
 	case config.TypeGmail:
-		g := a.Backend.Gmail
-		labels := "INBOX"
-		if len(g.Labels) > 0 {
-			labels = strings.Join(g.Labels, "+")
-		}
-		return fmt.Sprintf("gmail %s, labels %s, on_delete %s, download_once %v", or(g.APIEndpoint, gmail.DefaultEndpoint),
-			labels, or(g.OnDelete, config.GmailArchive), g.DownloadOnce)
+		return gmail.Options{Endpoint: b.Gmail.APIEndpoint, Labels: b.Gmail.Labels, OnDelete: b.Gmail.OnDelete,
+			DownloadOnce: b.Gmail.DownloadOnce}.String()
 	}
 	return a.Backend.Type
 }
