@@ -2,8 +2,14 @@ package backends
 
 import (
 	"context"
+	"errors"
 	"io"
 )
+
+// ErrUpstreamLogin is wrapped by a Sender's errors when the upstream
+// refused its login (password or token): not the client's fault, and
+// never reported to it as a bad password.
+var ErrUpstreamLogin = errors.New("the upstream server refused the login")
 
 // Sender sends mail for one account: the upstream side of SMTP
 // submission (internal/submission). backends/smtp implements it.
@@ -14,8 +20,9 @@ type Sender interface {
 	MaySend(from string) bool
 	// Begin starts an upstream transaction with MAIL FROM. An error
 	// that is (or wraps) a *smtp.SMTPError of github.com/emersion/go-smtp
-	// is the upstream's reply; any other error is a local or network
-	// fault (temporary).
+	// is the upstream's reply to MAIL; an error wrapping
+	// ErrUpstreamLogin means the upstream refused the login; any other
+	// error is a local or network fault (temporary).
 	Begin(ctx context.Context, from string, opts MailOptions) (Transaction, error)
 }
 

@@ -212,11 +212,16 @@ func (s *Sender) connect(ctx context.Context) (*conn, error) {
 		// After a failed AUTH go-smtp sends "*" (Postfix hangs up):
 		// never reuse the connection.
 		c.close()
-		if tok == "" || rej == nil || !refused(err) {
+		if !refused(err) {
 			return nil, err
 		}
+		// The upstream's 535 is no reply for the client (whose own
+		// login was fine): keep it as text only.
+		if tok == "" || rej == nil {
+			return nil, fmt.Errorf("%w: %v", backends.ErrUpstreamLogin, err)
+		}
 		if try == 2 {
-			return nil, fmt.Errorf("%w (%w)", rej.Refused(tok), err)
+			return nil, fmt.Errorf("%w: %w (%v)", backends.ErrUpstreamLogin, rej.Refused(tok), err)
 		}
 		rej.Invalidate(tok)
 	}
