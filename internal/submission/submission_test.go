@@ -295,3 +295,41 @@ func TestConnectionLimit(t *testing.T) {
 	}
 	t.Logf("smtp: listener connection limit: 421 over the limit")
 }
+
+// TestBDAT: CHUNKING cannot be switched off in go-smtp; BDAT chunks are
+// relayed like DATA, and an RSET during a BDAT transfer (Reset while
+// Data runs in go-smtp's BDAT goroutine) abandons the message. (A new
+// BDAT right after such an RSET on the same connection races inside
+// go-smtp v0.26.0 itself, on Conn.dataResult; not exercised here.)
+func TestBDAT(t *testing.T) {
+	a, fs := fakeAccounts()
+	s := start(t, opts(a))
+	w := loggedIn(t, s, alice, "alice-pw")
+	w.expect("MAIL FROM:<"+alice+">", "250 ")
+	w.expect("RCPT TO:<bob@example.net>", "250 ")
+	w.write("BDAT 9\r\nSubject: ")
+	if r := w.reply(); !strings.HasPrefix(r, "250 ") {
+		t.Fatalf("BDAT chunk -> %q", r)
+	}
+	w.expect("RSET", "250 ")
+	w.expect("MAIL FROM:<"+alice+">", "250 ")
+	w.expect("RCPT TO:<bob@example.net>", "250 ")
+	w.expect("DATA", "354 ")
+	w.expect("Subject: d\r\n\r\nd\r\n.", "250 ")
+
+	w = loggedIn(t, s, alice, "alice-pw")
+	w.expect("MAIL FROM:<"+alice+">", "250 ")
+	w.expect("RCPT TO:<bob@example.net>", "250 ")
+	w.write("BDAT 9\r\nSubject: ")
+	if r := w.reply(); !strings.HasPrefix(r, "250 ") {
+		t.Fatalf("BDAT chunk -> %q", r)
+	}
+	w.write("BDAT 8 LAST\r\nx\r\n\r\nb\r\n")
+	if r := w.reply(); !strings.HasPrefix(r, "250 ") {
+		t.Fatalf("BDAT LAST -> %q", r)
+	}
+	if _, msgs := fs.got(); len(msgs) != 2 || string(msgs[0]) != "Subject: d\r\n\r\nd\r\n" || string(msgs[1]) != "Subject: x\r\n\r\nb\r\n" {
+		t.Fatalf("relayed %q, want the DATA and the completed BDAT message only", msgs)
+	}
+	t.Logf("smtp: listener BDAT relayed; RSET during BDAT abandons the message")
+}
