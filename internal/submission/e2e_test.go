@@ -91,10 +91,9 @@ func smtplib(t *testing.T, addr, mode, cafile, user, pass, from string, rcpts []
 // the upstream with XOAUTH2 (a token of the fake authorization server,
 // checked by Postfix's Dovecot at its introspection endpoint).
 type relay struct {
-	p     *postfixtest.Postfix
-	s     *server
-	ca    string // the listener's certificate, PEM file
-	local map[string]backends.Sender
+	p  *postfixtest.Postfix
+	s  *server
+	ca string // the listener's certificate, PEM file
 }
 
 func startRelay(t *testing.T, upstreamAddr string) *relay {

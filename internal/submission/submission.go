@@ -340,6 +340,9 @@ func upstreamError(stage string, err error) *smtp.SMTPError {
 	if ec[0] != class || ec[1] < 0 || ec[2] < 0 {
 		ec = smtp.EnhancedCode{class, 0, 0}
 	}
+	if code == 552 || ec == (smtp.EnhancedCode{5, 3, 4}) {
+		return reply(code, ec, "Message size exceeds the upstream server's limit")
+	}
 	what := map[string]string{"mail": "Sender", "rcpt": "Recipient", "data": "Message"}[stage]
 	text := what + " rejected by the upstream server"
 	if class == 4 {
@@ -561,7 +564,7 @@ func (ses *session) logTx(n int64, err error) {
 		ev, result = ses.s.log.Warn().Err(err), "failed"
 	}
 	ev.Str("account", ses.login.User).Str("client", ses.ip.String()).Str("from", ses.from).
-		Int("recipients", ses.rcpts).Int64("bytes", n).Dur("duration", time.Since(ses.started)).
+		Int("recipients", ses.rcpts).Int64("bytes", n).Int64("duration_ms", time.Since(ses.started).Milliseconds()).
 		Str("result", result).Msg("submission: transaction")
 }
 
@@ -616,10 +619,9 @@ func isASCII(s string) bool {
 // "Username:" and "Password:", and takes the user name as an initial
 // response too ("AUTH LOGIN dXNlcg==").
 type loginServer struct {
-	auth       func(user, pass string) error
-	user       string
-	state      int
-	gotInitial bool
+	auth  func(user, pass string) error
+	user  string
+	state int
 }
 
 func (l *loginServer) Next(response []byte) (challenge []byte, done bool, err error) {

@@ -1,15 +1,18 @@
 package submission_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/rs/zerolog"
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/internal/submission"
@@ -174,6 +177,7 @@ func TestErrorsMapped(t *testing.T) {
 		{&smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: secret}, "554 5.7.1 Message rejected by the upstream server"},
 		{&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{4, 1, 1}, Message: secret}, "550 5.0.0 Message rejected"},
 		{errors.New("write tcp " + secret + ": broken pipe"), "451 4.4.2 Upstream did not confirm"},
+		{&smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "message file too big " + secret}, "552 5.3.4 Message size exceeds the upstream server's limit"},
 		{fmt.Errorf("%w: %s", backends.ErrUpstreamLogin, secret), "451 4.7.0 Upstream login failed"},
 	} {
 		fs.dataErr = c.dataErr
@@ -332,4 +336,69 @@ func TestBDAT(t *testing.T) {
 		t.Fatalf("relayed %q, want the DATA and the completed BDAT message only", msgs)
 	}
 	t.Logf("smtp: listener BDAT relayed; RSET during BDAT abandons the message")
+}
+
+// TestLog: one line per transaction with account, sender, recipients
+// and size; no password, no body.
+func TestLog(t *testing.T) {
+	a, _ := fakeAccounts()
+	var buf syncBuffer
+	log := zerolog.New(&buf)
+	o := opts(a)
+	o.Logger = &log
+	s := start(t, o)
+	w := loggedIn(t, s, alice, "alice-pw")
+	w.expect("MAIL FROM:<"+alice+">", "250 ")
+	w.expect("RCPT TO:<bob@example.net>", "250 ")
+	w.expect("DATA", "354 ")
+	w.expect("Subject: secret subject\r\n\r\nsecret body\r\n.", "250 ")
+	w.expect("AUTH PLAIN "+b64("\x00"+alice+"\x00alice-pw"), "503 ")
+	w2 := loggedIn(t, s, alice, "alice-pw")
+	w2.expect("QUIT", "221 ")
+	w3 := dial(t, s.tlsAddr, s.clientTLS())
+	w3.expect("EHLO x", "250")
+	w3.expect("AUTH PLAIN "+b64("\x00"+alice+"\x00wrong-pw"), "535 ")
+	out := buf.String()
+	var tx map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if m["message"] == "submission: transaction" {
+			if tx != nil {
+				t.Fatalf("two transaction lines:\n%s", out)
+			}
+			tx = m
+		}
+	}
+	if tx == nil || tx["account"] != alice || tx["from"] != alice || tx["recipients"] != 1.0 || tx["result"] != "sent" || tx["bytes"] != 40.0 {
+		t.Fatalf("transaction line %v in\n%s", tx, out)
+	}
+	for _, secret := range []string{"alice-pw", "wrong-pw", "secret"} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("log contains %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "authentication failed") {
+		t.Fatalf("failed login not logged:\n%s", out)
+	}
+	t.Logf("smtp: listener log: one line per transaction, no password or body")
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
