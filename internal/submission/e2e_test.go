@@ -125,7 +125,14 @@ func startRelay(t *testing.T, upstreamAddr string) *relay {
 		t.Fatal(err)
 	}
 	a := &accounts{passwords: map[string]string{"alice": "local-pw"}, senders: map[string]backends.Sender{"alice": sender}}
-	o := submission.Options{Auth: a, Senders: a.sender, MaxMessageBytes: p.MessageSizeLimit}
+	// SIZE advertises the upstream's limit, read from its EHLO.
+	size := int64(0)
+	if upstreamAddr == p.Addr {
+		if size, err = sender.MaxMessageSize(context.Background()); err != nil || size != p.MessageSizeLimit {
+			t.Fatalf("upstream SIZE %d, %v; want %d", size, err, p.MessageSizeLimit)
+		}
+	}
+	o := submission.Options{Auth: a, Senders: a.sender, MaxMessageBytes: size}
 	s := start(t, o)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, poolPEM(t, s), 0o600); err != nil {
@@ -180,10 +187,13 @@ func TestEndToEndPostfix(t *testing.T) {
 	curl := need(t, "curl")
 	path := filepath.Join(t.TempDir(), "msg.eml")
 	os.WriteFile(path, message, 0o600)
-	out, err := exec.Command(curl, "-sS", "--url", "smtps://"+r.s.tlsAddr, "--cacert", r.ca,
+	out, err := exec.Command(curl, "-sS", "-v", "--url", "smtps://"+r.s.tlsAddr, "--cacert", r.ca,
 		"--user", "alice:local-pw", "--login-options", "AUTH=LOGIN", "--mail-from", alice, "--mail-rcpt", "bob@example.net", "--upload-file", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl smtps: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("> AUTH LOGIN")) {
+		t.Fatalf("curl did not use AUTH LOGIN:\n%s", out)
 	}
 	delivered(t, p, "bob@example.net", 2, message)
 	t.Logf("smtp: e2e curl smtps:// AUTH LOGIN -> popbridge -> Postfix: delivered byte for byte")
