@@ -1,0 +1,431 @@
+// Package smtp sends an account's mail through an upstream submission
+// server (RFC 6409 STARTTLS or RFC 8314 implicit TLS) with a password,
+// XOAUTH2 or OAUTHBEARER: the backends.Sender of the SMTP submission
+// listener (internal/submission). It is built on
+// github.com/emersion/go-smtp's client and works around its traps (see
+// docs/smtp.md): the XOAUTH2 error challenge is answered with an empty
+// response, a failed AUTH closes the connection, and a message whose
+// client side fails is aborted by closing the connection, never
+// committed truncated.
+package smtp
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
+	"golang.org/x/oauth2"
+
+	"github.com/popbridge/popbridge/backends"
+	"github.com/popbridge/popbridge/backends/oauth"
+)
+
+// Security is how the connection to the upstream is protected.
+type Security string
+
+const (
+	// STARTTLS: plaintext connect, then STARTTLS before anything else
+	// (port 587). The default.
+	STARTTLS Security = "starttls"
+	// ImplicitTLS: TLS from the first byte (port 465).
+	ImplicitTLS Security = "tls"
+)
+
+// Auth is the upstream authentication mechanism.
+type Auth string
+
+const (
+	// AuthPassword logs in with Username and Password: AUTH PLAIN, or
+	// LOGIN when the server offers no PLAIN. The default.
+	AuthPassword Auth = "password"
+	// AuthXOAUTH2 sends an access token from TokenSource (Gmail,
+	// Outlook).
+	AuthXOAUTH2 Auth = "xoauth2"
+	// AuthOAuthBearer sends an access token as RFC 7628 OAUTHBEARER.
+	AuthOAuthBearer Auth = "oauthbearer"
+)
+
+// Options configures a Sender.
+type Options struct {
+	// Addr is the upstream's host:port.
+	Addr string
+	// Security defaults to STARTTLS. There is no plaintext mode.
+	Security Security
+	// ServerName is the name the certificate must have; default the
+	// host of Addr.
+	ServerName string
+	// CAFile is a PEM file of the certificate authorities to trust
+	// instead of the system's; RootCAs, if set, wins.
+	CAFile  string
+	RootCAs *x509.CertPool
+	// Auth defaults to AuthPassword.
+	Auth Auth
+	// Username is the upstream login (for OAuth2, the mailbox address).
+	Username string
+	// Password for AuthPassword.
+	Password string
+	// TokenSource gives access tokens for XOAUTH2 and OAUTHBEARER. If it
+	// is an oauth.Rejecter, a refused token is invalidated and the login
+	// retried once on a new connection.
+	TokenSource oauth2.TokenSource
+	// From lists the envelope senders the account may use
+	// (case-insensitive); empty means Username only.
+	From []string
+	// HelloName is the EHLO name; default "localhost".
+	HelloName string
+	// DialTimeout bounds connecting and the TLS handshake (default
+	// 30 s); CommandTimeout each command's reply (default 5 min), and
+	// the idle time while writing the message.
+	DialTimeout, CommandTimeout time.Duration
+}
+
+// Sender is a backends.Sender for one upstream account. It is safe for
+// concurrent use: each transaction has its own connection.
+type Sender struct {
+	opts Options
+	tls  *tls.Config
+	host string
+	port string
+}
+
+var _ backends.Sender = (*Sender)(nil)
+
+// New checks opts and returns a Sender; it does not connect.
+func New(opts Options) (*Sender, error) {
+	host, port, err := net.SplitHostPort(opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("smtp: address %q must be host:port (e.g. smtp.gmail.com:587): %w", opts.Addr, err)
+	}
+	switch opts.Security {
+	case "":
+		opts.Security = STARTTLS
+	case STARTTLS, ImplicitTLS:
+	default:
+		return nil, fmt.Errorf("smtp: security %q: use %q (port 587) or %q (port 465)", opts.Security, STARTTLS, ImplicitTLS)
+	}
+	switch opts.Auth {
+	case "":
+		opts.Auth = AuthPassword
+		fallthrough
+	case AuthPassword:
+		if opts.Username == "" || opts.Password == "" {
+			return nil, errors.New("smtp: password login needs a username and a password")
+		}
+	case AuthXOAUTH2, AuthOAuthBearer:
+		if opts.Username == "" || opts.TokenSource == nil {
+			return nil, fmt.Errorf("smtp: %s needs a username and an OAuth2 grant (run popbridge auth)", opts.Auth)
+		}
+	default:
+		return nil, fmt.Errorf("smtp: auth %q: use %q, %q or %q", opts.Auth, AuthPassword, AuthXOAUTH2, AuthOAuthBearer)
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = host
+	}
+	if opts.HelloName == "" {
+		opts.HelloName = "localhost"
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 30 * time.Second
+	}
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = 5 * time.Minute
+	}
+	roots := opts.RootCAs
+	if roots == nil && opts.CAFile != "" {
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("smtp: CA file: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("smtp: CA file %s holds no PEM certificate", opts.CAFile)
+		}
+	}
+	return &Sender{
+		opts: opts,
+		tls:  &tls.Config{ServerName: opts.ServerName, RootCAs: roots, MinVersion: tls.VersionTLS12},
+		host: host,
+		port: port,
+	}, nil
+}
+
+// MaySend reports whether from is one of the account's addresses.
+func (s *Sender) MaySend(from string) bool {
+	allowed := s.opts.From
+	if len(allowed) == 0 {
+		allowed = []string{s.opts.Username}
+	}
+	return slices.ContainsFunc(allowed, func(a string) bool { return strings.EqualFold(a, from) })
+}
+
+// MaxMessageSize connects and returns the upstream's SIZE limit (0 when
+// it announces none), so that the listener can advertise no more.
+func (s *Sender) MaxMessageSize(ctx context.Context) (int64, error) {
+	c, err := s.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.close()
+	n, _ := c.c.MaxMessageSize()
+	c.c.Quit()
+	return int64(n), nil
+}
+
+// conn is one upstream connection.
+type conn struct {
+	s    *Sender
+	raw  net.Conn
+	c    *gosmtp.Client
+	stop func() bool // stops the context watch
+}
+
+func (c *conn) close() {
+	if c.stop != nil {
+		c.stop()
+	}
+	c.c.Close()
+}
+
+// connect dials, secures, greets and logs in, retrying once with a new
+// token on a new connection when an OAuth2 token is refused.
+func (s *Sender) connect(ctx context.Context) (*conn, error) {
+	rej, _ := s.opts.TokenSource.(oauth.Rejecter)
+	for try := 1; ; try++ {
+		c, err := s.dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		tok, err := c.login()
+		if err == nil {
+			return c, nil
+		}
+		// After a failed AUTH go-smtp sends "*" (Postfix hangs up):
+		// never reuse the connection.
+		c.close()
+		if !refused(err) {
+			return nil, err
+		}
+		// The upstream's 535 is no reply for the client (whose own
+		// login was fine): keep it as text only.
+		if tok == "" || rej == nil {
+			return nil, fmt.Errorf("%w: %v", backends.ErrUpstreamLogin, err)
+		}
+		if try == 2 {
+			return nil, fmt.Errorf("%w: %w (%v)", backends.ErrUpstreamLogin, rej.Refused(tok), err)
+		}
+		rej.Invalidate(tok)
+	}
+}
+
+// refused reports whether the upstream rejected the credentials.
+func refused(err error) bool {
+	var se *gosmtp.SMTPError
+	return errors.As(err, &se) && (se.Code == 535 || se.Code == 534 || (se.Code == 530 && se.EnhancedCode == gosmtp.EnhancedCode{5, 7, 8}))
+}
+
+func (s *Sender) dial(ctx context.Context) (*conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
+	defer cancel()
+	raw, err := (&net.Dialer{}).DialContext(dctx, "tcp", s.opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("smtp: connect to %s: %w", s.opts.Addr, err)
+	}
+	c := &conn{s: s, raw: raw}
+	// A cancelled context (the client went away) ends the connection.
+	c.stop = context.AfterFunc(ctx, func() { raw.Close() })
+	fail := func(what string, err error) (*conn, error) {
+		c.stop()
+		raw.Close()
+		return nil, fmt.Errorf("smtp: %s %s: %w", what, s.opts.Addr, err)
+	}
+	raw.SetDeadline(time.Now().Add(s.opts.DialTimeout))
+	if s.opts.Security == ImplicitTLS {
+		tc := tls.Client(raw, s.tls)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			return fail("TLS handshake with", err)
+		}
+		c.c = gosmtp.NewClient(tc)
+	} else {
+		// Greeting, EHLO, STARTTLS; the handshake itself is lazy.
+		if c.c, err = gosmtp.NewClientStartTLS(raw, s.tls); err != nil {
+			return fail("STARTTLS with", err)
+		}
+	}
+	c.c.CommandTimeout = s.opts.CommandTimeout
+	// EHLO now (after STARTTLS: over TLS), so that greeting and
+	// certificate errors are reported as such, not as login failures.
+	if err := c.c.Hello(s.opts.HelloName); err != nil {
+		return fail("EHLO to", err)
+	}
+	raw.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// login authenticates; for OAuth2 it returns the access token it used.
+func (c *conn) login() (token string, err error) {
+	o := c.s.opts
+	var cl sasl.Client
+	switch o.Auth {
+	case AuthPassword:
+		switch {
+		case c.c.SupportsAuth(sasl.Plain):
+			cl = sasl.NewPlainClient("", o.Username, o.Password)
+		case c.c.SupportsAuth(sasl.Login):
+			cl = sasl.NewLoginClient(o.Username, o.Password)
+		default:
+			return "", fmt.Errorf("smtp: %s offers neither AUTH PLAIN nor LOGIN", o.Addr)
+		}
+	case AuthXOAUTH2, AuthOAuthBearer:
+		mech := "XOAUTH2"
+		if o.Auth == AuthOAuthBearer {
+			mech = sasl.OAuthBearer
+		}
+		if !c.c.SupportsAuth(mech) {
+			return "", fmt.Errorf("smtp: %s does not offer AUTH %s", o.Addr, mech)
+		}
+		tok, err := o.TokenSource.Token()
+		if err != nil {
+			return "", fmt.Errorf("smtp: get an OAuth2 token for %s: %w", o.Username, err)
+		}
+		token = tok.AccessToken
+		if mech == "XOAUTH2" {
+			cl = &xoauth2{user: o.Username, token: token}
+		} else {
+			cl = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: o.Username, Token: token, Host: c.s.host, Port: atoi(c.s.port)})
+		}
+	}
+	if err := c.c.Auth(cl); err != nil {
+		return token, fmt.Errorf("smtp: log in as %q to %s: %w", o.Username, o.Addr, err)
+	}
+	return token, nil
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return 0
+		}
+		n = n*10 + int(r-'0')
+	}
+	return n
+}
+
+// xoauth2 is the XOAUTH2 client go-sasl lacks.
+type xoauth2 struct{ user, token string }
+
+func (x *xoauth2) Start() (string, []byte, error) {
+	return "XOAUTH2", []byte("user=" + x.user + "\x01auth=Bearer " + x.token + "\x01\x01"), nil
+}
+
+// Next answers the error challenge (JSON) with an empty response, after
+// which the server sends its failure reply. nil would end Auth as a
+// success with the server still waiting for the response.
+func (x *xoauth2) Next([]byte) ([]byte, error) { return []byte{}, nil }
+
+// Begin connects, logs in and sends MAIL FROM.
+func (s *Sender) Begin(ctx context.Context, from string, opts backends.MailOptions) (backends.Transaction, error) {
+	c, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.c.Mail(from, &gosmtp.MailOptions{Size: opts.Size, UTF8: opts.UTF8}); err != nil {
+		c.close()
+		return nil, fmt.Errorf("smtp: MAIL FROM at %s: %w", s.opts.Addr, err)
+	}
+	return &tx{c: c}, nil
+}
+
+type tx struct {
+	c    *conn
+	done bool
+}
+
+func (t *tx) Rcpt(ctx context.Context, to string) error {
+	if err := t.c.c.Rcpt(to, nil); err != nil {
+		return fmt.Errorf("smtp: RCPT TO at %s: %w", t.c.s.opts.Addr, err)
+	}
+	return nil
+}
+
+// Data streams r into the upstream's DATA, without Bcc/Resent-Bcc
+// header fields. A read error from r, or a cancelled ctx, closes the
+// connection without the final dot: the upstream drops the message.
+func (t *tx) Data(ctx context.Context, r io.Reader) (string, error) {
+	t.done = true
+	addr := t.c.s.opts.Addr
+	w, err := t.c.c.Data()
+	if err != nil {
+		t.c.close()
+		return "", fmt.Errorf("smtp: DATA at %s: %w", addr, err)
+	}
+	dst := &deadlineWriter{w: w, conn: t.c.raw, idle: t.c.s.opts.CommandTimeout}
+	var rerr error
+	src := &errReader{r: r, err: &rerr}
+	if _, err := io.Copy(dst, newBccFilter(src)); err != nil || ctx.Err() != nil {
+		// Never Close the DataCommand here: that would commit what was
+		// written so far.
+		t.c.close()
+		if rerr != nil {
+			return "", fmt.Errorf("smtp: message from the client: %w", rerr)
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		return "", fmt.Errorf("smtp: sending the message to %s: %w", addr, err)
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		t.c.close()
+		return "", fmt.Errorf("smtp: message at %s: %w", addr, err)
+	}
+	return resp.StatusText, nil
+}
+
+// Close quits politely after a completed transaction, and otherwise
+// just closes the connection (which also aborts an open transaction).
+func (t *tx) Close() error {
+	if t.done {
+		t.c.c.Quit()
+	}
+	t.c.close()
+	return nil
+}
+
+// errReader remembers the error of the client-side reader, to tell it
+// from upstream write errors.
+type errReader struct {
+	r   io.Reader
+	err *error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		*e.err = err
+	}
+	return n, err
+}
+
+// deadlineWriter bounds each write to the upstream (go-smtp sets no
+// deadline while the message is written).
+type deadlineWriter struct {
+	w    io.Writer
+	conn net.Conn
+	idle time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.conn.SetWriteDeadline(time.Now().Add(d.idle))
+	return d.w.Write(p)
+}
