@@ -16,6 +16,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	smtpb "github.com/popbridge/popbridge/backends/smtp"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/postfixtest"
 )
 
@@ -246,7 +247,7 @@ func TestSendOAuth(t *testing.T) {
 	t.Logf("smtp: backend XOAUTH2 and OAUTHBEARER accepted by the upstream; bad XOAUTH2 token: empty response to the error challenge, 535")
 
 	// Recovery through oauth.Source: invalidate and retry once.
-	cfg, err := oauth.Config{Provider: oauth.Custom, ClientID: f.ClientID, TokenURL: f.TokenURL, AuthURL: f.AuthURL, Scopes: []string{"mail"}}.OAuth2(oauth.IMAP)
+	cfg, err := oauth.Config{Provider: modes.ProviderCustom, ClientID: f.ClientID, TokenURL: f.TokenURL, AuthURL: f.AuthURL, Scopes: []string{"mail"}}.OAuth2(oauth.IMAP)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/popbridge/popbridge/backends/dovecottest"
+	"github.com/popbridge/popbridge/internal/dovecottest"
 )
 
 // Options configures an instance. The zero value gives one user

@@ -18,6 +18,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	smtpb "github.com/popbridge/popbridge/backends/smtp"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/postfixtest"
 	"github.com/popbridge/popbridge/internal/submission"
 )
@@ -104,7 +105,7 @@ func startRelay(t *testing.T, upstreamAddr string) *relay {
 		Users:         map[string]string{alice: "upstream-pw", "bob@example.net": "bob-pw"},
 		IntrospectURL: f.IntrospectURL,
 	})
-	cfg, err := oauth.Config{Provider: oauth.Custom, ClientID: f.ClientID, TokenURL: f.TokenURL, AuthURL: f.AuthURL, Scopes: []string{"mail"}}.OAuth2(oauth.IMAP)
+	cfg, err := oauth.Config{Provider: modes.ProviderCustom, ClientID: f.ClientID, TokenURL: f.TokenURL, AuthURL: f.AuthURL, Scopes: []string{"mail"}}.OAuth2(oauth.IMAP)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/popbridge/popbridge/backends"
-	"github.com/popbridge/popbridge/backends/dovecottest"
+	"github.com/popbridge/popbridge/internal/dovecottest"
 	"github.com/popbridge/popbridge/internal/submission"
 	"github.com/popbridge/popbridge/proxy"
 )
