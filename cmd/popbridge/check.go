@@ -13,6 +13,7 @@ import (
 
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/tlsconf"
 )
 
 // checkTimeout bounds the check of one backend.
@@ -162,7 +163,7 @@ func checkTLS(cfg *config.Config) (detail string, err error) {
 			return fmt.Sprintf("%s (self-signed certificate created at the first start)", certFile), nil
 		}
 	}
-	cert, err := loadCert(certFile, keyFile)
+	cert, err := tlsconf.LoadCert(certFile, keyFile)
 	if err != nil {
 		return certFile, err
 	}
@@ -173,7 +174,7 @@ func checkTLS(cfg *config.Config) (detail string, err error) {
 	}
 	detail = fmt.Sprintf("%s, certificate for %s, expires %s", certFile, names, leaf.NotAfter.Format(time.DateOnly))
 	if cfg.TLS.SelfSigned {
-		detail += ", SHA-256 " + fingerprint(leaf)
+		detail += ", SHA-256 " + tlsconf.Fingerprint(leaf)
 	}
 	if time.Now().After(leaf.NotAfter) {
 		return detail, fmt.Errorf("certificate expired on %s", leaf.NotAfter.Format(time.DateOnly))

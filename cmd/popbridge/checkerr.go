@@ -21,6 +21,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/tlsconf"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -161,7 +162,7 @@ func listNames(c *x509.Certificate) string {
 	if c == nil {
 		return "other names"
 	}
-	if names := certNames(c); len(names) > 0 {
+	if names := tlsconf.CertNames(c); len(names) > 0 {
 		return strings.Join(names, ", ")
 	}
 	return "no names"

@@ -17,6 +17,7 @@ import (
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/maildir"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/tlsconf"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -135,7 +136,7 @@ func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Serve
 	if err := cfg.Limits.Apply(srv); err != nil {
 		return nil, err
 	}
-	if srv.TLSConfig, err = serverTLS(cfg, log); err != nil {
+	if srv.TLSConfig, err = tlsconf.Server(cfg, log); err != nil {
 		return nil, err
 	}
 	st.metrics.setServer(srv) // sets srv.Observer
