@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/popbridge/popbridge/internal/control"
 )
 
 // startServe runs serve -config path in process and returns its POP3
@@ -43,13 +45,13 @@ func statsJSON(t *testing.T, args ...string) statsOutput {
 	return out
 }
 
-func account(r statsOutput, name string) accountStats {
+func account(r statsOutput, name string) control.AccountStats {
 	for _, a := range r.Accounts {
 		if a.Account == name {
 			return a
 		}
 	}
-	return accountStats{Account: "(missing)"}
+	return control.AccountStats{Account: "(missing)"}
 }
 
 // login opens a POP3 session of alice, password s3cret.
@@ -95,7 +97,7 @@ func TestCacheViaServer(t *testing.T) {
 		t.Fatalf("QUIT: %q", s)
 	}
 
-	sock := filepath.Join(state, controlFile)
+	sock := filepath.Join(state, control.File)
 	fi, err := os.Lstat(sock)
 	if err != nil || fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
 		t.Errorf("control socket: %v, %v; want a socket of mode 0600", fi.Mode(), err)
@@ -201,7 +203,7 @@ func TestControlSocketStale(t *testing.T) {
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(state, controlFile)
+	sock := filepath.Join(state, control.File)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)

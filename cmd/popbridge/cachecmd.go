@@ -14,6 +14,7 @@ import (
 
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/control"
 )
 
 const cacheUsage = `Usage: popbridge cache stats [-json] (-config FILE | -state DIR)
@@ -90,14 +91,14 @@ func (c *cli) cacheStats(args []string) error {
 	}
 	// Configured accounts without data get a zero line.
 	for _, u := range users {
-		if !slices.ContainsFunc(r.Accounts, func(a accountStats) bool { return a.Account == u }) {
-			r.Accounts = append(r.Accounts, accountStats{Account: u})
+		if !slices.ContainsFunc(r.Accounts, func(a control.AccountStats) bool { return a.Account == u }) {
+			r.Accounts = append(r.Accounts, control.AccountStats{Account: u})
 		}
 	}
-	slices.SortFunc(r.Accounts, func(a, b accountStats) int { return strings.Compare(a.Account, b.Account) })
+	slices.SortFunc(r.Accounts, func(a, b control.AccountStats) int { return strings.Compare(a.Account, b.Account) })
 	if *asJSON {
 		if r.Accounts == nil {
-			r.Accounts = []accountStats{} // [] rather than null
+			r.Accounts = []control.AccountStats{} // [] rather than null
 		}
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
@@ -121,17 +122,17 @@ func (c *cli) cacheStats(args []string) error {
 type statsOutput struct {
 	// Source is "server" (the running popbridge answered) or "file" (the
 	// store was read directly).
-	Source   string         `json:"source"`
-	StateDir string         `json:"state_dir"`
-	PID      int            `json:"pid,omitempty"`
-	Accounts []accountStats `json:"accounts"`
-	Bodies   *bodyStats     `json:"bodies,omitempty"` // the server's
+	Source   string                 `json:"source"`
+	StateDir string                 `json:"state_dir"`
+	PID      int                    `json:"pid,omitempty"`
+	Accounts []control.AccountStats `json:"accounts"`
+	Bodies   *control.BodyStats     `json:"bodies,omitempty"` // the server's
 }
 
 // readStats asks the server in dir, else reads its store.
 func readStats(dir string) (statsOutput, error) {
 	out := statsOutput{Source: "server", StateDir: dir}
-	r, ok, err := askServer(dir, controlRequest{Op: "stats"})
+	r, ok, err := control.Ask(dir, control.Request{Op: "stats"})
 	if err != nil {
 		return out, err
 	}
@@ -141,7 +142,7 @@ func readStats(dir string) (statsOutput, error) {
 		}
 		out.PID, out.Accounts, out.Bodies = r.PID, r.Accounts, r.Bodies
 		if out.Bodies == nil {
-			out.Bodies = &bodyStats{}
+			out.Bodies = &control.BodyStats{}
 		}
 		return out, nil
 	}
@@ -151,7 +152,7 @@ func readStats(dir string) (statsOutput, error) {
 	}
 	defer store.Close()
 	out.Source = "file"
-	out.Accounts, err = storeStats(store)
+	out.Accounts, err = control.StoreStats(store)
 	return out, err
 }
 
@@ -180,7 +181,7 @@ func (c *cli) cacheForget(args []string) error {
 	if err != nil {
 		return err
 	}
-	r, ok, err := askServer(dir, controlRequest{Op: "forget", Account: account})
+	r, ok, err := control.Ask(dir, control.Request{Op: "forget", Account: account})
 	if err != nil {
 		return err
 	}
@@ -189,9 +190,9 @@ func (c *cli) cacheForget(args []string) error {
 		case r.OK:
 			fmt.Fprintf(c.stdout, "Forgot account %q (in the running popbridge, pid %d).\n", account, r.PID)
 			return nil
-		case r.Code == codeNoAccount:
+		case r.Code == control.CodeNoAccount:
 			return fmt.Errorf("no data for account %q in %s", account, filepath.Join(dir, storeFile))
-		case r.Code == codeInUse:
+		case r.Code == control.CodeInUse:
 			return fmt.Errorf("account %q has an open POP3 session; try again when it has ended", account)
 		}
 		return fmt.Errorf("the running popbridge: %s", r.Error)
@@ -227,7 +228,7 @@ func openStore(dir string, readOnly bool) (*cache.Store, error) {
 		store, err = cache.Open(path, nil)
 	}
 	if errors.Is(err, cache.ErrLocked) {
-		return nil, fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, controlFile))
+		return nil, fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, control.File))
 	}
 	return store, damagedStore(err)
 }
@@ -244,14 +245,14 @@ func (c *cli) cacheVerify(args []string) error {
 		return err
 	}
 	path := filepath.Join(dir, storeFile)
-	if r, ok, err := askServer(dir, controlRequest{Op: "verify"}); err != nil {
+	if r, ok, err := control.Ask(dir, control.Request{Op: "verify"}); err != nil {
 		return err
 	} else if ok {
 		switch {
 		case r.OK:
 			fmt.Fprintf(c.stdout, "%s: OK (every page read, consistency checked by the running popbridge, pid %d)\n", path, r.PID)
 			return nil
-		case r.Code == codeDamaged:
+		case r.Code == control.CodeDamaged:
 			return damagedStore(&cache.DamagedError{Path: path, Reason: r.Error})
 		}
 		return fmt.Errorf("the running popbridge: %s", r.Error)
@@ -261,7 +262,7 @@ func (c *cli) cacheVerify(args []string) error {
 	}
 	err = cache.Verify(path, nil)
 	if errors.Is(err, cache.ErrLocked) {
-		return fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, controlFile))
+		return fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, control.File))
 	}
 	if err != nil {
 		return damagedStore(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/control"
 	"github.com/popbridge/popbridge/internal/tlsconf"
 )
 
@@ -100,7 +101,7 @@ func (c *cli) check(ctx context.Context, args []string) error {
 // checkState describes the state directory: the running server's, or its
 // cache file opened read-only, or a directory where one can be created.
 func checkState(dir string) (string, error) {
-	if r, ok, err := askServer(dir, controlRequest{Op: "stats"}); err != nil {
+	if r, ok, err := control.Ask(dir, control.Request{Op: "stats"}); err != nil {
 		return dir, err
 	} else if ok {
 		return fmt.Sprintf("%s, in use by the running popbridge (pid %d), %d account(s) cached", dir, r.PID, len(r.Accounts)), nil

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/control"
 )
 
 func TestDemo(t *testing.T) {
@@ -61,7 +62,7 @@ func TestDemo(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, storeFile)); err != nil {
 		t.Errorf("demo store: %v", err)
 	}
-	if _, err := os.Lstat(filepath.Join(dir, controlFile)); !os.IsNotExist(err) {
+	if _, err := os.Lstat(filepath.Join(dir, control.File)); !os.IsNotExist(err) {
 		t.Errorf("demo control socket left after stop: %v", err)
 	}
 

@@ -17,6 +17,7 @@ import (
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/maildir"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/control"
 	"github.com/popbridge/popbridge/internal/tlsconf"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -108,13 +109,13 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 
 // startControlOrWarn starts the control socket. The server runs without
 // it if it cannot: popbridge cache then reports the store as locked.
-func startControlOrWarn(st *state, log zerolog.Logger) *controlServer {
-	ctl, err := startControl(st, log)
+func startControlOrWarn(st *state, log zerolog.Logger) *control.Server {
+	ctl, err := control.Start(st.dir, st.store, st.bodies, log)
 	if err != nil {
 		log.Warn().Err(err).Msg("no control socket: popbridge cache stats and forget cannot reach this server")
 		return nil
 	}
-	log.Debug().Str("path", ctl.path).Msg("control socket listening")
+	log.Debug().Str("path", ctl.Path()).Msg("control socket listening")
 	return ctl
 }
 

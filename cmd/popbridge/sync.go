@@ -14,6 +14,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/control"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -130,7 +131,7 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 	if acct.Passthrough() {
 		return fmt.Errorf("account %s logs in upstream with the POP3 client's password, so only a client login can sync it", account)
 	}
-	if _, running, _ := askServer(cfg.StateDir, controlRequest{Op: "stats"}); running {
+	if _, running, _ := control.Ask(cfg.StateDir, control.Request{Op: "stats"}); running {
 		return fmt.Errorf("a popbridge server is running on state_dir %s: it syncs %s in the background itself "+
 			"(see its log or the sync section of /status); stop it first to sync from here", cfg.StateDir, account)
 	}
