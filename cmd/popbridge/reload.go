@@ -15,6 +15,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends/accounts"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -62,7 +63,7 @@ func (r *reloader) reload() error {
 	cfg, err := config.Load(r.path)
 	var policy proxy.CleartextPolicy
 	if err == nil {
-		policy, err = cfg.CleartextAuth.Policy()
+		policy, err = app.CleartextPolicy(cfg.CleartextAuth)
 	}
 	if err == nil {
 		var router *accounts.Router

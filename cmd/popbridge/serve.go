@@ -17,6 +17,7 @@ import (
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/maildir"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/control"
 	"github.com/popbridge/popbridge/internal/tlsconf"
 	"github.com/popbridge/popbridge/proxy"
@@ -43,7 +44,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	bodies, err := cfg.Cache.Bodies()
+	bodies, err := app.Bodies(cfg.Cache)
 	if err != nil {
 		return err
 	}
@@ -131,10 +132,10 @@ func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Serve
 	}
 	st.commitBackends()
 	srv := &proxy.Server{Backend: newSwapBackend(router), Logger: log} // SIGHUP swaps the router
-	if srv.Cleartext, err = cfg.CleartextAuth.Policy(); err != nil {
+	if srv.Cleartext, err = app.CleartextPolicy(cfg.CleartextAuth); err != nil {
 		return nil, err
 	}
-	if err := cfg.Limits.Apply(srv); err != nil {
+	if err := app.ApplyLimits(cfg.Limits, srv); err != nil {
 		return nil, err
 	}
 	if srv.TLSConfig, err = tlsconf.Server(cfg, log); err != nil {
