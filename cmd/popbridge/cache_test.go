@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/control"
 )
 
@@ -147,7 +148,7 @@ func TestCacheViaServer(t *testing.T) {
 		t.Errorf("alice still in the store after forget: %+v", a)
 	}
 	r = runCmd(t, "", "cache", "forget", "-state", state, "nobody")
-	if r.code != 1 || !strings.Contains(r.stderr, `no data for account "nobody" in `+filepath.Join(state, storeFile)) {
+	if r.code != 1 || !strings.Contains(r.stderr, `no data for account "nobody" in `+filepath.Join(state, app.StoreFile)) {
 		t.Errorf("forget of an unknown account: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if !regexp.MustCompile(`"account":"alice".*"message":"cache forgotten"`).MatchString(stderr.String()) {
@@ -171,18 +172,18 @@ func TestCacheViaServer(t *testing.T) {
 
 	// Without a server, the file is read directly, read-only by check.
 	r = runCmd(t, "", "check", "-config", path)
-	if !regexp.MustCompile(`(?m)^OK +state +` + regexp.QuoteMeta(filepath.Join(state, storeFile)) + `, 1 account\(s\) cached$`).MatchString(r.stdout) {
+	if !regexp.MustCompile(`(?m)^OK +state +` + regexp.QuoteMeta(filepath.Join(state, app.StoreFile)) + `, 1 account\(s\) cached$`).MatchString(r.stdout) {
 		t.Errorf("check after serve:\n%s", r.stdout)
 	}
 	r = runCmd(t, "", "cache", "stats", "-config", path)
 	want[1] = regexp.MustCompile(`^alice +5 +0 +` + strconv.FormatInt(size, 10) + ` +[1-9]\d*$`)
-	want[4] = regexp.MustCompile(`^From ` + regexp.QuoteMeta(filepath.Join(state, storeFile)) + ` \(no popbridge running\)\.$`)
+	want[4] = regexp.MustCompile(`^From ` + regexp.QuoteMeta(filepath.Join(state, app.StoreFile)) + ` \(no popbridge running\)\.$`)
 	checkLines(t, r.stdout, want)
 	if js := statsJSON(t, "-state", state); js.Source != "file" || js.PID != 0 || js.Bodies != nil || account(js, "alice").Messages != 5 {
 		t.Errorf("cache stats -json from the file: %+v", js)
 	}
 	r = runCmd(t, "", "cache", "forget", "-state", state, "alice")
-	if r.code != 0 || r.stdout != "Forgot account \"alice\" in "+filepath.Join(state, storeFile)+".\n" {
+	if r.code != 0 || r.stdout != "Forgot account \"alice\" in "+filepath.Join(state, app.StoreFile)+".\n" {
 		t.Errorf("forget from the file: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	r = runCmd(t, "", "cache", "forget", "-state", state, "alice")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/control"
 )
 
@@ -66,7 +67,7 @@ func stateFlags(fs *flag.FlagSet) (dir func() (string, []string, error)) {
 		case *cfgPath != "":
 			dir, users, err := config.LoadState(*cfgPath)
 			if err == nil {
-				err = checkOwner(dir, *cfgPath) // not another server's cache
+				err = app.CheckOwner(dir, *cfgPath) // not another server's cache
 			}
 			return dir, users, err
 		}
@@ -113,7 +114,7 @@ func (c *cli) cacheStats(args []string) error {
 	if r.Source == "server" {
 		fmt.Fprintf(c.stdout, "\nFrom the running popbridge (pid %d); its body cache holds %d message(s), %d bytes.\n", r.PID, r.Bodies.Count, r.Bodies.Bytes)
 	} else {
-		fmt.Fprintf(c.stdout, "\nFrom %s (no popbridge running).\n", filepath.Join(dir, storeFile))
+		fmt.Fprintf(c.stdout, "\nFrom %s (no popbridge running).\n", filepath.Join(dir, app.StoreFile))
 	}
 	return nil
 }
@@ -191,7 +192,7 @@ func (c *cli) cacheForget(args []string) error {
 			fmt.Fprintf(c.stdout, "Forgot account %q (in the running popbridge, pid %d).\n", account, r.PID)
 			return nil
 		case r.Code == control.CodeNoAccount:
-			return fmt.Errorf("no data for account %q in %s", account, filepath.Join(dir, storeFile))
+			return fmt.Errorf("no data for account %q in %s", account, filepath.Join(dir, app.StoreFile))
 		case r.Code == control.CodeInUse:
 			return fmt.Errorf("account %q has an open POP3 session; try again when it has ended", account)
 		}
@@ -219,9 +220,9 @@ func (c *cli) cacheForget(args []string) error {
 // reading (migrating first if needed), writable otherwise. It never
 // creates one.
 func openStore(dir string, readOnly bool) (*cache.Store, error) {
-	path := filepath.Join(dir, storeFile)
+	path := filepath.Join(dir, app.StoreFile)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("no cache in %s: %s does not exist (popbridge creates it when it starts)", dir, storeFile)
+		return nil, fmt.Errorf("no cache in %s: %s does not exist (popbridge creates it when it starts)", dir, app.StoreFile)
 	}
 	store, err := cache.Open(path, &cache.Options{ReadOnly: readOnly})
 	if errors.Is(err, cache.ErrNeedsMigration) {
@@ -230,7 +231,7 @@ func openStore(dir string, readOnly bool) (*cache.Store, error) {
 	if errors.Is(err, cache.ErrLocked) {
 		return nil, fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, control.File))
 	}
-	return store, damagedStore(err)
+	return store, app.DamagedStore(err)
 }
 
 func (c *cli) cacheVerify(args []string) error {
@@ -244,7 +245,7 @@ func (c *cli) cacheVerify(args []string) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, storeFile)
+	path := filepath.Join(dir, app.StoreFile)
 	if r, ok, err := control.Ask(dir, control.Request{Op: "verify"}); err != nil {
 		return err
 	} else if ok {
@@ -253,19 +254,19 @@ func (c *cli) cacheVerify(args []string) error {
 			fmt.Fprintf(c.stdout, "%s: OK (every page read, consistency checked by the running popbridge, pid %d)\n", path, r.PID)
 			return nil
 		case r.Code == control.CodeDamaged:
-			return damagedStore(&cache.DamagedError{Path: path, Reason: r.Error})
+			return app.DamagedStore(&cache.DamagedError{Path: path, Reason: r.Error})
 		}
 		return fmt.Errorf("the running popbridge: %s", r.Error)
 	}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("no cache in %s: %s does not exist (popbridge creates it when it starts)", dir, storeFile)
+		return fmt.Errorf("no cache in %s: %s does not exist (popbridge creates it when it starts)", dir, app.StoreFile)
 	}
 	err = cache.Verify(path, nil)
 	if errors.Is(err, cache.ErrLocked) {
 		return fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, control.File))
 	}
 	if err != nil {
-		return damagedStore(err)
+		return app.DamagedStore(err)
 	}
 	fmt.Fprintf(c.stdout, "%s: OK (every page read, consistency checked)\n", path)
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/control"
 	"github.com/popbridge/popbridge/internal/tlsconf"
 )
@@ -55,7 +56,7 @@ func (c *cli) check(ctx context.Context, args []string) error {
 		detail, err := checkTLS(cfg)
 		report("tls", detail, err)
 	}
-	if err := checkOwner(cfg.StateDir, *path); err != nil {
+	if err := app.CheckOwner(cfg.StateDir, *path); err != nil {
 		report("state", cfg.StateDir, err)
 	} else {
 		detail, err := checkState(cfg.StateDir)
@@ -68,27 +69,26 @@ func (c *cli) check(ctx context.Context, args []string) error {
 		return err
 	}
 	defer os.RemoveAll(scratch)
-	st, err := openState(scratch, nil)
+	bs, err := app.OpenBackends(scratch, cfg.StateDir, nil) // the tokens popbridge auth stored
 	if err != nil {
 		return err
 	}
-	defer st.store.Close()
-	st.tokens = cfg.StateDir // the tokens popbridge auth stored
+	defer bs.Close()
 	for _, a := range cfg.Accounts {
 		if *offline {
 			// Built as serve builds it (ca_file, token_key_file, ...),
 			// which contacts no upstream; not tried.
-			if _, err := newBackend(a, st); err != nil {
-				report(a.User, describe(a), err)
+			if _, err := bs.New(a); err != nil {
+				report(a.User, app.Describe(a), err)
 			} else {
-				fmt.Fprintf(tw, "SKIP\t%s\t%s (not tried: -offline)\n", a.User, describe(a))
+				fmt.Fprintf(tw, "SKIP\t%s\t%s (not tried: -offline)\n", a.User, app.Describe(a))
 			}
 			continue
 		}
-		if err := checkAccount(ctx, a, st); err != nil {
-			report(a.User, describe(a), errors.New(plainFailure(a, *path, err)))
+		if err := checkAccount(ctx, a, bs); err != nil {
+			report(a.User, app.Describe(a), errors.New(plainFailure(a, *path, err)))
 		} else {
-			report(a.User, describe(a), nil)
+			report(a.User, app.Describe(a), nil)
 		}
 	}
 	tw.Flush()
@@ -106,14 +106,14 @@ func checkState(dir string) (string, error) {
 	} else if ok {
 		return fmt.Sprintf("%s, in use by the running popbridge (pid %d), %d account(s) cached", dir, r.PID, len(r.Accounts)), nil
 	}
-	path := filepath.Join(dir, storeFile)
+	path := filepath.Join(dir, app.StoreFile)
 	if _, err := os.Stat(path); err == nil {
 		store, err := cache.Open(path, &cache.Options{ReadOnly: true})
 		if errors.Is(err, cache.ErrNeedsMigration) {
 			return fmt.Sprintf("%s (popbridge serve will migrate it: %v)", path, err), nil
 		}
 		if errors.Is(err, cache.ErrDamaged) {
-			return dir, damagedStore(err)
+			return dir, app.DamagedStore(err)
 		}
 		if err != nil {
 			return path, err
@@ -135,11 +135,11 @@ func checkState(dir string) (string, error) {
 	}
 	f.Close()
 	os.Remove(f.Name())
-	return fmt.Sprintf("%s (%s is created at the first start)", dir, storeFile), nil
+	return fmt.Sprintf("%s (%s is created at the first start)", dir, app.StoreFile), nil
 }
 
-func checkAccount(ctx context.Context, a config.Account, st *state) error {
-	b, err := newBackend(a, st)
+func checkAccount(ctx context.Context, a config.Account, bs *app.Backends) error {
+	b, err := bs.New(a)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -42,7 +43,7 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 		server = u.Addr
 	case a.Backend.Gmail != nil:
 		server, addr = "the Gmail API", "api_endpoint"
-		if u, err := url.Parse(or(a.Backend.Gmail.APIEndpoint, gmail.DefaultEndpoint)); err == nil && u.Host != "" {
+		if u, err := url.Parse(cmp.Or(a.Backend.Gmail.APIEndpoint, gmail.DefaultEndpoint)); err == nil && u.Host != "" {
 			server = u.Host
 		}
 	}

@@ -17,11 +17,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/popbridge/popbridge/backends/accounts"
-	"github.com/popbridge/popbridge/backends/maildir"
-	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
-	"github.com/popbridge/popbridge/proxy"
+	"github.com/popbridge/popbridge/internal/app"
 )
 
 // The demo account.
@@ -51,25 +48,10 @@ func (c *cli) demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := openState(*dir, &cache.Bodies{})
-	if err != nil {
-		return err
-	}
-	defer st.close(log) // runs last: after the server and the control socket stopped
-	mb, err := maildir.New(maildir.Options{Path: mdir, OnDelete: maildir.Remove, Store: st.store, Account: demoUser})
-	if err != nil {
-		return err
-	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(demoPass), bcrypt.MinCost)
 	if err != nil {
 		return err
 	}
-	router, err := accounts.New([]accounts.Account{{User: demoUser, PasswordHash: string(hash), Backend: mb}}, accounts.Options{})
-	if err != nil {
-		return err
-	}
-	srv := &proxy.Server{Backend: router, Logger: &log}
-
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
@@ -77,11 +59,21 @@ func (c *cli) demo(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	if ctl := startControlOrWarn(st, log); ctl != nil {
-		defer ctl.Close()
+	defer l.Close() // a no-op once served
+	cfg := &config.Config{
+		StateDir: *dir, // cleartext_auth: loopback; no limits, TLS or listen.http
+		Accounts: []config.Account{{User: demoUser, PasswordHash: string(hash), Backend: config.Backend{
+			Type: config.TypeMaildir, Maildir: &config.MaildirBackend{Path: mdir, OnDelete: config.OnDeleteRemove},
+		}}},
 	}
+	a, err := app.Build(cfg, &log, app.Options{Listeners: map[string]net.Listener{"pop3": l}})
+	if err != nil {
+		return err
+	}
+	defer a.Close() // runs last: after the server stopped
 	c.printDemoIntro(mdir, created, l.Addr(), &log)
-	return runServer(ctx, srv, []listener{{Listener: l, name: "pop3"}}, log)
+	c.started(a)
+	return a.Serve(ctx)
 }
 
 func (c *cli) printDemoIntro(mdir string, created bool, addr net.Addr, log *zerolog.Logger) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/control"
 )
 
@@ -59,7 +60,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo exited %d; stderr:\n%s", code, stderr)
 	}
 	// The demo's state lives in its directory; the socket is gone.
-	if _, err := os.Stat(filepath.Join(dir, storeFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, app.StoreFile)); err != nil {
 		t.Errorf("demo store: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(dir, control.File)); !os.IsNotExist(err) {

@@ -27,6 +27,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/popbridge/popbridge/internal/app"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -81,6 +83,9 @@ func main() {
 type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// onStart, if set, is called with the running server of serve and
+	// demo, for tests.
+	onStart func(*app.App)
 }
 
 // run runs the command in args and returns the exit status: 0 for

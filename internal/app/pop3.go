@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"errors"
@@ -10,9 +10,9 @@ import (
 	"github.com/popbridge/popbridge/cache"
 )
 
-// storeFile is the cache store in the state directory, held by one
+// StoreFile is the cache store in the state directory, held by one
 // process.
-const storeFile = "cache.db"
+const StoreFile = "cache.db"
 
 // state is what every backend of one popbridge process shares.
 type state struct {
@@ -28,7 +28,7 @@ type state struct {
 	log *zerolog.Logger
 	// metrics feeds listen.http; nil (no listen.http) records nothing.
 	metrics *metrics
-	// workers are the backends working in the background (sync.go).
+	// workers are the backends working in the background (workers.go).
 	workers workers
 }
 
@@ -42,9 +42,9 @@ func (st *state) tokenHome() string {
 
 // openState opens the store in dir, creating dir 0700 if missing.
 func openState(dir string, bodies *cache.Bodies) (*state, error) {
-	store, err := cache.Open(filepath.Join(dir, storeFile), nil)
+	store, err := cache.Open(filepath.Join(dir, StoreFile), nil)
 	if errors.Is(err, cache.ErrDamaged) {
-		return nil, damagedStore(err)
+		return nil, DamagedStore(err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
@@ -52,9 +52,9 @@ func openState(dir string, bodies *cache.Bodies) (*state, error) {
 	return &state{dir: dir, store: store, bodies: bodies}, nil
 }
 
-// damagedStore adds to the error of a damaged cache.db what to do, and
+// DamagedStore adds to the error of a damaged cache.db what to do, and
 // what is lost with the file. Other errors are returned as they are.
-func damagedStore(err error) error {
+func DamagedStore(err error) error {
 	var de *cache.DamagedError
 	if !errors.As(err, &de) {
 		return err
@@ -71,7 +71,7 @@ func (e damagedStoreError) Error() string {
 		"(on_delete: keep, imap seen, gmail mark-read and download_once), which show again, so mail clients that leave "+
 		"mail on the server may download them again; and the message sizes and UIDLs learnt from upstreams, "+
 		"which are learnt again at the next login (a first login on a large mailbox takes longer). Nothing upstream is changed.",
-		e.Path, e.Reason, e.Path, e.Path, storeFile)
+		e.Path, e.Reason, e.Path, e.Path, StoreFile)
 }
 
 func (e damagedStoreError) Unwrap() error { return e.DamagedError }
