@@ -20,16 +20,7 @@ import (
 func startServe(t *testing.T, path string) (addr string, stderr *syncBuffer, stop func() int) {
 	t.Helper()
 	_, stderr, stop = startRun(t, "serve", "-config", path)
-	addr = waitFor(t, "the listening log line", func() string {
-		for _, line := range strings.Split(stderr.String(), "\n") {
-			var e struct{ Message, Addr, Listener string }
-			if json.Unmarshal([]byte(line), &e) == nil && e.Message == "listening" && e.Listener == "pop3" {
-				return e.Addr
-			}
-		}
-		return ""
-	})
-	return addr, stderr, stop
+	return listenerAddr(t, stderr, "pop3"), stderr, stop
 }
 
 // statsJSON runs cache stats -json with args and decodes its output.

@@ -148,12 +148,7 @@ func TestStateDirOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stderr, stop := startRun(t, "serve", "-config", a)
-	waitFor(t, "a's server", func() string {
-		if strings.Contains(stderr.String(), `"message":"listening"`) {
-			return "ok"
-		}
-		return ""
-	})
+	runningApp(t, stderr) // a's server
 	if got := strings.TrimSpace(string(must(os.ReadFile(filepath.Join(state, app.OwnerFile))))); got != a {
 		t.Errorf("owner file holds %q, want %q", got, a)
 	}

@@ -92,7 +92,11 @@ type cli struct {
 // success, 1 for failure, 2 for a usage error. Cancelling ctx stops a
 // running server gracefully.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
+	return (&cli{stdin: stdin, stdout: stdout, stderr: stderr}).run(ctx, args)
+}
+
+func (c *cli) run(ctx context.Context, args []string) int {
+	stderr, stdout := c.stderr, c.stdout
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2

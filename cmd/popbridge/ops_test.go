@@ -21,24 +21,6 @@ import (
 	"github.com/popbridge/popbridge/internal/app"
 )
 
-// listenerAddr waits for the "listening" log line of listener name.
-func listenerAddr(t *testing.T, stderr *syncBuffer, name string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	return waitFor(t, "the "+name+" listening log line", func() string {
-		if time.Now().After(deadline.Add(-100 * time.Millisecond)) {
-			t.Fatalf("no %s listening log line:\n%s", name, stderr)
-		}
-		for _, line := range strings.Split(stderr.String(), "\n") {
-			var e struct{ Message, Addr, Listener string }
-			if json.Unmarshal([]byte(line), &e) == nil && e.Message == "listening" && e.Listener == name {
-				return e.Addr
-			}
-		}
-		return ""
-	})
-}
-
 // httpGet returns the status code and body of GET url with the optional
 // bearer token.
 func httpGet(t *testing.T, url, token string) (int, string) {

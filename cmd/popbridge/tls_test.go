@@ -40,20 +40,6 @@ func eventsWith(log, msg string) []map[string]any {
 	return found
 }
 
-// listenAddr waits for the server's "listening" event of listener name
-// and returns its address.
-func listenAddr(t *testing.T, stderr *syncBuffer, name string) string {
-	t.Helper()
-	return waitFor(t, name+" listening", func() string {
-		for _, e := range eventsWith(stderr.String(), "listening") {
-			if e["listener"] == name {
-				return e["addr"].(string)
-			}
-		}
-		return ""
-	})
-}
-
 // tlsConfigFile writes a configuration that serves alice on pop3 (with
 // STLS) and pop3s at two free loopback ports, with the given tls
 // section, and returns its path.
@@ -139,8 +125,8 @@ func TestSelfSigned(t *testing.T) {
 	start := func() (created bool, fp string, leaf *x509.Certificate) {
 		t.Helper()
 		_, stderr, stop := startRun(t, "serve", "-config", path)
-		pop3s := listenAddr(t, stderr, "pop3s")
-		pop3 := listenAddr(t, stderr, "pop3")
+		pop3s := listenerAddr(t, stderr, "pop3s")
+		pop3 := listenerAddr(t, stderr, "pop3")
 		logs := stderr.String()
 		ev := eventsWith(logs, "self-signed TLS certificate")
 		if len(ev) != 1 {
@@ -255,7 +241,7 @@ func TestCertReload(t *testing.T) {
 	touch(t, keyFile, mtime)
 
 	_, stderr, stop := startRun(t, "serve", "-config", path)
-	pop3s, pop3 := listenAddr(t, stderr, "pop3s"), listenAddr(t, stderr, "pop3")
+	pop3s, pop3 := listenerAddr(t, stderr, "pop3s"), listenerAddr(t, stderr, "pop3")
 	if got := tlsconf.Fingerprint(peerCert(t, pop3s, false)); got != fpA {
 		t.Fatalf("pop3s serves %s, want certificate A %s", got, fpA)
 	}
