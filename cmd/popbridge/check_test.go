@@ -18,6 +18,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/demomail"
 )
 
 // TestCheckOffline: check -offline checks the file, the certificate
@@ -127,7 +128,7 @@ tls: {cert_file: cert.pem, key_file: key.pem}
 // check and serve, in plain words.
 func TestStateDirOwner(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := ensureDemoMaildir(filepath.Join(dir, "mail"), time.Now()); err != nil {
+	if _, err := demomail.Ensure(filepath.Join(dir, "mail"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	write := func(name, user string) string {

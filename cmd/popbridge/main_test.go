@@ -25,6 +25,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends/dovecottest"
 	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/demomail"
 )
 
 // syncBuffer collects a server's log while the test reads it.
@@ -167,7 +168,7 @@ func testHash(t *testing.T) string {
 func writeConfig(t *testing.T, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if _, err := ensureDemoMaildir(filepath.Join(dir, "alice"), time.Now()); err != nil {
+	if _, err := demomail.Ensure(filepath.Join(dir, "alice"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := fmt.Sprintf(`

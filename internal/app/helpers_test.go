@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/popbridge/popbridge/backends/dovecottest"
+	"github.com/popbridge/popbridge/internal/demomail"
 )
 
 // syncBuffer collects a log while the test reads it.
@@ -39,29 +40,12 @@ func testHash(t *testing.T) string {
 	return string(h)
 }
 
-// ensureDemoMaildir writes a Maildir of three messages at mdir.
-func ensureDemoMaildir(mdir string, now time.Time) (bool, error) {
-	for _, sub := range []string{"cur", "new", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(mdir, sub), 0o700); err != nil {
-			return false, err
-		}
-	}
-	for i := range 3 {
-		msg := fmt.Sprintf("Subject: %d\n\nbody %d\n", i, i)
-		name := fmt.Sprintf("%d.M%dP%d.test", now.Unix()-int64(i), i, os.Getpid())
-		if err := os.WriteFile(filepath.Join(mdir, "new", name), []byte(msg), 0o600); err != nil {
-			return false, err
-		}
-	}
-	return true, nil
-}
-
-// writeConfig writes a config with alice on a Maildir holding three
+// writeConfig writes a config with alice on a Maildir holding the demo
 // messages, and bob on a Maildir that may not exist; it returns its path.
 func writeConfig(t *testing.T, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if _, err := ensureDemoMaildir(filepath.Join(dir, "alice"), time.Now()); err != nil {
+	if _, err := demomail.Ensure(filepath.Join(dir, "alice"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := fmt.Sprintf(`
