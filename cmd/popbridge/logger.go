@@ -36,7 +36,9 @@ func newLogger(w io.Writer, lc config.Log) (zerolog.Logger, error) {
 	default:
 		return zerolog.Logger{}, fmt.Errorf("log.format: unknown format %q", lc.Format)
 	}
-	zerolog.TimeFieldFormat = logTimeFormat
+	if zerolog.TimeFieldFormat != logTimeFormat { // a global: written once, not under a running server
+		zerolog.TimeFieldFormat = logTimeFormat
+	}
 	if console {
 		w = zerolog.ConsoleWriter{Out: w, NoColor: !tty, TimeFormat: time.DateTime}
 	}
