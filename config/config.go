@@ -106,6 +106,24 @@ func (t *TLS) MinTLSVersion() uint16 {
 	return tls.VersionTLS12
 }
 
+// Load reads cert_file and key_file once and returns a server TLS config
+// requiring min_version, TLS 1.2 or later by default (RFC 8314 §4.1).
+// popbridge serve instead reads Config.TLSFiles, also for self_signed,
+// and again when they change.
+func (t *TLS) Load() (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   t.MinTLSVersion(),
+	}, nil
+}
+
+// DefaultBodyBytes is cache.DefaultBodyBytes as written in a file.
+const DefaultBodyBytes = "64MiB"
+
 // The self-signed certificate's files, relative to the state directory.
 const (
 	SelfSignedCert = "tls/cert.pem"

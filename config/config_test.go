@@ -2,20 +2,16 @@ package config
 
 import (
 	"crypto/tls"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/internal/testcert"
-	"github.com/popbridge/popbridge/proxy"
 )
 
 // testHash is a bcrypt hash of "secret" at the lowest cost, to keep the
@@ -206,29 +202,6 @@ func TestByteSize(t *testing.T) {
 		if n, err := in.Value(); err == nil {
 			t.Errorf("ByteSize(%q) = %d, want an error", in, n)
 		}
-	}
-}
-
-func TestCacheBodies(t *testing.T) {
-	b, err := (Cache{}).Bodies()
-	if err != nil || b == nil || b.MaxBytes != 0 || b.MaxItem != 0 {
-		t.Errorf("default Bodies = %+v, %v; want the cache package's defaults", b, err)
-	}
-	if want, _ := ByteSize(defaultBodyBytes).Value(); want != cache.DefaultBodyBytes {
-		t.Errorf("defaultBodyBytes %s is not cache.DefaultBodyBytes %d", defaultBodyBytes, cache.DefaultBodyBytes)
-	}
-	b, err = (Cache{BodyBytes: "16MiB", MaxMessageBytes: "256KiB"}).Bodies()
-	if err != nil || b.MaxBytes != 16<<20 || b.MaxItem != 256<<10 {
-		t.Errorf("Bodies = %+v, %v", b, err)
-	}
-	if b.Put("a", "k", make([]byte, 300<<10)) || !b.Put("a", "k", make([]byte, 200<<10)) {
-		t.Error("the body cache does not follow max_message_bytes")
-	}
-	if b, err := (Cache{BodyBytes: "0"}).Bodies(); err != nil || b != nil {
-		t.Errorf("body_bytes 0: %+v, %v; want nil (off)", b, err)
-	}
-	if _, err := (Cache{BodyBytes: "lots"}).Bodies(); err == nil || !strings.HasPrefix(err.Error(), "cache.body_bytes:") {
-		t.Errorf("bad body_bytes: %v", err)
 	}
 }
 
@@ -614,68 +587,6 @@ func TestValidateBuiltInCode(t *testing.T) {
 	c.Accounts[0].Backend.Maildir = &MaildirBackend{Path: "/m"}
 	if err := c.Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
-	}
-}
-
-func TestPolicy(t *testing.T) {
-	tests := []struct {
-		in   CleartextAuth
-		want proxy.CleartextPolicy
-	}{
-		{CleartextAuth{}, proxy.CleartextPolicy{Mode: proxy.CleartextLoopback}},
-		{CleartextAuth{Mode: "loopback"}, proxy.CleartextPolicy{Mode: proxy.CleartextLoopback}},
-		{CleartextAuth{Mode: "never"}, proxy.CleartextPolicy{Mode: proxy.CleartextNever}},
-		{CleartextAuth{Mode: "always"}, proxy.CleartextPolicy{Mode: proxy.CleartextAlways}},
-		{CleartextAuth{Networks: []string{"10.1.2.3/8", "192.0.2.7", "2001:db8::/32", "::ffff:192.0.2.8"}},
-			proxy.CleartextPolicy{Mode: proxy.CleartextNetworks, Networks: []netip.Prefix{
-				netip.MustParsePrefix("10.0.0.0/8"),
-				netip.MustParsePrefix("192.0.2.7/32"),
-				netip.MustParsePrefix("2001:db8::/32"),
-				netip.MustParsePrefix("192.0.2.8/32"),
-			}}},
-	}
-	for _, tt := range tests {
-		got, err := tt.in.Policy()
-		if err != nil || !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("%+v.Policy() = %+v, %v; want %+v", tt.in, got, err, tt.want)
-		}
-	}
-	if _, err := (CleartextAuth{Mode: "sometimes"}).Policy(); err == nil {
-		t.Error("Policy of an unknown mode: no error")
-	}
-	if _, err := (CleartextAuth{Networks: []string{"x"}}).Policy(); err == nil {
-		t.Error("Policy of a bad network: no error")
-	}
-}
-
-func TestLimitsApply(t *testing.T) {
-	var srv proxy.Server
-	l := Limits{
-		MaxConnections: 10, MaxConnectionsPerIP: -1,
-		IdleTimeout: "15m", AuthIdleTimeout: "20s", WriteTimeout: "-1s", BackendTimeout: "1m30s",
-		AuthFailureDelay: "500ms", MaxAuthFailureDelay: "4s",
-		TrustedNetworks: []string{"10.0.0.0/8"},
-	}
-	if err := l.Apply(&srv); err != nil {
-		t.Fatal(err)
-	}
-	got := []any{srv.MaxConnections, srv.MaxConnectionsPerIP, srv.IdleTimeout, srv.AuthIdleTimeout,
-		srv.WriteTimeout, srv.BackendTimeout, srv.AuthFailureDelay, srv.MaxAuthFailureDelay, srv.TrustedNetworks}
-	want := []any{10, -1, 15 * time.Minute, 20 * time.Second, -time.Second, 90 * time.Second,
-		500 * time.Millisecond, 4 * time.Second, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("after Apply: %v, want %v", got, want)
-	}
-
-	var zero proxy.Server
-	if err := (Limits{}).Apply(&zero); err != nil {
-		t.Fatal(err)
-	}
-	if zero.IdleTimeout != 0 || zero.MaxConnections != 0 || len(zero.TrustedNetworks) != 0 {
-		t.Errorf("empty limits changed defaults: idle %v, max conns %d, trusted %v", zero.IdleTimeout, zero.MaxConnections, zero.TrustedNetworks)
-	}
-	if err := (Limits{IdleTimeout: "x"}).Apply(&zero); err == nil || !strings.HasPrefix(err.Error(), "limits.idle_timeout:") {
-		t.Errorf("Apply of a bad duration: %v", err)
 	}
 }
 

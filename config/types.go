@@ -104,8 +104,8 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// parsePrefixes parses every entry of list, or returns the first error.
-func parsePrefixes(list []string) ([]netip.Prefix, error) {
+// ParsePrefixes parses every entry of list, or returns the first error.
+func ParsePrefixes(list []string) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(list))
 	for _, s := range list {
 		p, err := parsePrefix(s)

@@ -195,7 +195,7 @@ func (c *Cache) validate(p *problems) {
 		p.add("cache.body_bytes", "%v", berr)
 	}
 	if c.BodyBytes == "" {
-		body, _ = ByteSize(defaultBodyBytes).Value()
+		body, _ = ByteSize(DefaultBodyBytes).Value()
 	}
 	item, ierr := c.MaxMessageBytes.Value()
 	switch {
@@ -211,7 +211,7 @@ func (c *Cache) validate(p *problems) {
 // bodyBytesText is body_bytes as written, or its default.
 func (c *Cache) bodyBytesText() string {
 	if c.BodyBytes == "" {
-		return "default " + defaultBodyBytes
+		return "default " + DefaultBodyBytes
 	}
 	return string(c.BodyBytes)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -13,74 +12,9 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/backends/oauth"
-	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/modes"
 )
-
-// tokenDir is the directory of the OAuth2 token store in the state
-// directory: one file per account.
-const tokenDir = "tokens"
-
-// oauthAccount returns the OAuth2 settings of account a and the protocol
-// its scopes follow, or nil if its backend has no oauth2 section.
-func oauthAccount(a config.Account) (*config.OAuth2, string) {
-	switch {
-	case a.Backend.IMAP != nil && a.Backend.IMAP.OAuth2 != nil:
-		return a.Backend.IMAP.OAuth2, oauth.IMAP
-	case a.Backend.POP3 != nil && a.Backend.POP3.OAuth2 != nil:
-		return a.Backend.POP3.OAuth2, oauth.POP3
-	case a.Backend.Gmail != nil && a.Backend.Gmail.OAuth2 != nil:
-		return a.Backend.Gmail.OAuth2, oauth.Gmail
-	}
-	return nil, ""
-}
-
-// oauthClient returns the OAuth2 client of o for protocol and the token
-// store under stateDir, with the key of token_key_file or
-// POPBRIDGE_TOKEN_KEY.
-func oauthClient(o *config.OAuth2, protocol, stateDir string) (*oauth2.Config, *oauth.Store, error) {
-	cfg, err := oauth.Config{
-		Provider: o.Provider, ClientID: o.ClientID, ClientSecret: o.ClientSecret, Tenant: o.Tenant,
-		AuthURL: o.AuthURL, TokenURL: o.TokenURL, DeviceURL: o.DeviceURL, Scopes: o.Scopes,
-	}.OAuth2(protocol)
-	if err != nil {
-		return nil, nil, err
-	}
-	key, err := oauth.LoadKey(o.TokenKeyFile)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cfg, &oauth.Store{Dir: filepath.Join(stateDir, tokenDir), Key: key}, nil
-}
-
-// oauthSource returns the refreshing token source of account a for its
-// backend, or nil if the backend has no oauth2 section.
-func oauthSource(a config.Account, st *state) (oauth2.TokenSource, error) {
-	o, proto := oauthAccount(a)
-	if o == nil {
-		return nil, nil
-	}
-	cfg, store, err := oauthClient(o, proto, st.tokenHome())
-	if err != nil {
-		return nil, fmt.Errorf("oauth2: %w", err)
-	}
-	warnOpen(st, a, store.Path(a.User))
-	warnOpen(st, a, o.TokenKeyFile)
-	src := oauth.NewSource(context.Background(), a.User, cfg, store, st.log)
-	st.metrics.tokenSource(a, src)
-	return src, nil
-}
-
-// warnOpen logs a warning when file, which holds a secret of account a,
-// is open to other users; the message says which chmod fixes it.
-func warnOpen(st *state, a config.Account, file string) {
-	if st.log == nil || file == "" {
-		return
-	}
-	if err := oauth.CheckPrivate(file); err != nil {
-		st.log.Warn().Str("account", a.User).Str("file", file).Msg(err.Error())
-	}
-}
 
 func (c *cli) auth(ctx context.Context, args []string) error {
 	fs := c.flags("auth", "ACCOUNT -config FILE [-flow loopback|device] [-port N]",
@@ -112,11 +46,11 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	o, proto := oauthAccount(*acct)
+	o, proto := app.OAuthAccount(*acct)
 	if o == nil {
 		return fmt.Errorf("account %s: its backend has no oauth2 section (see docs/oauth.md)", account)
 	}
-	oc, store, err := oauthClient(o, proto, cfg.StateDir)
+	oc, store, err := app.OAuthClient(o, proto, cfg.StateDir)
 	if err != nil {
 		return fmt.Errorf("account %s: %w", account, err)
 	}

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/control"
 )
 
 // startServe runs serve -config path in process and returns its POP3
@@ -17,16 +20,7 @@ import (
 func startServe(t *testing.T, path string) (addr string, stderr *syncBuffer, stop func() int) {
 	t.Helper()
 	_, stderr, stop = startRun(t, "serve", "-config", path)
-	addr = waitFor(t, "the listening log line", func() string {
-		for _, line := range strings.Split(stderr.String(), "\n") {
-			var e struct{ Message, Addr, Listener string }
-			if json.Unmarshal([]byte(line), &e) == nil && e.Message == "listening" && e.Listener == "pop3" {
-				return e.Addr
-			}
-		}
-		return ""
-	})
-	return addr, stderr, stop
+	return listenerAddr(t, stderr, "pop3"), stderr, stop
 }
 
 // statsJSON runs cache stats -json with args and decodes its output.
@@ -43,13 +37,13 @@ func statsJSON(t *testing.T, args ...string) statsOutput {
 	return out
 }
 
-func account(r statsOutput, name string) accountStats {
+func account(r statsOutput, name string) control.AccountStats {
 	for _, a := range r.Accounts {
 		if a.Account == name {
 			return a
 		}
 	}
-	return accountStats{Account: "(missing)"}
+	return control.AccountStats{Account: "(missing)"}
 }
 
 // login opens a POP3 session of alice, password s3cret.
@@ -95,7 +89,7 @@ func TestCacheViaServer(t *testing.T) {
 		t.Fatalf("QUIT: %q", s)
 	}
 
-	sock := filepath.Join(state, controlFile)
+	sock := filepath.Join(state, control.File)
 	fi, err := os.Lstat(sock)
 	if err != nil || fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
 		t.Errorf("control socket: %v, %v; want a socket of mode 0600", fi.Mode(), err)
@@ -145,7 +139,7 @@ func TestCacheViaServer(t *testing.T) {
 		t.Errorf("alice still in the store after forget: %+v", a)
 	}
 	r = runCmd(t, "", "cache", "forget", "-state", state, "nobody")
-	if r.code != 1 || !strings.Contains(r.stderr, `no data for account "nobody" in `+filepath.Join(state, storeFile)) {
+	if r.code != 1 || !strings.Contains(r.stderr, `no data for account "nobody" in `+filepath.Join(state, app.StoreFile)) {
 		t.Errorf("forget of an unknown account: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if !regexp.MustCompile(`"account":"alice".*"message":"cache forgotten"`).MatchString(stderr.String()) {
@@ -169,18 +163,18 @@ func TestCacheViaServer(t *testing.T) {
 
 	// Without a server, the file is read directly, read-only by check.
 	r = runCmd(t, "", "check", "-config", path)
-	if !regexp.MustCompile(`(?m)^OK +state +` + regexp.QuoteMeta(filepath.Join(state, storeFile)) + `, 1 account\(s\) cached$`).MatchString(r.stdout) {
+	if !regexp.MustCompile(`(?m)^OK +state +` + regexp.QuoteMeta(filepath.Join(state, app.StoreFile)) + `, 1 account\(s\) cached$`).MatchString(r.stdout) {
 		t.Errorf("check after serve:\n%s", r.stdout)
 	}
 	r = runCmd(t, "", "cache", "stats", "-config", path)
 	want[1] = regexp.MustCompile(`^alice +5 +0 +` + strconv.FormatInt(size, 10) + ` +[1-9]\d*$`)
-	want[4] = regexp.MustCompile(`^From ` + regexp.QuoteMeta(filepath.Join(state, storeFile)) + ` \(no popbridge running\)\.$`)
+	want[4] = regexp.MustCompile(`^From ` + regexp.QuoteMeta(filepath.Join(state, app.StoreFile)) + ` \(no popbridge running\)\.$`)
 	checkLines(t, r.stdout, want)
 	if js := statsJSON(t, "-state", state); js.Source != "file" || js.PID != 0 || js.Bodies != nil || account(js, "alice").Messages != 5 {
 		t.Errorf("cache stats -json from the file: %+v", js)
 	}
 	r = runCmd(t, "", "cache", "forget", "-state", state, "alice")
-	if r.code != 0 || r.stdout != "Forgot account \"alice\" in "+filepath.Join(state, storeFile)+".\n" {
+	if r.code != 0 || r.stdout != "Forgot account \"alice\" in "+filepath.Join(state, app.StoreFile)+".\n" {
 		t.Errorf("forget from the file: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	r = runCmd(t, "", "cache", "forget", "-state", state, "alice")
@@ -201,7 +195,7 @@ func TestControlSocketStale(t *testing.T) {
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(state, controlFile)
+	sock := filepath.Join(state, control.File)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)

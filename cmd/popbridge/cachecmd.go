@@ -14,6 +14,8 @@ import (
 
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/control"
 )
 
 const cacheUsage = `Usage: popbridge cache stats [-json] (-config FILE | -state DIR)
@@ -65,7 +67,7 @@ func stateFlags(fs *flag.FlagSet) (dir func() (string, []string, error)) {
 		case *cfgPath != "":
 			dir, users, err := config.LoadState(*cfgPath)
 			if err == nil {
-				err = checkOwner(dir, *cfgPath) // not another server's cache
+				err = app.CheckOwner(dir, *cfgPath) // not another server's cache
 			}
 			return dir, users, err
 		}
@@ -90,14 +92,14 @@ func (c *cli) cacheStats(args []string) error {
 	}
 	// Configured accounts without data get a zero line.
 	for _, u := range users {
-		if !slices.ContainsFunc(r.Accounts, func(a accountStats) bool { return a.Account == u }) {
-			r.Accounts = append(r.Accounts, accountStats{Account: u})
+		if !slices.ContainsFunc(r.Accounts, func(a control.AccountStats) bool { return a.Account == u }) {
+			r.Accounts = append(r.Accounts, control.AccountStats{Account: u})
 		}
 	}
-	slices.SortFunc(r.Accounts, func(a, b accountStats) int { return strings.Compare(a.Account, b.Account) })
+	slices.SortFunc(r.Accounts, func(a, b control.AccountStats) int { return strings.Compare(a.Account, b.Account) })
 	if *asJSON {
 		if r.Accounts == nil {
-			r.Accounts = []accountStats{} // [] rather than null
+			r.Accounts = []control.AccountStats{} // [] rather than null
 		}
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
@@ -112,7 +114,7 @@ func (c *cli) cacheStats(args []string) error {
 	if r.Source == "server" {
 		fmt.Fprintf(c.stdout, "\nFrom the running popbridge (pid %d); its body cache holds %d message(s), %d bytes.\n", r.PID, r.Bodies.Count, r.Bodies.Bytes)
 	} else {
-		fmt.Fprintf(c.stdout, "\nFrom %s (no popbridge running).\n", filepath.Join(dir, storeFile))
+		fmt.Fprintf(c.stdout, "\nFrom %s (no popbridge running).\n", filepath.Join(dir, app.StoreFile))
 	}
 	return nil
 }
@@ -121,17 +123,17 @@ func (c *cli) cacheStats(args []string) error {
 type statsOutput struct {
 	// Source is "server" (the running popbridge answered) or "file" (the
 	// store was read directly).
-	Source   string         `json:"source"`
-	StateDir string         `json:"state_dir"`
-	PID      int            `json:"pid,omitempty"`
-	Accounts []accountStats `json:"accounts"`
-	Bodies   *bodyStats     `json:"bodies,omitempty"` // the server's
+	Source   string                 `json:"source"`
+	StateDir string                 `json:"state_dir"`
+	PID      int                    `json:"pid,omitempty"`
+	Accounts []control.AccountStats `json:"accounts"`
+	Bodies   *control.BodyStats     `json:"bodies,omitempty"` // the server's
 }
 
 // readStats asks the server in dir, else reads its store.
 func readStats(dir string) (statsOutput, error) {
 	out := statsOutput{Source: "server", StateDir: dir}
-	r, ok, err := askServer(dir, controlRequest{Op: "stats"})
+	r, ok, err := control.Ask(dir, control.Request{Op: "stats"})
 	if err != nil {
 		return out, err
 	}
@@ -141,7 +143,7 @@ func readStats(dir string) (statsOutput, error) {
 		}
 		out.PID, out.Accounts, out.Bodies = r.PID, r.Accounts, r.Bodies
 		if out.Bodies == nil {
-			out.Bodies = &bodyStats{}
+			out.Bodies = &control.BodyStats{}
 		}
 		return out, nil
 	}
@@ -151,7 +153,7 @@ func readStats(dir string) (statsOutput, error) {
 	}
 	defer store.Close()
 	out.Source = "file"
-	out.Accounts, err = storeStats(store)
+	out.Accounts, err = control.StoreStats(store)
 	return out, err
 }
 
@@ -180,7 +182,7 @@ func (c *cli) cacheForget(args []string) error {
 	if err != nil {
 		return err
 	}
-	r, ok, err := askServer(dir, controlRequest{Op: "forget", Account: account})
+	r, ok, err := control.Ask(dir, control.Request{Op: "forget", Account: account})
 	if err != nil {
 		return err
 	}
@@ -189,9 +191,9 @@ func (c *cli) cacheForget(args []string) error {
 		case r.OK:
 			fmt.Fprintf(c.stdout, "Forgot account %q (in the running popbridge, pid %d).\n", account, r.PID)
 			return nil
-		case r.Code == codeNoAccount:
-			return fmt.Errorf("no data for account %q in %s", account, filepath.Join(dir, storeFile))
-		case r.Code == codeInUse:
+		case r.Code == control.CodeNoAccount:
+			return fmt.Errorf("no data for account %q in %s", account, filepath.Join(dir, app.StoreFile))
+		case r.Code == control.CodeInUse:
 			return fmt.Errorf("account %q has an open POP3 session; try again when it has ended", account)
 		}
 		return fmt.Errorf("the running popbridge: %s", r.Error)
@@ -218,18 +220,18 @@ func (c *cli) cacheForget(args []string) error {
 // reading (migrating first if needed), writable otherwise. It never
 // creates one.
 func openStore(dir string, readOnly bool) (*cache.Store, error) {
-	path := filepath.Join(dir, storeFile)
+	path := filepath.Join(dir, app.StoreFile)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("no cache in %s: %s does not exist (popbridge creates it when it starts)", dir, storeFile)
+		return nil, fmt.Errorf("no cache in %s: %s does not exist (popbridge creates it when it starts)", dir, app.StoreFile)
 	}
 	store, err := cache.Open(path, &cache.Options{ReadOnly: readOnly})
 	if errors.Is(err, cache.ErrNeedsMigration) {
 		store, err = cache.Open(path, nil)
 	}
 	if errors.Is(err, cache.ErrLocked) {
-		return nil, fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, controlFile))
+		return nil, fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, control.File))
 	}
-	return store, damagedStore(err)
+	return store, app.DamagedStore(err)
 }
 
 func (c *cli) cacheVerify(args []string) error {
@@ -243,28 +245,28 @@ func (c *cli) cacheVerify(args []string) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, storeFile)
-	if r, ok, err := askServer(dir, controlRequest{Op: "verify"}); err != nil {
+	path := filepath.Join(dir, app.StoreFile)
+	if r, ok, err := control.Ask(dir, control.Request{Op: "verify"}); err != nil {
 		return err
 	} else if ok {
 		switch {
 		case r.OK:
 			fmt.Fprintf(c.stdout, "%s: OK (every page read, consistency checked by the running popbridge, pid %d)\n", path, r.PID)
 			return nil
-		case r.Code == codeDamaged:
-			return damagedStore(&cache.DamagedError{Path: path, Reason: r.Error})
+		case r.Code == control.CodeDamaged:
+			return app.DamagedStore(&cache.DamagedError{Path: path, Reason: r.Error})
 		}
 		return fmt.Errorf("the running popbridge: %s", r.Error)
 	}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("no cache in %s: %s does not exist (popbridge creates it when it starts)", dir, storeFile)
+		return fmt.Errorf("no cache in %s: %s does not exist (popbridge creates it when it starts)", dir, app.StoreFile)
 	}
 	err = cache.Verify(path, nil)
 	if errors.Is(err, cache.ErrLocked) {
-		return fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, controlFile))
+		return fmt.Errorf("%w; and nothing answers on %s", err, filepath.Join(dir, control.File))
 	}
 	if err != nil {
-		return damagedStore(err)
+		return app.DamagedStore(err)
 	}
 	fmt.Fprintf(c.stdout, "%s: OK (every page read, consistency checked)\n", path)
 	return nil

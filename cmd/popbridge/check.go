@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/tlsconf"
 )
 
 // checkTimeout bounds the check of one backend.
@@ -50,13 +49,13 @@ func (c *cli) check(ctx context.Context, args []string) error {
 		}
 	}
 	if cfg.TLS != nil {
-		detail, err := checkTLS(cfg)
+		detail, err := tlsconf.Check(cfg)
 		report("tls", detail, err)
 	}
-	if err := checkOwner(cfg.StateDir, *path); err != nil {
+	if err := app.CheckOwner(cfg.StateDir, *path); err != nil {
 		report("state", cfg.StateDir, err)
 	} else {
-		detail, err := checkState(cfg.StateDir)
+		detail, err := app.CheckState(cfg.StateDir)
 		report("state", detail, err)
 	}
 	// The backends are built on a scratch store: the real one may be held
@@ -66,27 +65,26 @@ func (c *cli) check(ctx context.Context, args []string) error {
 		return err
 	}
 	defer os.RemoveAll(scratch)
-	st, err := openState(scratch, nil)
+	bs, err := app.OpenBackends(scratch, cfg.StateDir, nil) // the tokens popbridge auth stored
 	if err != nil {
 		return err
 	}
-	defer st.store.Close()
-	st.tokens = cfg.StateDir // the tokens popbridge auth stored
+	defer bs.Close()
 	for _, a := range cfg.Accounts {
 		if *offline {
 			// Built as serve builds it (ca_file, token_key_file, ...),
 			// which contacts no upstream; not tried.
-			if _, err := newBackend(a, st); err != nil {
-				report(a.User, describe(a), err)
+			if _, err := bs.New(a); err != nil {
+				report(a.User, app.Describe(a), err)
 			} else {
-				fmt.Fprintf(tw, "SKIP\t%s\t%s (not tried: -offline)\n", a.User, describe(a))
+				fmt.Fprintf(tw, "SKIP\t%s\t%s (not tried: -offline)\n", a.User, app.Describe(a))
 			}
 			continue
 		}
-		if err := checkAccount(ctx, a, st); err != nil {
-			report(a.User, describe(a), errors.New(plainFailure(a, *path, err)))
+		if err := checkAccount(ctx, a, bs); err != nil {
+			report(a.User, app.Describe(a), errors.New(plainFailure(a, *path, err)))
 		} else {
-			report(a.User, describe(a), nil)
+			report(a.User, app.Describe(a), nil)
 		}
 	}
 	tw.Flush()
@@ -96,48 +94,8 @@ func (c *cli) check(ctx context.Context, args []string) error {
 	return nil
 }
 
-// checkState describes the state directory: the running server's, or its
-// cache file opened read-only, or a directory where one can be created.
-func checkState(dir string) (string, error) {
-	if r, ok, err := askServer(dir, controlRequest{Op: "stats"}); err != nil {
-		return dir, err
-	} else if ok {
-		return fmt.Sprintf("%s, in use by the running popbridge (pid %d), %d account(s) cached", dir, r.PID, len(r.Accounts)), nil
-	}
-	path := filepath.Join(dir, storeFile)
-	if _, err := os.Stat(path); err == nil {
-		store, err := cache.Open(path, &cache.Options{ReadOnly: true})
-		if errors.Is(err, cache.ErrNeedsMigration) {
-			return fmt.Sprintf("%s (popbridge serve will migrate it: %v)", path, err), nil
-		}
-		if errors.Is(err, cache.ErrDamaged) {
-			return dir, damagedStore(err)
-		}
-		if err != nil {
-			return path, err
-		}
-		defer store.Close()
-		st, err := store.Stats()
-		if err != nil {
-			return path, err
-		}
-		return fmt.Sprintf("%s, %d account(s) cached", path, len(st)), nil
-	}
-	// No cache yet: the directory must be creatable and writable.
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return dir, err
-	}
-	f, err := os.CreateTemp(dir, ".check-*")
-	if err != nil {
-		return dir, err
-	}
-	f.Close()
-	os.Remove(f.Name())
-	return fmt.Sprintf("%s (%s is created at the first start)", dir, storeFile), nil
-}
-
-func checkAccount(ctx context.Context, a config.Account, st *state) error {
-	b, err := newBackend(a, st)
+func checkAccount(ctx context.Context, a config.Account, bs *app.Backends) error {
+	b, err := bs.New(a)
 	if err != nil {
 		return err
 	}
@@ -149,34 +107,4 @@ func checkAccount(ctx context.Context, a config.Account, st *state) error {
 // oneLine keeps a table row on one line.
 func oneLine(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "; ")
-}
-
-// checkTLS loads the server certificate without creating one: a
-// self-signed certificate not created yet is reported as such.
-func checkTLS(cfg *config.Config) (detail string, err error) {
-	certFile, keyFile := cfg.TLSFiles()
-	if cfg.TLS.SelfSigned {
-		_, certErr := os.Stat(certFile)
-		_, keyErr := os.Stat(keyFile)
-		if errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist) {
-			return fmt.Sprintf("%s (self-signed certificate created at the first start)", certFile), nil
-		}
-	}
-	cert, err := loadCert(certFile, keyFile)
-	if err != nil {
-		return certFile, err
-	}
-	leaf := cert.Leaf
-	names := strings.Join(leaf.DNSNames, " ")
-	if names == "" {
-		names = leaf.Subject.CommonName
-	}
-	detail = fmt.Sprintf("%s, certificate for %s, expires %s", certFile, names, leaf.NotAfter.Format(time.DateOnly))
-	if cfg.TLS.SelfSigned {
-		detail += ", SHA-256 " + fingerprint(leaf)
-	}
-	if time.Now().After(leaf.NotAfter) {
-		return detail, fmt.Errorf("certificate expired on %s", leaf.NotAfter.Format(time.DateOnly))
-	}
-	return detail, nil
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/demomail"
 	"github.com/popbridge/popbridge/internal/dovecottest"
 )
 
@@ -56,10 +58,10 @@ tls: {cert_file: cert.pem, key_file: key.pem}
 	if err := os.WriteFile(filepath.Join(dir, "token.key"), []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "state", tokenDir), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, "state", app.TokenDir), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir), Key: must(oauth.LoadKey(filepath.Join(dir, "token.key")))}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", app.TokenDir), Key: must(oauth.LoadKey(filepath.Join(dir, "token.key")))}
 	if err := store.Save("gail", &oauth2.Token{RefreshToken: "rt"}); err != nil { // a refresh would connect
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ tls: {cert_file: cert.pem, key_file: key.pem}
 // check and serve, in plain words.
 func TestStateDirOwner(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := ensureDemoMaildir(filepath.Join(dir, "mail"), time.Now()); err != nil {
+	if _, err := demomail.Ensure(filepath.Join(dir, "mail"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	write := func(name, user string) string {
@@ -147,13 +149,8 @@ func TestStateDirOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stderr, stop := startRun(t, "serve", "-config", a)
-	waitFor(t, "a's server", func() string {
-		if strings.Contains(stderr.String(), `"message":"listening"`) {
-			return "ok"
-		}
-		return ""
-	})
-	if got := strings.TrimSpace(string(must(os.ReadFile(filepath.Join(state, ownerFile))))); got != a {
+	runningApp(t, stderr) // a's server
+	if got := strings.TrimSpace(string(must(os.ReadFile(filepath.Join(state, app.OwnerFile))))); got != a {
 		t.Errorf("owner file holds %q, want %q", got, a)
 	}
 	if r := runCmd(t, "", "check", "-offline", "-config", a); r.code != 0 {
@@ -202,7 +199,7 @@ func TestStateDirOwner(t *testing.T) {
 		return ""
 	})
 	stop()
-	if got := strings.TrimSpace(string(must(os.ReadFile(filepath.Join(state, ownerFile))))); got != moved {
+	if got := strings.TrimSpace(string(must(os.ReadFile(filepath.Join(state, app.OwnerFile))))); got != moved {
 		t.Errorf("owner file holds %q, want %q", got, moved)
 	}
 }
@@ -321,7 +318,7 @@ func TestCheckGmailPlainWords(t *testing.T) {
 		return path
 	}
 	both, path := write("both.yaml", "gina", "gus"), write("gina.yaml", "gina")
-	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir)}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", app.TokenDir)}
 	for _, u := range []string{"gina", "gus"} {
 		if err := store.Save(u, &oauth2.Token{RefreshToken: "rt-gmail"}); err != nil {
 			t.Fatal(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -21,6 +22,7 @@ import (
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/internal/modes"
+	"github.com/popbridge/popbridge/internal/tlsconf"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -41,7 +43,7 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 		server = u.Addr
 	case a.Backend.Gmail != nil:
 		server, addr = "the Gmail API", "api_endpoint"
-		if u, err := url.Parse(or(a.Backend.Gmail.APIEndpoint, modes.DefaultGmailEndpoint)); err == nil && u.Host != "" {
+		if u, err := url.Parse(cmp.Or(a.Backend.Gmail.APIEndpoint, modes.DefaultGmailEndpoint)); err == nil && u.Host != "" {
 			server = u.Host
 		}
 	}
@@ -161,7 +163,7 @@ func listNames(c *x509.Certificate) string {
 	if c == nil {
 		return "other names"
 	}
-	if names := certNames(c); len(names) > 0 {
+	if names := tlsconf.CertNames(c); len(names) > 0 {
 		return strings.Join(names, ", ")
 	}
 	return "no names"

@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/app"
 )
 
 // fillStore writes a cache.db at path that spans many pages: a
@@ -86,7 +87,7 @@ func writeAt(t *testing.T, path string, off int64, data []byte) {
 func TestDamagedStore(t *testing.T) {
 	bin := buildBinary(t)
 	path := writeConfig(t, "")
-	db := filepath.Join(filepath.Dir(path), "state", storeFile)
+	db := filepath.Join(filepath.Dir(path), "state", app.StoreFile)
 	fillStore(t, db)
 	sound := must(os.ReadFile(db))
 
@@ -186,7 +187,7 @@ func buildBinary(t *testing.T) string {
 // meanwhile as damage, without crashing.
 func TestVerifyViaServer(t *testing.T) {
 	path := writeConfig(t, "")
-	db := filepath.Join(filepath.Dir(path), "state", storeFile)
+	db := filepath.Join(filepath.Dir(path), "state", app.StoreFile)
 	fillStore(t, db)
 	off, n := middlePage(t, db)
 	_, stderr, stop := startServe(t, path)

@@ -2,27 +2,20 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"io/fs"
-	"mime"
 	"net"
-	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/popbridge/popbridge/backends/accounts"
-	"github.com/popbridge/popbridge/backends/maildir"
-	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/demomail"
 	"github.com/popbridge/popbridge/internal/modes"
-	"github.com/popbridge/popbridge/proxy"
 )
 
 // The demo account.
@@ -44,7 +37,7 @@ func (c *cli) demo(ctx context.Context, args []string) error {
 	}
 
 	mdir := filepath.Join(*dir, "Maildir")
-	created, err := ensureDemoMaildir(mdir, time.Now())
+	created, err := demomail.Ensure(mdir, time.Now())
 	if err != nil {
 		return err
 	}
@@ -52,25 +45,10 @@ func (c *cli) demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := openState(*dir, &cache.Bodies{})
-	if err != nil {
-		return err
-	}
-	defer st.close(log) // runs last: after the server and the control socket stopped
-	mb, err := maildir.New(maildir.Options{Path: mdir, OnDelete: modes.Remove, Store: st.store, Account: demoUser})
-	if err != nil {
-		return err
-	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(demoPass), bcrypt.MinCost)
 	if err != nil {
 		return err
 	}
-	router, err := accounts.New([]accounts.Account{{User: demoUser, PasswordHash: string(hash), Backend: mb}}, accounts.Options{})
-	if err != nil {
-		return err
-	}
-	srv := &proxy.Server{Backend: router, Logger: &log}
-
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
@@ -78,15 +56,25 @@ func (c *cli) demo(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	if ctl := startControlOrWarn(st, log); ctl != nil {
-		defer ctl.Close()
+	defer l.Close() // a no-op once served
+	cfg := &config.Config{
+		StateDir: *dir, // cleartext_auth: loopback; no limits, TLS or listen.http
+		Accounts: []config.Account{{User: demoUser, PasswordHash: string(hash), Backend: config.Backend{
+			Type: config.TypeMaildir, Maildir: &config.MaildirBackend{Path: mdir, OnDelete: modes.Remove},
+		}}},
 	}
+	a, err := app.Build(cfg, &log, app.Options{Listeners: map[string]net.Listener{"pop3": l}})
+	if err != nil {
+		return err
+	}
+	defer a.Close() // runs last: after the server stopped
 	c.printDemoIntro(mdir, created, l.Addr(), &log)
-	return runServer(ctx, srv, []listener{{Listener: l, name: "pop3"}}, log)
+	c.started(a)
+	return a.Serve(ctx)
 }
 
 func (c *cli) printDemoIntro(mdir string, created bool, addr net.Addr, log *zerolog.Logger) {
-	n := countMessages(mdir)
+	n := demomail.Count(mdir)
 	state := "reusing"
 	if created {
 		state = "created"
@@ -119,208 +107,4 @@ func urlHost(addr net.Addr) string {
 		}
 	}
 	return net.JoinHostPort(ip.String(), fmt.Sprint(ta.Port))
-}
-
-func countMessages(mdir string) int {
-	n := 0
-	for _, sub := range []string{"cur", "new"} {
-		entries, _ := os.ReadDir(filepath.Join(mdir, sub))
-		for _, e := range entries {
-			if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
-				n++
-			}
-		}
-	}
-	return n
-}
-
-// ensureDemoMaildir creates the sample Maildir at mdir unless a Maildir is
-// already there, and reports whether it created it. The Maildir is built
-// beside mdir and renamed into place, so a crash never leaves half of one.
-func ensureDemoMaildir(mdir string, now time.Time) (created bool, err error) {
-	if fi, err := os.Stat(filepath.Join(mdir, "cur")); err == nil && fi.IsDir() {
-		return false, nil
-	} else if _, err := os.Stat(mdir); err == nil {
-		return false, fmt.Errorf("%s exists but is not a Maildir (no cur/); move it away or choose another -dir", mdir)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return false, err
-	}
-	parent := filepath.Dir(mdir)
-	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return false, err
-	}
-	tmp, err := os.MkdirTemp(parent, ".Maildir-")
-	if err != nil {
-		return false, err
-	}
-	defer os.RemoveAll(tmp) // a no-op after the rename
-	for _, sub := range []string{"cur", "new", "tmp"} {
-		if err := os.Mkdir(filepath.Join(tmp, sub), 0o700); err != nil {
-			return false, err
-		}
-	}
-	for i, msg := range demoMessages(now) {
-		// A Maildir unique name: time, sequence, process, host.
-		name := fmt.Sprintf("%d.M%dP%dQ%d.popbridge-demo", now.Unix()-int64(3600*(5-i)), i, os.Getpid(), i+1)
-		if err := os.WriteFile(filepath.Join(tmp, "new", name), []byte(msg), 0o600); err != nil {
-			return false, err
-		}
-	}
-	if err := os.Rename(tmp, mdir); err != nil {
-		return false, fmt.Errorf("creating the demo Maildir: %w", err)
-	}
-	return true, nil
-}
-
-// demoMessages returns the sample messages, LF-terminated as Maildir
-// stores them, dated in the hours before now.
-func demoMessages(now time.Time) []string {
-	date := func(hoursAgo int) string {
-		return now.Add(-time.Duration(hoursAgo) * time.Hour).Format(time.RFC1123Z)
-	}
-	id := func(n int) string {
-		return fmt.Sprintf("<%d.%d.demo@popbridge.example>", now.Unix(), n)
-	}
-	attachment := []byte("date,messages,bytes\n2025-03-01,12,48211\n2025-03-02,9,30544\n2025-03-03,15,61730\n")
-	b64 := base64.StdEncoding.EncodeToString(attachment)
-	var wrapped strings.Builder
-	for len(b64) > 76 {
-		wrapped.WriteString(b64[:76] + "\n")
-		b64 = b64[76:]
-	}
-	wrapped.WriteString(b64 + "\n")
-
-	return []string{
-		`Return-Path: <hello@popbridge.example>
-From: popbridge <hello@popbridge.example>
-To: Demo User <demo@popbridge.example>
-Subject: Welcome to popbridge
-Date: ` + date(5) + `
-Message-ID: ` + id(1) + `
-MIME-Version: 1.0
-Content-Type: text/plain; charset=us-ascii
-Content-Transfer-Encoding: 7bit
-
-Hello,
-
-this message lives in a Maildir on your disk and reached you over POP3,
-served by popbridge. Any POP3 client can read it: point it at the
-address printed by "popbridge demo", user "demo", password "demo",
-no encryption (the demo accepts logins from this machine only).
-
-The other messages show what a real mailbox holds: an HTML newsletter,
-an attachment, non-ASCII text, and lines that start with a dot.
-
-To serve your own mail, write a configuration file (see
-docs/examples/maildir.yaml) and run "popbridge serve -config FILE".
-
--- 
-popbridge
-`,
-		`From: The Weekly Digest <digest@news.example.com>
-To: demo@popbridge.example
-Subject: Your weekly digest: 3 stories
-Date: ` + date(4) + `
-Message-ID: ` + id(2) + `
-MIME-Version: 1.0
-Content-Type: multipart/alternative; boundary="=_digest_7f3a"
-
-This is a multi-part message in MIME format.
-
---=_digest_7f3a
-Content-Type: text/plain; charset=utf-8
-Content-Transfer-Encoding: 7bit
-
-Your weekly digest
-
-1. Why POP3 is still around
-2. Maildir in five minutes
-3. Dot-stuffing, explained
-
-Read online: https://news.example.com/digest/42
-
---=_digest_7f3a
-Content-Type: text/html; charset=utf-8
-Content-Transfer-Encoding: 7bit
-
-<!DOCTYPE html>
-<html>
-<body style="font-family: sans-serif">
-<h1>Your weekly digest</h1>
-<ol>
-<li><a href="https://news.example.com/pop3">Why POP3 is still around</a></li>
-<li><a href="https://news.example.com/maildir">Maildir in five minutes</a></li>
-<li><a href="https://news.example.com/dots">Dot-stuffing, explained</a></li>
-</ol>
-</body>
-</html>
-
---=_digest_7f3a--
-`,
-		`From: Alice Example <alice@example.org>
-To: Demo User <demo@popbridge.example>
-Subject: March figures
-Date: ` + date(3) + `
-Message-ID: ` + id(3) + `
-MIME-Version: 1.0
-Content-Type: multipart/mixed; boundary="=_mixed_91c2"
-
---=_mixed_91c2
-Content-Type: text/plain; charset=us-ascii
-Content-Transfer-Encoding: 7bit
-
-Hi,
-
-the figures for the first days of March are attached.
-
-Alice
-
---=_mixed_91c2
-Content-Type: text/csv; charset=us-ascii; name="march.csv"
-Content-Disposition: attachment; filename="march.csv"
-Content-Transfer-Encoding: base64
-
-` + wrapped.String() + `
---=_mixed_91c2--
-`,
-		`From: ` + mime.QEncoding.Encode("utf-8", "Renée Müller") + ` <renee@example.org>
-To: Demo User <demo@popbridge.example>
-Subject: ` + mime.QEncoding.Encode("utf-8", "Grüße aus Zürich ☕") + `
-Date: ` + date(2) + `
-Message-ID: ` + id(4) + `
-MIME-Version: 1.0
-Content-Type: text/plain; charset=utf-8
-Content-Transfer-Encoding: 8bit
-
-Hallo!
-
-Grüße aus Zürich. Ce message est écrit en UTF-8, envoyé tel quel
-(8 bits) : ça, c'est déjà ça. 日本語も大丈夫です。 ☕ 🏔️
-
-Renée
-`,
-		`From: Bob Example <bob@example.org>
-To: Demo User <demo@popbridge.example>
-Subject: Where did my dotfiles go?
-Date: ` + date(1) + `
-Message-ID: ` + id(5) + `
-MIME-Version: 1.0
-Content-Type: text/plain; charset=us-ascii
-Content-Transfer-Encoding: 7bit
-
-Here is what I see in my home directory:
-
-$ ls -a
-.
-..
-.bashrc
-.profile
-...and nothing else.
-
-POP3 ends a message with a line holding a single ".", so the server
-sends each line above that starts with "." with an extra "." in front,
-and your client removes it again. The lines should look exactly as
-written here.
-`,
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/internal/app"
 )
 
 // TestServeGmail runs serve with a gmail account against the fake Gmail
@@ -54,7 +55,7 @@ accounts:
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir)}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", app.TokenDir)}
 	if err := store.Save("gina", &oauth2.Token{RefreshToken: "rt-gmail"}); err != nil {
 		t.Fatal(err)
 	}

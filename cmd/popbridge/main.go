@@ -27,6 +27,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/popbridge/popbridge/internal/app"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -81,13 +83,20 @@ func main() {
 type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// onStart, if set, is called with the running server of serve and
+	// demo, for tests.
+	onStart func(*app.App)
 }
 
 // run runs the command in args and returns the exit status: 0 for
 // success, 1 for failure, 2 for a usage error. Cancelling ctx stops a
 // running server gracefully.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
+	return (&cli{stdin: stdin, stdout: stdout, stderr: stderr}).run(ctx, args)
+}
+
+func (c *cli) run(ctx context.Context, args []string) int {
+	stderr, stdout := c.stderr, c.stdout
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/textproto"
@@ -11,11 +10,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/demomail"
 	"github.com/popbridge/popbridge/internal/dovecottest"
 	"github.com/popbridge/popbridge/internal/testcert"
 )
@@ -160,7 +162,7 @@ func testHash(t *testing.T) string {
 func writeConfig(t *testing.T, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if _, err := ensureDemoMaildir(filepath.Join(dir, "alice"), time.Now()); err != nil {
+	if _, err := demomail.Ensure(filepath.Join(dir, "alice"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := fmt.Sprintf(`
@@ -258,13 +260,20 @@ func must[T any](v T, err error) T {
 }
 
 // startRun runs args in the background and returns a function that
-// cancels the run and returns its exit status.
+// cancels the run and returns its exit status. runningApp returns the
+// server it runs (serve, demo).
 func startRun(t *testing.T, args ...string) (stdout, stderr *syncBuffer, stop func() int) {
 	t.Helper()
 	stdout, stderr = &syncBuffer{}, &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, args, strings.NewReader(""), stdout, stderr) }()
+	r := &started{app: make(chan *app.App, 1), exited: make(chan struct{})}
+	runs.Store(stderr, r)
+	c := &cli{stdin: strings.NewReader(""), stdout: stdout, stderr: stderr, onStart: func(a *app.App) { r.app <- a }}
+	go func() {
+		defer close(r.exited)
+		done <- c.run(ctx, args)
+	}()
 	stopped := false
 	stop = func() int {
 		t.Helper()
@@ -284,6 +293,53 @@ func startRun(t *testing.T, args ...string) (stdout, stderr *syncBuffer, stop fu
 		}
 	})
 	return stdout, stderr, stop
+}
+
+// started is the server of a run of startRun, once it serves.
+type started struct {
+	app    chan *app.App // holds it once it serves
+	exited chan struct{} // closed when the run returned
+}
+
+// runs maps the stderr of each run of startRun to its *started.
+var runs sync.Map
+
+// runningApp waits for the run of startRun with stderr to serve and
+// returns its server.
+func runningApp(t *testing.T, stderr *syncBuffer) *app.App {
+	t.Helper()
+	v, ok := runs.Load(stderr)
+	if !ok {
+		t.Fatal("runningApp: not a run of startRun")
+	}
+	r := v.(*started)
+	select {
+	case a := <-r.app:
+		r.app <- a // for the next call
+		return a
+	case <-r.exited:
+		select {
+		case a := <-r.app:
+			r.app <- a
+			return a
+		default:
+		}
+		t.Fatalf("the run ended before serving; stderr:\n%s", stderr)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the server did not start in 10 s; stderr:\n%s", stderr)
+	}
+	return nil
+}
+
+// listenerAddr waits for the run of startRun with stderr to serve and
+// returns the address of its listener name (pop3, pop3s, http).
+func listenerAddr(t *testing.T, stderr *syncBuffer, name string) string {
+	t.Helper()
+	addr := runningApp(t, stderr).Addr(name)
+	if addr == nil {
+		t.Fatalf("no %s listener:\n%s", name, stderr)
+	}
+	return addr.String()
 }
 
 // waitFor polls f until it returns a non-empty string.
@@ -357,16 +413,7 @@ func TestServe(t *testing.T) {
 	path := writeConfig(t, "")
 	_, stderr, stop := startRun(t, "serve", "-config", path)
 
-	var addr string
-	waitFor(t, "the listening log line", func() string {
-		for _, line := range strings.Split(stderr.String(), "\n") {
-			var e struct{ Message, Addr, Listener string }
-			if json.Unmarshal([]byte(line), &e) == nil && e.Message == "listening" && e.Listener == "pop3" {
-				addr = e.Addr
-			}
-		}
-		return addr
-	})
+	addr := listenerAddr(t, stderr, "pop3")
 
 	p := dialPOP3(t, addr)
 	if s := p.cmd("USER alice"); !strings.HasPrefix(s, "+OK") {

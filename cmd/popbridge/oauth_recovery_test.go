@@ -14,6 +14,7 @@ import (
 	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/internal/app"
 )
 
 // TestServeOAuthRecovery runs serve with a gmail account whose access
@@ -52,7 +53,7 @@ accounts:
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir)}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", app.TokenDir)}
 	at, rt, exp := tokens.Issue()
 	if err := store.Save("gina", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
 		t.Fatal(err)
@@ -75,7 +76,7 @@ accounts:
 	health := func() (state string, reauth float64) {
 		t.Helper()
 		_, body := httpGet(t, "http://"+httpAddr+"/status", "")
-		var st statusReply
+		var st app.StatusReply
 		if err := json.Unmarshal([]byte(body), &st); err != nil || len(st.Accounts) != 1 || st.Accounts[0].Token == nil {
 			t.Fatalf("/status: %v\n%s", err, body)
 		}
@@ -94,7 +95,7 @@ accounts:
 	if r := pass(); r != "+OK Logged in." {
 		t.Fatalf("PASS after Gmail stopped accepting the access token: %q\n%s", r, stderr)
 	}
-	if state, v := health(); state != tokenOK || v != 0 || tokens.Refreshes() != 1 {
+	if state, v := health(); state != app.TokenOK || v != 0 || tokens.Refreshes() != 1 {
 		t.Fatalf("after the recovery: token %s, metric %v, %d refreshes", state, v, tokens.Refreshes())
 	}
 	t.Logf("oauth: serve: Gmail 401 with a valid refresh token: one refresh, +OK, /status token ok, metric 0")
@@ -104,7 +105,7 @@ accounts:
 	if r := pass(); r != oauthtest.GrantText {
 		t.Fatalf("PASS with the grant revoked: %q", r)
 	}
-	if state, v := health(); state != tokenReauth || v != 1 {
+	if state, v := health(); state != app.TokenReauth || v != 1 {
 		t.Fatalf("grant revoked: token %s, metric %v", state, v)
 	}
 	t.Logf("oauth: serve: grant revoked: %q, /status token reauth_needed, popbridge_oauth_reauth_needed 1", oauthtest.GrantText)
@@ -115,7 +116,7 @@ accounts:
 	if r := pass(); r != "+OK Logged in." {
 		t.Fatalf("PASS after popbridge auth: %q\n%s", r, stderr)
 	}
-	if state, v := health(); state != tokenOK || v != 0 || tokens.Refreshes() != n {
+	if state, v := health(); state != app.TokenOK || v != 0 || tokens.Refreshes() != n {
 		t.Fatalf("after popbridge auth: token %s, metric %v, %d refreshes", state, v, tokens.Refreshes()-n)
 	}
 	t.Logf("oauth: serve: popbridge auth run while the server runs: the next login uses the new grant, metric back to 0")
@@ -177,7 +178,7 @@ accounts:
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir)}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", app.TokenDir)}
 	for user, mode := range map[string]os.FileMode{"gina": 0o644, "tom": 0o640} {
 		if err := store.Save(user, &oauth2.Token{RefreshToken: "rt-" + user}); err != nil {
 			t.Fatal(err)

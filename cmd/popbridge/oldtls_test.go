@@ -58,7 +58,7 @@ func popOverTLS(addr string, stls bool, cc *tls.Config) (uint16, error) {
 func TestTLSMinVersion(t *testing.T) {
 	path := tlsConfigFile(t, "tls: {self_signed: true}\n")
 	_, stderr, stop := startRun(t, "serve", "-config", path)
-	pop3s, pop3 := listenAddr(t, stderr, "pop3s"), listenAddr(t, stderr, "pop3")
+	pop3s, pop3 := listenerAddr(t, stderr, "pop3s"), listenerAddr(t, stderr, "pop3")
 	for _, stls := range []bool{false, true} {
 		addr := map[bool]string{false: pop3s, true: pop3}[stls]
 		if v, err := popOverTLS(addr, stls, tls10); err == nil {
@@ -82,7 +82,7 @@ func TestTLSMinVersion(t *testing.T) {
 
 	path = tlsConfigFile(t, "tls: {self_signed: true, min_version: 1.0}\n")
 	_, stderr, _ = startRun(t, "serve", "-config", path)
-	pop3s, pop3 = listenAddr(t, stderr, "pop3s"), listenAddr(t, stderr, "pop3")
+	pop3s, pop3 = listenerAddr(t, stderr, "pop3s"), listenerAddr(t, stderr, "pop3")
 	for _, stls := range []bool{false, true} {
 		addr := map[bool]string{false: pop3s, true: pop3}[stls]
 		if v, err := popOverTLS(addr, stls, tls10); err != nil || v != tls.VersionTLS10 {
@@ -116,7 +116,7 @@ func TestTLSLegacyCipherSuites(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, stderr, stop := startRun(t, "serve", "-config", path)
-		pop3s := listenAddr(t, stderr, "pop3s")
+		pop3s := listenerAddr(t, stderr, "pop3s")
 		for _, suite := range []uint16{tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_3DES_EDE_CBC_SHA} {
 			cc := tls10.Clone()
 			cc.MaxVersion = tls.VersionTLS12
@@ -166,7 +166,7 @@ func TestTLSOpenSSLClient(t *testing.T) {
 		path := tlsConfigFile(t, section)
 		_, stderr, stop := startRun(t, "serve", "-config", path)
 		for _, stls := range []bool{false, true} {
-			addr := listenAddr(t, stderr, map[bool]string{false: "pop3s", true: "pop3"}[stls])
+			addr := listenerAddr(t, stderr, map[bool]string{false: "pop3s", true: "pop3"}[stls])
 			out, err := sClient(addr, stls)
 			loggedIn := strings.Contains(out, "+OK Logged in.")
 			if legacy && (err != nil || !loggedIn) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,41 +8,18 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
-	"github.com/popbridge/popbridge/config"
-	"github.com/popbridge/popbridge/internal/memback"
-	"github.com/popbridge/popbridge/proxy"
+	"github.com/popbridge/popbridge/internal/app"
 )
-
-// listenerAddr waits for the "listening" log line of listener name.
-func listenerAddr(t *testing.T, stderr *syncBuffer, name string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	return waitFor(t, "the "+name+" listening log line", func() string {
-		if time.Now().After(deadline.Add(-100 * time.Millisecond)) {
-			t.Fatalf("no %s listening log line:\n%s", name, stderr)
-		}
-		for _, line := range strings.Split(stderr.String(), "\n") {
-			var e struct{ Message, Addr, Listener string }
-			if json.Unmarshal([]byte(line), &e) == nil && e.Message == "listening" && e.Listener == name {
-				return e.Addr
-			}
-		}
-		return ""
-	})
-}
 
 // httpGet returns the status code and body of GET url with the optional
 // bearer token.
@@ -181,7 +157,7 @@ func TestOpsEndpoints(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("/status without a configured token: %d %s", code, body)
 	}
-	var st statusReply
+	var st app.StatusReply
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatalf("/status: %v\n%s", err, body)
 	}
@@ -259,95 +235,6 @@ func httptestServer(t *testing.T, code int) string {
 	return "http://" + l.Addr().String()
 }
 
-// TestReadyDuringShutdown checks that /readyz answers 503 as soon as a
-// graceful shutdown starts, while a session is still busy.
-func TestReadyDuringShutdown(t *testing.T) {
-	path := writeConfig(t, "")
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Listen.HTTP = "127.0.0.1:0"
-	st, err := openState(cfg.StateDir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := zerolog.Nop()
-	defer st.close(log)
-	srv, err := newServer(cfg, &log, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Every login blocks in the backend until release is closed.
-	entered, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	blocking := &memback.Backend{Hook: func(context.Context, memback.Op, string) error {
-		once.Do(func() { close(entered) })
-		<-release
-		return fmt.Errorf("test: %w", proxy.ErrTemporary)
-	}}
-	srv.Backend = memback.AuthForTest(blocking, map[string]string{"alice": "s3cret"})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr := hl.Addr().String()
-	hl.Close()
-	// Not ready before the listeners are up.
-	if st.metrics.ready() {
-		t.Fatal("ready before startHTTP")
-	}
-	stopHTTP, err := startHTTP(httpAddr, st.metrics, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopHTTP()
-	base := "http://" + httpAddr
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runServer(ctx, srv, []listener{{Listener: l, name: "pop3"}}, log) }()
-	if code, _ := httpGet(t, base+"/readyz", ""); code != 200 {
-		t.Fatalf("/readyz while serving: %d", code)
-	}
-
-	p := dialPOP3(t, l.Addr().String())
-	p.c.PrintfLine("USER alice")
-	p.line()
-	p.c.PrintfLine("PASS s3cret")
-	<-entered // the session is busy in the backend
-	cancel()
-	waitFor(t, "/readyz to answer 503", func() string {
-		if code, _ := httpGet(t, base+"/readyz", ""); code == 503 {
-			return "yes"
-		}
-		return ""
-	})
-	select {
-	case err := <-done:
-		t.Fatalf("runServer returned (%v) before the busy session ended", err)
-	default:
-	}
-	if code, _ := httpGet(t, base+"/healthz", ""); code != 200 {
-		t.Errorf("/healthz while draining: %d", code)
-	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatalf("runServer: %v", err)
-	}
-	if code, _ := httpGet(t, base+"/readyz", ""); code != 503 {
-		t.Errorf("/readyz after shutdown: %d", code)
-	}
-	_, metrics := httpGet(t, base+"/metrics", "")
-	if v, _ := metricValue(metrics, `popbridge_sessions_active`); v != 0 {
-		t.Errorf("sessions active after shutdown: %v", v)
-	}
-}
-
 // TestStatusReauth serves an IMAP account with XOAUTH2 tokens from the
 // fake authorization server; /status (behind its bearer token) shows
 // the token ok, then re-auth needed once the grant is revoked.
@@ -361,7 +248,7 @@ func TestStatusReauth(t *testing.T) {
 
 	dir := t.TempDir()
 	f.AddRefreshToken("rt-live")
-	store := &oauth.Store{Dir: filepath.Join(dir, "state", tokenDir)}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", app.TokenDir)}
 	if err := store.Save("ann", &oauth2.Token{RefreshToken: "rt-live", Expiry: time.Now().Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +291,7 @@ accounts:
 			t.Fatalf("/status with token %q: %d %s", tok, code, body)
 		}
 	}
-	status := func() accountReport {
+	status := func() app.AccountReport {
 		t.Helper()
 		code, body := httpGet(t, base+"/status", "status-Secret-42")
 		if code != 200 {
@@ -415,13 +302,13 @@ accounts:
 				t.Fatalf("/status shows a secret (%s):\n%s", secret, body)
 			}
 		}
-		var st statusReply
+		var st app.StatusReply
 		if err := json.Unmarshal([]byte(body), &st); err != nil || len(st.Accounts) != 1 {
 			t.Fatalf("/status: %v\n%s", err, body)
 		}
 		return st.Accounts[0]
 	}
-	if a := status(); a.Token == nil || a.Token.State != tokenUnknown || a.LastLogin != nil {
+	if a := status(); a.Token == nil || a.Token.State != app.TokenUnknown || a.LastLogin != nil {
 		t.Fatalf("/status before any login: %+v", a)
 	}
 
@@ -433,7 +320,7 @@ accounts:
 	p.cmd("QUIT")
 	a := status()
 	if a.Backend != "imap" || a.LastLogin == nil || a.LastSync == nil || a.LastError != nil ||
-		a.Token == nil || a.Token.State != tokenOK || a.Token.ExpiresAt == nil || time.Until(*a.Token.ExpiresAt) > time.Minute {
+		a.Token == nil || a.Token.State != app.TokenOK || a.Token.ExpiresAt == nil || time.Until(*a.Token.ExpiresAt) > time.Minute {
 		t.Fatalf("/status after a login: %+v %+v", a, a.Token)
 	}
 	_, metrics := httpGet(t, base+"/metrics", "")
@@ -451,7 +338,7 @@ accounts:
 		t.Fatalf("revoked grant: PASS %q", s)
 	}
 	a = status()
-	if a.Token == nil || a.Token.State != tokenReauth || a.LastError == nil || a.LastError.Class != "re-auth needed" || a.LastLogin == nil {
+	if a.Token == nil || a.Token.State != app.TokenReauth || a.LastError == nil || a.LastError.Class != "re-auth needed" || a.LastLogin == nil {
 		t.Fatalf("/status after revocation: %+v token %+v error %+v", a, a.Token, a.LastError)
 	}
 	_, metrics = httpGet(t, base+"/metrics", "")
@@ -460,27 +347,5 @@ accounts:
 	}
 	if code := stop(); code != 0 {
 		t.Fatalf("serve exited %d", code)
-	}
-}
-
-func TestErrorClass(t *testing.T) {
-	for _, c := range []struct {
-		err  error
-		want string
-	}{
-		{fmt.Errorf("x: %w: %w", oauth.ErrGrant, oauth.ErrGrant), "re-auth needed"},
-		{fmt.Errorf("accounts: %w", proxy.ErrAuthFailed), "authentication failed"},
-		{fmt.Errorf("imap: connect to h: %w: %w", proxy.ErrTemporary, &net.OpError{Op: "dial", Err: os.ErrNotExist}), "upstream unreachable"},
-		{fmt.Errorf("x: %w", context.DeadlineExceeded), "upstream timeout"},
-		{fmt.Errorf("x: %w", proxy.ErrNoMessage), ""},
-		{fmt.Errorf("x: %w", proxy.ErrPermanent), "permanent failure"},
-		{fmt.Errorf("secret detail"), "temporary failure"},
-	} {
-		if got := errorClass(c.err); got != c.want {
-			t.Errorf("errorClass(%v) = %q, want %q", c.err, got, c.want)
-		}
-	}
-	if !regexp.MustCompile(`^[a-z -]*$`).MatchString(errorClass(fmt.Errorf("%w", proxy.ErrInUse))) {
-		t.Error("class not a short generic phrase")
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -15,96 +14,10 @@ import (
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/control"
 	"github.com/popbridge/popbridge/proxy"
 )
-
-// workers tracks the backends that work in the background (the gmail
-// backend's sizing), so that those a reload replaced, and all of them at
-// shutdown, are stopped before the store closes. The zero value is ready.
-type workers struct {
-	mu      sync.Mutex
-	current []io.Closer // the backends of the router in use
-	built   []io.Closer // built since, for a router not in use yet
-}
-
-// adopt records a backend just built.
-func (st *state) adopt(c io.Closer) {
-	st.workers.mu.Lock()
-	st.workers.built = append(st.workers.built, c)
-	st.workers.mu.Unlock()
-}
-
-// commitBackends is called once the router of the backends built since
-// the last call took over: the backends it replaced are stopped.
-func (st *state) commitBackends() {
-	st.workers.mu.Lock()
-	old := st.workers.current
-	st.workers.current, st.workers.built = st.workers.built, nil
-	st.workers.mu.Unlock()
-	closeAll(old)
-}
-
-// discardBackends stops the backends built since the last commit, whose
-// router will not be used.
-func (st *state) discardBackends() {
-	st.workers.mu.Lock()
-	built := st.workers.built
-	st.workers.built = nil
-	st.workers.mu.Unlock()
-	closeAll(built)
-}
-
-// closeBackends stops every backend, at shutdown.
-func (st *state) closeBackends() {
-	st.discardBackends()
-	st.commitBackends()
-}
-
-func closeAll(cs []io.Closer) {
-	for _, c := range cs {
-		c.Close()
-	}
-}
-
-// syncStatus is the sync section of an account in /status: the progress
-// of learning a large maildrop (gmail: sizing in the background; imap:
-// the last listing that fetched sizes).
-type syncStatus struct {
-	State      string     `json:"state"` // running, done, stopped, or idle (nothing to learn yet)
-	Done       int        `json:"done"`
-	Total      int        `json:"total"`
-	QuotaUnits int64      `json:"quota_units,omitempty"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	EndedAt    *time.Time `json:"ended_at,omitempty"`
-	ETASeconds int64      `json:"eta_seconds,omitempty"`
-	Error      string     `json:"error,omitempty"` // a class, as in last_error
-}
-
-func newSyncStatus(p proxy.SyncProgress) *syncStatus {
-	s := &syncStatus{State: "idle", Done: p.Done, Total: p.Total, QuotaUnits: p.Units,
-		StartedAt: timePtr(p.Started), EndedAt: timePtr(p.Ended), ETASeconds: p.ETASeconds()}
-	switch {
-	case p.Running:
-		s.State = "running"
-	case p.Err != nil:
-		// A class only, as in last_error: the log has the detail.
-		s.State, s.Error = "stopped", errorClass(p.Err)
-	case !p.Started.IsZero():
-		s.State = "done"
-	}
-	return s
-}
-
-// syncSource records account a's progress reporter for /status.
-func (m *metrics) syncSource(a config.Account, r proxy.SyncReporter) {
-	if m == nil {
-		return
-	}
-	s := m.account(a)
-	s.mu.Lock()
-	s.sync = r
-	s.mu.Unlock()
-}
 
 // syncAccount runs popbridge sync.
 func (c *cli) syncAccount(ctx context.Context, args []string) error {
@@ -131,29 +44,27 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 	if acct.Passthrough() {
 		return fmt.Errorf("account %s logs in upstream with the POP3 client's password, so only a client login can sync it", account)
 	}
-	if _, running, _ := askServer(cfg.StateDir, controlRequest{Op: "stats"}); running {
+	if _, running, _ := control.Ask(cfg.StateDir, control.Request{Op: "stats"}); running {
 		return fmt.Errorf("a popbridge server is running on state_dir %s: it syncs %s in the background itself "+
 			"(see its log or the sync section of /status); stop it first to sync from here", cfg.StateDir, account)
 	}
-	st, err := openState(cfg.StateDir, nil)
+	// Warnings only: the progress is printed below.
+	log := zerolog.New(c.stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	bs, err := app.OpenBackends(cfg.StateDir, "", &log)
 	if err != nil {
 		return err
 	}
-	defer st.close(zerolog.Nop())
-	// Warnings only: the progress is printed below.
-	log := zerolog.New(c.stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
-	st.log = &log
-	b, err := newBackend(*acct, st)
+	defer bs.Close() // stops the backend's work, then closes the store
+	b, err := bs.New(*acct)
 	if err != nil {
 		return fmt.Errorf("account %s: %w", account, err)
 	}
-	st.commitBackends() // closed by st.close, after the work stopped
 
 	p := &progressPrinter{w: c.stdout, account: account, tty: isTerminal(c.stdout), every: *every}
 	if r, ok := b.(proxy.SyncReporter); ok {
 		p.src = r.SyncProgress
 	}
-	fmt.Fprintf(c.stdout, "%s: listing the mailbox (%s)\n", account, describe(*acct))
+	fmt.Fprintf(c.stdout, "%s: listing the mailbox (%s)\n", account, app.Describe(*acct))
 	start := time.Now()
 	stop := p.start()
 	listed := -1
@@ -290,7 +201,7 @@ func loadAccount(path, account string) (*config.Config, *config.Account, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := checkOwner(cfg.StateDir, path); err != nil {
+	if err := app.CheckOwner(cfg.StateDir, path); err != nil {
 		return nil, nil, err
 	}
 	for i := range cfg.Accounts {

@@ -10,10 +10,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/tlsconf"
 )
 
 // logEvents parses a JSON log, one event a line.
@@ -37,20 +38,6 @@ func eventsWith(log, msg string) []map[string]any {
 		}
 	}
 	return found
-}
-
-// listenAddr waits for the server's "listening" event of listener name
-// and returns its address.
-func listenAddr(t *testing.T, stderr *syncBuffer, name string) string {
-	t.Helper()
-	return waitFor(t, name+" listening", func() string {
-		for _, e := range eventsWith(stderr.String(), "listening") {
-			if e["listener"] == name {
-				return e["addr"].(string)
-			}
-		}
-		return ""
-	})
 }
 
 // tlsConfigFile writes a configuration that serves alice on pop3 (with
@@ -115,7 +102,7 @@ func fileFingerprint(t *testing.T, name string) string {
 	if block == nil {
 		t.Fatalf("%s holds no PEM block", name)
 	}
-	return fingerprint(must(x509.ParseCertificate(block.Bytes)))
+	return tlsconf.Fingerprint(must(x509.ParseCertificate(block.Bytes)))
 }
 
 // touch sets a file's modification time, so that a rewrite within the
@@ -124,15 +111,6 @@ func touch(t *testing.T, name string, mtime time.Time) {
 	t.Helper()
 	if err := os.Chtimes(name, mtime, mtime); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestFingerprint(t *testing.T) {
-	c := &x509.Certificate{Raw: []byte("abc")}
-	// sha256("abc") = ba7816bf...
-	want := "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
-	if got := fingerprint(c); got != want {
-		t.Errorf("fingerprint = %s, want %s", got, want)
 	}
 }
 
@@ -147,8 +125,8 @@ func TestSelfSigned(t *testing.T) {
 	start := func() (created bool, fp string, leaf *x509.Certificate) {
 		t.Helper()
 		_, stderr, stop := startRun(t, "serve", "-config", path)
-		pop3s := listenAddr(t, stderr, "pop3s")
-		pop3 := listenAddr(t, stderr, "pop3")
+		pop3s := listenerAddr(t, stderr, "pop3s")
+		pop3 := listenerAddr(t, stderr, "pop3")
 		logs := stderr.String()
 		ev := eventsWith(logs, "self-signed TLS certificate")
 		if len(ev) != 1 {
@@ -156,10 +134,10 @@ func TestSelfSigned(t *testing.T) {
 		}
 		fp, _ = ev[0]["sha256"].(string)
 		leaf = peerCert(t, pop3s, false)
-		if got := fingerprint(leaf); got != fp {
+		if got := tlsconf.Fingerprint(leaf); got != fp {
 			t.Errorf("pop3s serves %s, log says %s", got, fp)
 		}
-		if got := fingerprint(peerCert(t, pop3, true)); got != fp {
+		if got := tlsconf.Fingerprint(peerCert(t, pop3, true)); got != fp {
 			t.Errorf("STLS serves %s, log says %s", got, fp)
 		}
 		if code := stop(); code != 0 {
@@ -249,9 +227,9 @@ func TestSelfSigned(t *testing.T) {
 // connections, on pop3s and with STLS, get the new certificate; a broken
 // replacement keeps the previous one and is logged once.
 func TestCertReload(t *testing.T) {
-	old := certCheckInterval
-	certCheckInterval = 0
-	t.Cleanup(func() { certCheckInterval = old })
+	old := tlsconf.CheckInterval
+	tlsconf.CheckInterval = 0
+	t.Cleanup(func() { tlsconf.CheckInterval = old })
 
 	path := tlsConfigFile(t, "tls: {cert_file: cert.pem, key_file: key.pem}\n")
 	dir := filepath.Dir(path)
@@ -263,8 +241,8 @@ func TestCertReload(t *testing.T) {
 	touch(t, keyFile, mtime)
 
 	_, stderr, stop := startRun(t, "serve", "-config", path)
-	pop3s, pop3 := listenAddr(t, stderr, "pop3s"), listenAddr(t, stderr, "pop3")
-	if got := fingerprint(peerCert(t, pop3s, false)); got != fpA {
+	pop3s, pop3 := listenerAddr(t, stderr, "pop3s"), listenerAddr(t, stderr, "pop3")
+	if got := tlsconf.Fingerprint(peerCert(t, pop3s, false)); got != fpA {
 		t.Fatalf("pop3s serves %s, want certificate A %s", got, fpA)
 	}
 
@@ -279,10 +257,10 @@ func TestCertReload(t *testing.T) {
 	if fpB == fpA {
 		t.Fatal("writeTestCert wrote the same certificate twice")
 	}
-	if got := fingerprint(peerCert(t, pop3s, false)); got != fpB {
+	if got := tlsconf.Fingerprint(peerCert(t, pop3s, false)); got != fpB {
 		t.Errorf("pop3s after the change serves %s, want certificate B %s", got, fpB)
 	}
-	if got := fingerprint(peerCert(t, pop3, true)); got != fpB {
+	if got := tlsconf.Fingerprint(peerCert(t, pop3, true)); got != fpB {
 		t.Errorf("STLS after the change serves %s, want certificate B %s", got, fpB)
 	}
 	if s := p.cmd("CAPA"); !strings.HasPrefix(s, "+OK") {
@@ -302,7 +280,7 @@ func TestCertReload(t *testing.T) {
 	mtime = mtime.Add(time.Minute)
 	touch(t, keyFile, mtime)
 	for range 3 {
-		if got := fingerprint(peerCert(t, pop3s, false)); got != fpB {
+		if got := tlsconf.Fingerprint(peerCert(t, pop3s, false)); got != fpB {
 			t.Errorf("with a mismatched key, pop3s serves %s, want B %s", got, fpB)
 		}
 	}
@@ -316,7 +294,7 @@ func TestCertReload(t *testing.T) {
 	}
 	mtime = mtime.Add(time.Minute)
 	touch(t, keyFile, mtime)
-	if got := fingerprint(peerCert(t, pop3, true)); got != fpB {
+	if got := tlsconf.Fingerprint(peerCert(t, pop3, true)); got != fpB {
 		t.Errorf("STLS after the fix serves %s, want B %s", got, fpB)
 	}
 	if ev := eventsWith(stderr.String(), "TLS certificate reloaded"); len(ev) != 2 {
@@ -324,17 +302,5 @@ func TestCertReload(t *testing.T) {
 	}
 	if code := stop(); code != 0 {
 		t.Errorf("serve exited %d", code)
-	}
-}
-
-func TestHostNames(t *testing.T) {
-	host, _ := os.Hostname()
-	got := hostNames([]string{"NAS.lan", "localhost", "10.0.0.1"})
-	want := []string{"localhost", "127.0.0.1", "::1", "nas.lan", "10.0.0.1"}
-	if h := strings.ToLower(host); h != "" && !slices.Contains(want, h) {
-		want = append([]string{h}, want...)
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("hostNames = %q, want %q", got, want)
 	}
 }

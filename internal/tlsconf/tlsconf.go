@@ -1,4 +1,7 @@
-package main
+// Package tlsconf makes the TLS configuration of popbridge's listeners: the
+// certificate files read again when they change, and a self-signed
+// certificate created in the state directory when asked for.
+package tlsconf
 
 import (
 	"crypto/ecdsa"
@@ -31,15 +34,15 @@ import (
 // selfSignedValidity is how long a generated certificate is valid.
 const selfSignedValidity = 10 * 365 * 24 * time.Hour
 
-// certCheckInterval is how often, at most, a TLS handshake looks at the
+// CheckInterval is how often, at most, a TLS handshake looks at the
 // certificate files for a change. Tests shorten it.
-var certCheckInterval = time.Second
+var CheckInterval = time.Second
 
-// serverTLS returns the server's TLS configuration for cfg, or nil
+// Server returns the server's TLS configuration for cfg, or nil
 // without a tls section. For self_signed, it first creates the
 // certificate in the state directory unless it exists. The certificate
 // is read again when its files change; see certReloader.
-func serverTLS(cfg *config.Config, log *zerolog.Logger) (*tls.Config, error) {
+func Server(cfg *config.Config, log *zerolog.Logger) (*tls.Config, error) {
 	if cfg.TLS == nil {
 		return nil, nil
 	}
@@ -58,8 +61,8 @@ func serverTLS(cfg *config.Config, log *zerolog.Logger) (*tls.Config, error) {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
 	leaf := r.cert.Leaf
-	ev := log.Info().Str("cert", certFile).Strs("names", certNames(leaf)).
-		Str("expires", leaf.NotAfter.Format(time.DateOnly)).Str("sha256", fingerprint(leaf))
+	ev := log.Info().Str("cert", certFile).Strs("names", CertNames(leaf)).
+		Str("expires", leaf.NotAfter.Format(time.DateOnly)).Str("sha256", Fingerprint(leaf))
 	if cfg.TLS.SelfSigned {
 		ev.Msg("self-signed TLS certificate; mail clients show this SHA-256 fingerprint")
 		if missing := missingNames(leaf, cfg.TLS.Names); len(missing) > 0 {
@@ -106,7 +109,7 @@ func legacyCipherSuites() []uint16 {
 
 // certReloader serves a certificate read from two PEM files, and reads
 // them again when their modification time or size changes, looking at
-// most once per certCheckInterval, during a handshake. A change that does not
+// most once per CheckInterval, during a handshake. A change that does not
 // load (a half-written renewal, a key that does not match) keeps the
 // previous certificate and is logged once.
 type certReloader struct {
@@ -124,7 +127,7 @@ type certReloader struct {
 func newCertReloader(certFile, keyFile string, log *zerolog.Logger) (*certReloader, error) {
 	r := &certReloader{certFile: certFile, keyFile: keyFile, log: log}
 	r.stamp = r.filesStamp()
-	cert, err := loadCert(certFile, keyFile)
+	cert, err := LoadCert(certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +139,7 @@ func newCertReloader(certFile, keyFile string, log *zerolog.Logger) (*certReload
 func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now := time.Now(); now.Sub(r.checked) >= certCheckInterval || now.Before(r.checked) {
+	if now := time.Now(); now.Sub(r.checked) >= CheckInterval || now.Before(r.checked) {
 		r.checked = now
 		r.reloadIfChanged()
 	}
@@ -149,7 +152,7 @@ func (r *certReloader) reloadIfChanged() {
 	if stamp == r.stamp || stamp == r.failed {
 		return
 	}
-	cert, err := loadCert(r.certFile, r.keyFile)
+	cert, err := LoadCert(r.certFile, r.keyFile)
 	if err != nil {
 		r.failed = stamp
 		r.log.Error().Err(err).Str("cert", r.certFile).
@@ -157,8 +160,8 @@ func (r *certReloader) reloadIfChanged() {
 		return
 	}
 	r.cert, r.stamp, r.failed = cert, stamp, ""
-	r.log.Info().Str("cert", r.certFile).Strs("names", certNames(cert.Leaf)).
-		Str("expires", cert.Leaf.NotAfter.Format(time.DateOnly)).Str("sha256", fingerprint(cert.Leaf)).
+	r.log.Info().Str("cert", r.certFile).Strs("names", CertNames(cert.Leaf)).
+		Str("expires", cert.Leaf.NotAfter.Format(time.DateOnly)).Str("sha256", Fingerprint(cert.Leaf)).
 		Msg("TLS certificate reloaded")
 }
 
@@ -178,8 +181,8 @@ func (r *certReloader) filesStamp() string {
 	return b.String()
 }
 
-// loadCert reads a key pair and parses its leaf.
-func loadCert(certFile, keyFile string) (*tls.Certificate, error) {
+// LoadCert reads a key pair and parses its leaf.
+func LoadCert(certFile, keyFile string) (*tls.Certificate, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("%s, %s: %w", certFile, keyFile, err)
@@ -192,9 +195,9 @@ func loadCert(certFile, keyFile string) (*tls.Certificate, error) {
 	return &cert, nil
 }
 
-// fingerprint is the SHA-256 of the certificate as mail clients show it:
+// Fingerprint is the SHA-256 of the certificate as mail clients show it:
 // upper-case hex bytes separated by colons.
-func fingerprint(c *x509.Certificate) string {
+func Fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	h := strings.ToUpper(hex.EncodeToString(sum[:]))
 	parts := make([]string, 0, len(sum))
@@ -204,9 +207,9 @@ func fingerprint(c *x509.Certificate) string {
 	return strings.Join(parts, ":")
 }
 
-// certNames lists the certificate's DNS names and IP addresses, or its
+// CertNames lists the certificate's DNS names and IP addresses, or its
 // common name if it has neither.
-func certNames(c *x509.Certificate) []string {
+func CertNames(c *x509.Certificate) []string {
 	names := slices.Clone(c.DNSNames)
 	for _, ip := range c.IPAddresses {
 		names = append(names, ip.String())
@@ -238,7 +241,7 @@ func ensureSelfSigned(certFile, keyFile string, names []string) (created bool, e
 	_, keyErr := os.Stat(keyFile)
 	switch {
 	case certErr == nil && keyErr == nil:
-		if _, err := loadCert(certFile, keyFile); err != nil {
+		if _, err := LoadCert(certFile, keyFile); err != nil {
 			return false, fmt.Errorf("%w (popbridge does not replace it: fix or delete both files)", err)
 		}
 		return false, nil

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"
@@ -27,12 +27,4 @@ func newPOP3Backend(a config.Account, st *state) (*pop3relay.Backend, error) {
 		return nil, err
 	}
 	return pop3relay.New(opts)
-}
-
-// or returns s, or def when s is empty.
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -8,11 +8,12 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/accounts"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/proxy"
-	"golang.org/x/crypto/bcrypt"
 )
 
 type plainBox struct{ committed, topped int }

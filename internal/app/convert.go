@@ -1,40 +1,40 @@
-package config
+package app
 
 import (
-	"crypto/tls"
 	"fmt"
 	"time"
 
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/proxy"
 )
 
-// Policy converts c to the proxy's cleartext policy.
-func (c CleartextAuth) Policy() (proxy.CleartextPolicy, error) {
+// CleartextPolicy converts c to the proxy's cleartext policy.
+func CleartextPolicy(c config.CleartextAuth) (proxy.CleartextPolicy, error) {
 	if c.Networks != nil {
-		nets, err := parsePrefixes(c.Networks)
+		nets, err := config.ParsePrefixes(c.Networks)
 		if err != nil {
 			return proxy.CleartextPolicy{}, fmt.Errorf("cleartext_auth: %w", err)
 		}
 		return proxy.CleartextPolicy{Mode: proxy.CleartextNetworks, Networks: nets}, nil
 	}
 	switch c.Mode {
-	case "", CleartextLoopback:
+	case "", config.CleartextLoopback:
 		return proxy.CleartextPolicy{Mode: proxy.CleartextLoopback}, nil
-	case CleartextNever:
+	case config.CleartextNever:
 		return proxy.CleartextPolicy{Mode: proxy.CleartextNever}, nil
-	case CleartextAlways:
+	case config.CleartextAlways:
 		return proxy.CleartextPolicy{Mode: proxy.CleartextAlways}, nil
 	}
 	return proxy.CleartextPolicy{}, fmt.Errorf("cleartext_auth: unknown mode %q", c.Mode)
 }
 
-// Apply copies the limits into srv's fields. Zero values are copied as
+// ApplyLimits copies the limits l into srv's fields. Zero values are copied as
 // zero, which keeps the server's defaults.
-func (l Limits) Apply(srv *proxy.Server) error {
+func ApplyLimits(l config.Limits, srv *proxy.Server) error {
 	durations := []struct {
 		key string
-		val Duration
+		val config.Duration
 		dst *time.Duration
 	}{
 		{"idle_timeout", l.IdleTimeout, &srv.IdleTimeout},
@@ -51,7 +51,7 @@ func (l Limits) Apply(srv *proxy.Server) error {
 		}
 		*d.dst = v
 	}
-	nets, err := parsePrefixes(l.TrustedNetworks)
+	nets, err := config.ParsePrefixes(l.TrustedNetworks)
 	if err != nil {
 		return fmt.Errorf("limits.trusted_networks: %w", err)
 	}
@@ -61,12 +61,9 @@ func (l Limits) Apply(srv *proxy.Server) error {
 	return nil
 }
 
-// defaultBodyBytes is cache.DefaultBodyBytes as written in a file.
-const defaultBodyBytes = "64MiB"
-
 // Bodies returns the body cache c describes, or nil (keep nothing) for
 // body_bytes: 0.
-func (c Cache) Bodies() (*cache.Bodies, error) {
+func Bodies(c config.Cache) (*cache.Bodies, error) {
 	body, err := c.BodyBytes.Value()
 	if err != nil {
 		return nil, fmt.Errorf("cache.body_bytes: %w", err)
@@ -80,19 +77,4 @@ func (c Cache) Bodies() (*cache.Bodies, error) {
 	}
 	// Zero fields take the cache package's defaults.
 	return &cache.Bodies{MaxBytes: body, MaxItem: item}, nil
-}
-
-// Load reads cert_file and key_file once and returns a server TLS config
-// requiring min_version, TLS 1.2 or later by default (RFC 8314 §4.1).
-// popbridge serve instead reads Config.TLSFiles, also for self_signed,
-// and again when they change.
-func (t *TLS) Load() (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   t.MinTLSVersion(),
-	}, nil
 }

@@ -1,15 +1,12 @@
-package main
+package app
 
 import (
 	"context"
-	"os"
-	"os/signal"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/rs/zerolog"
 
@@ -62,7 +59,7 @@ func (r *reloader) reload() error {
 	cfg, err := config.Load(r.path)
 	var policy proxy.CleartextPolicy
 	if err == nil {
-		policy, err = cfg.CleartextAuth.Policy()
+		policy, err = CleartextPolicy(cfg.CleartextAuth)
 	}
 	if err == nil {
 		var router *accounts.Router
@@ -133,35 +130,4 @@ func diffAccounts(old, cur []config.Account) (added, removed, changed []string) 
 		}
 	}
 	return added, removed, changed
-}
-
-// reloadOnHUP reloads the configuration at path into srv at each SIGHUP
-// until the returned function is called. srv.Backend must be a
-// swapBackend (newServer makes it one).
-func reloadOnHUP(path string, cfg *config.Config, srv *proxy.Server, st *state, log *zerolog.Logger) (stop func()) {
-	b, ok := srv.Backend.(*swapBackend)
-	if !ok {
-		return func() {}
-	}
-	r := &reloader{path: path, backend: b, srv: srv, st: st, log: log, cfg: cfg}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-hup:
-				log.Info().Msg("SIGHUP: reloading the configuration")
-				r.reload()
-			case <-done:
-				return
-			}
-		}
-	})
-	return func() {
-		signal.Stop(hup)
-		close(done)
-		wg.Wait()
-	}
 }

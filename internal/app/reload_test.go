@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/demomail"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -35,7 +36,7 @@ func newReloadFixture(t *testing.T) *reloadFixture {
 	dir := t.TempDir()
 	f := &reloadFixture{t: t, dir: dir, path: filepath.Join(dir, "popbridge.yaml"), log: &syncBuffer{}, hashes: map[string]string{}}
 	for _, u := range []string{"alice", "bob", "carol"} {
-		if _, err := ensureDemoMaildir(filepath.Join(dir, u), time.Now()); err != nil {
+		if _, err := demomail.Ensure(filepath.Join(dir, u), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}

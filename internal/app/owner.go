@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"errors"
@@ -30,10 +30,10 @@ func stateOwner(dir string) (string, error) {
 	return strings.TrimSpace(string(data)), nil
 }
 
-// checkOwner returns an error when the state directory dir belongs to
+// CheckOwner returns an error when the state directory dir belongs to
 // another configuration file than cfgPath, one that still exists. A
 // directory whose recorded file is gone (moved or renamed) is free.
-func checkOwner(dir, cfgPath string) error {
+func CheckOwner(dir, cfgPath string) error {
 	owner, err := stateOwner(dir)
 	if err != nil || owner == "" {
 		return err
@@ -56,7 +56,7 @@ func checkOwner(dir, cfgPath string) error {
 		dir, owner, abs)
 }
 
-// claimOwner records cfgPath as the owner of dir, after checkOwner, and
+// claimOwner records cfgPath as the owner of dir, after CheckOwner, and
 // returns the configuration file it replaces: "" if none was recorded, or
 // the recorded one still exists (the same file by another path).
 func claimOwner(dir, cfgPath string) (previous string, err error) {

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -105,7 +105,7 @@ func newMetrics(cfg *config.Config, bodies *cache.Bodies) *metrics {
 	m.reg.MustRegister(tokenCollector{m})
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "popbridge_build_info", Help: "Always 1; the version label says which popbridge runs.",
-		ConstLabels: prometheus.Labels{"version": versionString()},
+		ConstLabels: prometheus.Labels{"version": Version},
 	}, func() float64 { return 1 }))
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

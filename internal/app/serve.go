@@ -1,16 +1,13 @@
-package main
+package app
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/term"
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/accounts"
@@ -19,105 +16,13 @@ import (
 	"github.com/popbridge/popbridge/backends/maildir"
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/tlsconf"
 	"github.com/popbridge/popbridge/proxy"
 )
 
 // shutdownTimeout bounds the wait for sessions to end after a signal;
 // then the remaining connections are closed.
 const shutdownTimeout = 30 * time.Second
-
-func (c *cli) serve(ctx context.Context, args []string) error {
-	fs := c.flags("serve", "-config FILE", "Run the POP3 server described by the configuration file.\nSIGINT or SIGTERM stops it gracefully; SIGHUP reloads the accounts.")
-	path := fs.String("config", "", "configuration `file` (YAML)")
-	if err := c.parse(fs, args); err != nil {
-		return err
-	}
-	if *path == "" {
-		return usageError("-config is required")
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(c.stderr, cfg.Log)
-	if err != nil {
-		return err
-	}
-	bodies, err := cfg.Cache.Bodies()
-	if err != nil {
-		return err
-	}
-	if err := checkOwner(cfg.StateDir, *path); err != nil {
-		return err
-	}
-	st, err := openState(cfg.StateDir, bodies)
-	if err != nil {
-		return err
-	}
-	defer st.close(log) // runs last: after the server and the control socket stopped
-	if prev, err := claimOwner(cfg.StateDir, *path); err != nil {
-		return err
-	} else if prev != "" {
-		log.Info().Str("state_dir", cfg.StateDir).Str("previous_config", prev).
-			Msg("state directory taken over: its previous configuration file no longer exists")
-	}
-	srv, err := newServer(cfg, &log, st)
-	if err != nil {
-		return err
-	}
-
-	var ls []listener
-	defer func() {
-		for _, l := range ls {
-			l.Close() // no-op once Serve has closed it
-		}
-	}()
-	for _, spec := range []struct {
-		name, addr string
-		tls        bool
-	}{
-		{"pop3", cfg.Listen.POP3, false},
-		{"pop3s", cfg.Listen.POP3S, true},
-	} {
-		if spec.addr == "" {
-			continue
-		}
-		l, err := net.Listen("tcp", spec.addr)
-		if err != nil {
-			return fmt.Errorf("listen.%s: %w", spec.name, err)
-		}
-		ls = append(ls, listener{Listener: l, name: spec.name, tls: spec.tls})
-	}
-	if st.metrics != nil { // listen.http: after the POP3 listeners, so ready means ready
-		stopHTTP, err := startHTTP(cfg.Listen.HTTP, st.metrics, log)
-		if err != nil {
-			return err
-		}
-		defer stopHTTP() // after runServer: /readyz says 503 while sessions drain
-	}
-	log.Info().Str("version", versionString()).Str("config", *path).
-		Int("accounts", len(cfg.Accounts)).Str("state_dir", cfg.StateDir).Msg("popbridge starting")
-	if srv.Cleartext.Mode == proxy.CleartextAlways {
-		log.Warn().Msg("cleartext_auth is always: passwords may cross the network unencrypted")
-	}
-	if ctl := startControlOrWarn(st, log); ctl != nil {
-		defer ctl.Close()
-	}
-	defer reloadOnHUP(*path, cfg, srv, st, &log)() // until the server stopped
-	return runServer(ctx, srv, ls, log)
-}
-
-// startControlOrWarn starts the control socket. The server runs without
-// it if it cannot: popbridge cache then reports the store as locked.
-func startControlOrWarn(st *state, log zerolog.Logger) *controlServer {
-	ctl, err := startControl(st, log)
-	if err != nil {
-		log.Warn().Err(err).Msg("no control socket: popbridge cache stats and forget cannot reach this server")
-		return nil
-	}
-	log.Debug().Str("path", ctl.path).Msg("control socket listening")
-	return ctl
-}
 
 // newServer builds the POP3 server for cfg, its backends sharing st.
 func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Server, error) {
@@ -131,13 +36,13 @@ func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Serve
 	}
 	st.commitBackends()
 	srv := &proxy.Server{Backend: newSwapBackend(router), Logger: log} // SIGHUP swaps the router
-	if srv.Cleartext, err = cfg.CleartextAuth.Policy(); err != nil {
+	if srv.Cleartext, err = CleartextPolicy(cfg.CleartextAuth); err != nil {
 		return nil, err
 	}
-	if err := cfg.Limits.Apply(srv); err != nil {
+	if err := ApplyLimits(cfg.Limits, srv); err != nil {
 		return nil, err
 	}
-	if srv.TLSConfig, err = serverTLS(cfg, log); err != nil {
+	if srv.TLSConfig, err = tlsconf.Server(cfg, log); err != nil {
 		return nil, err
 	}
 	st.metrics.setServer(srv) // sets srv.Observer
@@ -217,42 +122,6 @@ func describe(a config.Account) string {
 			DownloadOnce: b.Gmail.DownloadOnce}.String()
 	}
 	return a.Backend.Type
-}
-
-// logTimeFormat is RFC 3339 with milliseconds, for the JSON "time" field.
-const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
-
-// newLogger returns the logger described by lc, writing to w. Fields
-// holding a duration say their unit in their name (duration_ms).
-func newLogger(w io.Writer, lc config.Log) (zerolog.Logger, error) {
-	level := zerolog.InfoLevel
-	if lc.Level != "" {
-		var err error
-		if level, err = zerolog.ParseLevel(lc.Level); err != nil {
-			return zerolog.Logger{}, fmt.Errorf("log.level: %w", err)
-		}
-	}
-	tty := isTerminal(w)
-	var console bool
-	switch lc.Format {
-	case "", "auto":
-		console = tty
-	case "console":
-		console = true
-	case "json":
-	default:
-		return zerolog.Logger{}, fmt.Errorf("log.format: unknown format %q", lc.Format)
-	}
-	zerolog.TimeFieldFormat = logTimeFormat
-	if console {
-		w = zerolog.ConsoleWriter{Out: w, NoColor: !tty, TimeFormat: time.DateTime}
-	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // listener is a bound listening socket and how to serve it.

@@ -1,4 +1,9 @@
-package main
+// Package control is the control socket of a running popbridge server:
+// a unix socket in the state directory on which the popbridge cache
+// commands ask the server that holds cache.db for its stats, to forget an
+// account, or to verify the file. The protocol is one JSON object a line
+// each way.
+package control
 
 import (
 	"bufio"
@@ -18,119 +23,45 @@ import (
 	"github.com/popbridge/popbridge/cache"
 )
 
-// Files in the state directory.
-const (
-	storeFile   = "cache.db"     // the cache store, held by one process
-	controlFile = "control.sock" // the running server's control socket
-)
+// File is the control socket in the state directory.
+const File = "control.sock"
 
 // maxSocketPath is the longest unix socket path Linux accepts (sun_path
 // holds 108 bytes with the final NUL).
 const maxSocketPath = 107
-
-// state is what every backend of one popbridge process shares.
-type state struct {
-	dir string
-	// tokens, if set, is the state directory whose tokens/ the OAuth2
-	// sources use instead of dir's (check runs on a scratch store but
-	// must use the real tokens).
-	tokens string
-	store  *cache.Store
-	bodies *cache.Bodies // nil keeps no bodies
-	// log is the server's log, for backends that report on their own
-	// (imap: UIDVALIDITY changes); nil logs nothing.
-	log *zerolog.Logger
-	// metrics feeds listen.http; nil (no listen.http) records nothing.
-	metrics *metrics
-	// workers are the backends working in the background (sync.go).
-	workers workers
-}
-
-// tokenHome is the directory holding tokens/.
-func (st *state) tokenHome() string {
-	if st.tokens != "" {
-		return st.tokens
-	}
-	return st.dir
-}
-
-// openState opens the store in dir, creating dir 0700 if missing.
-func openState(dir string, bodies *cache.Bodies) (*state, error) {
-	store, err := cache.Open(filepath.Join(dir, storeFile), nil)
-	if errors.Is(err, cache.ErrDamaged) {
-		return nil, damagedStore(err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
-	}
-	return &state{dir: dir, store: store, bodies: bodies}, nil
-}
-
-// damagedStore adds to the error of a damaged cache.db what to do, and
-// what is lost with the file. Other errors are returned as they are.
-func damagedStore(err error) error {
-	var de *cache.DamagedError
-	if !errors.As(err, &de) {
-		return err
-	}
-	return damagedStoreError{de}
-}
-
-// damagedStoreError is a DamagedError explained for people.
-type damagedStoreError struct{ *cache.DamagedError }
-
-func (e damagedStoreError) Error() string {
-	return fmt.Sprintf("%s is damaged: %s. To recover, stop popbridge, move the file aside (mv %s %s.damaged) and start popbridge again: "+
-		"it creates a new, empty %s. Lost with the old file: the tombstones of messages hidden from POP3 "+
-		"(on_delete: keep, imap seen, gmail mark-read and download_once), which show again, so mail clients that leave "+
-		"mail on the server may download them again; and the message sizes and UIDLs learnt from upstreams, "+
-		"which are learnt again at the next login (a first login on a large mailbox takes longer). Nothing upstream is changed.",
-		e.Path, e.Reason, e.Path, e.Path, storeFile)
-}
-
-func (e damagedStoreError) Unwrap() error { return e.DamagedError }
-
-// close stops the backends' background work, then closes the store,
-// logging a failure.
-func (s *state) close(log zerolog.Logger) {
-	s.closeBackends()
-	if err := s.store.Close(); err != nil {
-		log.Error().Err(err).Msg("closing the cache store")
-	}
-}
 
 // The control protocol: one JSON object a line each way, on a unix
 // socket in the state directory. Requests are {"op":"stats"},
 // {"op":"forget","account":"NAME"} and {"op":"verify"}; every request
 // gets one reply.
 
-// controlRequest is a request line.
-type controlRequest struct {
+// Request is a request line.
+type Request struct {
 	Op      string `json:"op"`
 	Account string `json:"account,omitempty"`
 }
 
 // Reply codes beside "ok": false.
 const (
-	codeNoAccount  = "no-account"
-	codeInUse      = "in-use"
-	codeBadRequest = "bad-request"
-	codeFailed     = "failed"
-	codeDamaged    = "damaged" // verify: Error is the reason
+	CodeNoAccount  = "no-account"
+	CodeInUse      = "in-use"
+	CodeBadRequest = "bad-request"
+	CodeFailed     = "failed"
+	CodeDamaged    = "damaged" // verify: Error is the reason
 )
 
-// controlReply is a reply line.
-type controlReply struct {
+// Reply is a reply line.
+type Reply struct {
 	OK       bool           `json:"ok"`
 	Code     string         `json:"code,omitempty"`
 	Error    string         `json:"error,omitempty"`
 	PID      int            `json:"pid,omitempty"`
-	Accounts []accountStats `json:"accounts,omitempty"`
-	Bodies   *bodyStats     `json:"bodies,omitempty"`
+	Accounts []AccountStats `json:"accounts,omitempty"`
+	Bodies   *BodyStats     `json:"bodies,omitempty"`
 }
 
-// accountStats is one account's line of stats.
-type accountStats struct {
+// AccountStats is one account's line of stats.
+type AccountStats struct {
 	Account    string `json:"account"`
 	Messages   int    `json:"messages"`
 	Tombstones int    `json:"tombstones"`
@@ -138,20 +69,21 @@ type accountStats struct {
 	DiskBytes  int64  `json:"disk_bytes"` // file pages the account uses
 }
 
-// bodyStats describes the running server's body cache.
-type bodyStats struct {
+// BodyStats describes the running server's body cache.
+type BodyStats struct {
 	Count int   `json:"count"`
 	Bytes int64 `json:"bytes"`
 }
 
-func storeStats(store *cache.Store) ([]accountStats, error) {
+// StoreStats returns the stats of every account in store.
+func StoreStats(store *cache.Store) ([]AccountStats, error) {
 	st, err := store.Stats()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]accountStats, 0, len(st))
+	out := make([]AccountStats, 0, len(st))
 	for _, a := range st {
-		out = append(out, accountStats{a.Account, a.Messages, a.Tombstones, a.Bytes, a.DiskBytes})
+		out = append(out, AccountStats{a.Account, a.Messages, a.Tombstones, a.Bytes, a.DiskBytes})
 	}
 	return out, nil
 }
@@ -159,29 +91,30 @@ func storeStats(store *cache.Store) ([]accountStats, error) {
 // controlIdle bounds the wait for a control request.
 const controlIdle = 30 * time.Second
 
-// controlServer answers the control protocol for a running server.
-type controlServer struct {
-	st   *state
-	ln   *net.UnixListener
-	path string
-	log  zerolog.Logger
-	wg   sync.WaitGroup
+// Server answers the control protocol for a running server.
+type Server struct {
+	store  *cache.Store
+	bodies *cache.Bodies // nil keeps no bodies
+	ln     *net.UnixListener
+	path   string
+	log    zerolog.Logger
+	wg     sync.WaitGroup
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
 }
 
-// startControl listens on the state directory's control socket (mode
+// Start listens on the state directory's control socket (mode
 // 0600), replacing a stale socket left by a process that died, and serves
 // it until Close.
-func startControl(st *state, log zerolog.Logger) (*controlServer, error) {
-	path := filepath.Join(st.dir, controlFile)
+func Start(dir string, store *cache.Store, bodies *cache.Bodies, log zerolog.Logger) (*Server, error) {
+	path := filepath.Join(dir, File)
 	ln, err := listenControl(path)
 	if err != nil {
 		return nil, err
 	}
-	c := &controlServer{st: st, ln: ln, path: path, log: log, conns: map[net.Conn]struct{}{}}
+	c := &Server{store: store, bodies: bodies, ln: ln, path: path, log: log, conns: map[net.Conn]struct{}{}}
 	c.wg.Add(1)
 	go c.serve()
 	return c, nil
@@ -220,7 +153,10 @@ func listenControl(path string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
-func (c *controlServer) serve() {
+// Path is the socket's path.
+func (c *Server) Path() string { return c.path }
+
+func (c *Server) serve() {
 	defer c.wg.Done()
 	for {
 		conn, err := c.ln.Accept()
@@ -249,7 +185,7 @@ func (c *controlServer) serve() {
 }
 
 // handle answers the requests of one connection until it ends or idles.
-func (c *controlServer) handle(conn net.Conn) {
+func (c *Server) handle(conn net.Conn) {
 	defer func() {
 		conn.Close()
 		c.mu.Lock()
@@ -276,57 +212,57 @@ func (c *controlServer) handle(conn net.Conn) {
 }
 
 // do carries out one request line.
-func (c *controlServer) do(line []byte) controlReply {
-	var req controlRequest
+func (c *Server) do(line []byte) Reply {
+	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
-		return controlReply{Code: codeBadRequest, Error: "not a JSON request: " + err.Error()}
+		return Reply{Code: CodeBadRequest, Error: "not a JSON request: " + err.Error()}
 	}
 	switch req.Op {
 	case "stats":
-		accts, err := storeStats(c.st.store)
+		accts, err := StoreStats(c.store)
 		if err != nil {
 			c.log.Error().Err(err).Msg("control socket: stats")
-			return controlReply{Code: codeFailed, Error: err.Error()}
+			return Reply{Code: CodeFailed, Error: err.Error()}
 		}
-		n, total := c.st.bodies.Len()
-		return controlReply{OK: true, PID: os.Getpid(), Accounts: accts, Bodies: &bodyStats{n, total}}
+		n, total := c.bodies.Len()
+		return Reply{OK: true, PID: os.Getpid(), Accounts: accts, Bodies: &BodyStats{n, total}}
 	case "forget":
 		if req.Account == "" {
-			return controlReply{Code: codeBadRequest, Error: "forget needs an account"}
+			return Reply{Code: CodeBadRequest, Error: "forget needs an account"}
 		}
-		err := c.st.store.Forget(req.Account)
+		err := c.store.Forget(req.Account)
 		switch {
 		case errors.Is(err, cache.ErrInUse):
-			return controlReply{Code: codeInUse, Error: err.Error()}
+			return Reply{Code: CodeInUse, Error: err.Error()}
 		case errors.Is(err, cache.ErrNoAccount):
-			c.st.bodies.Forget(req.Account)
-			return controlReply{Code: codeNoAccount, Error: err.Error()}
+			c.bodies.Forget(req.Account)
+			return Reply{Code: CodeNoAccount, Error: err.Error()}
 		case err != nil:
 			c.log.Error().Err(err).Str("account", req.Account).Msg("control socket: forget")
-			return controlReply{Code: codeFailed, Error: err.Error()}
+			return Reply{Code: CodeFailed, Error: err.Error()}
 		}
-		c.st.bodies.Forget(req.Account)
+		c.bodies.Forget(req.Account)
 		c.log.Info().Str("account", req.Account).Msg("cache forgotten")
-		return controlReply{OK: true, PID: os.Getpid()}
+		return Reply{OK: true, PID: os.Getpid()}
 	case "verify":
-		err := c.st.store.Verify()
+		err := c.store.Verify()
 		var de *cache.DamagedError
 		switch {
 		case errors.As(err, &de):
 			c.log.Error().Err(err).Msg("control socket: cache.db is damaged; stop popbridge and move it aside")
-			return controlReply{Code: codeDamaged, Error: de.Reason, PID: os.Getpid()}
+			return Reply{Code: CodeDamaged, Error: de.Reason, PID: os.Getpid()}
 		case err != nil:
 			c.log.Error().Err(err).Msg("control socket: verify")
-			return controlReply{Code: codeFailed, Error: err.Error()}
+			return Reply{Code: CodeFailed, Error: err.Error()}
 		}
-		return controlReply{OK: true, PID: os.Getpid()}
+		return Reply{OK: true, PID: os.Getpid()}
 	}
-	return controlReply{Code: codeBadRequest, Error: fmt.Sprintf("unknown op %q (want stats, forget or verify)", req.Op)}
+	return Reply{Code: CodeBadRequest, Error: fmt.Sprintf("unknown op %q (want stats, forget or verify)", req.Op)}
 }
 
 // Close stops listening, removes the socket, ends open connections and
 // waits for their requests to finish.
-func (c *controlServer) Close() error {
+func (c *Server) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	for conn := range c.conns {
@@ -341,10 +277,10 @@ func (c *controlServer) Close() error {
 	return nil
 }
 
-// askServer sends req to the server listening in the state directory
+// Ask sends req to the server listening in the state directory
 // dir. ok is false when none listens there.
-func askServer(dir string, req controlRequest) (reply controlReply, ok bool, err error) {
-	path := filepath.Join(dir, controlFile)
+func Ask(dir string, req Request) (reply Reply, ok bool, err error) {
+	path := filepath.Join(dir, File)
 	if len(path) > maxSocketPath {
 		return reply, false, nil // no server could have bound it
 	}

@@ -1,0 +1,230 @@
+// Package app assembles a popbridge server from a validated
+// configuration: the state directory (cache.db, the body cache, the
+// OAuth2 token store), every account's backend behind the accounts
+// router, the POP3 listeners, the operations listener (listen.http:
+// /metrics, /status, /healthz, /readyz) and the control socket.
+//
+// Build binds and opens everything, Serve runs the POP3 server until its
+// context ends and then shuts it down gracefully, Reload reads the
+// configuration file again (accounts and cleartext_auth; the rest needs a
+// restart) and Close releases what Build took. The binary
+// (cmd/popbridge) keeps flags, terminal output and signals.
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/rs/zerolog"
+
+	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/control"
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// Version is the version that /status and popbridge_build_info report;
+// the binary sets it before Build.
+var Version = "dev"
+
+// Options are what Build needs beside the configuration.
+type Options struct {
+	// ConfigPath is the configuration file. Reload reads it again, and
+	// the state directory is claimed for it (refused if it belongs to
+	// another file). Empty (popbridge demo): no reload, no claim.
+	ConfigPath string
+	// Listeners are bound sockets to serve, by listener name (pop3,
+	// pop3s), instead of binding the address in cfg.Listen.
+	Listeners map[string]net.Listener
+}
+
+// App is a server built from a configuration.
+type App struct {
+	log      *zerolog.Logger
+	st       *state
+	srv      *proxy.Server
+	ls       []listener
+	httpAddr net.Addr
+	stopHTTP func()
+	ctl      *control.Server
+	reloader *reloader // nil without Options.ConfigPath
+}
+
+// Build opens the state directory of cfg, builds every account's backend
+// and the POP3 server, binds the listeners and starts the operations
+// listener and the control socket. Call Serve, then Close.
+func Build(cfg *config.Config, log *zerolog.Logger, opts Options) (_ *App, err error) {
+	bodies, err := Bodies(cfg.Cache)
+	if err != nil {
+		return nil, err
+	}
+	if opts.ConfigPath != "" {
+		if err := CheckOwner(cfg.StateDir, opts.ConfigPath); err != nil {
+			return nil, err
+		}
+	}
+	st, err := openState(cfg.StateDir, bodies)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{log: log, st: st}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	if opts.ConfigPath != "" {
+		if prev, err := claimOwner(cfg.StateDir, opts.ConfigPath); err != nil {
+			return nil, err
+		} else if prev != "" {
+			log.Info().Str("state_dir", cfg.StateDir).Str("previous_config", prev).
+				Msg("state directory taken over: its previous configuration file no longer exists")
+		}
+	}
+	if a.srv, err = newServer(cfg, log, st); err != nil {
+		return nil, err
+	}
+	for _, spec := range []struct {
+		name, addr string
+		tls        bool
+	}{
+		{"pop3", cfg.Listen.POP3, false},
+		{"pop3s", cfg.Listen.POP3S, true},
+	} {
+		l := opts.Listeners[spec.name]
+		if l == nil && spec.addr == "" {
+			continue
+		}
+		if l == nil {
+			if l, err = net.Listen("tcp", spec.addr); err != nil {
+				return nil, fmt.Errorf("listen.%s: %w", spec.name, err)
+			}
+		}
+		a.ls = append(a.ls, listener{Listener: l, name: spec.name, tls: spec.tls})
+	}
+	if st.metrics != nil { // listen.http: after the POP3 listeners, so ready means ready
+		if a.stopHTTP, a.httpAddr, err = startHTTP(cfg.Listen.HTTP, st.metrics, *log); err != nil {
+			return nil, err
+		}
+	}
+	if opts.ConfigPath != "" {
+		log.Info().Str("version", Version).Str("config", opts.ConfigPath).
+			Int("accounts", len(cfg.Accounts)).Str("state_dir", cfg.StateDir).Msg("popbridge starting")
+		a.reloader = &reloader{path: opts.ConfigPath, backend: a.srv.Backend.(*swapBackend), srv: a.srv, st: st, log: log, cfg: cfg}
+	}
+	if a.srv.Cleartext.Mode == proxy.CleartextAlways {
+		log.Warn().Msg("cleartext_auth is always: passwords may cross the network unencrypted")
+	}
+	a.ctl = startControlOrWarn(st, *log)
+	return a, nil
+}
+
+// startControlOrWarn starts the control socket. The server runs without
+// it if it cannot: popbridge cache then reports the store as locked.
+func startControlOrWarn(st *state, log zerolog.Logger) *control.Server {
+	ctl, err := control.Start(st.dir, st.store, st.bodies, log)
+	if err != nil {
+		log.Warn().Err(err).Msg("no control socket: popbridge cache stats and forget cannot reach this server")
+		return nil
+	}
+	log.Debug().Str("path", ctl.Path()).Msg("control socket listening")
+	return ctl
+}
+
+// Serve serves every POP3 listener until ctx ends, then shuts the server
+// down gracefully (sessions get 30 s to end), or until a listener fails.
+func (a *App) Serve(ctx context.Context) error {
+	return runServer(ctx, a.srv, a.ls, *a.log)
+}
+
+// Reload reads the configuration file again: if it is valid and every
+// account's backend can be built, new logins use the new accounts and
+// cleartext_auth; otherwise nothing changes. Both are logged.
+func (a *App) Reload() error {
+	if a.reloader == nil {
+		return fmt.Errorf("no configuration file to reload")
+	}
+	return a.reloader.reload()
+}
+
+// Addr returns the address of listener name (pop3, pop3s or http), or
+// nil if it is not configured.
+func (a *App) Addr(name string) net.Addr {
+	if name == "http" {
+		return a.httpAddr
+	}
+	for _, l := range a.ls {
+		if l.name == name {
+			return l.Addr()
+		}
+	}
+	return nil
+}
+
+// Close stops the control socket and the operations listener, closes the
+// POP3 listeners (Serve has closed them already) and stops the backends'
+// background work, then closes the store.
+func (a *App) Close() {
+	if a.ctl != nil {
+		a.ctl.Close()
+		a.ctl = nil
+	}
+	if a.stopHTTP != nil {
+		a.stopHTTP()
+		a.stopHTTP = nil
+	}
+	for _, l := range a.ls {
+		l.Close()
+	}
+	if a.st != nil {
+		a.st.close(*a.log)
+		a.st = nil
+	}
+}
+
+// Backend is what the binary needs from every account's backend.
+type Backend = backend
+
+// Describe names account a's backend for people, without secrets.
+func Describe(a config.Account) string { return describe(a) }
+
+// Backends builds account backends outside a server, for popbridge check
+// and sync, on the store in one directory.
+type Backends struct{ st *state }
+
+// OpenBackends opens the store in dir. The OAuth2 token sources read the
+// tokens in the state directory tokens (dir if empty); log, if not nil,
+// gets the backends' warnings.
+func OpenBackends(dir, tokens string, log *zerolog.Logger) (*Backends, error) {
+	st, err := openState(dir, nil)
+	if err != nil {
+		return nil, err
+	}
+	st.tokens, st.log = tokens, log
+	return &Backends{st}, nil
+}
+
+// New builds account a's backend, as the server does.
+func (b *Backends) New(a config.Account) (Backend, error) { return newBackend(a, b.st) }
+
+// Close stops the background work of every backend built, then closes
+// the store.
+func (b *Backends) Close() { b.st.close(zerolog.Nop()) }
+
+// The JSON of /status, for its clients.
+type (
+	StatusReply   = statusReply
+	AccountReport = accountReport
+)
+
+// Token states in /status.
+const (
+	TokenOK      = tokenOK
+	TokenReauth  = tokenReauth
+	TokenFailing = tokenFailing
+	TokenUnknown = tokenUnknown
+)
+
+// OwnerFile in the state directory names the configuration file it
+// belongs to.
+const OwnerFile = ownerFile
