@@ -384,16 +384,34 @@ func TestDotStuffTOPCopy(t *testing.T) {
 // every line: 8 MB in one Write takes milliseconds when each octet is
 // scanned a bounded number of times, and about a minute when not.
 func TestDotStuffLinear(t *testing.T) {
-	for _, line := range []string{"text\r", "text\n", "text\r\n", ".x\r\n", "a\rb\r\n", "\n\r"} {
-		msg := bytes.Repeat([]byte(line), 8<<20/len(line))
-		t0 := time.Now()
-		d := newDotWriter(bufio.NewWriter(io.Discard), -1)
-		if _, err := d.Write(msg); err != nil {
-			t.Fatal(err)
+	// Time grows with the input, not its square: eight times the input
+	// must cost well under 64 times the time. A ratio, not a time limit,
+	// so that a slow or loaded machine (or -race) does not fail it; the
+	// best of three runs of each size takes the noise out.
+	best := func(msg []byte) time.Duration {
+		var min time.Duration
+		for i := 0; i < 3; i++ {
+			t0 := time.Now()
+			d := newDotWriter(bufio.NewWriter(io.Discard), -1)
+			if _, err := d.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			d.Close()
+			if el := time.Since(t0); i == 0 || el < min {
+				min = el
+			}
 		}
-		d.Close()
-		if el := time.Since(t0); el > 5*time.Second {
-			t.Errorf("8 MB of %q lines took %s", line, el)
+		return min
+	}
+	for _, line := range []string{"text\r", "text\n", "text\r\n", ".x\r\n", "a\rb\r\n", "\n\r"} {
+		small := best(bytes.Repeat([]byte(line), 128<<10/len(line)))
+		large := best(bytes.Repeat([]byte(line), 1<<20/len(line)))
+		// Under a millisecond the clock is too coarse to compare.
+		if small < time.Millisecond {
+			small = time.Millisecond
+		}
+		if ratio := float64(large) / float64(small); ratio > 24 {
+			t.Errorf("%q lines: 1 MiB took %s, 128 KiB %s: %.0f times as long for 8 times the input", line, large, small, ratio)
 		}
 	}
 }
