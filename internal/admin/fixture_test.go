@@ -41,6 +41,16 @@ func (a *fakeApp) Accounts(context.Context) []Account {
 	return append([]Account(nil), a.accounts...)
 }
 
+func (a *fakeApp) setSync(user string, p *proxy.SyncProgress) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := range a.accounts {
+		if a.accounts[i].User == user {
+			a.accounts[i].Sync = p
+		}
+	}
+}
+
 func (a *fakeApp) Test(_ context.Context, account string) (string, error) {
 	if account == "bob@example.org" {
 		return "", errors.New("the upstream refused the password: check the account's password in the configuration")
