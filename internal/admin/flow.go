@@ -241,6 +241,10 @@ func (s *Server) startCode(f *flow) error {
 	return nil
 }
 
+// errState is a redirect for another attempt: it leaves the flow
+// pending, so that a stray or forged request cannot end it.
+var errState = errors.New("that URL's state does not match this authorization (a stale or foreign URL); paste the URL of this attempt")
+
 // codeFrom returns the code of a redirect's query after checking its
 // state; "" without error when the query has no code at all.
 func codeFrom(q url.Values, state string) (string, error) {
@@ -252,7 +256,7 @@ func codeFrom(q url.Values, state string) (string, error) {
 		return "", nil
 	}
 	if q.Get("state") != state {
-		return "", errors.New("the URL's state does not match this authorization (a stale or foreign URL); paste the URL of this attempt")
+		return "", errState
 	}
 	return code, nil
 }
@@ -268,9 +272,15 @@ func (s *Server) exchange(f *flow, code string) {
 // redirected is the loopback listener's handler: the browser on the
 // server itself comes back here from the provider.
 func (s *Server) redirected(w http.ResponseWriter, r *http.Request, f *flow) {
+	w.Header().Set("Content-Security-Policy", "default-src 'none'")
+	w.Header().Set("Referrer-Policy", "no-referrer")
 	code, err := codeFrom(r.URL.Query(), f.state)
 	if err == nil && code == "" {
 		http.NotFound(w, r) // e.g. /favicon.ico
+		return
+	}
+	if errors.Is(err, errState) {
+		http.Error(w, "popbridge: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	if st, _ := f.Status(); st == flowPending {
@@ -281,7 +291,6 @@ func (s *Server) redirected(w http.ResponseWriter, r *http.Request, f *flow) {
 		}
 	}
 	_, msg := f.Status()
-	w.Header().Set("Content-Security-Policy", "default-src 'none'")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	fmt.Fprintf(w, "<!doctype html><title>popbridge</title><p>popbridge: %s</p><p>Go back to the admin page.</p>", html.EscapeString(msg))
 }
@@ -338,9 +347,12 @@ func (s *Server) paste(w http.ResponseWriter, r *http.Request, sess *session) {
 	if err == nil {
 		code, err = codeFrom(u.Query(), f.state)
 	}
-	if err == nil && code == "" {
+	if (err == nil && code == "") || errors.Is(err, errState) {
 		f.mu.Lock()
 		f.message = "That URL has no code= in it. Paste the full address of the page the browser was sent to (it starts with " + f.Redirect + "?)."
+		if err != nil {
+			f.message = "Not connected: " + err.Error() + "."
+		}
 		f.mu.Unlock()
 		s.renderFlow(w, http.StatusBadRequest, sess, f)
 		return

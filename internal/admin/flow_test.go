@@ -103,12 +103,24 @@ func TestGoogleConnectPaste(t *testing.T) {
 	mustContain(t, "second paste", w, http.StatusOK, "Connected")
 	t.Logf("web: google paste-back: PKCE S256 authorization, pasted final URL exchanged, grant saved to the token store")
 
-	// A URL with the wrong state fails the flow in plain words.
+	// A URL with the wrong state is refused in plain words, at the
+	// paste form and at the loopback listener, and leaves the flow
+	// pending.
 	id2, body2 := f.startFlow("alice@example.org")
 	final2 := fetchCode(t, f.authURL(body2))
 	forged := strings.Replace(final2, "state=", "state=x", 1)
 	w = f.post("/flow/paste", url.Values{"id": {id2}, "url": {forged}})
 	mustContain(t, "forged state", w, http.StatusBadRequest, "does not match this authorization")
+	resp, err := http.Get(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || f.flowStatus(id2) != flowPending {
+		t.Fatalf("forged state at the listener: %s, flow %s", resp.Status, f.flowStatus(id2))
+	}
+	w = f.post("/flow/paste", url.Values{"id": {id2}, "url": {final2}})
+	mustContain(t, "paste after a forged one", w, http.StatusOK, "Connected")
 
 	// Another session cannot see or finish the flow.
 	cookie, csrf := f.cookie, f.csrf
