@@ -224,22 +224,37 @@ func TestAdminInBrowser(t *testing.T) {
 	t.Logf("web: google connected through the paste-back form; grant in the token store")
 
 	// Microsoft through the device code: the page shows the code and the
-	// link and follows the polling by itself.
-	f.fake.DevicePending = 2
+	// link; the owner opens the link, enters the code and approves; the
+	// page follows the polling by itself.
+	f.fake.DevicePending = 1000 // pending until approved
 	must(t, "account page", chromedp.Do(ctx, chromedp.Navigate(base+"/account?a=carol@example.com")))
 	click(t, ctx, "connect")
-	if got := text(ctx, "user-code"); got != "ABCD-EFGH" {
-		t.Fatalf("user code %q", got)
+	code := text(ctx, "user-code")
+	if code != "ABCD-EFGH" {
+		t.Fatalf("user code %q", code)
 	}
-	if got := text(ctx, "verify-uri"); got != f.fake.URL+"/devicelogin" {
-		t.Fatalf("verification link %q", got)
+	verify, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("verify-uri").href`))
+	if err != nil || verify != f.fake.URL+"/devicelogin" {
+		t.Fatalf("verification link %q, %v", verify, err)
 	}
+	deviceFlow, _ := chromedp.Run(ctx, chromedp.Location())
 	screenshot(t, ctx, "connect-microsoft")
+	time.Sleep(1500 * time.Millisecond) // a poll or two while pending
+	if st, _ := f.s.getFlowByURL(deviceFlow); st != flowPending {
+		t.Fatalf("the device flow is %s before the approval", st)
+	}
+	must(t, "device login", chromedp.Do(ctx, chromedp.Navigate(verify), chromedp.SendKeys(chromedp.ID("user_code"), code)))
+	click(t, ctx, "approve")
+	if got := text(ctx, "result"); !strings.HasPrefix(got, "Approved") {
+		t.Fatalf("device login: %q", got)
+	}
+	must(t, "back to the flow", chromedp.Do(ctx, chromedp.Navigate(deviceFlow)))
 	waitText(t, ctx, `(document.getElementById("flow-result") || {}).textContent || ""`, "Connected: the new grant of carol@example.com is saved")
 	if _, err := f.store.Load("carol@example.com"); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("web: microsoft connected through the device code (polls %s)", strings.Join(f.fake.Polls(), ","))
+	polls := f.fake.Polls()
+	t.Logf("web: microsoft connected through the device code: code and link shown, approved at the link, %d polls (last %s)", len(polls), polls[len(polls)-1])
 
 	// Re-authorize a revoked grant, the browser on the server itself: the
 	// loopback redirect completes it, and the token source the backend
@@ -321,6 +336,18 @@ func TestAdminInBrowser(t *testing.T) {
 		t.Fatalf("rebinding name: %v, %v", resp, err)
 	}
 	t.Logf("web: the page under a name not on the allow-list: %d", resp.Status)
+}
+
+// getFlowByURL returns the state of the flow of a /flow?id= URL.
+func (s *Server) getFlowByURL(u string) (string, string) {
+	_, id, _ := strings.Cut(u, "id=")
+	s.mu.Lock()
+	f := s.flows[id]
+	s.mu.Unlock()
+	if f == nil {
+		return "", ""
+	}
+	return f.Status()
 }
 
 // text2 is the page's whole visible text.

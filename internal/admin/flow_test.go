@@ -201,6 +201,25 @@ func TestMicrosoftDeviceCode(t *testing.T) {
 	}
 	t.Logf("web: microsoft device code: code and link shown, polled (%s), grant saved", strings.Join(f.fake.Polls(), ","))
 
+	// Pending until the user approves at the verification link.
+	f.fake.DevicePending = 1000
+	id, _ = f.startFlow("carol@example.com")
+	time.Sleep(1500 * time.Millisecond)
+	if st := f.flowStatus(id); st != flowPending {
+		t.Fatalf("device flow %s before the approval", st)
+	}
+	resp, err := http.PostForm(f.fake.URL+"/devicelogin", url.Values{"user_code": {"ABCD-EFGH"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("device login: %s", resp.Status)
+	}
+	if st := f.waitFlow(id); st != flowDone {
+		t.Fatalf("device flow %s after the approval", st)
+	}
+
 	// Denied at the provider: said in plain words, nothing saved.
 	g := newFixture(t, nil)
 	g.fake.DeviceDeny = true
