@@ -44,6 +44,14 @@ func TestLoginAndOverview(t *testing.T) {
 		t.Fatalf("inline script or style in the page:\n%s", w.Body)
 	}
 
+	// The embedded assets, served without a session.
+	for path, ct := range map[string]string{"/static/app.js": "text/javascript", "/static/app.css": "text/css"} {
+		w := f.do(http.MethodGet, path, nil)
+		if w.Code != http.StatusOK || !strings.HasPrefix(w.Header().Get("Content-Type"), ct) || w.Body.Len() < 500 {
+			t.Fatalf("%s: %d %q (%d bytes)", path, w.Code, w.Header().Get("Content-Type"), w.Body.Len())
+		}
+	}
+
 	w = f.do(http.MethodPost, "/login", url.Values{"password": {"wrong"}})
 	mustContain(t, "wrong password", w, http.StatusUnauthorized, "Wrong password.")
 	if len(w.Result().Cookies()) != 0 {
