@@ -55,7 +55,7 @@ func newBrowser(t *testing.T) context.Context {
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute) // a loaded CI machine under -race
 	t.Cleanup(func() { cancelTimeout(); cancelTab(); cancelAlloc() })
 	start := time.Now()
 	if err := chromedp.Do(ctx); err != nil { // starts the browser and opens the tab
