@@ -74,6 +74,7 @@ func New() *Server {
 	mux.HandleFunc("POST /token", s.token)
 	mux.HandleFunc("POST /device", s.device)
 	mux.HandleFunc("POST /introspect", s.introspect)
+	mux.HandleFunc("/devicelogin", s.deviceLogin)
 	s.srv = httptest.NewServer(mux)
 	s.URL = s.srv.URL
 	s.AuthURL, s.TokenURL, s.DeviceURL = s.URL+"/authorize", s.URL+"/token", s.URL+"/device"
