@@ -22,6 +22,10 @@ type Invalidation struct {
 	Account string
 }
 
+// ListenerName is the application_name of a Subscriber's connection
+// (unless the DSN sets one), as pg_stat_activity shows it.
+const ListenerName = "popbridge-listener"
+
 // Subscriber listens on Channel over a connection of its own (never a
 // pooled one, and never through a transaction-mode PgBouncer) and
 // reconnects by itself.
@@ -44,6 +48,9 @@ func Subscribe(dsn string) (*Subscriber, error) {
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = ListenerName
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Subscriber{c: make(chan Invalidation, 64), cancel: cancel, done: make(chan struct{})}

@@ -47,6 +47,9 @@ type tokenEnvelope struct {
 const tokenFormat = "popbridge-oauth2-token/1"
 
 func (t *Tokens) seal(tok *oauth2.Token) ([]byte, error) {
+	if tok == nil {
+		return nil, invalid("pgstore: no token to store")
+	}
 	c := *tok
 	c.ExpiresIn = 0
 	env := tokenEnvelope{Format: tokenFormat}
@@ -139,6 +142,9 @@ func (t *Tokens) Save(account string, tok *oauth2.Token) error {
 	if err := checkAccount(account); err != nil {
 		return err
 	}
+	if tok == nil {
+		return invalid("pgstore: no token to store")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), t.Store.timeout)
 	defer cancel()
 	err := pgx.BeginFunc(ctx, t.Store.pool, func(tx pgx.Tx) error {
@@ -227,6 +233,10 @@ func (t *Tokens) Refresh(ctx context.Context, account string, stale func(*oauth2
 		if err != nil {
 			refreshErr = err
 			return err
+		}
+		if fresh == nil {
+			refreshErr = errors.New("the refresh gave no token")
+			return refreshErr
 		}
 		fresh = keepRefresh(fresh, cur)
 		data, err := t.seal(fresh)
