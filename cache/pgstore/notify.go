@@ -36,6 +36,7 @@ type Subscriber struct {
 
 	mu        sync.Mutex
 	connected bool
+	err       error // why the listener last failed
 }
 
 // Subscribe starts listening with dsn. Invalidations arrive on C until
@@ -74,9 +75,26 @@ func (s *Subscriber) Close() {
 	<-s.done
 }
 
+// Err returns why the listener last lost or failed to get its
+// connection, for logs; nil before any failure.
+func (s *Subscriber) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
 func (s *Subscriber) setConnected(v bool) {
 	s.mu.Lock()
 	s.connected = v
+	s.mu.Unlock()
+}
+
+func (s *Subscriber) failed(err error) {
+	if err == nil {
+		return
+	}
+	s.mu.Lock()
+	s.err = wrap("listen", err)
 	s.mu.Unlock()
 }
 
@@ -102,10 +120,12 @@ func (s *Subscriber) run(ctx context.Context, cfg *pgx.ConnConfig) {
 func (s *Subscriber) listen(ctx context.Context, cfg *pgx.ConnConfig) bool {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
+		s.failed(err)
 		return false
 	}
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+		s.failed(err)
 		return false
 	}
 	s.setConnected(true)
@@ -120,13 +140,18 @@ func (s *Subscriber) listen(ctx context.Context, cfg *pgx.ConnConfig) bool {
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		if err != nil {
-			if ctx.Err() != nil || conn.IsClosed() || wctx.Err() == nil {
+			if ctx.Err() != nil {
+				return true
+			}
+			if conn.IsClosed() || wctx.Err() == nil {
+				s.failed(err)
 				return true
 			}
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err = conn.Ping(pctx)
 			cancel()
 			if err != nil {
+				s.failed(err)
 				return true
 			}
 			continue

@@ -93,6 +93,9 @@ func TestNotifyAfterReconnect(t *testing.T) {
 	if inv := next(t, sub); !inv.All {
 		t.Fatalf("after the connection was killed: %+v, want All", inv)
 	}
+	if err := sub.Err(); !IsTemporary(err) {
+		t.Errorf("Err after the kill = %v, want a temporary error", err)
+	}
 	mustApply(t, writer, "alice", Change{AddTombstones: []string{"x"}})
 	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "alice"}) {
 		t.Errorf("after reconnecting: %+v, want alice", inv)

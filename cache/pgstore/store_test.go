@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/popbridge/popbridge/cache"
 )
@@ -485,5 +486,90 @@ func TestClosedStoreFails(t *testing.T) {
 	}
 	if err := s.PutMessages("a", []MessageRecord{{Key: "2"}}); err == nil {
 		t.Error("write after Close succeeded")
+	}
+}
+
+// TestReadsDuringWrite holds a write transaction of one account open,
+// with its lock, and checks that reads of that account and another do
+// not wait for it and see the state before it.
+func TestReadsDuringWrite(t *testing.T) {
+	s, _ := openTemp(t)
+	mustApply(t, s, "busy", Change{Put: []MessageRecord{{Key: "1", Size: 1}}})
+	mustApply(t, s, "other", Change{Put: []MessageRecord{{Key: "2", Size: 2}}})
+	tx, err := s.pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(t.Context())
+	if err := lockAccount(t.Context(), tx, "busy"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), "DELETE FROM message WHERE account = 'busy'"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		if r, ok, err := s.Message("busy", "1"); err != nil || !ok || r.Size != 1 {
+			done <- fmt.Errorf("read of the account being written: %+v %v %v", r, ok, err)
+			return
+		}
+		if snap, err := s.Snapshot("other"); err != nil || snap.Len() != 1 {
+			done <- fmt.Errorf("read of another account: %v", err)
+			return
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("reads waited for a write transaction")
+	}
+}
+
+// TestHoldWaitsForForget: a Hold taken while a Forget runs waits for it.
+func TestHoldWaitsForForget(t *testing.T) {
+	s, _ := openTemp(t)
+	mustApply(t, s, "carol", Change{AddTombstones: []string{"x"}})
+	// Keep the Forget in progress: hold the account's lock elsewhere.
+	tx, err := s.pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lockAccount(t.Context(), tx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	forgot := make(chan error, 1)
+	go func() { forgot <- s.Forget("carol") }()
+	for {
+		s.holds.mu.Lock()
+		n := s.holds.forgetting["carol"]
+		s.holds.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	held := make(chan struct{})
+	go func() {
+		rel, _ := s.Hold("carol")
+		close(held)
+		rel()
+	}()
+	select {
+	case <-held:
+		t.Error("Hold did not wait for the Forget in progress")
+	case <-time.After(100 * time.Millisecond):
+	}
+	tx.Rollback(t.Context())
+	if err := <-forgot; err != nil {
+		t.Errorf("Forget: %v", err)
+	}
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Hold still waiting after the Forget finished")
 	}
 }
