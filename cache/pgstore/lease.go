@@ -36,12 +36,13 @@ type Lease struct {
 	Fence   int64
 	TTL     time.Duration
 
-	store *Store
-	mu    sync.Mutex
-	lost  chan struct{} // closed when the lease is known lost
-	err   error         // why
-	stop  chan struct{} // ends KeepAlive
-	done  chan struct{} // closed when KeepAlive has returned
+	store      *Store
+	mu         sync.Mutex
+	validUntil time.Time     // local, conservative: see ValidUntil
+	lost       chan struct{} // closed when the lease is known lost
+	err        error         // why
+	stop       chan struct{} // ends KeepAlive
+	done       chan struct{} // closed when KeepAlive has returned
 }
 
 // Acquire takes the account's maildrop lease for ttl (DefaultLeaseTTL
@@ -57,6 +58,7 @@ func (s *Store) Acquire(ctx context.Context, account, owner string, ttl time.Dur
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	start := time.Now()
 	var fence int64
 	held := false
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -83,7 +85,7 @@ func (s *Store) Acquire(ctx context.Context, account, owner string, ttl time.Dur
 	if held {
 		return nil, fmt.Errorf("account %q: %w", account, ErrLeaseHeld)
 	}
-	return &Lease{Account: account, Owner: owner, Fence: fence, TTL: ttl, store: s, lost: make(chan struct{})}, nil
+	return &Lease{Account: account, Owner: owner, Fence: fence, TTL: ttl, store: s, lost: make(chan struct{}), validUntil: start.Add(ttl)}, nil
 }
 
 // Renew extends the lease by its TTL from now. It fails with an error
@@ -92,6 +94,7 @@ func (s *Store) Acquire(ctx context.Context, account, owner string, ttl time.Dur
 func (l *Lease) Renew(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, l.store.timeout)
 	defer cancel()
+	start := time.Now()
 	tag, err := l.store.pool.Exec(ctx, `UPDATE maildrop_lease SET expires_at = clock_timestamp() + $3::interval
 		WHERE account = $1 AND fence = $2 AND expires_at > clock_timestamp()`, l.Account, l.Fence, l.TTL)
 	if err != nil {
@@ -102,7 +105,29 @@ func (l *Lease) Renew(ctx context.Context) error {
 		l.markLost(err)
 		return err
 	}
+	l.extended(start)
 	return nil
+}
+
+// ValidUntil returns a time before which the lease is surely still this
+// session's, by this machine's clock: the start of the last successful
+// Acquire, Renew or Fenced plus TTL. Make an upstream change that the
+// database cannot fence (a delete upstream) only after a successful
+// Fenced or Renew, and only while its timeout ends before ValidUntil.
+func (l *Lease) ValidUntil() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.validUntil
+}
+
+// extended records that the database extended the lease to TTL after
+// start, or later.
+func (l *Lease) extended(start time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t := start.Add(l.TTL); l.err == nil && t.After(l.validUntil) {
+		l.validUntil = t
+	}
 }
 
 // KeepAlive renews the lease every TTL/3 in the background until Release.
@@ -122,7 +147,6 @@ func (l *Lease) KeepAlive() {
 func (l *Lease) keepAlive(stop, done chan struct{}) {
 	defer close(done)
 	period := l.TTL / 3
-	lastOK := time.Now()
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -133,16 +157,14 @@ func (l *Lease) keepAlive(stop, done chan struct{}) {
 			return
 		case <-t.C:
 		}
-		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), period)
 		err := l.Renew(ctx)
 		cancel()
 		switch {
 		case err == nil:
-			lastOK = start
 		case errors.Is(err, ErrLeaseLost):
 			return
-		case time.Since(lastOK) >= l.TTL:
+		case !time.Now().Before(l.ValidUntil()):
 			l.markLost(fmt.Errorf("account %q, fence %d: no renewal for %v (%v): %w", l.Account, l.Fence, l.TTL, err, ErrLeaseLost))
 			return
 		}
@@ -191,18 +213,19 @@ func (l *Lease) Release(ctx context.Context) error {
 }
 
 // CheckFence locks lease's row in tx and fails with an error wrapping
-// ErrLeaseLost unless the lease is still live and still this session's.
-// Writes made later in tx are then fenced: a takeover waits for the row
-// lock, so it cannot happen between the check and the commit. Call it
-// first in a transaction of the caller's own.
+// ErrLeaseLost unless the lease is still live and still this session's;
+// it also extends the lease by its TTL when tx commits. Writes made later
+// in tx are then fenced: a takeover waits for the row lock, so it cannot
+// happen between the check and the commit. Call it first in a
+// transaction of the caller's own (Fenced does all this).
 func CheckFence(ctx context.Context, tx pgx.Tx, lease *Lease) error {
 	return checkFence(ctx, tx, lease)
 }
 
 func checkFence(ctx context.Context, tx pgx.Tx, lease *Lease) error {
 	var one int
-	err := tx.QueryRow(ctx, `SELECT 1 FROM maildrop_lease
-		WHERE account = $1 AND fence = $2 AND expires_at > clock_timestamp() FOR UPDATE`, lease.Account, lease.Fence).Scan(&one)
+	err := tx.QueryRow(ctx, `UPDATE maildrop_lease SET expires_at = greatest(expires_at, clock_timestamp() + $3::interval)
+		WHERE account = $1 AND fence = $2 AND expires_at > clock_timestamp() RETURNING 1`, lease.Account, lease.Fence, lease.TTL).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err := fmt.Errorf("account %q, fence %d: %w", lease.Account, lease.Fence, ErrLeaseLost)
 		lease.markLost(err)
@@ -215,7 +238,8 @@ func checkFence(ctx context.Context, tx pgx.Tx, lease *Lease) error {
 // CheckFence), for the writes of the UPDATE state: tombstones, records
 // of deleted messages, cursors. When the lease is lost it returns an
 // error wrapping ErrLeaseLost and nothing is written; when fn fails,
-// nothing is written either.
+// nothing is written either. A commit extends the lease by its TTL, so
+// the upstream deletes that follow have ValidUntil to finish.
 func (s *Store) Fenced(ctx context.Context, lease *Lease, fn func(*Writer) error) error {
 	if lease == nil || lease.store != s {
 		return invalid("pgstore: Fenced needs a lease of this store")

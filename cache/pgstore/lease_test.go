@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -268,5 +269,42 @@ func TestLeaseBlocksForget(t *testing.T) {
 	l.Release(context.Background())
 	if err := b.Forget("bob"); err != nil {
 		t.Errorf("Forget after Release: %v", err)
+	}
+}
+
+// TestFencedExtendsLease: each committed Fenced renews the lease, and
+// ValidUntil follows; a failed one does not.
+func TestFencedExtendsLease(t *testing.T) {
+	s, _ := openTemp(t)
+	const ttl = 400 * time.Millisecond
+	before := time.Now()
+	l, err := s.Acquire(context.Background(), "bob", "a", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := l.ValidUntil(); v.Before(before.Add(ttl)) || v.After(time.Now().Add(ttl)) {
+		t.Errorf("ValidUntil %v after Acquire, want about now+TTL", v)
+	}
+	// Four fenced writes 200 ms apart: 800 ms, twice the TTL, without
+	// KeepAlive.
+	for i := range 4 {
+		time.Sleep(ttl / 2)
+		prev := l.ValidUntil()
+		if err := s.Fenced(context.Background(), l, func(w *Writer) error {
+			return w.Apply(Change{AddTombstones: []string{fmt.Sprint(i)}})
+		}); err != nil {
+			t.Fatalf("fenced write %d: %v", i, err)
+		}
+		if !l.ValidUntil().After(prev) {
+			t.Errorf("write %d: ValidUntil did not move from %v", i, prev)
+		}
+	}
+	if _, err := s.Acquire(context.Background(), "bob", "b", ttl); !errors.Is(err, ErrLeaseHeld) {
+		t.Errorf("Acquire while fenced writes renew the lease: %v, want ErrLeaseHeld", err)
+	}
+	prev := l.ValidUntil()
+	s.Fenced(context.Background(), l, func(w *Writer) error { return errors.New("abort") })
+	if l.ValidUntil() != prev {
+		t.Error("a rolled back Fenced moved ValidUntil")
 	}
 }

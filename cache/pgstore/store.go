@@ -476,6 +476,7 @@ func (s *Store) write(ctx context.Context, account string, lease *Lease, fn func
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	start := time.Now()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := lockAccount(ctx, tx, account); err != nil {
 			return err
@@ -498,6 +499,9 @@ func (s *Store) write(ctx context.Context, account string, lease *Lease, fn func
 			return err
 		}
 		return wrap(fmt.Sprintf("account %q: write", account), err)
+	}
+	if lease != nil {
+		lease.extended(start)
 	}
 	return nil
 }
