@@ -43,9 +43,14 @@ func TestLoadDSN(t *testing.T) {
 	}
 }
 
-func TestOpenBadDSNHidesPassword(t *testing.T) {
+func TestOpenErrorsHidePassword(t *testing.T) {
 	_, err := Open(t.Context(), "postgres://u:hunter2@[bad/x", nil)
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("bad DSN: %v, want an error without the password", err)
+	}
+	// Nothing listens on port 1: a temporary error, password left out.
+	_, err = Open(t.Context(), "postgres://u:hunter2@127.0.0.1:1/x?connect_timeout=2", nil)
+	if !IsTemporary(err) || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("unreachable server: %v, want a temporary error without the password", err)
 	}
 }
