@@ -950,7 +950,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(400)
 		json.NewEncoder(w).Encode(map[string]any{"error": code,
 			"error_description": fmt.Sprintf("AADSTS%d: %s\r\nTrace ID: 0000\r\nCorrelation ID: 1111\r\nTimestamp: 2026-01-05 20:36:23Z", n, text),
-			"error_codes": []int{n}, "timestamp": "2026-01-05 20:36:23Z", "trace_id": "0000", "correlation_id": "1111",
+			"error_codes":       []int{n}, "timestamp": "2026-01-05 20:36:23Z", "trace_id": "0000", "correlation_id": "1111",
 			"error_uri": fmt.Sprintf("https://login.microsoftonline.com/error?code=%d", n)})
 	}
 	switch {
