@@ -1,0 +1,302 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/proxy"
+)
+
+// openValue streams the message's raw MIME ($value). The stream fails
+// when a Read waits CallTimeout for data, or ctx ends; it holds a
+// request slot until closed.
+func (b *Backend) openValue(ctx context.Context, id string) (io.ReadCloser, error) {
+	resp, err := b.send(ctx, "value", http.MethodGet, b.mbPath+"/messages/"+url.PathEscape(id)+"/$value", nil, "", "", 1)
+	if notFound(err) {
+		return nil, fmt.Errorf("graph: message %s: %w", UIDL(id), proxy.ErrNoMessage)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return newStallReader(resp.Body, b.opts.CallTimeout), nil
+}
+
+// stallReader closes its body when a Read waits longer than wait: only
+// the time spent in Read counts, not a slow POP3 client.
+type stallReader struct {
+	body io.ReadCloser
+	idle *time.Timer
+	wait time.Duration
+	once sync.Once
+}
+
+func newStallReader(body io.ReadCloser, wait time.Duration) *stallReader {
+	r := &stallReader{body: body, wait: wait}
+	r.idle = time.AfterFunc(wait, func() { body.Close() })
+	r.idle.Stop()
+	return r
+}
+
+func (r *stallReader) Read(p []byte) (int, error) {
+	r.idle.Reset(r.wait)
+	n, err := r.body.Read(p)
+	r.idle.Stop()
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("graph: reading $value: %w: %w", proxy.ErrTemporary, err)
+	}
+	return n, err
+}
+
+func (r *stallReader) Close() error {
+	r.once.Do(func() { r.idle.Stop(); r.body.Close() })
+	return nil
+}
+
+// keepLimit is the largest body kept for the body cache.
+func (b *Backend) keepLimit() int64 {
+	if b.opts.Bodies == nil {
+		return 0
+	}
+	if b.opts.Bodies.MaxItem > 0 {
+		return b.opts.Bodies.MaxItem
+	}
+	return cache.DefaultBodyItem
+}
+
+// fetched is what sizing learnt about one message.
+type fetched struct {
+	r    rec
+	body []byte // the whole message, when within keep
+	gone bool
+	err  error
+}
+
+// measure downloads $value and counts its size; it keeps the body when
+// it is at most keep bytes.
+func (b *Backend) measure(ctx context.Context, r rec, keep int64) fetched {
+	rc, err := b.openValue(ctx, r.id)
+	if errors.Is(err, proxy.ErrNoMessage) {
+		return fetched{r: r, gone: true}
+	}
+	if err != nil {
+		return fetched{err: err}
+	}
+	defer rc.Close()
+	var c proxy.SizeCounter
+	var buf []byte
+	chunk := make([]byte, 32<<10)
+	total := int64(0)
+	for {
+		n, err := rc.Read(chunk)
+		c.Write(chunk[:n])
+		total += int64(n)
+		if total <= keep {
+			buf = append(buf, chunk[:n]...)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fetched{err: err}
+		}
+	}
+	r.size, r.sized, r.estimate = c.Size(), true, false
+	f := fetched{r: r}
+	if total <= keep {
+		f.body = buf
+		if f.body == nil {
+			f.body = []byte{}
+		}
+	}
+	return f
+}
+
+// background is the sizing's state: at most one run at a time.
+type background struct {
+	mu     sync.Mutex
+	closed bool
+	idle   chan struct{} // closed when the run ends; nil if none
+	prog   proxy.SyncProgress
+}
+
+// needing returns the candidates not sized yet, oldest first.
+func (b *Backend) needing(st *state) []rec {
+	var need []rec
+	for _, r := range b.candidates(st) {
+		if !b.ready(r) {
+			need = append(need, r)
+		}
+	}
+	return need
+}
+
+// kick starts a background run unless one runs or the Backend is closed;
+// the channel is closed when the run ends.
+func (b *Backend) kick() <-chan struct{} {
+	g := &b.bg
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.idle != nil {
+		return g.idle
+	}
+	idle := make(chan struct{})
+	if g.closed {
+		close(idle)
+		return idle
+	}
+	g.idle = idle
+	g.prog = proxy.SyncProgress{Running: true, Started: time.Now()}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		err := b.sizeAll(b.ctx)
+		if err != nil && b.ctx.Err() != nil {
+			err = errors.New("graph: sizing stopped: the backend was closed")
+		}
+		g.mu.Lock()
+		g.prog.Running, g.prog.Ended, g.prog.ETA, g.prog.Err = false, time.Now(), 0, err
+		p := g.prog
+		g.idle = nil
+		g.mu.Unlock()
+		close(idle)
+		ev := b.log.Info()
+		if err != nil {
+			ev = b.log.Warn().Err(err)
+		}
+		if p.Done > 0 || err != nil {
+			ev.Int("done", p.Done).Int("total", p.Total).Int64("took_ms", p.Ended.Sub(p.Started).Milliseconds()).Msg("graph: sizing ended")
+		}
+	}()
+	return idle
+}
+
+// sizeAll sizes, round after round, the messages that need it.
+func (b *Backend) sizeAll(ctx context.Context) error {
+	g := &b.bg
+	bad := map[string]bool{}
+	for {
+		st, err := b.load()
+		if err != nil {
+			return err
+		}
+		need := slices.DeleteFunc(b.needing(st), func(r rec) bool { return bad[r.id] })
+		if len(need) == 0 {
+			return nil
+		}
+		g.mu.Lock()
+		g.prog.Total = g.prog.Done + len(need)
+		g.mu.Unlock()
+		if err := b.sizeSome(ctx, need, bad); err != nil {
+			return err
+		}
+	}
+}
+
+// sizeSome sizes recs, MaxConcurrent at a time, recording each size as
+// it comes (unless the message left the maildrop meanwhile).
+func (b *Backend) sizeSome(ctx context.Context, recs []rec, bad map[string]bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var first error
+	keep := b.keepLimit()
+	jobs := make(chan rec)
+	var wg sync.WaitGroup
+	for range min(b.opts.MaxConcurrent, len(recs)) {
+		wg.Go(func() {
+			for r := range jobs {
+				f := b.measure(ctx, r, keep)
+				err := f.err
+				if err == nil {
+					err = b.learn(f)
+				}
+				mu.Lock()
+				if err != nil && first == nil {
+					first = err
+					cancel()
+				}
+				if err == nil {
+					b.bg.mu.Lock()
+					b.bg.prog.Done++
+					b.bg.mu.Unlock()
+				} else {
+					bad[r.id] = true
+				}
+				mu.Unlock()
+			}
+		})
+	}
+feed:
+	for _, r := range recs {
+		select {
+		case jobs <- r:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	return first
+}
+
+// learn records what measure found: the exact size (and the body in the
+// body cache), or that the message is gone.
+func (b *Backend) learn(f fetched) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cur, ok, err := b.opts.Store.Message(b.opts.Account, f.r.id)
+	if err != nil {
+		return b.storeError("read", err)
+	}
+	if !ok {
+		return nil // left the maildrop meanwhile
+	}
+	if f.gone {
+		b.opts.Bodies.Remove(b.opts.Account, f.r.id)
+		return b.applyLocked(cache.Change{Delete: []string{f.r.id}})
+	}
+	r := parseRec(cur)
+	r.size, r.sized, r.estimate = f.r.size, true, false
+	if f.body != nil {
+		b.opts.Bodies.Put(b.opts.Account, r.id, f.body)
+	}
+	return b.applyLocked(cache.Change{Put: []cache.MessageRecord{r.record()}})
+}
+
+// SyncProgress says how far the background sizing got.
+func (b *Backend) SyncProgress() proxy.SyncProgress {
+	b.bg.mu.Lock()
+	defer b.bg.mu.Unlock()
+	return b.bg.prog
+}
+
+// Sync brings the Store up to date with the folder and sizes every
+// message a session would offer, for popbridge sync.
+func (b *Backend) Sync(ctx context.Context) error {
+	release, err := b.opts.Store.Hold(b.opts.Account)
+	if err != nil {
+		return b.storeError("hold", err)
+	}
+	defer release()
+	st, err := b.load()
+	if err != nil {
+		return err
+	}
+	if _, err := b.sync(ctx, st); err != nil {
+		return err
+	}
+	select {
+	case <-b.kick():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.SyncProgress().Err
+}
