@@ -312,6 +312,15 @@ func (m *mailbox) Commit(ctx context.Context, deleted, retrieved []string) error
 		}
 	}
 	for _, r := range retr {
+		// The stored record, not the snapshot's: a RETR may have learnt a
+		// new size.
+		cur, ok, err := b.opts.Store.Message(b.opts.Account, r.id)
+		if err == nil && !ok {
+			continue // left the folder meanwhile
+		}
+		if err == nil {
+			r = parseRec(cur)
+		}
 		r.downloaded = true
 		c.Put = append(c.Put, r.record())
 		if b.opts.DownloadOnce {

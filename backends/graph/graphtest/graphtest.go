@@ -748,10 +748,11 @@ func (s *Server) msgJSON(m *message) msgJSON {
 
 // deltaToken is what the fake packs into $skiptoken and $deltatoken.
 type deltaToken struct {
-	Since int `json:"s"` // events after this sequence; -1 = a first round
-	Upto  int `json:"u"` // the sequence the round ends at
-	Off   int `json:"o"` // entries already sent in this round
-	Page  int `json:"p"`
+	Since int  `json:"s"` // events after this sequence; -1 = a first round
+	Upto  int  `json:"u"` // the sequence the round ends at
+	Off   int  `json:"o"` // entries already sent in this round
+	Page  int  `json:"p"`
+	Size  bool `json:"x"` // $expand of PidTagMessageSize (Integer 0x0E08)
 }
 
 func (s *Server) delta(f *folder, q url.Values, prefer string) (int, string, any) {
@@ -769,10 +770,13 @@ func (s *Server) delta(f *folder, q url.Values, prefer string) (int, string, any
 			return 410, "", errBody(410, "")
 		}
 		if q.Has("$deltatoken") { // a new round from the deltaLink
-			tok = deltaToken{Since: tok.Upto, Upto: s.seq, Page: tok.Page}
+			tok = deltaToken{Since: tok.Upto, Upto: s.seq, Page: tok.Page, Size: tok.Size}
 		}
-	} else if p := maxPageSize(prefer); p > 0 {
-		tok.Page = p
+	} else {
+		if p := maxPageSize(prefer); p > 0 {
+			tok.Page = p
+		}
+		tok.Size = strings.Contains(q.Get("$expand"), "Integer 0x0E08")
 	}
 	// The entries of the round: present messages in a first round, else
 	// the last event per message after Since, up to Upto.
@@ -819,7 +823,15 @@ func (s *Server) delta(f *folder, q url.Values, prefer string) (int, string, any
 			value = append(value, map[string]any{"@odata.type": "#microsoft.graph.message", "id": e.id, "@removed": map[string]string{"reason": "deleted"}})
 			continue
 		}
-		j := s.msgJSON(m)
+		var j any = s.msgJSON(m)
+		if tok.Size {
+			// PidTagMessageSize sums the sizes of all properties: an
+			// estimate above the MIME's size.
+			j = struct {
+				msgJSON
+				Props []map[string]string `json:"singleValueExtendedProperties"`
+			}{s.msgJSON(m), []map[string]string{{"id": "Integer 0xe08", "value": strconv.Itoa(EstimatedSize(m.raw))}}}
+		}
 		value = append(value, j)
 		if s.dupes {
 			value = append(value, j)
@@ -832,10 +844,13 @@ func (s *Server) delta(f *folder, q url.Values, prefer string) (int, string, any
 		next.Off = end
 		out["@odata.nextLink"] = base + "%24skiptoken=" + pack(next) // percent-encoded, as real links
 	} else {
-		out["@odata.deltaLink"] = base + "$deltatoken=" + pack(deltaToken{Since: tok.Since, Upto: tok.Upto, Page: tok.Page})
+		out["@odata.deltaLink"] = base + "$deltatoken=" + pack(deltaToken{Since: tok.Since, Upto: tok.Upto, Page: tok.Page, Size: tok.Size})
 	}
 	return 200, "", out
 }
+
+// EstimatedSize is the PidTagMessageSize the fake reports for raw.
+func EstimatedSize(raw []byte) int { return len(crlf(raw)) + 1500 }
 
 func pack(t deltaToken) string {
 	b, _ := json.Marshal(t)
