@@ -191,84 +191,140 @@ func (b *Backend) sizeAll(ctx context.Context) error {
 		if len(need) == 0 {
 			return nil
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		g.mu.Lock()
 		g.prog.Total = g.prog.Done + len(need)
+		before := g.prog.Done
 		g.mu.Unlock()
 		if err := b.sizeSome(ctx, need, bad); err != nil {
 			return err
 		}
+		g.mu.Lock()
+		progressed := g.prog.Done > before
+		g.mu.Unlock()
+		if !progressed {
+			return errors.New("graph: sizing made no progress")
+		}
 	}
 }
 
-// sizeSome sizes recs, MaxConcurrent at a time, recording each size as
-// it comes (unless the message left the maildrop meanwhile).
+// sizeSome sizes recs (oldest first), MaxConcurrent at a time. A size
+// is recorded only once those of every older message of recs are, so
+// that what sessions see grows in arrival order: a message offered later
+// never arrived before one offered already. Sizes are written to the
+// Store in batches (flushBatch, or every flushEvery).
 func (b *Backend) sizeSome(ctx context.Context, recs []rec, bad map[string]bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var mu sync.Mutex
-	var first error
 	keep := b.keepLimit()
-	jobs := make(chan rec)
+	type result struct {
+		i int
+		fetched
+	}
+	results := make(chan result)
+	jobs := make(chan int)
 	var wg sync.WaitGroup
 	for range min(b.opts.MaxConcurrent, len(recs)) {
 		wg.Go(func() {
-			for r := range jobs {
-				f := b.measure(ctx, r, keep)
-				err := f.err
-				if err == nil {
-					err = b.learn(f)
-				}
-				mu.Lock()
-				if err != nil && first == nil {
-					first = err
-					cancel()
-				}
-				if err == nil {
-					b.bg.mu.Lock()
-					b.bg.prog.Done++
-					b.bg.mu.Unlock()
-				} else {
-					bad[r.id] = true
-				}
-				mu.Unlock()
+			for i := range jobs {
+				results <- result{i, b.measure(ctx, recs[i], keep)}
 			}
 		})
 	}
-feed:
-	for _, r := range recs {
-		select {
-		case jobs <- r:
-		case <-ctx.Done():
-			break feed
+	go func() {
+	feed:
+		for i := range recs {
+			select {
+			case jobs <- i:
+			case <-ctx.Done():
+				break feed
+			}
+		}
+		close(jobs)
+		wg.Wait()
+		close(results)
+	}()
+	var first error
+	early := map[int]fetched{}
+	next := 0
+	var batch []fetched
+	last := time.Now()
+	for res := range results {
+		if res.err != nil {
+			if first == nil {
+				first = res.err
+				bad[recs[res.i].id] = true
+				cancel()
+			}
+			continue
+		}
+		if first != nil {
+			continue
+		}
+		early[res.i] = res.fetched
+		for f, ok := early[next]; ok; f, ok = early[next] {
+			delete(early, next)
+			next++
+			batch = append(batch, f)
+		}
+		if len(batch) >= flushBatch || (len(batch) > 0 && time.Since(last) >= flushEvery) {
+			if err := b.learn(batch); err != nil {
+				first = err
+				cancel()
+			}
+			batch, last = nil, time.Now()
 		}
 	}
-	close(jobs)
-	wg.Wait()
+	if first == nil && len(batch) > 0 {
+		first = b.learn(batch)
+	}
 	return first
 }
 
-// learn records what measure found: the exact size (and the body in the
-// body cache), or that the message is gone.
-func (b *Backend) learn(f fetched) error {
+// flushEvery bounds how long, and flushBatch how many, learnt sizes wait
+// before they are written to the Store.
+const (
+	flushEvery = 200 * time.Millisecond
+	flushBatch = 256
+)
+
+// learn records what measure found, in one Store change: exact sizes
+// (and bodies, in the body cache), or messages gone. Messages that left
+// the maildrop meanwhile are skipped.
+func (b *Backend) learn(fs []fetched) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	cur, ok, err := b.opts.Store.Message(b.opts.Account, f.r.id)
+	snap, err := b.opts.Store.Snapshot(b.opts.Account)
 	if err != nil {
 		return b.storeError("read", err)
 	}
-	if !ok {
-		return nil // left the maildrop meanwhile
+	var c cache.Change
+	for _, f := range fs {
+		cur, ok := snap.Message(f.r.id)
+		if !ok {
+			continue
+		}
+		if f.gone {
+			b.opts.Bodies.Remove(b.opts.Account, f.r.id)
+			c.Delete = append(c.Delete, f.r.id)
+			continue
+		}
+		r := parseRec(cur)
+		r.size, r.sized, r.estimate = f.r.size, true, false
+		if f.body != nil {
+			b.opts.Bodies.Put(b.opts.Account, r.id, f.body)
+		}
+		c.Put = append(c.Put, r.record())
 	}
-	if f.gone {
-		b.opts.Bodies.Remove(b.opts.Account, f.r.id)
-		return b.applyLocked(cache.Change{Delete: []string{f.r.id}})
+	if err := b.applyLocked(c); err != nil {
+		return err
 	}
-	r := parseRec(cur)
-	r.size, r.sized, r.estimate = f.r.size, true, false
-	if f.body != nil {
-		b.opts.Bodies.Put(b.opts.Account, r.id, f.body)
-	}
-	return b.applyLocked(cache.Change{Put: []cache.MessageRecord{r.record()}})
+	b.bg.mu.Lock()
+	b.bg.prog.Done += len(fs)
+	b.bg.mu.Unlock()
+	return nil
 }
 
 // SyncProgress says how far the background sizing got.

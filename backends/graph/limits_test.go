@@ -266,3 +266,39 @@ func TestEstimateSizes(t *testing.T) {
 	quit(t, c)
 	_ = id
 }
+
+func TestLargeFirstLogin(t *testing.T) {
+	fake := graphtest.Start(t)
+	var ids []string
+	for i := range 400 {
+		ids = append(ids, fake.Add("inbox", msg(i)))
+	}
+	fake.SetLatency(20 * time.Millisecond)
+	f := newFixture(t, fake, func(o *graph.Options) { o.LoginWait = 500 * time.Millisecond })
+	start := time.Now()
+	c := f.login()
+	l := list(t, c)
+	first := time.Since(start)
+	quit(t, c)
+	if len(l.uids) == 0 || len(l.uids) == len(ids) {
+		t.Fatalf("first login offered %d of %d messages", len(l.uids), len(ids))
+	}
+	if !slices.Equal(l.uids, uidls(ids[:len(l.uids)])) {
+		t.Errorf("first login did not offer the oldest messages")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = f.login()
+	if l2 := list(t, c); !slices.Equal(l2.uids, uidls(ids)) {
+		t.Errorf("after the sizing: %d messages", len(l2.uids))
+	}
+	quit(t, c)
+	if n := fake.Calls()[graphtest.EValue]; n != len(ids) {
+		t.Errorf("%d $value for %d messages", n, len(ids))
+	}
+	t.Logf("graph: %d-message folder at 20 ms a request: first login answered in %v with the oldest %d messages; the rest sized in the background, each $value fetched once",
+		len(ids), first.Round(time.Millisecond), len(l.uids))
+}
