@@ -338,8 +338,9 @@ func (b *Backend) getJSON(ctx context.Context, name, target string, out any, pre
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	body := newStallReader(resp.Body, b.opts.CallTimeout)
+	defer body.Close()
+	if err := json.NewDecoder(body).Decode(out); err != nil {
 		return b.classify(name, fmt.Errorf("decode the answer: %w", err))
 	}
 	return nil
