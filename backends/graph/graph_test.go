@@ -34,7 +34,6 @@ type fixture struct {
 	b      *graph.Backend
 	srv    *proxy.Server
 	addr   string
-	calls  map[string]int
 }
 
 func newFixture(t *testing.T, fake *graphtest.Server, mod func(*graph.Options)) *fixture {
