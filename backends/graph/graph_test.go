@@ -87,17 +87,26 @@ func (f *fixture) stop() {
 
 func (f *fixture) restart() { f.stop(); f.start() }
 
+// login opens a POP3 session; while a dropped session still holds the
+// maildrop ([IN-USE]), it tries again for up to 10 seconds.
 func (f *fixture) login() *pop3test.Client {
 	f.t.Helper()
-	c, err := pop3test.Dial(f.addr)
-	if err != nil {
-		f.t.Fatal(err)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := pop3test.Dial(f.addr)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		f.t.Cleanup(func() { c.Close() })
+		err = c.Login("alice", "pw")
+		if err == nil {
+			return c
+		}
+		c.Close()
+		if !strings.Contains(err.Error(), "[IN-USE]") || time.Now().After(deadline) {
+			f.t.Fatalf("login: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	f.t.Cleanup(func() { c.Close() })
-	if err := c.Login("alice", "pw"); err != nil {
-		f.t.Fatalf("login: %v", err)
-	}
-	return c
 }
 
 type listing struct {
@@ -344,13 +353,12 @@ func TestDeletePolicies(t *testing.T) {
 				c.Cmd(fmt.Sprintf("DELE %d", i+1))
 			}
 			c.Close()
-			time.Sleep(50 * time.Millisecond)
+			c = f.login() // once the dropped session has ended
 			for _, id := range ids {
 				if s := state(fake, id); s != "inbox" {
 					t.Fatalf("after a dropped session: %s", s)
 				}
 			}
-			c = f.login()
 			list(t, c)
 			for i := range 21 {
 				if r, err := c.Cmd(fmt.Sprintf("DELE %d", i+1)); err != nil {
@@ -396,7 +404,6 @@ func TestDownloadOnceAndMarkRead(t *testing.T) {
 	list(t, c)
 	c.CmdMulti("RETR 1")
 	c.Close()
-	time.Sleep(50 * time.Millisecond)
 	c = f.login()
 	if l := list(t, c); len(l.uids) != 3 {
 		t.Fatalf("after a dropped session: %d messages", len(l.uids))

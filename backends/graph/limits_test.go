@@ -117,7 +117,9 @@ func TestSlowAPI(t *testing.T) {
 		t.Fatalf("RETR from a stalled API: %v after %v", err, time.Since(start))
 	}
 	took := time.Since(start)
-	c.Close()
+	if r := quit(t, c); !strings.HasPrefix(r, "+OK") { // nothing to send: no request
+		t.Fatalf("QUIT: %s", r)
+	}
 	f.srv.BackendTimeout = 2 * time.Second
 	start = time.Now()
 	if r := pass(t, f); !strings.HasPrefix(r, "-ERR [SYS/TEMP]") || time.Since(start) > 5*time.Second {
