@@ -76,7 +76,8 @@ type fetched struct {
 	r    rec
 	body []byte // the whole message, when within keep
 	gone bool
-	err  error
+	err  error // stops the run
+	bad  error // this message cannot be fetched; the others go on
 }
 
 // measure downloads $value and counts its size; it keeps the body when
@@ -85,6 +86,9 @@ func (b *Backend) measure(ctx context.Context, r rec, keep int64) fetched {
 	rc, err := b.openValue(ctx, r.id)
 	if errors.Is(err, proxy.ErrNoMessage) {
 		return fetched{r: r, gone: true}
+	}
+	if isBad(err) {
+		return fetched{r: r, bad: err}
 	}
 	if err != nil {
 		return fetched{err: err}
@@ -117,6 +121,21 @@ func (b *Backend) measure(ctx context.Context, r rec, keep int64) fetched {
 		}
 	}
 	return f
+}
+
+// isBad reports an error of one message's request that another attempt
+// will not mend (a 4xx other than throttling and the token's or the
+// permission's faults, which concern every message).
+func isBad(err error) bool {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.Status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
+		return false
+	}
+	return ae.Status >= 400 && ae.Status < 500
 }
 
 // background is the sizing's state: at most one run at a time.
@@ -263,6 +282,9 @@ func (b *Backend) sizeSome(ctx context.Context, recs []rec, bad map[string]bool)
 		if first != nil {
 			continue
 		}
+		if res.bad != nil {
+			bad[res.r.id] = true
+		}
 		early[res.i] = res.fetched
 		for f, ok := early[next]; ok; f, ok = early[next] {
 			delete(early, next)
@@ -304,6 +326,10 @@ func (b *Backend) learn(fs []fetched) error {
 	for _, f := range fs {
 		cur, ok := snap.Message(f.r.id)
 		if !ok {
+			continue
+		}
+		if f.bad != nil {
+			b.log.Warn().Err(f.bad).Str("uid", UIDL(f.r.id)).Msg("graph: a message cannot be fetched; it is not offered, the next login tries again")
 			continue
 		}
 		if f.gone {

@@ -454,7 +454,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	over := s.maxConc > 0 && s.inFlight > s.maxConc
 	lat, ra := s.latency, s.retryAfter
 	s.mu.Unlock()
-	defer func() { s.mu.Lock(); s.inFlight--; s.mu.Unlock() }()
+	// A request stops counting once its answer starts: a client may send
+	// the next one as soon as it has read this one.
+	var once sync.Once
+	done := func() { once.Do(func() { s.mu.Lock(); s.inFlight--; s.mu.Unlock() }) }
+	defer done()
+	w = &doneWriter{ResponseWriter: w, done: done}
 	if lat > 0 {
 		select {
 		case <-time.After(lat):
@@ -512,6 +517,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(st)
 	w.Write(out.([]byte))
 }
+
+// doneWriter calls done before the answer is written.
+type doneWriter struct {
+	http.ResponseWriter
+	done func()
+}
+
+func (d *doneWriter) WriteHeader(code int) { d.done(); d.ResponseWriter.WriteHeader(code) }
+
+func (d *doneWriter) Write(p []byte) (int, error) { d.done(); return d.ResponseWriter.Write(p) }
 
 func readAll(r *http.Request) ([]byte, error) {
 	var b bytes.Buffer
