@@ -144,34 +144,33 @@ func (b *Backend) send(ctx context.Context, name, method, target string, body []
 	}
 }
 
-// acquire takes n request slots.
-func (b *Backend) acquire(ctx context.Context, n int) error {
-	if n > 1 {
-		b.batchMu.Lock()
-		defer b.batchMu.Unlock()
+// acquire takes weight request slots of the mailbox, then of the
+// AppLimit; the returned release gives them back.
+func (b *Backend) acquire(ctx context.Context, weight int) (func(), error) {
+	n, err := b.mailbox.acquire(ctx, weight)
+	if err != nil {
+		return nil, err
 	}
-	for i := range n {
-		select {
-		case b.sem <- struct{}{}:
-		case <-ctx.Done():
-			b.release(i)
-			return fmt.Errorf("waiting for a request slot: %w", ctx.Err())
+	m := 0
+	if b.opts.AppLimit != nil {
+		if m, err = b.opts.AppLimit.acquire(ctx, weight); err != nil {
+			b.mailbox.release(n)
+			return nil, err
 		}
 	}
-	return nil
-}
-
-func (b *Backend) release(n int) {
-	for range n {
-		<-b.sem
-	}
+	return func() {
+		if m > 0 {
+			b.opts.AppLimit.release(m)
+		}
+		b.mailbox.release(n)
+	}, nil
 }
 
 // attempt sends the request once. On success the slots are released when
 // the body is closed (a streamed $value is in flight until then).
 func (b *Backend) attempt(ctx, outer context.Context, name, method, u string, body []byte, contentType, prefer string, weight int) (*http.Response, error) {
-	weight = min(weight, b.opts.MaxConcurrent)
-	if err := b.acquire(ctx, weight); err != nil {
+	release, err := b.acquire(ctx, weight)
+	if err != nil {
 		return nil, err
 	}
 	actx, cancel := context.WithTimeout(ctx, b.opts.CallTimeout)
@@ -185,7 +184,7 @@ func (b *Backend) attempt(ctx, outer context.Context, name, method, u string, bo
 	if err != nil {
 		cancel()
 		scancel()
-		b.release(weight)
+		release()
 		return nil, err
 	}
 	p := preferImmutable
@@ -213,7 +212,7 @@ func (b *Backend) attempt(ctx, outer context.Context, name, method, u string, bo
 		}
 		ev.Err(err).Msg("graph: request")
 		scancel()
-		b.release(weight)
+		release()
 		return nil, err
 	}
 	ev.Int("status", resp.StatusCode).Str("request_id", resp.Header.Get("request-id")).Msg("graph: request")
@@ -221,10 +220,10 @@ func (b *Backend) attempt(ctx, outer context.Context, name, method, u string, bo
 		err := readError(resp)
 		resp.Body.Close()
 		scancel()
-		b.release(weight)
+		release()
 		return nil, err
 	}
-	resp.Body = &slotBody{ReadCloser: resp.Body, done: func() { scancel(); b.release(weight) }}
+	resp.Body = &slotBody{ReadCloser: resp.Body, done: func() { scancel(); release() }}
 	return resp, nil
 }
 

@@ -44,7 +44,8 @@
 //
 // Throttling: every request passes one gate per Backend: at most
 // MaxConcurrent (4, Graph's per-mailbox limit) in flight, a $batch
-// counting as 4 (Graph runs its items 4 at a time); 429, 503 and 504
+// counting as 4 (Graph runs its items 4 at a time), and optionally an
+// AppLimit shared by the mailboxes of one app; 429, 503 and 504
 // are retried after Retry-After (seconds, possibly fractional) plus
 // jitter, else exponential backoff with jitter. A request that cannot
 // finish before the caller's deadline fails at once with
@@ -168,6 +169,11 @@ type Options struct {
 	VerifyLimit   int64
 	PageSize      int
 
+	// AppLimit, if set, also bounds the requests in flight of every
+	// Backend sharing it: one app registration serving many mailboxes
+	// (Graph's concurrency limit may be per app, GRAPH.md §11).
+	AppLimit *Limit
+
 	// OnCall, if set, is called after every request with its name
 	// ("delta", "value", "batch", ...). It must be quick.
 	OnCall func(name string)
@@ -182,8 +188,7 @@ type Backend struct {
 	hc       *http.Client
 	base     *url.URL
 	mbPath   string // "me" or "users/{address}", escaped
-	sem      chan struct{}
-	batchMu  sync.Mutex // serialises taking every slot for a $batch
+	mailbox  *Limit // MaxConcurrent requests in flight
 	log      zerolog.Logger
 	calls    atomic.Int64
 	backoffs atomic.Int64
@@ -207,6 +212,39 @@ var (
 	errFolderNotFound                    = &proxy.Error{Code: proxy.CodeSysPerm, Text: "The configured Graph folder does not exist; check the folder setting"}
 	errBadLink                           = errors.New("graph: a nextLink or deltaLink points outside the API endpoint")
 )
+
+// Limit bounds the requests in flight of the Backends that share it.
+type Limit struct {
+	mu  sync.Mutex // serialises taking several slots
+	sem chan struct{}
+}
+
+// NewLimit returns a Limit of n requests in flight (at least 1).
+func NewLimit(n int) *Limit { return &Limit{sem: make(chan struct{}, max(n, 1))} }
+
+// acquire takes n slots (at most the Limit's size).
+func (l *Limit) acquire(ctx context.Context, n int) (int, error) {
+	n = min(n, cap(l.sem))
+	if n > 1 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+	}
+	for i := range n {
+		select {
+		case l.sem <- struct{}{}:
+		case <-ctx.Done():
+			l.release(i)
+			return 0, fmt.Errorf("waiting for a request slot: %w", ctx.Err())
+		}
+	}
+	return n, nil
+}
+
+func (l *Limit) release(n int) {
+	for range n {
+		<-l.sem
+	}
+}
 
 // Stats counts the requests a Backend made.
 type Stats struct {
@@ -274,7 +312,7 @@ func New(opts Options) (*Backend, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	b := &Backend{opts: opts, base: base, mbPath: mb, sem: make(chan struct{}, opts.MaxConcurrent), folders: map[string]string{}}
+	b := &Backend{opts: opts, base: base, mbPath: mb, mailbox: NewLimit(opts.MaxConcurrent), folders: map[string]string{}}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.log = zerolog.Nop()
 	if opts.Logger != nil {

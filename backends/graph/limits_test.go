@@ -328,3 +328,30 @@ func TestUnfetchableMessage(t *testing.T) {
 	quit(t, c)
 	t.Logf("graph: a message whose $value was refused (400) was left out without holding back the others, and offered once readable")
 }
+
+func TestAppLimit(t *testing.T) {
+	fake := graphtest.Start(t)
+	for i := range 20 {
+		fake.Add("inbox", msg(i))
+		fake.Add("archive", msg(100+i))
+	}
+	fake.SetLatency(10 * time.Millisecond)
+	app := graph.NewLimit(2)
+	f := newFixture(t, fake, func(o *graph.Options) { o.AppLimit = app })
+	g := newFixture(t, fake, func(o *graph.Options) { o.AppLimit = app; o.Folder = "archive"; o.Account = "bob" })
+	var wg sync.WaitGroup
+	for _, x := range []*fixture{f, g} {
+		wg.Go(func() {
+			c := x.login()
+			if l := list(t, c); len(l.uids) != 20 {
+				t.Errorf("%d messages", len(l.uids))
+			}
+			quit(t, c)
+		})
+	}
+	wg.Wait()
+	if p := fake.MaxInFlight(); p > 2 {
+		t.Errorf("two mailboxes sharing an app limit of 2 had %d requests in flight", p)
+	}
+	t.Logf("graph: two mailboxes sharing an app-wide limit of 2 kept at most %d requests in flight", fake.MaxInFlight())
+}
