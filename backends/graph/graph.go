@@ -111,7 +111,7 @@ const (
 	DefaultMaxAttempts   = 6
 	DefaultLoginWait     = 8 * time.Second
 	DefaultVerifyLimit   = 8 << 20
-	DefaultPageSize      = 200
+	DefaultPageSize      = 500
 	maxBackoff           = 32 * time.Second
 )
 
