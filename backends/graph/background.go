@@ -353,11 +353,17 @@ func (b *Backend) learn(fs []fetched) error {
 	return nil
 }
 
-// SyncProgress says how far the background sizing got.
+// SyncProgress says how far the background sizing got. While it runs,
+// ETA extrapolates the rate seen so far (once 10 messages took at least
+// half a second); it is 0 before.
 func (b *Backend) SyncProgress() proxy.SyncProgress {
 	b.bg.mu.Lock()
-	defer b.bg.mu.Unlock()
-	return b.bg.prog
+	p := b.bg.prog
+	b.bg.mu.Unlock()
+	if elapsed := time.Since(p.Started); p.Running && p.Done >= 10 && elapsed >= 500*time.Millisecond {
+		p.ETA = time.Duration(float64(elapsed) / float64(p.Done) * float64(max(p.Total-p.Done, 0)))
+	}
+	return p
 }
 
 // Sync brings the Store up to date with the folder and sizes every

@@ -44,9 +44,10 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	cands := b.candidates(st)
 	need := len(b.needing(st))
 	if need > 0 {
-		if err := m.wait(ctx, start); err != nil {
+		if err := m.wait(ctx, start, len(cands)-need); err != nil {
 			return nil, err
 		}
 		if st, err = b.load(); err != nil {
@@ -70,34 +71,52 @@ func (m *mailbox) List(ctx context.Context) ([]proxy.MessageInfo, error) {
 	return out, nil
 }
 
-// wait starts the background sizing and waits for it until it ends,
-// LoginWait after start (at least a second from now), or a second before
-// ctx's deadline. A permanent sizing failure fails the login.
-func (m *mailbox) wait(ctx context.Context, start time.Time) error {
+// wait starts the background sizing and waits for it: until it ends,
+// LoginWait after start (at least a second from now, and a second before
+// ctx's deadline), or, as soon as there is something to offer (ready
+// messages, or after a second of sizing), until the sizing cannot finish
+// in that time anyway, as the Gmail backend does. A permanent sizing
+// failure fails the login.
+func (m *mailbox) wait(ctx context.Context, start time.Time, ready int) error {
 	b := m.b
 	idle := b.kick()
+	now := time.Now()
 	until := start.Add(b.opts.LoginWait)
-	if least := time.Now().Add(time.Second); until.Before(least) {
+	if least := now.Add(time.Second); until.Before(least) {
 		until = least
 	}
 	if d, ok := ctx.Deadline(); ok && d.Add(-time.Second).Before(until) {
 		until = d.Add(-time.Second)
 	}
+	hopeless := now.Add(time.Second)
+	if ready > 0 {
+		hopeless = now
+	}
 	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
-	select {
-	case <-idle:
-		if err := b.SyncProgress().Err; err != nil {
-			var pe *proxy.Error
-			if errors.As(err, &pe) && pe.Code == proxy.CodeSysPerm {
-				return err
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-idle:
+			if err := b.SyncProgress().Err; err != nil {
+				var pe *proxy.Error
+				if errors.As(err, &pe) && pe.Code == proxy.CodeSysPerm {
+					return err
+				}
+				b.log.Warn().Err(err).Msg("graph: sizing failed; offering the messages already sized")
 			}
-			b.log.Warn().Err(err).Msg("graph: sizing failed; offering the messages already sized")
+			return nil
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		case now := <-tick.C:
+			if p := b.SyncProgress(); p.ETA > 0 && !now.Before(hopeless) && now.Add(p.ETA).After(until) {
+				return nil
+			}
 		}
-	case <-t.C:
-	case <-ctx.Done():
 	}
-	return nil
 }
 
 func (m *mailbox) rec(uid string) (rec, error) {
