@@ -17,6 +17,7 @@ import (
 	"github.com/popbridge/popbridge/backends/graph"
 	"github.com/popbridge/popbridge/backends/graph/graphtest"
 	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 )
 
@@ -133,7 +134,7 @@ func TestTokenRotationAndRejection(t *testing.T) {
 	fake := graphtest.Start(t)
 	fake.Add("inbox", msg(1))
 	second := fake.Add("inbox", msg(2))
-	cfg, err := oauth.Config{Provider: oauth.Custom, ClientID: graphtest.ClientID, AuthURL: fake.URL + "/consumers/oauth2/v2.0/authorize",
+	cfg, err := oauth.Config{Provider: modes.ProviderCustom, ClientID: graphtest.ClientID, AuthURL: fake.URL + "/consumers/oauth2/v2.0/authorize",
 		TokenURL: fake.TokenURL("consumers"), Scopes: []string{"offline_access", "Mail.ReadWrite"}}.OAuth2("graph")
 	if err != nil {
 		t.Fatal(err)
