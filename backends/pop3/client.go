@@ -854,6 +854,25 @@ func (d *dotReader) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 	r := d.c.r
 	// more: the buffer holds no complete line, so read first.
 	more := r.Buffered() == 0
+	if !more {
+		// The buffer holds the start of the message, the rest of a read
+		// that ended the previous one: top it up until it holds the end
+		// or is nearly full, so that a small message goes out in one
+		// write instead of two or three. The upstream sent the rest
+		// already when the RETR went ahead.
+		for from := 0; ; {
+			b, _ := r.Peek(r.Buffered())
+			if len(b) > r.Size()-8<<10 || hasEnd(b, from) {
+				break
+			}
+			from = max(len(b)-3, 0)
+			d.c.conn.SetReadDeadline(time.Now().Add(d.c.timeout))
+			if _, err := r.Peek(len(b) + 1); err != nil {
+				_, err = d.fail(err)
+				return 0, false, err
+			}
+		}
+	}
 	for {
 		if more {
 			d.c.conn.SetReadDeadline(time.Now().Add(d.c.timeout))
@@ -905,6 +924,31 @@ type endWriter interface {
 }
 
 var crlf = []byte("\r\n")
+
+// hasEnd reports whether b, the start of a multi-line reply's body,
+// holds its terminating line, in any form Read accepts (".\r\n", ".\n"),
+// on a line that starts at from or later. When it does not, the server
+// has more to send.
+func hasEnd(b []byte, from int) bool {
+	if from == 0 && isEnd(b) {
+		return true
+	}
+	for i := max(from-1, 0); ; {
+		j := bytes.Index(b[i:], dotLine)
+		if j < 0 {
+			return false
+		}
+		i += j + 1 // a line that starts with "."
+		if isEnd(b[i:]) {
+			return true
+		}
+	}
+}
+
+// isEnd reports whether l starts with the terminating line.
+func isEnd(l []byte) bool {
+	return len(l) >= 2 && l[0] == '.' && (l[1] == '\n' || len(l) >= 3 && l[1] == '\r' && l[2] == '\n')
+}
 
 // wireLines returns the length of the complete lines at the start of b
 // that may be sent as they are (CRLF-terminated, no other CR or LF), and

@@ -334,6 +334,7 @@ type mailbox struct {
 	account string
 	list    []proxy.MessageInfo
 	byUID   map[string]*msg
+	byIndex []*msg // byUID's messages in the order of list
 	quit    bool   // Delete sent QUIT
 	release func() // the Store's Hold on the account
 	// aheadLo and aheadHi are the listing indexes [lo, hi) of the
@@ -426,6 +427,7 @@ func (m *mailbox) snapshot(ctx context.Context) error {
 
 	m.byUID = make(map[string]*msg, len(entries))
 	m.list = make([]proxy.MessageInfo, 0, len(entries))
+	m.byIndex = make([]*msg, 0, len(entries))
 	keys := make([]string, 0, len(entries))
 	for _, e := range entries {
 		keys = append(keys, e.key)
@@ -440,7 +442,9 @@ func (m *mailbox) snapshot(ctx context.Context) error {
 		} else if s, ok := m.b.knownSize(m.account, e.key); ok {
 			size = s
 		}
-		m.byUID[e.uid] = &msg{n: e.n, key: e.key, size: size, i: len(m.list)}
+		ms := &msg{n: e.n, key: e.key, size: size, i: len(m.list)}
+		m.byUID[e.uid] = ms
+		m.byIndex = append(m.byIndex, ms)
 		m.list = append(m.list, proxy.MessageInfo{UID: e.uid, Size: size})
 	}
 	if snap != nil {
@@ -597,8 +601,8 @@ func (m *mailbox) retrAhead(ms *msg) {
 	}
 	want := min(1<<min(m.streak, 16), aheadCount)
 	var bytes int64
-	for _, mi := range m.list[m.aheadLo:m.aheadHi] {
-		bytes += m.byUID[mi.UID].size
+	for _, ms := range m.byIndex[m.aheadLo:m.aheadHi] {
+		bytes += ms.size
 	}
 	// Top up in batches: while at least half the window is still on its
 	// way, wait, so that one write carries several RETRs instead of one
@@ -609,7 +613,7 @@ func (m *mailbox) retrAhead(ms *msg) {
 	var ns []int
 	hi := m.aheadHi
 	for ; hi < len(m.list) && hi-m.aheadLo < want; hi++ {
-		next := m.byUID[m.list[hi].UID]
+		next := m.byIndex[hi]
 		if next.size > aheadMax || bytes+next.size > aheadBytes {
 			break
 		}
