@@ -694,6 +694,9 @@ func (c *counted) eof() {
 	}
 }
 
+// counted passes the upstream's wire form through when it can.
+var _ proxy.WireWriterTo = (*counted)(nil)
+
 // WriteWireTo is the stream's WriteWireTo (see dotReader), counted: the
 // lines it writes are complete CRLF lines, counted as they are.
 func (c *counted) WriteWireTo(w io.Writer) (int64, bool, error) {
