@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/pop3wire"
 )
 
 // memBackend is an in-memory Backend whose fields inject failures.
@@ -157,6 +160,7 @@ type client struct {
 	t  *testing.T
 	c  net.Conn
 	br *bufio.Reader
+	r  *pop3wire.Reader // reads br
 }
 
 func dial(t *testing.T, addr string) *client {
@@ -171,7 +175,8 @@ func dial(t *testing.T, addr string) *client {
 
 func newClient(t *testing.T, c net.Conn) *client {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	return &client{t: t, c: c, br: bufio.NewReader(c)}
+	br := bufio.NewReader(c)
+	return &client{t: t, c: c, br: br, r: pop3wire.NewReader(br, 64<<20)}
 }
 
 func (cl *client) send(s string) {
@@ -183,14 +188,14 @@ func (cl *client) send(s string) {
 
 func (cl *client) line() string {
 	cl.t.Helper()
-	l, err := cl.br.ReadString('\n')
+	l, err := cl.r.ReadLineEnd()
 	if err != nil {
-		cl.t.Fatalf("read: %v (got %q)", err, l)
+		cl.t.Fatalf("read: %v", err)
 	}
-	if !strings.HasSuffix(l, "\r\n") {
+	if !bytes.HasSuffix(l, []byte("\r\n")) {
 		cl.t.Fatalf("line %q does not end in CRLF", l)
 	}
-	return strings.TrimSuffix(l, "\r\n")
+	return string(l[:len(l)-2])
 }
 
 // multi reads a multi-line body up to the final ".", unstuffed, lines
@@ -199,11 +204,11 @@ func (cl *client) multi() string {
 	cl.t.Helper()
 	var b strings.Builder
 	for {
-		l := cl.line()
-		if l == "." {
+		l, last := pop3wire.Unstuff([]byte(cl.line()))
+		if last {
 			return b.String()
 		}
-		b.WriteString(strings.TrimPrefix(l, "."))
+		b.Write(l)
 		b.WriteString("\r\n")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/pop3wire"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -85,7 +86,7 @@ func (f *fake) note(list *[]string, s string) {
 func (f *fake) serve(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	r := bufio.NewReader(c)
+	r := pop3wire.NewReader(bufio.NewReader(c), 0) // command lines, bounded
 	w := bufio.NewWriter(c)
 	out := func(s string) { w.WriteString(s + "\r\n"); w.Flush() }
 	out("+OK fake ready")
@@ -93,11 +94,11 @@ func (f *fake) serve(c net.Conn) {
 	var user string
 	marked := map[int]bool{}
 	for {
-		line, err := r.ReadString('\n')
+		l, err := r.ReadLine()
 		if err != nil {
 			return
 		}
-		line = strings.TrimRight(line, "\r\n")
+		line := string(l)
 		f.note(&f.commands, line)
 		kw, arg, _ := strings.Cut(line, " ")
 		switch strings.ToUpper(kw) {
@@ -142,11 +143,11 @@ func (f *fake) serve(c net.Conn) {
 			}
 			if !inline {
 				out("+ ")
-				l, err := r.ReadString('\n')
+				l, err := r.ReadLine()
 				if err != nil {
 					return
 				}
-				ir = strings.TrimRight(l, "\r\n")
+				ir = string(l)
 			}
 			raw, err := base64.StdEncoding.DecodeString(ir)
 			if err != nil {
@@ -158,12 +159,12 @@ func (f *fake) serve(c net.Conn) {
 				// Google's error challenge; the client must answer with
 				// an empty line before it gets the -ERR.
 				out("+ " + base64.StdEncoding.EncodeToString([]byte(`{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`)))
-				l, err := r.ReadString('\n')
+				l, err := r.ReadLineEnd()
 				if err != nil {
 					return
 				}
-				if l != "\r\n" {
-					f.note(&f.desync, "answer to error challenge: "+strconv.Quote(l))
+				if string(l) != "\r\n" {
+					f.note(&f.desync, "answer to error challenge: "+strconv.Quote(string(l)))
 				}
 				out("-ERR [AUTH] Invalid credentials")
 				continue

@@ -13,7 +13,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"io"
 	"strings"
 )
 
@@ -53,8 +52,9 @@ func (r *Reader) max() int {
 
 // ReadLineEnd reads one line and returns it with its line end as sent:
 // CRLF, or a bare LF. It is valid until the next read. A line longer
-// than the bound gives ErrLineTooLong; the end of the input gives io.EOF
-// before the first octet and io.ErrUnexpectedEOF within a line.
+// than the bound gives ErrLineTooLong; the end of the input before the
+// line end gives io.EOF, as bufio does (the octets of a line cut short
+// are dropped).
 func (r *Reader) ReadLineEnd() ([]byte, error) {
 	r.long = r.long[:0]
 	for {
@@ -66,8 +66,6 @@ func (r *Reader) ReadLineEnd() ([]byte, error) {
 		case err == bufio.ErrBufferFull:
 			r.long = append(r.long, l...)
 			continue
-		case err == io.EOF && len(r.long)+len(l) > 0:
-			return nil, io.ErrUnexpectedEOF
 		case err != nil:
 			return nil, err
 		case len(r.long) > 0:

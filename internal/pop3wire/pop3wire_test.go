@@ -26,7 +26,7 @@ func TestReadLine(t *testing.T) {
 		{in: "+OK a\r\n-ERR b\nc\r\r\n", want: []string{"+OK a", "-ERR b", "c\r"}, err: io.EOF},
 		{in: long + "\r\n" + long + "\r\n", max: 102, want: []string{long, long}, err: io.EOF},
 		{in: long + "\r\n", max: 101, err: ErrLineTooLong},
-		{in: "+OK\r\npartial", want: []string{"+OK"}, err: io.ErrUnexpectedEOF},
+		{in: "+OK\r\npartial", want: []string{"+OK"}, err: io.EOF},
 		{in: "", err: io.EOF},
 	} {
 		// A buffer smaller than the lines too: they are gathered.
@@ -62,7 +62,7 @@ func TestReadLineEnd(t *testing.T) {
 			t.Fatalf("%q, %v; want %q", l, err, want)
 		}
 	}
-	if _, err := r.ReadLineEnd(); err != io.ErrUnexpectedEOF {
+	if _, err := r.ReadLineEnd(); err != io.EOF {
 		t.Fatalf("line without its end: %v", err)
 	}
 }
@@ -130,7 +130,7 @@ func TestReadLines(t *testing.T) {
 		t.Fatalf("fn's error: %v", err)
 	}
 	r = NewReader(reader("a\r\nb", 16), 0)
-	if err := r.ReadLines(func([]byte) error { return nil }); err != io.ErrUnexpectedEOF {
+	if err := r.ReadLines(func([]byte) error { return nil }); err != io.EOF {
 		t.Fatalf("cut: %v", err)
 	}
 }
