@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/pop3wire"
 )
 
 // tls10 is a client that speaks TLS 1.0 only, as old mail clients do.
@@ -31,10 +33,10 @@ func popOverTLS(addr string, stls bool, cc *tls.Config) (uint16, error) {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	if stls {
-		r := bufio.NewReader(nc)
-		r.ReadString('\n')
+		r := pop3wire.NewReader(bufio.NewReader(nc), 0)
+		r.ReadLine()
 		nc.Write([]byte("STLS\r\n"))
-		if s, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(s, "+OK") {
+		if st, _, err := r.ReadStatus(); err != nil || !st.OK {
 			return 0, &net.OpError{Op: "STLS", Err: os.ErrInvalid}
 		}
 	}
@@ -42,13 +44,13 @@ func popOverTLS(addr string, stls bool, cc *tls.Config) (uint16, error) {
 	if err := tc.Handshake(); err != nil {
 		return 0, err
 	}
-	r := bufio.NewReader(tc)
+	r := pop3wire.NewReader(bufio.NewReader(tc), 0)
 	if !stls {
-		r.ReadString('\n') // greeting
+		r.ReadLine() // greeting
 	}
 	for _, cmd := range []string{"USER alice", "PASS s3cret", "QUIT"} {
 		tc.Write([]byte(cmd + "\r\n"))
-		if s, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(s, "+OK") {
+		if st, _, err := r.ReadStatus(); err != nil || !st.OK {
 			return 0, &net.OpError{Op: cmd, Err: os.ErrInvalid}
 		}
 	}
