@@ -23,15 +23,21 @@ var benchWire = func() string {
 	return b.String()
 }()
 
-// repeatReader yields s over and over.
+// repeatReader yields s over and over, in reads of up to 16 KiB that
+// end anywhere, as from a socket.
 type repeatReader struct {
 	s   string
 	off int
 }
 
 func (r *repeatReader) Read(p []byte) (int, error) {
-	n := copy(p, r.s[r.off:])
-	r.off = (r.off + n) % len(r.s)
+	p = p[:min(len(p), 16<<10)]
+	n := 0
+	for n < len(p) {
+		k := copy(p[n:], r.s[r.off:])
+		r.off = (r.off + k) % len(r.s)
+		n += k
+	}
 	return n, nil
 }
 

@@ -126,10 +126,11 @@ type EndWriter interface {
 // beginning of a line. A read error is returned and kept (Err); a write
 // error is returned only.
 //
-// When the buffer holds the start of the message only (the rest of a
-// read that ended the previous one), it is topped up until it holds the
-// end or is nearly full, so that a small message goes out in one write
-// instead of two or three; a pipelining client has the rest on its way.
+// When the buffer holds the start of the message already (the rest of a
+// read that ended the previous one), it reads on until the buffer holds
+// the end or is nearly full before it writes, so that a small message
+// goes out in one write instead of two or three; a pipelining client has
+// the rest on its way. The lines are checked once, as they come.
 func (d *Body) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 	if d.err != nil {
 		return 0, false, d.err
@@ -141,20 +142,12 @@ func (d *Body) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 		return 0, false, nil
 	}
 	r := d.r
-	// more: the buffer holds no complete line, so read first.
+	// more: read before looking at the buffer. topUp: no write yet, the
+	// buffer started with the message's start.
 	more := r.Buffered() == 0
-	if !more {
-		for from := 0; ; {
-			b, _ := r.Peek(r.Buffered())
-			if len(b) > r.Size()-8<<10 || hasEnd(b, from) {
-				break
-			}
-			from = max(len(b)-3, 0)
-			if _, err := r.Peek(len(b) + 1); err != nil {
-				return 0, false, d.fail(err)
-			}
-		}
-	}
+	topUp := !more
+	// b[:n] are checked lines, dots of them stuffed.
+	n, dots := 0, 0
 	for {
 		if more {
 			want := r.Buffered() + 1
@@ -165,9 +158,10 @@ func (d *Body) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 				return msg, false, d.fail(err)
 			}
 		}
-		// Take all that is buffered.
+		// Check what came since the last look.
 		b, _ := r.Peek(r.Buffered())
-		n, dots, term := wireLines(b)
+		k, kd, term := wireLines(b[n:])
+		n, dots = n+k, dots+kd
 		if ew, ok := w.(EndWriter); ok && term {
 			// The last lines and the end together.
 			err := ew.WriteEnd(b[:n])
@@ -175,20 +169,27 @@ func (d *Body) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 			d.done = true
 			return msg + int64(n-dots), true, err
 		}
+		bad := !term && n < len(b) && bytes.IndexByte(b[n:], '\n') >= 0 // a complete line that needs a change
+		if topUp && !term && !bad && len(b) <= r.Size()-8<<10 {
+			more = true // the end is still to come: read on first
+			continue
+		}
+		topUp = false
 		if n > 0 {
 			if _, err := w.Write(b[:n]); err != nil {
 				return msg, false, err
 			}
 			r.Discard(n)
 			msg += int64(n - dots)
+			n, dots = 0, 0
 		}
 		if term {
 			r.Discard(3)
 			d.done = true
 			return msg, true, nil
 		}
-		if n < len(b) && bytes.IndexByte(b[n:], '\n') >= 0 {
-			return msg, false, nil // a complete line that needs a change
+		if bad {
+			return msg, false, nil
 		}
 		// Only an incomplete line, or nothing, is left: read more.
 		more = true
@@ -196,31 +197,6 @@ func (d *Body) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 }
 
 var crlf = []byte("\r\n")
-
-// hasEnd reports whether b, the start of a multi-line reply's body,
-// holds its terminating line, in any form Read accepts (".\r\n", ".\n"),
-// on a line that starts at from or later. When it does not, the server
-// has more to send.
-func hasEnd(b []byte, from int) bool {
-	if from == 0 && isEnd(b) {
-		return true
-	}
-	for i := max(from-1, 0); ; {
-		j := bytes.Index(b[i:], dotLine)
-		if j < 0 {
-			return false
-		}
-		i += j + 1 // a line that starts with "."
-		if isEnd(b[i:]) {
-			return true
-		}
-	}
-}
-
-// isEnd reports whether l starts with the terminating line.
-func isEnd(l []byte) bool {
-	return len(l) >= 2 && l[0] == '.' && (l[1] == '\n' || len(l) >= 3 && l[1] == '\r' && l[2] == '\n')
-}
 
 // wireLines returns the length of the complete lines at the start of b
 // that may be sent as they are (CRLF-terminated, no other CR or LF), and
