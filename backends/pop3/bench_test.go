@@ -51,11 +51,21 @@ func smallWire(seed, size int) string {
 // message (ns/msg) is mostly the relay's; client-writes/msg counts the
 // relay's writes to the client.
 func BenchmarkRelaySmall(b *testing.B) {
+	benchRelay(b, func(i int) int { return (10 + (i*7)%51) * 1000 })
+}
+
+// BenchmarkRelayLarge is BenchmarkRelaySmall with 256 KiB messages.
+func BenchmarkRelayLarge(b *testing.B) {
+	benchRelay(b, func(int) int { return 256 << 10 })
+}
+
+// benchRelay runs sessions that retrieve 40 messages of size(i) octets.
+func benchRelay(b *testing.B, size func(i int) int) {
 	const n = 40
 	var msgs []fakeMsg
 	total := 0
 	for i := 1; i <= n; i++ {
-		w := smallWire(i, (10+(i*7)%51)*1000)
+		w := smallWire(i, size(i))
 		total += len(w)
 		msgs = append(msgs, fakeMsg{uidl: fmt.Sprintf("m%d", i), listSize: int64(len(unstuffWire(w))), wire: w})
 	}

@@ -560,6 +560,9 @@ func (m *mailbox) open(ctx context.Context, uid string, keep bool) (io.ReadClose
 			}
 			return nil, m.b.upstreamErr("RETR", err)
 		}
+		if d, ok := rc.(*dotReader); ok {
+			d.body.SetSize(ms.size) // a large message streams at once
+		}
 		cr := &counted{r: rc, m: m, uid: uid, ms: ms}
 		if !keep {
 			if inOrder {

@@ -17,6 +17,7 @@ type Body struct {
 	bol  bool  // at the beginning of a line
 	done bool  // the terminating line was read
 	err  error // sticky read error
+	size int64 // the expected size (SetSize); 0 if unknown
 }
 
 // NewBody returns the Body that starts at r's position.
@@ -29,6 +30,11 @@ func NewBody(r *bufio.Reader) *Body {
 func (d *Body) Reset(r *bufio.Reader) {
 	*d = Body{r: r, bol: true}
 }
+
+// SetSize tells the Body the message's expected size, such as its LIST
+// size: WriteWireTo then tops its buffer up only for a message that
+// fits it, and streams a larger one as it comes (see WriteWireTo).
+func (d *Body) SetSize(n int64) { d.size = n }
 
 // Done reports whether the terminating line was read.
 func (d *Body) Done() bool { return d.done }
@@ -130,7 +136,8 @@ type EndWriter interface {
 // read that ended the previous one), it reads on until the buffer holds
 // the end or is nearly full before it writes, so that a small message
 // goes out in one write instead of two or three; a pipelining client has
-// the rest on its way. The lines are checked once, as they come.
+// the rest on its way. With SetSize, only a message that fits the buffer
+// waits so. The lines are checked once, as they come.
 func (d *Body) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 	if d.err != nil {
 		return 0, false, d.err
@@ -145,7 +152,8 @@ func (d *Body) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 	// more: read before looking at the buffer. topUp: no write yet, the
 	// buffer started with the message's start.
 	more := r.Buffered() == 0
-	topUp := !more
+	room := r.Size() - 8<<10
+	topUp := !more && d.size <= int64(room)
 	// b[:n] are checked lines, dots of them stuffed.
 	n, dots := 0, 0
 	for {
@@ -170,7 +178,7 @@ func (d *Body) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 			return msg + int64(n-dots), true, err
 		}
 		bad := !term && n < len(b) && bytes.IndexByte(b[n:], '\n') >= 0 // a complete line that needs a change
-		if topUp && !term && !bad && len(b) <= r.Size()-8<<10 {
+		if topUp && !term && !bad && len(b) <= room {
 			more = true // the end is still to come: read on first
 			continue
 		}

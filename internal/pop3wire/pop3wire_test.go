@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func reader(s string, size int) *bufio.Reader {
@@ -301,4 +302,69 @@ func FuzzBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// notifyWriter reports its first Write.
+type notifyWriter struct {
+	bytes.Buffer
+	first chan struct{}
+}
+
+func (w *notifyWriter) Write(b []byte) (int, error) {
+	select {
+	case w.first <- struct{}{}:
+	default:
+	}
+	return w.Buffer.Write(b)
+}
+
+// TestWriteWireToLargeStreams: the start of a message buffered with its
+// status line is held back until the rest comes when the message's size
+// is unknown or fits the buffer, so that it goes out in one write; a
+// message larger than the buffer (SetSize) streams at once instead of
+// waiting for a buffer's worth.
+func TestWriteWireToLargeStreams(t *testing.T) {
+	start := strings.Repeat("a line\r\n", 100)
+	for _, tc := range []struct {
+		size   int64
+		stream bool
+	}{{0, false}, {2000, false}, {1 << 20, true}} {
+		pr, pw := io.Pipe()
+		br := bufio.NewReaderSize(pr, 64<<10)
+		go pw.Write([]byte("+OK\r\n" + start))
+		if l, err := NewReader(br, 0).ReadLine(); err != nil || string(l) != "+OK" {
+			t.Fatalf("status %q, %v", l, err)
+		}
+		d := NewBody(br)
+		d.SetSize(tc.size)
+		w := &notifyWriter{first: make(chan struct{}, 1)}
+		done := make(chan error, 1)
+		go func() {
+			_, eof, err := d.WriteWireTo(w)
+			if err == nil && !eof {
+				err = errors.New("no end")
+			}
+			done <- err
+		}()
+		wait := 200 * time.Millisecond // for a write that should not come
+		if tc.stream {
+			wait = 5 * time.Second
+		}
+		streamed := false
+		select {
+		case <-w.first:
+			streamed = true
+		case <-time.After(wait):
+		}
+		pw.Write([]byte("the end\r\n.\r\n"))
+		if err := <-done; err != nil {
+			t.Fatalf("size %d: %v", tc.size, err)
+		}
+		if streamed != tc.stream {
+			t.Errorf("size %d: the start written before the rest came: %v, want %v", tc.size, streamed, tc.stream)
+		}
+		if got := w.String(); got != start+"the end\r\n" {
+			t.Errorf("size %d: wrote %q", tc.size, clip(got))
+		}
+	}
 }
