@@ -512,7 +512,7 @@ func (c *conn) send(m *message, lines int) error {
 	dw := newDotWriter(w, lines)
 	eof := false
 	pw := &passWriter{w: w, conn: c.dw}
-	if ww, ok := rc.(wireWriterTo); ok && lines < 0 {
+	if ww, ok := rc.(WireWriterTo); ok && lines < 0 {
 		// Verified pass-through: the lines the stream vouches for go out
 		// as they are; Read and the dot-stuffer handle the rest.
 		var n int64

@@ -66,7 +66,7 @@
 // backend's fast paths. A
 // wrapper that must see one of those calls implements the interface
 // itself. A message stream may also carry its upstream's wire form
-// (the unexported wireWriterTo of dotstuff.go, found on the io.ReadCloser
+// (WireWriterTo, found on the io.ReadCloser
 // that Open returns); the relay backend's RETR then goes to the client
 // without being unstuffed and stuffed again. A Backend may implement
 // SyncReporter to tell how far it got learning a large maildrop.

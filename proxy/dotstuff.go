@@ -250,7 +250,7 @@ func (d *dotWriter) Close() error {
 	return err
 }
 
-// wireWriterTo is implemented by a backend's message stream that holds the
+// WireWriterTo is implemented by a backend's message stream that holds the
 // message in wire form already, dot-stuffed with CRLF line ends: a POP3
 // server's RETR reply. The proxy then copies those lines to the client as
 // they are, instead of unstuffing and stuffing them again.
@@ -265,7 +265,7 @@ func (d *dotWriter) Close() error {
 // stream may hand it the last lines and eof together: WriteEnd writes
 // them and the terminating line, in one write to the client where they
 // fit the buffer, instead of a second write for the "." alone.
-type wireWriterTo interface {
+type WireWriterTo interface {
 	WriteWireTo(w io.Writer) (msg int64, eof bool, err error)
 }
 

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	. "github.com/popbridge/popbridge/proxy"
 
 	"github.com/popbridge/popbridge/internal/memback"
+	"github.com/popbridge/popbridge/internal/pop3wire"
 	"github.com/popbridge/popbridge/internal/testcert"
 )
 
@@ -82,6 +84,7 @@ type client struct {
 	t  *testing.T
 	c  net.Conn
 	br *bufio.Reader
+	r  *pop3wire.Reader // reads br
 }
 
 func dial(t *testing.T, addr string) *client {
@@ -96,7 +99,8 @@ func dial(t *testing.T, addr string) *client {
 
 func newClient(t *testing.T, c net.Conn) *client {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	return &client{t: t, c: c, br: bufio.NewReader(c)}
+	br := bufio.NewReader(c)
+	return &client{t: t, c: c, br: br, r: pop3wire.NewReader(br, 64<<20)}
 }
 
 func (cl *client) send(s string) {
@@ -108,14 +112,14 @@ func (cl *client) send(s string) {
 
 func (cl *client) line() string {
 	cl.t.Helper()
-	l, err := cl.br.ReadString('\n')
+	l, err := cl.r.ReadLineEnd()
 	if err != nil {
-		cl.t.Fatalf("read: %v (got %q)", err, l)
+		cl.t.Fatalf("read: %v", err)
 	}
-	if !strings.HasSuffix(l, "\r\n") {
+	if !bytes.HasSuffix(l, []byte("\r\n")) {
 		cl.t.Fatalf("line %q does not end in CRLF", l)
 	}
-	return strings.TrimSuffix(l, "\r\n")
+	return string(l[:len(l)-2])
 }
 
 // multi reads a multi-line body up to the final ".", unstuffed, lines
@@ -124,11 +128,11 @@ func (cl *client) multi() string {
 	cl.t.Helper()
 	var b strings.Builder
 	for {
-		l := cl.line()
-		if l == "." {
+		l, last := pop3wire.Unstuff([]byte(cl.line()))
+		if last {
 			return b.String()
 		}
-		b.WriteString(strings.TrimPrefix(l, "."))
+		b.Write(l)
 		b.WriteString("\r\n")
 	}
 }

@@ -15,19 +15,10 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-)
 
-// TLSMode says how a Client secures its connection.
-type TLSMode string
-
-const (
-	// TLSImplicit starts TLS before the greeting (RFC 8314 §3, port 995).
-	TLSImplicit TLSMode = "implicit"
-	// TLSStartTLS upgrades a plain connection with STLS (RFC 2595 §4).
-	TLSStartTLS TLSMode = "starttls"
-	// TLSNone sends everything, passwords included, in clear text: for
-	// loopback tests only.
-	TLSNone TLSMode = "none"
+	"github.com/popbridge/popbridge/internal/modes"
+	"github.com/popbridge/popbridge/internal/pop3wire"
+	"github.com/popbridge/popbridge/proxy"
 )
 
 // Defaults for ClientOptions fields left zero.
@@ -39,14 +30,17 @@ const (
 // maxLine bounds a response line that is not part of a message: status
 // lines (RFC 2449 §4 allows 512 octets), CAPA, LIST and UIDL lines. It is
 // generous for servers that exceed the RFC, and keeps memory bounded.
-const maxLine = 8192
+const maxLine = pop3wire.MaxLine
 
 // ClientOptions configures Dial.
 type ClientOptions struct {
 	// Addr is the server's host:port.
 	Addr string
-	// TLS is the TLS mode; empty means TLSImplicit.
-	TLS TLSMode
+	// TLS is the TLS mode: modes.TLSImplicit (before the greeting, RFC
+	// 8314 §3, port 995), modes.TLSStartTLS (STLS, RFC 2595 §4) or
+	// modes.TLSNone (passwords in clear text: loopback tests only). Empty
+	// means modes.TLSImplicit.
+	TLS modes.TLS
 	// TLSConfig is used for implicit TLS and STLS. Nil means the system
 	// roots; an empty ServerName is taken from Addr's host.
 	TLSConfig *tls.Config
@@ -92,6 +86,7 @@ var ErrNoUIDL = errors.New("pop3: server does not support UIDL")
 type Client struct {
 	conn    net.Conn
 	r       *bufio.Reader
+	wr      *pop3wire.Reader // reads replies from r
 	w       *bufio.Writer
 	timeout time.Duration
 	isTLS   bool
@@ -117,10 +112,10 @@ func Dial(ctx context.Context, opts ClientOptions) (*Client, error) {
 	defer cancel()
 	mode := opts.TLS
 	if mode == "" {
-		mode = TLSImplicit
+		mode = modes.TLSImplicit
 	}
 	var conf *tls.Config
-	if mode != TLSNone {
+	if mode != modes.TLSNone {
 		conf = tlsConfig(opts.TLSConfig, opts.Addr)
 	}
 	var d net.Dialer
@@ -140,13 +135,13 @@ func Dial(ctx context.Context, opts ClientOptions) (*Client, error) {
 		return nil, err
 	}
 	switch mode {
-	case TLSImplicit:
+	case modes.TLSImplicit:
 		tc := tls.Client(conn, conf)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return fail(fmt.Errorf("pop3: TLS handshake with %s: %w", opts.Addr, err))
 		}
 		conn, c.isTLS = tc, true
-	case TLSStartTLS, TLSNone:
+	case modes.TLSStartTLS, modes.TLSNone:
 	default:
 		return fail(fmt.Errorf("pop3: unknown TLS mode %q", mode))
 	}
@@ -157,7 +152,7 @@ func Dial(ctx context.Context, opts ClientOptions) (*Client, error) {
 	if err := c.capa(ctx); err != nil {
 		return fail(err)
 	}
-	if mode == TLSStartTLS {
+	if mode == modes.TLSStartTLS {
 		if err := c.startTLS(ctx, conf); err != nil {
 			return fail(err)
 		}
@@ -184,8 +179,22 @@ func tlsConfig(conf *tls.Config, addr string) *tls.Config {
 
 func (c *Client) setConn(conn net.Conn) {
 	c.conn = conn
-	c.r = bufio.NewReaderSize(conn, 64<<10)
+	c.r = bufio.NewReaderSize(streamConn{c}, 64<<10)
+	c.wr = pop3wire.NewReader(c.r, maxLine)
 	c.w = bufio.NewWriterSize(conn, 4<<10)
+}
+
+// streamConn reads from the connection; while a message stream is open,
+// each read gets the command timeout as its deadline, however long the
+// message.
+type streamConn struct{ c *Client }
+
+func (s streamConn) Read(p []byte) (int, error) {
+	c := s.c
+	if c.stream != nil {
+		c.conn.SetReadDeadline(time.Now().Add(c.timeout))
+	}
+	return c.conn.Read(p)
 }
 
 // startTLS sends STLS and performs the handshake; capabilities learnt
@@ -533,7 +542,8 @@ func (c *Client) message(ctx context.Context, kw, line string) (io.ReadCloser, e
 	if _, err := c.cmd(ctx, kw, line); err != nil {
 		return nil, err
 	}
-	d := &dotReader{c: c, bol: true}
+	d := &dotReader{c: c}
+	d.body.Reset(c.r)
 	d.stop = context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
 	c.stream = d
 	return d, nil
@@ -637,30 +647,22 @@ func (c *Client) sendSecret(line, shown string) error {
 // readLine reads one response line of at most maxLine octets, without
 // its line end. The result is valid until the next read.
 func (c *Client) readLine() ([]byte, error) {
-	var long []byte
-	for {
-		l, err := c.r.ReadSlice('\n')
-		if err == bufio.ErrBufferFull || (err == nil && long != nil) {
-			long = append(long, l...)
-			if len(long) > maxLine {
-				return nil, c.broken(errors.New("pop3: response line too long"))
-			}
-			if err != nil {
-				continue
-			}
-			l = long
-		} else if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, c.broken(fmt.Errorf("pop3: read: %w", err))
-		}
-		if len(l) > maxLine {
-			return nil, c.broken(errors.New("pop3: response line too long"))
-		}
-		l = bytes.TrimSuffix(l[:len(l)-1], []byte("\r"))
-		return l, nil
+	l, err := c.wr.ReadLine()
+	if err != nil {
+		return nil, c.readErr(err)
 	}
+	return l, nil
+}
+
+// readErr breaks the Client with a read error of the codec.
+func (c *Client) readErr(err error) error {
+	if err == pop3wire.ErrLineTooLong {
+		return c.broken(errors.New("pop3: response line too long"))
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return c.broken(fmt.Errorf("pop3: read: %w", err))
 }
 
 // cmd sends line (nothing when line is empty: the greeting) and reads a
@@ -693,10 +695,11 @@ func (c *Client) cmd(ctx context.Context, kw, line string) (string, error) {
 		return "", err
 	}
 	c.traceLine("in", string(clip(l)))
+	st, err := pop3wire.ParseStatus(l)
 	switch {
-	case bytes.HasPrefix(l, []byte("+OK")) && (len(l) == 3 || l[3] == ' '):
-		return strings.TrimPrefix(string(l[3:]), " "), nil
-	case bytes.HasPrefix(l, []byte("-ERR")):
+	case err == nil && st.OK:
+		return st.Text, nil
+	case bytes.HasPrefix(l, []byte("-ERR")): // "-ERR" and text without a space too
 		return "", parseErr(kw, l)
 	}
 	return "", c.broken(fmt.Errorf("pop3: %s: unexpected reply %q", kw, clip(l)))
@@ -710,32 +713,19 @@ func (c *Client) multiCmd(ctx context.Context, kw, line string) ([]string, error
 	}
 	defer c.begin(ctx)()
 	var out []string
-	for {
-		l, err := c.readLine()
-		if err != nil {
-			return nil, err
-		}
-		if len(l) > 0 && l[0] == '.' {
-			if len(l) == 1 {
-				return out, nil
-			}
-			l = l[1:]
-		}
+	if err := c.wr.ReadLines(func(l []byte) error {
 		out = append(out, string(l))
+		return nil
+	}); err != nil {
+		return nil, c.readErr(err)
 	}
+	return out, nil
 }
 
 // parseErr turns a -ERR line into a *ResponseError.
 func parseErr(kw string, l []byte) *ResponseError {
-	text := strings.TrimSpace(string(l[len("-ERR"):]))
-	e := &ResponseError{Command: kw, Text: text}
-	if strings.HasPrefix(text, "[") {
-		if i := strings.IndexByte(text, ']'); i > 0 {
-			e.Code = strings.ToUpper(text[1:i])
-			e.Text = strings.TrimSpace(text[i+1:])
-		}
-	}
-	return e
+	st := pop3wire.ParseERR(l)
+	return &ResponseError{Command: kw, Code: st.Code, Text: st.Text}
 }
 
 func clip(b []byte) []byte {
@@ -746,202 +736,56 @@ func clip(b []byte) []byte {
 }
 
 // dotReader streams the body of a multi-line reply without the dot
-// stuffing, line ends as sent. It never holds more than the Client's read
-// buffer, whatever the line lengths.
+// stuffing, line ends as sent (pop3wire.Body). A read error breaks the
+// Client.
 type dotReader struct {
 	c    *Client
-	bol  bool  // at the beginning of a line
-	done bool  // the terminating line was read
-	err  error // sticky read error
+	body pop3wire.Body
+	err  error // sticky: the read error, as returned
 	stop func() bool
 }
 
-func (d *dotReader) finished() bool { return d.done || d.err != nil }
+var _ proxy.WireWriterTo = (*dotReader)(nil)
 
-func (d *dotReader) fail(err error) (int, error) {
+func (d *dotReader) finished() bool { return d.body.Done() || d.err != nil }
+
+func (d *dotReader) fail(err error) error {
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
 	d.err = d.c.broken(fmt.Errorf("pop3: message stream: %w", err))
 	d.stop()
-	return 0, d.err
+	return d.err
 }
-
-var dotLine = []byte("\n.")
 
 // Read returns message octets; io.EOF only after the terminating line.
 func (d *dotReader) Read(p []byte) (int, error) {
 	if d.err != nil {
 		return 0, d.err
 	}
-	if d.done {
-		return 0, io.EOF
+	n, err := d.body.Read(p)
+	if err == io.EOF {
+		d.stop()
+	} else if err != nil {
+		return n, d.fail(err)
 	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	r := d.c.r
-	d.c.conn.SetReadDeadline(time.Now().Add(d.c.timeout))
-	if d.bol {
-		b, err := r.Peek(1)
-		if err != nil {
-			return d.fail(err)
-		}
-		if b[0] == '.' {
-			if b, err = r.Peek(2); err != nil {
-				return d.fail(err)
-			}
-			end := 0
-			if b[1] == '\n' {
-				end = 2 // ".\n": tolerated from sloppy servers
-			} else if b[1] == '\r' {
-				if b, err = r.Peek(3); err != nil {
-					return d.fail(err)
-				}
-				if b[2] == '\n' {
-					end = 3
-				}
-			}
-			if end > 0 {
-				r.Discard(end)
-				d.done = true
-				d.stop()
-				return 0, io.EOF
-			}
-			r.Discard(1) // the stuffed dot
-		}
-		d.bol = false
-	}
-	if r.Buffered() == 0 {
-		if _, err := r.Peek(1); err != nil {
-			return d.fail(err)
-		}
-	}
-	n := min(r.Buffered(), len(p))
-	b, _ := r.Peek(n)
-	// Copy up to the next line that starts with "." (stuffed, or the
-	// terminator), which the next Read handles at the beginning of a
-	// line; a line whose successor is not buffered yet is copied whole.
-	// One search for "\n." instead of one per line: mail lines are short.
-	end := len(b)
-	if i := bytes.Index(b, dotLine); i >= 0 {
-		end = i + 1
-	}
-	d.bol = b[end-1] == '\n'
-	copy(p, b[:end])
-	r.Discard(end)
-	return end, nil
+	return n, err
 }
 
-// WriteWireTo writes the reply's complete lines to w as they came, still
-// dot-stuffed, as long as each ends in CRLF and has no other CR or LF; it
-// stops at the terminating line (eof, the line consumed but not written)
-// or before the first other line, where Read goes on. msg counts the
-// message octets written: without the stuffed dots. This is the proxy's
-// verified pass-through: the client receives the same octets that
-// unstuffing and stuffing again would give. When w is an endWriter, the
-// last lines go to its WriteEnd, which writes the terminating line too.
+// WriteWireTo is the proxy's verified pass-through (proxy.WireWriterTo):
+// pop3wire.Body.WriteWireTo, with a read error breaking the Client.
 func (d *dotReader) WriteWireTo(w io.Writer) (msg int64, eof bool, err error) {
 	if d.err != nil {
 		return 0, false, d.err
 	}
-	if d.done {
-		return 0, true, nil
+	msg, eof, err = d.body.WriteWireTo(w)
+	if eof {
+		d.stop()
 	}
-	if !d.bol {
-		return 0, false, nil
+	if rerr := d.body.Err(); err != nil && rerr != nil {
+		return msg, false, d.fail(rerr)
 	}
-	r := d.c.r
-	// more: the buffer holds no complete line, so read first.
-	more := r.Buffered() == 0
-	for {
-		if more {
-			d.c.conn.SetReadDeadline(time.Now().Add(d.c.timeout))
-			want := r.Buffered() + 1
-			if want > r.Size() {
-				return msg, false, nil // a line longer than the buffer: Read copes
-			}
-			if _, err := r.Peek(want); err != nil {
-				_, err = d.fail(err)
-				return msg, false, err
-			}
-		}
-		// Take all that is buffered.
-		b, _ := r.Peek(r.Buffered())
-		n, dots, term := wireLines(b)
-		if ew, ok := w.(endWriter); ok && term {
-			// The last lines and the end together.
-			err := ew.WriteEnd(b[:n])
-			r.Discard(n + 3)
-			d.done = true
-			d.stop()
-			return msg + int64(n-dots), true, err
-		}
-		if n > 0 {
-			if _, err := w.Write(b[:n]); err != nil {
-				return msg, false, err
-			}
-			r.Discard(n)
-			msg += int64(n - dots)
-		}
-		if term {
-			r.Discard(3)
-			d.done = true
-			d.stop()
-			return msg, true, nil
-		}
-		if n < len(b) && bytes.IndexByte(b[n:], '\n') >= 0 {
-			return msg, false, nil // a complete line that needs a change
-		}
-		// Only an incomplete line, or nothing, is left: read more.
-		more = true
-	}
-}
-
-// endWriter is a writer that also writes the terminating line after a
-// message's last lines (the proxy's passWriter; see WriteWireTo).
-type endWriter interface {
-	WriteEnd(b []byte) error
-}
-
-var crlf = []byte("\r\n")
-
-// wireLines returns the length of the complete lines at the start of b
-// that may be sent as they are (CRLF-terminated, no other CR or LF), and
-// how many of them start with a stuffed dot; it stops before the
-// terminating line ".\r\n" (term).
-func wireLines(b []byte) (n, dots int, term bool) {
-	lines := 0
-	for n < len(b) {
-		nl := bytes.IndexByte(b[n:], '\n')
-		if nl < 1 || b[n+nl-1] != '\r' {
-			break // incomplete, or a bare LF
-		}
-		if b[n] == '.' {
-			if nl == 2 {
-				term = true
-				break
-			}
-			dots++
-		}
-		n += nl + 1
-		lines++
-	}
-	if bytes.Count(b[:n], crlf[:1]) == lines {
-		return n, dots, term
-	}
-	// A bare CR in one of the lines: keep the lines before it.
-	n, dots, term = 0, 0, false
-	for {
-		nl := bytes.IndexByte(b[n:], '\n')
-		if bytes.IndexByte(b[n:n+nl-1], '\r') >= 0 {
-			return n, dots, false
-		}
-		if b[n] == '.' {
-			dots++
-		}
-		n += nl + 1
-	}
+	return msg, eof, err
 }
 
 // Close reads the rest of the reply, so the connection stays in step; if

@@ -20,6 +20,7 @@ import (
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/internal/modes"
+	"github.com/popbridge/popbridge/internal/pop3wire"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -34,7 +35,7 @@ type fakeMsg struct {
 // fake is a small scripted POP3 server. It checks the client's protocol
 // steps and records what it saw.
 type fake struct {
-	t  *testing.T
+	t  testing.TB
 	ln net.Listener
 
 	xoauth2 string // "", "one-line" or "two-line": the AUTH form required
@@ -56,7 +57,7 @@ type fake struct {
 	desync   []string // protocol errors by the client
 }
 
-func newFake(t *testing.T, f *fake) *fake {
+func newFake(t testing.TB, f *fake) *fake {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -87,7 +88,7 @@ func (f *fake) note(list *[]string, s string) {
 func (f *fake) serve(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	r := bufio.NewReader(c)
+	r := pop3wire.NewReader(bufio.NewReader(c), 0) // command lines, bounded
 	w := bufio.NewWriter(c)
 	out := func(s string) { w.WriteString(s + "\r\n"); w.Flush() }
 	out("+OK fake ready")
@@ -95,11 +96,11 @@ func (f *fake) serve(c net.Conn) {
 	var user string
 	marked := map[int]bool{}
 	for {
-		line, err := r.ReadString('\n')
+		l, err := r.ReadLine()
 		if err != nil {
 			return
 		}
-		line = strings.TrimRight(line, "\r\n")
+		line := string(l)
 		f.note(&f.commands, line)
 		kw, arg, _ := strings.Cut(line, " ")
 		switch strings.ToUpper(kw) {
@@ -144,11 +145,11 @@ func (f *fake) serve(c net.Conn) {
 			}
 			if !inline {
 				out("+ ")
-				l, err := r.ReadString('\n')
+				l, err := r.ReadLine()
 				if err != nil {
 					return
 				}
-				ir = strings.TrimRight(l, "\r\n")
+				ir = string(l)
 			}
 			raw, err := base64.StdEncoding.DecodeString(ir)
 			if err != nil {
@@ -160,12 +161,12 @@ func (f *fake) serve(c net.Conn) {
 				// Google's error challenge; the client must answer with
 				// an empty line before it gets the -ERR.
 				out("+ " + base64.StdEncoding.EncodeToString([]byte(`{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`)))
-				l, err := r.ReadString('\n')
+				l, err := r.ReadLineEnd()
 				if err != nil {
 					return
 				}
-				if l != "\r\n" {
-					f.note(&f.desync, "answer to error challenge: "+strconv.Quote(l))
+				if string(l) != "\r\n" {
+					f.note(&f.desync, "answer to error challenge: "+strconv.Quote(string(l)))
 				}
 				out("-ERR [AUTH] Invalid credentials")
 				continue
@@ -177,7 +178,7 @@ func (f *fake) serve(c net.Conn) {
 				out("-ERR not authenticated")
 				continue
 			}
-			f.transaction(strings.ToUpper(kw), arg, marked, out)
+			f.transaction(strings.ToUpper(kw), arg, marked, w, out)
 		case "QUIT":
 			if authed {
 				for i := range f.msgs {
@@ -194,7 +195,7 @@ func (f *fake) serve(c net.Conn) {
 	}
 }
 
-func (f *fake) transaction(kw, arg string, marked map[int]bool, out func(string)) {
+func (f *fake) transaction(kw, arg string, marked map[int]bool, w *bufio.Writer, out func(string)) {
 	num := func() (int, bool) {
 		s, _, _ := strings.Cut(arg, " ")
 		n, err := strconv.Atoi(s)
@@ -237,8 +238,10 @@ func (f *fake) transaction(kw, arg string, marked map[int]bool, out func(string)
 		if n, ok := num(); ok && f.gone[n] {
 			out("-ERR Message was removed by another session.")
 		} else if ok {
-			out("+OK")
-			out(f.msgs[n-1].wire + ".")
+			// One write, no copy: the benchmark's upstream.
+			w.WriteString("+OK\r\n")
+			w.WriteString(f.msgs[n-1].wire)
+			out(".")
 		}
 	case "DELE":
 		if n, ok := num(); ok {
@@ -281,7 +284,7 @@ func (u unchecked) Login(ctx context.Context, user, pass string) (proxy.Mailbox,
 }
 
 // serveOne starts a proxy.Server over b on loopback and returns its address.
-func serveOne(t *testing.T, b backends.Opener) string {
+func serveOne(t testing.TB, b backends.Opener) string {
 	t.Helper()
 	srv := &proxy.Server{Backend: unchecked{b}, AuthFailureDelay: -1}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -342,7 +345,7 @@ func TestXOAUTH2Forms(t *testing.T) {
 func TestXOAUTH2ErrorChallengeInStep(t *testing.T) {
 	f := newFake(t, &fake{xoauth2: "two-line", user: "u", secret: "tok"})
 	ctx := context.Background()
-	c, err := Dial(ctx, ClientOptions{Addr: f.addr(), TLS: TLSNone})
+	c, err := Dial(ctx, ClientOptions{Addr: f.addr(), TLS: modes.TLSNone})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -722,5 +725,79 @@ func TestBodiesKeptAfterTopOnly(t *testing.T) {
 	}
 	if retrs["RETR 1"] != 1 || retrs["RETR 2"] != 2 {
 		t.Errorf("upstream RETRs %v: want RETR 1 once (TOP, then RETR from the cache) and RETR 2 twice (plain RETR not kept)", retrs)
+	}
+}
+
+// endCounter records the calls of the pass-through writer (an endWriter).
+type endCounter struct {
+	bytes.Buffer
+	writes, ends int
+}
+
+func (e *endCounter) Write(b []byte) (int, error) { e.writes++; return e.Buffer.Write(b) }
+func (e *endCounter) WriteEnd(b []byte) error {
+	e.ends++
+	e.Buffer.Write(b)
+	e.Buffer.WriteString(".\r\n")
+	return nil
+}
+
+// TestWireWriterToWhole: a message whose start came with the status line
+// (the rest of a read that ended the previous message) is topped up until
+// its end is buffered and goes out in one call, not a part and then the
+// rest; and a message whose end is buffered already, in either form Read
+// accepts, goes out without waiting for more octets the server never
+// sends.
+func TestWireWriterToWhole(t *testing.T) {
+	body := strings.Repeat("a line of an ordinary message\r\n", 600) // 18 KB
+	for _, tc := range []struct {
+		name   string
+		pieces []string // what the server writes after RETR, one write each
+		want   string   // what the pass-through writes
+	}{
+		{"start, then the rest", []string{"+OK\r\n" + body[:5000], body[5000:12001], body[12001:] + ".\r\n"}, body + ".\r\n"},
+		{"start up to a line end", []string{"+OK\r\n" + body[:3100], body[3100:] + ".\r\n"}, body + ".\r\n"},
+		{"start up to a dot", []string{"+OK\r\n" + body + ".", "\r\n"}, body + ".\r\n"},
+		{"all of it", []string{"+OK\r\n" + body + ".\r\n"}, body + ".\r\n"},
+		{"all of it, LF end", []string{"+OK\r\n" + body + ".\n"}, body},
+		{"empty", []string{"+OK\r\n.\r\n"}, ".\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			server, client := net.Pipe()
+			defer server.Close()
+			go io.Copy(io.Discard, server)
+			go func() {
+				for _, p := range tc.pieces {
+					if _, err := server.Write([]byte(p)); err != nil {
+						return
+					}
+				}
+			}()
+			c := &Client{timeout: 2 * time.Second}
+			c.setConn(client)
+			defer c.Close()
+			rc, err := c.Retr(context.Background(), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var w endCounter
+			_, eof, err := rc.(*dotReader).WriteWireTo(&w)
+			if err != nil {
+				t.Fatalf("WriteWireTo: %v", err)
+			}
+			if !eof {
+				rest, err := io.ReadAll(rc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.Write(rest)
+			}
+			if w.String() != tc.want {
+				t.Fatalf("wrote %q, want %q", clip(w.Bytes()), clip([]byte(tc.want)))
+			}
+			if eof && (w.writes != 0 || w.ends != 1) {
+				t.Errorf("%d writes and %d ends, want the whole message in one WriteEnd", w.writes, w.ends)
+			}
+		})
 	}
 }

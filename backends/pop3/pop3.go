@@ -175,7 +175,7 @@ func (b *Backend) Check(ctx context.Context) error {
 func (b *Backend) clientOptions(ctx context.Context) ClientOptions {
 	o := ClientOptions{
 		Addr:           b.opts.Addr,
-		TLS:            TLSMode(b.opts.TLS),
+		TLS:            b.opts.TLS,
 		TLSConfig:      b.opts.TLSConfig,
 		DialTimeout:    b.opts.DialTimeout,
 		CommandTimeout: b.opts.CommandTimeout,
@@ -308,6 +308,7 @@ type mailbox struct {
 	account string
 	list    []proxy.MessageInfo
 	byUID   map[string]*msg
+	byIndex []*msg // byUID's messages in the order of list
 	quit    bool   // Delete sent QUIT
 	release func() // the Store's Hold on the account
 	// aheadLo and aheadHi are the listing indexes [lo, hi) of the
@@ -400,6 +401,7 @@ func (m *mailbox) snapshot(ctx context.Context) error {
 
 	m.byUID = make(map[string]*msg, len(entries))
 	m.list = make([]proxy.MessageInfo, 0, len(entries))
+	m.byIndex = make([]*msg, 0, len(entries))
 	keys := make([]string, 0, len(entries))
 	for _, e := range entries {
 		keys = append(keys, e.key)
@@ -414,7 +416,9 @@ func (m *mailbox) snapshot(ctx context.Context) error {
 		} else if s, ok := m.b.knownSize(m.account, e.key); ok {
 			size = s
 		}
-		m.byUID[e.uid] = &msg{n: e.n, key: e.key, size: size, i: len(m.list)}
+		ms := &msg{n: e.n, key: e.key, size: size, i: len(m.list)}
+		m.byUID[e.uid] = ms
+		m.byIndex = append(m.byIndex, ms)
 		m.list = append(m.list, proxy.MessageInfo{UID: e.uid, Size: size})
 	}
 	if snap != nil {
@@ -530,6 +534,9 @@ func (m *mailbox) open(ctx context.Context, uid string, keep bool) (io.ReadClose
 			}
 			return nil, m.b.upstreamErr("RETR", err)
 		}
+		if d, ok := rc.(*dotReader); ok {
+			d.body.SetSize(ms.size) // a large message streams at once
+		}
 		cr := &counted{r: rc, m: m, uid: uid, ms: ms}
 		if !keep {
 			if inOrder {
@@ -571,8 +578,8 @@ func (m *mailbox) retrAhead(ms *msg) {
 	}
 	want := min(1<<min(m.streak, 16), aheadCount)
 	var bytes int64
-	for _, mi := range m.list[m.aheadLo:m.aheadHi] {
-		bytes += m.byUID[mi.UID].size
+	for _, ms := range m.byIndex[m.aheadLo:m.aheadHi] {
+		bytes += ms.size
 	}
 	// Top up in batches: while at least half the window is still on its
 	// way, wait, so that one write carries several RETRs instead of one
@@ -583,7 +590,7 @@ func (m *mailbox) retrAhead(ms *msg) {
 	var ns []int
 	hi := m.aheadHi
 	for ; hi < len(m.list) && hi-m.aheadLo < want; hi++ {
-		next := m.byUID[m.list[hi].UID]
+		next := m.byIndex[hi]
 		if next.size > aheadMax || bytes+next.size > aheadBytes {
 			break
 		}
@@ -663,6 +670,9 @@ func (c *counted) eof() {
 		f()
 	}
 }
+
+// counted passes the upstream's wire form through when it can.
+var _ proxy.WireWriterTo = (*counted)(nil)
 
 // WriteWireTo is the stream's WriteWireTo (see dotReader), counted: the
 // lines it writes are complete CRLF lines, counted as they are.

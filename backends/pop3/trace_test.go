@@ -89,7 +89,7 @@ func TestTraceUpstream(t *testing.T) {
 	// answer to the error challenge are redacted.
 	f = newFake(t, &fake{xoauth2: "two-line", user: "u", secret: "good-token"})
 	log, lines = traced()
-	cl, err := Dial(context.Background(), ClientOptions{Addr: f.addr(), TLS: TLSNone, Logger: log})
+	cl, err := Dial(context.Background(), ClientOptions{Addr: f.addr(), TLS: modes.TLSNone, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

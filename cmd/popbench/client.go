@@ -10,6 +10,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/pop3wire"
 )
 
 // popError is a -ERR response.
@@ -63,6 +65,7 @@ func (c timeoutConn) Write(p []byte) (int, error) {
 type client struct {
 	nc net.Conn // the connection, TLS or not
 	r  *bufio.Reader
+	wr *pop3wire.Reader // reads r's response lines; see lines
 	w  *bufio.Writer
 }
 
@@ -129,38 +132,26 @@ func newClient(nc net.Conn, bufSize int) *client {
 // Close closes the connection without QUIT.
 func (c *client) Close() error { return c.nc.Close() }
 
-// readLine returns one response line without its CRLF. The slice is valid
-// until the next read.
-func (c *client) readLine() ([]byte, error) {
-	line, err := c.r.ReadSlice('\n')
-	if errors.Is(err, bufio.ErrBufferFull) || len(line) > maxResponseLine {
-		return nil, errors.New("response line too long")
+// lines returns the reader of response lines on r.
+func (c *client) lines() *pop3wire.Reader {
+	if c.wr == nil {
+		c.wr = pop3wire.NewReader(c.r, maxResponseLine)
 	}
-	if err != nil {
-		return nil, err
-	}
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
-	}
-	return line, nil
+	return c.wr
 }
 
 // status reads a status line and returns the text after "+OK ".
 func (c *client) status(cmd string) (string, error) {
-	line, err := c.readLine()
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", cmd, err)
-	}
+	st, line, err := c.lines().ReadStatus()
 	switch {
-	case bytes.Equal(line, []byte("+OK")):
-		return "", nil
-	case bytes.HasPrefix(line, []byte("+OK ")):
-		return string(line[4:]), nil
-	case bytes.HasPrefix(line, []byte("-ERR")):
+	case err == nil && st.OK:
+		return st.Text, nil
+	case err == nil || bytes.HasPrefix(line, []byte("-ERR")):
 		return "", &popError{cmd, string(bytes.TrimSpace(line[4:]))}
+	case errors.Is(err, pop3wire.ErrNotStatus):
+		return "", fmt.Errorf("%s: unexpected response %q", cmd, truncate(line, 60))
 	}
-	return "", fmt.Errorf("%s: unexpected response %q", cmd, truncate(line, 60))
+	return "", fmt.Errorf("%s: %w", cmd, err)
 }
 
 func truncate(b []byte, n int) []byte {
@@ -199,21 +190,7 @@ func (c *client) login(user, pass string) error {
 // readMulti reads the lines of a multi-line response up to the final "."
 // and passes each, unstuffed, to fn.
 func (c *client) readMulti(fn func(line []byte) error) error {
-	for {
-		line, err := c.readLine()
-		if err != nil {
-			return err
-		}
-		if len(line) > 0 && line[0] == '.' {
-			if len(line) == 1 {
-				return nil
-			}
-			line = line[1:]
-		}
-		if err := fn(line); err != nil {
-			return err
-		}
-	}
+	return c.lines().ReadLines(fn)
 }
 
 // listEntry is one line of LIST or UIDL: a message number and its size or

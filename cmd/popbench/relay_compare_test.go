@@ -263,6 +263,7 @@ func startRelay(t *testing.T, upstream string, prefixes []string, n int, extra s
 	t.Cleanup(func() { srv.Process.Signal(os.Interrupt); srv.Wait() })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	waitListen(t, addr)
+	procs.Store(addr, srv.Process.Pid)
 	return addr
 }
 
@@ -415,6 +416,7 @@ mail {
 		}
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
+			procs.Store(addr, cmd.Process.Pid)
 			return addr
 		}
 		if time.Now().After(deadline) {

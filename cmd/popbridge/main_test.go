@@ -19,6 +19,7 @@ import (
 	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/demomail"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/pop3wire"
 	"github.com/popbridge/popbridge/internal/testcert"
 )
 
@@ -359,7 +360,8 @@ func waitFor(t *testing.T, what string, f func() string) string {
 // pop3 is a minimal POP3 client for the tests.
 type pop3 struct {
 	t *testing.T
-	c *textproto.Conn
+	c *textproto.Conn  // sends commands
+	r *pop3wire.Reader // reads replies from c
 }
 
 func dialPOP3(t *testing.T, addr string) *pop3 {
@@ -370,6 +372,7 @@ func dialPOP3(t *testing.T, addr string) *pop3 {
 	}
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	p := &pop3{t: t, c: textproto.NewConn(nc)}
+	p.r = pop3wire.NewReader(p.c.R, 64<<20)
 	t.Cleanup(func() { p.c.Close() })
 	if g := p.line(); !strings.HasPrefix(g, "+OK") {
 		t.Fatalf("greeting %q", g)
@@ -379,11 +382,11 @@ func dialPOP3(t *testing.T, addr string) *pop3 {
 
 func (p *pop3) line() string {
 	p.t.Helper()
-	l, err := p.c.ReadLine()
+	l, err := p.r.ReadLine()
 	if err != nil {
 		p.t.Fatalf("reading: %v", err)
 	}
-	return l
+	return string(l)
 }
 
 // cmd sends a command and returns the status line.
@@ -402,11 +405,15 @@ func (p *pop3) multi(format string, args ...any) string {
 	if s := p.cmd(format, args...); !strings.HasPrefix(s, "+OK") {
 		p.t.Fatalf("%s: %q", fmt.Sprintf(format, args...), s)
 	}
-	b, err := p.c.ReadDotBytes()
-	if err != nil {
+	var b strings.Builder
+	if err := p.r.ReadLines(func(l []byte) error {
+		b.Write(l)
+		b.WriteByte('\n')
+		return nil
+	}); err != nil {
 		p.t.Fatal(err)
 	}
-	return string(b)
+	return b.String()
 }
 
 func TestServe(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/internal/pop3wire"
 	"github.com/popbridge/popbridge/internal/testcert"
 )
 
@@ -27,10 +28,10 @@ func popOverTLS(addr string, stls bool, cc *tls.Config) (uint16, error) {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	if stls {
-		r := bufio.NewReader(nc)
-		r.ReadString('\n')
+		r := pop3wire.NewReader(bufio.NewReader(nc), 0)
+		r.ReadLine()
 		nc.Write([]byte("STLS\r\n"))
-		if s, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(s, "+OK") {
+		if st, _, err := r.ReadStatus(); err != nil || !st.OK {
 			return 0, &net.OpError{Op: "STLS", Err: os.ErrInvalid}
 		}
 	}
@@ -38,13 +39,13 @@ func popOverTLS(addr string, stls bool, cc *tls.Config) (uint16, error) {
 	if err := tc.Handshake(); err != nil {
 		return 0, err
 	}
-	r := bufio.NewReader(tc)
+	r := pop3wire.NewReader(bufio.NewReader(tc), 0)
 	if !stls {
-		r.ReadString('\n') // greeting
+		r.ReadLine() // greeting
 	}
 	for _, cmd := range []string{"USER alice", "PASS s3cret", "QUIT"} {
 		tc.Write([]byte(cmd + "\r\n"))
-		if s, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(s, "+OK") {
+		if st, _, err := r.ReadStatus(); err != nil || !st.OK {
 			return 0, &net.OpError{Op: cmd, Err: os.ErrInvalid}
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/popbridge/popbridge/internal/pop3wire"
 )
 
 // TestSIGHUP runs the built binary, sends it SIGHUP after writing an
@@ -104,7 +106,7 @@ func TestSIGHUP(t *testing.T) {
 	}
 	if s := hupCmd(t, bob, "RETR 1"); !strings.HasPrefix(s, "+OK") {
 		t.Errorf("bob's session after the reload: RETR 1: %q", s)
-	} else if body, err := bob.ReadDotBytes(); err != nil || !strings.Contains(string(body), "hi bob") {
+	} else if body, err := hupDot(bob); err != nil || !strings.Contains(body, "hi bob") {
 		t.Errorf("bob's session after the reload: RETR 1 gave %q, %v", body, err)
 	}
 	if s := hupCmd(t, bob, "QUIT"); !strings.HasPrefix(s, "+OK") {
@@ -127,7 +129,7 @@ func hupLogin(t *testing.T, addr, user, pass string) *textproto.Conn {
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	c := textproto.NewConn(nc)
 	t.Cleanup(func() { c.Close() })
-	if g, err := c.ReadLine(); err != nil || !strings.HasPrefix(g, "+OK") {
+	if g, err := pop3wire.NewReader(c.R, 0).ReadLine(); err != nil || !strings.HasPrefix(string(g), "+OK") {
 		t.Fatalf("greeting %q, %v", g, err)
 	}
 	if s := hupCmd(t, c, "USER %s", user); !strings.HasPrefix(s, "+OK") {
@@ -158,9 +160,20 @@ func hupCmd(t *testing.T, c *textproto.Conn, format string, args ...any) string 
 	if err := c.PrintfLine(format, args...); err != nil {
 		t.Fatal(err)
 	}
-	s, err := c.ReadLine()
+	s, err := pop3wire.NewReader(c.R, 0).ReadLine()
 	if err != nil {
 		t.Fatalf("%s: %v", fmt.Sprintf(format, args...), err)
 	}
-	return s
+	return string(s)
+}
+
+// hupDot reads a multi-line body, unstuffed, lines joined with LF.
+func hupDot(c *textproto.Conn) (string, error) {
+	var b strings.Builder
+	err := pop3wire.NewReader(c.R, 64<<20).ReadLines(func(l []byte) error {
+		b.Write(l)
+		b.WriteByte('\n')
+		return nil
+	})
+	return b.String(), err
 }

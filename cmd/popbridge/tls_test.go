@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/internal/pop3wire"
 	"github.com/popbridge/popbridge/internal/tlsconf"
 )
 
@@ -74,12 +75,12 @@ func peerCert(t *testing.T, addr string, stls bool) *x509.Certificate {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	if stls {
-		r := bufio.NewReader(nc)
-		if g, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(g, "+OK") {
+		r := pop3wire.NewReader(bufio.NewReader(nc), 0)
+		if st, g, err := r.ReadStatus(); err != nil || !st.OK {
 			t.Fatalf("greeting %q, %v", g, err)
 		}
 		nc.Write([]byte("STLS\r\n"))
-		if s, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(s, "+OK") {
+		if st, s, err := r.ReadStatus(); err != nil || !st.OK {
 			t.Fatalf("STLS: %q, %v", s, err)
 		}
 	}
@@ -88,7 +89,7 @@ func peerCert(t *testing.T, addr string, stls bool) *x509.Certificate {
 		t.Fatalf("TLS handshake with %s: %v", addr, err)
 	}
 	if !stls {
-		if g, err := bufio.NewReader(tc).ReadString('\n'); err != nil || !strings.HasPrefix(g, "+OK") {
+		if st, g, err := pop3wire.NewReader(bufio.NewReader(tc), 0).ReadStatus(); err != nil || !st.OK {
 			t.Fatalf("greeting over TLS %q, %v", g, err)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/popbridge/popbridge/internal/pop3wire"
 )
 
 // Client is a minimal POP3 client for tests: it sends what it is told and
@@ -21,7 +23,8 @@ type Client struct {
 	Timeout time.Duration
 
 	conn net.Conn
-	r    *bufio.Reader
+	r    *pop3wire.Reader // status lines
+	mr   *pop3wire.Reader // the lines of multi-line bodies
 }
 
 // ResponseError is a -ERR reply.
@@ -31,9 +34,13 @@ type ResponseError struct {
 
 func (e *ResponseError) Error() string { return "pop3: " + e.Line }
 
-// maxStatusLine bounds a status line read, so a broken server cannot make
-// the test use unbounded memory.
-const maxStatusLine = 64 << 10
+// maxStatusLine bounds a status line read, and maxBodyLine a line of a
+// multi-line body, so a broken server cannot make the test use unbounded
+// memory.
+const (
+	maxStatusLine = 64 << 10
+	maxBodyLine   = 64 << 20
+)
 
 // Dial connects to a POP3 server and reads its greeting.
 func Dial(addr string) (*Client, error) {
@@ -56,7 +63,8 @@ func DialTLS(addr string, conf *tls.Config) (*Client, error) {
 
 // NewClient reads the greeting from conn and returns a Client using it.
 func NewClient(conn net.Conn) (*Client, error) {
-	c := &Client{conn: conn, r: bufio.NewReader(conn)}
+	br := bufio.NewReader(conn)
+	c := &Client{conn: conn, r: pop3wire.NewReader(br, maxStatusLine), mr: pop3wire.NewReader(br, maxBodyLine)}
 	line, err := c.ReadLine()
 	if err != nil {
 		conn.Close()
@@ -94,17 +102,9 @@ func (c *Client) Send(line string) error {
 // the CRLF.
 func (c *Client) ReadLine() (string, error) {
 	c.deadline()
-	var line []byte
-	for {
-		chunk, err := c.r.ReadSlice('\n')
-		line = append(line, chunk...)
-		if err == bufio.ErrBufferFull && len(line) < maxStatusLine {
-			continue
-		}
-		if err != nil {
-			return "", fmt.Errorf("pop3 client: read: %w", err)
-		}
-		break
+	line, err := c.r.ReadLineEnd()
+	if err != nil {
+		return "", fmt.Errorf("pop3 client: read: %w", err)
 	}
 	if !bytes.HasSuffix(line, []byte("\r\n")) {
 		return "", fmt.Errorf("pop3 client: line %q does not end in CRLF", clip(line))
@@ -122,11 +122,11 @@ func (c *Client) Cmd(line string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	switch {
-	case reply == "+OK" || strings.HasPrefix(reply, "+OK "):
+	if st, err := pop3wire.ParseStatus([]byte(reply)); err == nil {
+		if !st.OK {
+			return reply, &ResponseError{Line: reply}
+		}
 		return reply, nil
-	case reply == "-ERR" || strings.HasPrefix(reply, "-ERR "):
-		return reply, &ResponseError{Line: reply}
 	}
 	return reply, fmt.Errorf("pop3 client: unexpected reply %q", clip([]byte(reply)))
 }
@@ -149,30 +149,21 @@ func (c *Client) multiLine(unstuff bool) ([]byte, error) {
 	c.deadline()
 	var out []byte
 	for {
-		start := len(out)
-		for {
-			chunk, err := c.r.ReadSlice('\n')
-			out = append(out, chunk...)
-			if err == bufio.ErrBufferFull {
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("pop3 client: multi-line read: %w", err)
-			}
-			break
+		line, err := c.mr.ReadLineEnd()
+		if err != nil {
+			return nil, fmt.Errorf("pop3 client: multi-line read: %w", err)
 		}
-		line := out[start:]
 		if !bytes.HasSuffix(line, []byte("\r\n")) {
 			return nil, fmt.Errorf("pop3 client: multi-line: line %q does not end in CRLF", clip(line))
 		}
-		if line[0] == '.' {
-			if len(line) == 3 {
-				return out[:start], nil
-			}
-			if unstuff {
-				out = append(out[:start], line[1:]...)
-			}
+		u, last := pop3wire.Unstuff(line)
+		if last {
+			return out, nil
 		}
+		if unstuff {
+			line = u
+		}
+		out = append(out, line...)
 	}
 }
 

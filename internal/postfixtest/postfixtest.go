@@ -1,6 +1,6 @@
 // Package postfixtest runs a private Postfix submission server on
 // loopback for tests, with SASL through a private auth-only Dovecot, the
-// way backends/dovecottest runs a Dovecot: its own configuration, queue
+// way internal/dovecottest runs a Dovecot: its own configuration, queue
 // and mail directories, never the system's /etc/postfix or port 25.
 //
 // Two listeners: Addr (submission, STARTTLS required before MAIL and
