@@ -62,7 +62,7 @@ func (c *Config) AdminLoopback() bool {
 func (c *Config) validateAdmin(p *problems) {
 	l := c.Listen.Admin
 	checkAddr(p, "listen.admin", l)
-	if l != "" && (l == c.Listen.POP3 || l == c.Listen.POP3S || l == c.Listen.HTTP) {
+	if l != "" && !strings.HasSuffix(l, ":0") && (l == c.Listen.POP3 || l == c.Listen.POP3S || l == c.Listen.HTTP) {
 		p.add("listen.admin", "same address as another listener")
 	}
 	a := c.Admin
