@@ -5,13 +5,16 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/cache"
@@ -190,6 +193,14 @@ func (s *adminSources) Save(user string, tok *oauth2.Token) error {
 	return store.Save(user, tok)
 }
 
+// debugWriter logs each line of net/http's error log at debug level.
+type debugWriter struct{ log zerolog.Logger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
 // adminHosts are the Host names the page answers to: the loopback
 // names on its port, the bound address if it is a specific one, and the
 // configured ones.
@@ -253,6 +264,7 @@ func (a *App) startAdmin(cfg *config.Config, opts Options) error {
 		WriteTimeout:      2 * time.Minute, // an account test takes up to a minute
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          stdlog.New(debugWriter{log}, "", 0), // TLS handshake failures and such
 	}
 	a.log.Info().Str("listener", "admin").Str("addr", l.Addr().String()).Bool("tls", ac.TLS).Msg("listening")
 	if !ac.TLS && !cfg.AdminLoopback() {

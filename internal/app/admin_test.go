@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"html"
 	"io"
 	"net"
@@ -173,4 +174,58 @@ func TestAdminListener(t *testing.T) {
 		t.Errorf("the admin listener still accepts after Close")
 	}
 	done <- nil // for the deferred wait
+}
+
+// TestAdminTLS: with admin.tls the page is HTTPS with the tls section's
+// certificate, its cookie Secure and __Host- prefixed, with HSTS; plain
+// HTTP is not answered.
+func TestAdminTLS(t *testing.T) {
+	path := writeConfig(t, "tls: {self_signed: true}\nadmin:\n  password_hash: "+testHash(t)+"\n  tls: true\n  cleartext: never\n")
+	src := strings.Replace(string(must(os.ReadFile(path))), "  pop3: 127.0.0.1:0\n", "  pop3: 127.0.0.1:0\n  admin: 127.0.0.1:0\n", 1)
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := must(config.Load(path))
+	log := zerolog.Nop()
+	a, err := Build(cfg, &log, Options{ConfigPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	base := "https://" + a.Addr("admin").String()
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.PostForm(base+"/login", url.Values{"password": {"s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cookie := resp.Header.Get("Set-Cookie")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(cookie, "__Host-") || !strings.Contains(cookie, "Secure") ||
+		resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Fatalf("sign-in over TLS: %d, cookie %q, HSTS %q", resp.StatusCode, cookie, resp.Header.Get("Strict-Transport-Security"))
+	}
+	if resp, err := http.Get("http://" + a.Addr("admin").String() + "/login"); err == nil && resp.StatusCode == http.StatusOK {
+		t.Errorf("plain HTTP on the TLS listener answered 200")
+	}
+	t.Logf("web: admin.tls: HTTPS with the tls section's certificate, cookie %s…", cookie[:min(len(cookie), 22)])
+}
+
+// TestAdminHosts: the loopback names on the bound port always, the
+// bound address when it is a specific one, then the configured names.
+func TestAdminHosts(t *testing.T) {
+	for _, tt := range []struct {
+		bound string
+		extra []string
+		want  string
+	}{
+		{"127.0.0.1:8025", nil, "localhost:8025 127.0.0.1:8025 [::1]:8025"},
+		{"0.0.0.0:8025", []string{"nas.lan"}, "localhost:8025 127.0.0.1:8025 [::1]:8025 nas.lan"},
+		{"192.168.1.10:8025", []string{"nas.lan:8025"}, "localhost:8025 127.0.0.1:8025 [::1]:8025 192.168.1.10:8025 nas.lan:8025"},
+	} {
+		addr := must(net.ResolveTCPAddr("tcp", tt.bound))
+		if got := strings.Join(adminHosts(addr, tt.extra), " "); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.bound, got, tt.want)
+		}
+	}
 }
