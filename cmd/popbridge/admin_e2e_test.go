@@ -20,6 +20,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/dovecottest"
 )
 
 // webClient is a browser without a browser: it keeps the admin page's
@@ -180,5 +181,95 @@ accounts:
 		if strings.Contains(log, secret) {
 			t.Fatalf("a secret appears in the log")
 		}
+	}
+}
+
+// TestServeAdminDeviceCode runs popbridge serve with listen.admin and a
+// Microsoft-style IMAP account (XOAUTH2 at a private Dovecot that checks
+// tokens at the fake provider) that has no grant yet: the owner connects
+// it from the page with the device code, approves the code on the
+// provider's page, the page says the grant is saved, and the next POP3
+// login works.
+func TestServeAdminDeviceCode(t *testing.T) {
+	tokens := oauthtest.Start(t)
+	tokens.Username = "alice"
+	tokens.DevicePending = 1000 // until the code is approved
+	d := dovecottest.Start(t, dovecottest.Options{Users: map[string]string{"alice": "pw"}, OAuth2IntrospectURL: tokens.IntrospectURL})
+
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`listen:
+  pop3: 127.0.0.1:0
+  admin: 127.0.0.1:0
+log: {format: json}
+state_dir: state
+admin:
+  password_hash: %[1]q
+accounts:
+  - user: mia
+    password_hash: %[1]q
+    backend:
+      type: imap
+      addr: %[2]s
+      tls: none
+      auth: xoauth2
+      username: alice
+      oauth2:
+        provider: microsoft
+        client_id: %[3]s
+        token_url: %[4]s
+        device_url: %[5]s
+`, testHash(t), d.IMAPAddr, tokens.ClientID, tokens.TokenURL, tokens.DeviceURL)
+	path := filepath.Join(dir, "popbridge.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, stop := startRun(t, "serve", "-config", path)
+	addr := listenerAddr(t, stderr, "pop3")
+	pass := func() string {
+		p := dialPOP3(t, addr)
+		p.cmd("USER mia")
+		r := p.cmd("PASS s3cret")
+		p.cmd("QUIT")
+		return r
+	}
+	if r := pass(); !strings.HasPrefix(r, "-ERR [SYS/PERM]") {
+		t.Fatalf("PASS without a grant: %q\n%s", r, stderr)
+	}
+
+	w := &webClient{t: t, base: "http://" + listenerAddr(t, stderr, "admin"), c: &http.Client{Jar: must(cookiejar.New(nil)), Timeout: 30 * time.Second}}
+	code, _, body := w.post("/login", "", url.Values{"password": {"s3cret"}})
+	if code != http.StatusOK || !strings.Contains(body, `id="acct-mia"`) {
+		t.Fatalf("sign-in: %d\n%s", code, body)
+	}
+	code, flowURL, body := w.post("/connect", body, url.Values{"a": {"mia"}})
+	userCode := regexp.MustCompile(`id="user-code">([^<]+)<`).FindStringSubmatch(body)
+	verify := regexp.MustCompile(`id="verify-uri" href="([^"]+)"`).FindStringSubmatch(body)
+	if code != http.StatusOK || userCode == nil || verify == nil {
+		t.Fatalf("connect: %d at %s\n%s", code, flowURL, body)
+	}
+	t.Logf("web: serve: device code %s shown with its link", userCode[1])
+	// The owner enters the code on the provider's page, on any device.
+	resp, err := http.PostForm(verify[1], url.Values{"user_code": {userCode[1]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	flowPath := strings.TrimPrefix(flowURL, w.base)
+	waitFor(t, "the page to say the grant is saved", func() string {
+		if _, _, body = w.get(flowPath); strings.Contains(body, `id="flow-result"`) {
+			return "done"
+		}
+		time.Sleep(200 * time.Millisecond)
+		return ""
+	})
+	if !strings.Contains(body, `id="flow-result" class="ok"`) {
+		t.Fatalf("device flow:\n%s", body)
+	}
+	if r := pass(); r != "+OK Logged in." {
+		t.Fatalf("PASS after connecting from the page: %q\n%s", r, stderr)
+	}
+	t.Logf("web: serve: Microsoft device code from the page, then POP3 login over XOAUTH2 at Dovecot works")
+	if code := stop(); code != 0 {
+		t.Fatalf("serve exited %d", code)
 	}
 }
