@@ -670,3 +670,11 @@ func (h *holds) forget(account string) (done func(), ok bool) {
 		h.changed.Broadcast()
 	}, true
 }
+
+// Holders returns how many sessions (and background syncs) hold account
+// now, as Hold counts them.
+func (s *Store) Holders(account string) int {
+	s.holds.mu.Lock()
+	defer s.holds.mu.Unlock()
+	return s.holds.sessions[account]
+}

@@ -39,6 +39,8 @@ type Config struct {
 	// Limits tune the server; zero values keep the server's defaults.
 	Limits   Limits    `yaml:"limits"`
 	Accounts []Account `yaml:"accounts"`
+	// Admin configures the web page of listen.admin; nil without one.
+	Admin *Admin `yaml:"admin"`
 
 	// failed holds the key paths Load could not resolve, so that
 	// validation does not report them twice.
@@ -54,6 +56,9 @@ type Listen struct {
 	// HTTP is the operations listener: /healthz, /readyz, /metrics and
 	// /status. Plain HTTP; keep it on loopback or a private network.
 	HTTP string `yaml:"http"`
+	// Admin is the owner's web page (see Admin); a port alone binds to
+	// loopback. Off when empty.
+	Admin string `yaml:"admin"`
 }
 
 // HTTP configures the operations listener of listen.http.

@@ -24,6 +24,7 @@ func (r *resolver) errorf(key, format string, args ...any) {
 func (r *resolver) resolve(c *Config) {
 	r.stateDir(c)
 	r.secret("http.status_token", &c.HTTP.StatusToken, "http.status_token_file", &c.HTTP.StatusTokenFile)
+	r.resolveAdmin(c)
 	if c.TLS != nil {
 		r.path(&c.TLS.CertFile)
 		r.path(&c.TLS.KeyFile)

@@ -47,6 +47,7 @@ func (c *Config) Validate() error {
 	c.Limits.validate(p)
 	c.Cache.validate(p)
 	c.validateAccounts(p)
+	c.validateAdmin(p)
 	return errors.Join(p.errs...)
 }
 

@@ -15,9 +15,10 @@ import (
 // logTimeFormat is RFC 3339 with milliseconds, for the JSON "time" field.
 const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
-// newLogger returns the logger described by lc, writing to w. Fields
-// holding a duration say their unit in their name (duration_ms).
-func newLogger(w io.Writer, lc config.Log) (zerolog.Logger, error) {
+// newLogger returns the logger described by lc, writing to w and, as
+// JSON, to each of also (the admin page's log ring). Fields holding a
+// duration say their unit in their name (duration_ms).
+func newLogger(w io.Writer, lc config.Log, also ...io.Writer) (zerolog.Logger, error) {
 	level := zerolog.InfoLevel
 	if lc.Level != "" {
 		var err error
@@ -41,6 +42,9 @@ func newLogger(w io.Writer, lc config.Log) (zerolog.Logger, error) {
 	}
 	if console {
 		w = zerolog.ConsoleWriter{Out: w, NoColor: !tty, TimeFormat: time.DateTime}
+	}
+	if len(also) > 0 {
+		w = zerolog.MultiLevelWriter(append([]io.Writer{w}, also...)...)
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/admin"
 )
 
 // TestLogTimeMillis: JSON timestamps have millisecond resolution.
@@ -112,5 +113,24 @@ func TestServeTrace(t *testing.T) {
 	first := strings.SplitN(strings.TrimSpace(body), "\n", 2)[0]
 	if strings.Contains(stderr.String(), "s3cret") || strings.Contains(stderr.String(), first) {
 		t.Errorf("the log holds the password or the message (%q):\n%s", first, stderr)
+	}
+}
+
+// TestLoggerFeedsAdminRing: with a console log, the admin page's ring
+// still gets every line (as JSON) and keeps it per account.
+func TestLoggerFeedsAdminRing(t *testing.T) {
+	var buf bytes.Buffer
+	ring := new(admin.LogRing)
+	log, err := newLogger(&buf, config.Log{Format: "console"}, ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info().Str("user", "alice").Msg("login")
+	log.Info().Msg("no account")
+	if !strings.Contains(buf.String(), "login") || strings.HasPrefix(buf.String(), "{") {
+		t.Errorf("console output %q", buf.String())
+	}
+	if got := ring.Lines("alice"); len(got) != 1 || !strings.Contains(got[0], "INFO login") {
+		t.Errorf("ring lines of alice: %q", got)
 	}
 }

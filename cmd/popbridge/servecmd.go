@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/signal"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/admin"
 	"github.com/popbridge/popbridge/internal/app"
 )
 
@@ -26,12 +28,19 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(c.stderr, cfg.Log)
+	opts := app.Options{ConfigPath: *path}
+	var also []io.Writer
+	if cfg.Listen.Admin != "" { // the admin page shows each account's recent lines
+		opts.AdminLogs = new(admin.LogRing)
+		opts.AdminExplain = func(a config.Account, err error) string { return plainFailure(a, *path, err) }
+		also = append(also, opts.AdminLogs)
+	}
+	log, err := newLogger(c.stderr, cfg.Log, also...)
 	if err != nil {
 		return err
 	}
 	app.Version = versionString()
-	a, err := app.Build(cfg, &log, app.Options{ConfigPath: *path})
+	a, err := app.Build(cfg, &log, opts)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/admin"
 	"github.com/popbridge/popbridge/internal/control"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -36,6 +37,12 @@ type Options struct {
 	// Listeners are bound sockets to serve, by listener name (pop3,
 	// pop3s), instead of binding the address in cfg.Listen.
 	Listeners map[string]net.Listener
+	// AdminLogs, if set, is the ring of recent log lines (fed by the
+	// logger) that the admin page shows per account.
+	AdminLogs *admin.LogRing
+	// AdminExplain, if set, says in plain words why the admin page's
+	// test of an account failed, as popbridge check does.
+	AdminExplain func(config.Account, error) string
 }
 
 // App is a server built from a configuration.
@@ -48,6 +55,9 @@ type App struct {
 	stopHTTP func()
 	ctl      *control.Server
 	reloader *reloader // nil without Options.ConfigPath
+
+	adminAddr net.Addr
+	stopAdmin func()
 }
 
 // Build opens the state directory of cfg, builds every account's backend
@@ -102,7 +112,7 @@ func Build(cfg *config.Config, log *zerolog.Logger, opts Options) (_ *App, err e
 		}
 		a.ls = append(a.ls, listener{Listener: l, name: spec.name, tls: spec.tls})
 	}
-	if st.metrics != nil { // listen.http: after the POP3 listeners, so ready means ready
+	if cfg.Listen.HTTP != "" { // listen.http: after the POP3 listeners, so ready means ready
 		if a.stopHTTP, a.httpAddr, err = startHTTP(cfg.Listen.HTTP, st.metrics, *log); err != nil {
 			return nil, err
 		}
@@ -116,6 +126,11 @@ func Build(cfg *config.Config, log *zerolog.Logger, opts Options) (_ *App, err e
 		log.Warn().Msg("cleartext_auth is always: passwords may cross the network unencrypted")
 	}
 	a.ctl = startControlOrWarn(st, *log)
+	if cfg.Listen.Admin != "" {
+		if err := a.startAdmin(cfg, opts); err != nil {
+			return nil, err
+		}
+	}
 	return a, nil
 }
 
@@ -147,11 +162,14 @@ func (a *App) Reload() error {
 	return a.reloader.reload()
 }
 
-// Addr returns the address of listener name (pop3, pop3s or http), or
+// Addr returns the address of listener name (pop3, pop3s, http or admin), or
 // nil if it is not configured.
 func (a *App) Addr(name string) net.Addr {
 	if name == "http" {
 		return a.httpAddr
+	}
+	if name == "admin" {
+		return a.adminAddr
 	}
 	for _, l := range a.ls {
 		if l.name == name {
@@ -165,6 +183,10 @@ func (a *App) Addr(name string) net.Addr {
 // POP3 listeners (Serve has closed them already) and stops the backends'
 // background work, then closes the store.
 func (a *App) Close() {
+	if a.stopAdmin != nil {
+		a.stopAdmin()
+		a.stopAdmin = nil
+	}
 	if a.ctl != nil {
 		a.ctl.Close()
 		a.ctl = nil

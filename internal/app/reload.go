@@ -131,3 +131,10 @@ func diffAccounts(old, cur []config.Account) (added, removed, changed []string) 
 	}
 	return added, removed, changed
 }
+
+// current returns the configuration in use.
+func (r *reloader) current() *config.Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg
+}

@@ -27,7 +27,7 @@ const shutdownTimeout = 30 * time.Second
 // newServer builds the POP3 server for cfg, its backends sharing st.
 func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Server, error) {
 	st.log = log
-	if cfg.Listen.HTTP != "" && st.metrics == nil {
+	if (cfg.Listen.HTTP != "" || cfg.Listen.Admin != "") && st.metrics == nil { // the admin page reads them too
 		st.metrics = newMetrics(cfg, st.bodies)
 	}
 	router, err := newRouter(cfg, st)
