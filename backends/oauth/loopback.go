@@ -90,11 +90,21 @@ func Loopback(ctx context.Context, cfg *oauth2.Config, opts LoopbackOptions) (*o
 			} else {
 				fmt.Fprint(w, "<p>popbridge received the authorization. You may close this window.</p>")
 			}
+			// The page reaches the browser before the flow may end and
+			// shut the server down.
+			http.NewResponseController(w).Flush()
 			deliver(result{code, err})
 		}),
 	}
 	go srv.Serve(ln)
-	defer srv.Close()
+	defer func() {
+		// Let a handler still answering finish, then close the rest.
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
+	}()
 
 	w := opts.Out
 	fmt.Fprintf(w, "Open this URL in a browser and grant access:\n\n  %s\n\n", authURL)
