@@ -28,39 +28,16 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/oauth"
-)
-
-// Security is how the connection to the upstream is protected.
-type Security string
-
-const (
-	// STARTTLS: plaintext connect, then STARTTLS before anything else
-	// (port 587). The default.
-	STARTTLS Security = "starttls"
-	// ImplicitTLS: TLS from the first byte (port 465).
-	ImplicitTLS Security = "tls"
-)
-
-// Auth is the upstream authentication mechanism.
-type Auth string
-
-const (
-	// AuthPassword logs in with Username and Password: AUTH PLAIN, or
-	// LOGIN when the server offers no PLAIN. The default.
-	AuthPassword Auth = "password"
-	// AuthXOAUTH2 sends an access token from TokenSource (Gmail,
-	// Outlook).
-	AuthXOAUTH2 Auth = "xoauth2"
-	// AuthOAuthBearer sends an access token as RFC 7628 OAUTHBEARER.
-	AuthOAuthBearer Auth = "oauthbearer"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // Options configures a Sender.
 type Options struct {
 	// Addr is the upstream's host:port.
 	Addr string
-	// Security defaults to STARTTLS. There is no plaintext mode.
-	Security Security
+	// TLS is modes.TLSStartTLS (port 587, the default) or
+	// modes.TLSImplicit (port 465). There is no plaintext mode.
+	TLS modes.TLS
 	// ServerName is the name the certificate must have; default the
 	// host of Addr.
 	ServerName string
@@ -68,11 +45,13 @@ type Options struct {
 	// instead of the system's; RootCAs, if set, wins.
 	CAFile  string
 	RootCAs *x509.CertPool
-	// Auth defaults to AuthPassword.
-	Auth Auth
+	// Auth is modes.AuthPassword (AUTH PLAIN, or LOGIN when the server
+	// offers no PLAIN; the default), modes.AuthXOAUTH2 or
+	// modes.AuthOAuthBearer (a token from TokenSource).
+	Auth modes.Auth
 	// Username is the upstream login (for OAuth2, the mailbox address).
 	Username string
-	// Password for AuthPassword.
+	// Password for modes.AuthPassword.
 	Password string
 	// TokenSource gives access tokens for XOAUTH2 and OAUTHBEARER. If it
 	// is an oauth.Rejecter, a refused token is invalidated and the login
@@ -106,27 +85,22 @@ func New(opts Options) (*Sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtp: address %q must be host:port (e.g. smtp.gmail.com:587): %w", opts.Addr, err)
 	}
-	switch opts.Security {
-	case "":
-		opts.Security = STARTTLS
-	case STARTTLS, ImplicitTLS:
-	default:
-		return nil, fmt.Errorf("smtp: security %q: use %q (port 587) or %q (port 465)", opts.Security, STARTTLS, ImplicitTLS)
+	opts.TLS = modes.SMTPTLSModes.Or(opts.TLS)
+	if !modes.SMTPTLSModes.Has(opts.TLS) {
+		return nil, fmt.Errorf("smtp: tls %q: use %s (%s: port 587, %s: port 465)", opts.TLS, modes.SMTPTLSModes, modes.TLSStartTLS, modes.TLSImplicit)
 	}
+	opts.Auth = modes.SMTPAuth.Or(opts.Auth)
 	switch opts.Auth {
-	case "":
-		opts.Auth = AuthPassword
-		fallthrough
-	case AuthPassword:
+	case modes.AuthPassword:
 		if opts.Username == "" || opts.Password == "" {
 			return nil, errors.New("smtp: password login needs a username and a password")
 		}
-	case AuthXOAUTH2, AuthOAuthBearer:
+	case modes.AuthXOAUTH2, modes.AuthOAuthBearer:
 		if opts.Username == "" || opts.TokenSource == nil {
 			return nil, fmt.Errorf("smtp: %s needs a username and an OAuth2 grant (run popbridge auth)", opts.Auth)
 		}
 	default:
-		return nil, fmt.Errorf("smtp: auth %q: use %q, %q or %q", opts.Auth, AuthPassword, AuthXOAUTH2, AuthOAuthBearer)
+		return nil, fmt.Errorf("smtp: auth %q: use %s", opts.Auth, modes.SMTPAuth)
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = host
@@ -135,10 +109,10 @@ func New(opts Options) (*Sender, error) {
 		opts.HelloName = "localhost"
 	}
 	if opts.DialTimeout <= 0 {
-		opts.DialTimeout = 30 * time.Second
+		opts.DialTimeout = modes.DefaultSMTPDialTimeout
 	}
 	if opts.CommandTimeout <= 0 {
-		opts.CommandTimeout = 5 * time.Minute
+		opts.CommandTimeout = modes.DefaultSMTPCommandTimeout
 	}
 	roots := opts.RootCAs
 	if roots == nil && opts.CAFile != "" {
@@ -249,7 +223,7 @@ func (s *Sender) dial(ctx context.Context) (*conn, error) {
 		return nil, fmt.Errorf("smtp: %s %s: %w", what, s.opts.Addr, err)
 	}
 	raw.SetDeadline(time.Now().Add(s.opts.DialTimeout))
-	if s.opts.Security == ImplicitTLS {
+	if s.opts.TLS == modes.TLSImplicit {
 		tc := tls.Client(raw, s.tls)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			return fail("TLS handshake with", err)
@@ -276,7 +250,7 @@ func (c *conn) login() (token string, err error) {
 	o := c.s.opts
 	var cl sasl.Client
 	switch o.Auth {
-	case AuthPassword:
+	case modes.AuthPassword:
 		switch {
 		case c.c.SupportsAuth(sasl.Plain):
 			cl = sasl.NewPlainClient("", o.Username, o.Password)
@@ -285,9 +259,9 @@ func (c *conn) login() (token string, err error) {
 		default:
 			return "", fmt.Errorf("smtp: %s offers neither AUTH PLAIN nor LOGIN", o.Addr)
 		}
-	case AuthXOAUTH2, AuthOAuthBearer:
+	case modes.AuthXOAUTH2, modes.AuthOAuthBearer:
 		mech := "XOAUTH2"
-		if o.Auth == AuthOAuthBearer {
+		if o.Auth == modes.AuthOAuthBearer {
 			mech = sasl.OAuthBearer
 		}
 		if !c.c.SupportsAuth(mech) {
