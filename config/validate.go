@@ -326,6 +326,9 @@ func (c *Config) validateSubmission(p *problems) {
 		if c.TLS == nil {
 			p.add(l.key, "needs tls (a server certificate: SMTP clients log in only over TLS, except where cleartext_auth allows)")
 		}
+		if strings.HasSuffix(l.addr, ":0") {
+			continue // any free port: never the same
+		}
 		if other, dup := taken[l.addr]; dup {
 			p.add(l.key, "same address as %s", other)
 		}
