@@ -7,6 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
@@ -35,6 +36,9 @@ type state struct {
 	// sources are the OAuth2 token sources, by the oauth2 section they
 	// were made for: an account's backend and sender share one.
 	sources map[*config.OAuth2]*oauth.Source
+	// gmail are the gmail backends of the last build, by account: their
+	// senders share their quota and token.
+	gmail map[string]*gmail.Backend
 }
 
 // tokenHome is the directory holding tokens/.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/popbridge/popbridge/backends"
+	"github.com/popbridge/popbridge/backends/gmail"
 	"github.com/popbridge/popbridge/backends/oauth"
 	smtpb "github.com/popbridge/popbridge/backends/smtp"
 	"github.com/popbridge/popbridge/config"
@@ -56,6 +59,10 @@ func (s *sendSwap) sender(_ context.Context, l backends.Login) (backends.Sender,
 	return nil, fmt.Errorf("account %s has no sender", l.User)
 }
 
+// SpoolDir in the state directory holds the messages being sent with
+// the Gmail API, each in a 0600 file removed afterwards.
+const SpoolDir = "spool"
+
 // newSenders builds the sender of every account of cfg. An account that
 // cannot send gets a sender that refuses, with the reason in the log.
 func newSenders(cfg *config.Config, st *state) (*senderSet, error) {
@@ -75,6 +82,16 @@ func newSenders(cfg *config.Config, st *state) (*senderSet, error) {
 				return nil, fmt.Errorf("accounts[%d] (%s): send: %w", i, a.User, err)
 			}
 			snd = ss
+		case s.Type == modes.SendGmail:
+			b := st.gmail[a.User]
+			if b == nil {
+				return nil, fmt.Errorf("accounts[%d] (%s): send type gmail needs a gmail backend", i, a.User)
+			}
+			spool := filepath.Join(st.dir, SpoolDir)
+			if err := os.MkdirAll(spool, 0o700); err != nil {
+				return nil, fmt.Errorf("send: %w", err)
+			}
+			snd = b.Sender(gmail.SendOptions{From: s.From, SpoolDir: spool})
 		default:
 			snd = refusing{fmt.Sprintf("send type %s is not available in this build", s.Type)}
 		}
