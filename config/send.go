@@ -38,6 +38,10 @@ type Send struct {
 	// Empty: the upstream username (smtp), or the account's user name
 	// when it is an address (gmail).
 	From []string `yaml:"from"`
+	// MaxPerMinute is the most messages the account may send in a
+	// minute (a burst of that many, then evenly); over it the client gets
+	// 451 and retries. 0 means no limit.
+	MaxPerMinute int `yaml:"max_per_minute"`
 	// DialTimeout and CommandTimeout bound connecting (default 30s) and
 	// each reply of the submission server (default 5m).
 	DialTimeout    Duration `yaml:"dial_timeout"`
@@ -165,6 +169,9 @@ func (a Account) validateSend(p *problems, key string) {
 		} else if v < 0 {
 			p.add(key+"."+d.key, "must not be negative")
 		}
+	}
+	if raw.MaxPerMinute < 0 {
+		p.add(key+".max_per_minute", "must not be negative (0 means no limit)")
 	}
 	if s.Type == modes.SendGmail {
 		if a.Backend.Gmail == nil {

@@ -123,7 +123,7 @@ accounts:
   - user: dave
     password_hash: "HASH"
     backend: {type: maildir, path: mail/dave}
-    send: {addr: smtp.example.com:587, username: dave, command_timeout: soon}
+    send: {addr: smtp.example.com:587, username: dave, command_timeout: soon, max_per_minute: -1}
 `)
 	got := errLines(err)
 	for _, want := range []string{
@@ -142,12 +142,13 @@ accounts:
 		"accounts[3].send.from: must be set: the addresses this account sends as (the username dave is not an address)",
 		"accounts[3].send.password: must be set for auth password (or password_file)",
 		`accounts[3].send.command_timeout: invalid duration "soon" (want e.g. 90s, 10m, 1h)`,
+		"accounts[3].send.max_per_minute: must not be negative (0 means no limit)",
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("missing %q in\n%s", want, strings.Join(got, "\n"))
 		}
 	}
-	if len(got) != 16 {
-		t.Errorf("%d problems, want 16:\n%s", len(got), strings.Join(got, "\n"))
+	if len(got) != 17 {
+		t.Errorf("%d problems, want 17:\n%s", len(got), strings.Join(got, "\n"))
 	}
 }

@@ -19,16 +19,16 @@ const TokenDir = "tokens"
 // OAuthAccount returns the OAuth2 settings of account a and the protocol
 // its scopes follow, or nil if its backend has no oauth2 section.
 //
-// A Microsoft account that also sends with the grant (its send section,
-// or the default, uses xoauth2 or oauthbearer without a token_file) gets
-// the scope SMTP.Send beside the default ones, so that one popbridge
-// auth covers reading and sending.
+// A Microsoft account whose send section sends with the grant (xoauth2
+// or oauthbearer without a token_file) gets the scope SMTP.Send beside
+// the default ones, so that one popbridge auth covers reading and
+// sending. Accounts without a send section keep the scopes they had.
 func OAuthAccount(a config.Account) (*config.OAuth2, string) {
 	o, proto := oauthAccount(a)
 	if o == nil || o.Provider != modes.ProviderMicrosoft || len(o.Scopes) > 0 || proto == oauth.Gmail {
 		return o, proto
 	}
-	if s, _ := a.DefaultSend(); s != nil && s.Type == modes.SendSMTP && s.Auth.Token() && s.TokenFile == "" {
+	if s, _ := a.DefaultSend(); a.Send != nil && s.Type == modes.SendSMTP && s.Auth.Token() && s.TokenFile == "" {
 		with := *o
 		with.Scopes = append(oauth.DefaultScopes(o.Provider, proto), SMTPSendScope)
 		return &with, proto

@@ -15,6 +15,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/gmail"
@@ -96,6 +97,9 @@ func newSenders(cfg *config.Config, st *state) (*senderSet, error) {
 			snd = refusing{fmt.Sprintf("send type %s is not available in this build", s.Type)}
 		}
 		o := &observedSender{Sender: snd, m: st.metrics}
+		if s != nil && s.MaxPerMinute > 0 {
+			o.limit = rate.NewLimiter(rate.Every(time.Minute/time.Duration(s.MaxPerMinute)), s.MaxPerMinute)
+		}
 		if st.metrics != nil {
 			o.status = st.metrics.account(a)
 		}
@@ -161,14 +165,23 @@ func sendResult(err error) string {
 	return sendDeferred
 }
 
-// observedSender records an account's submissions for listen.http.
+// observedSender records an account's submissions for listen.http and
+// applies its send.max_per_minute.
 type observedSender struct {
 	backends.Sender
 	status *accountStatus // nil without listen.http
 	m      *metrics
+	limit  *rate.Limiter // nil: no limit
 }
 
+// errRateLimited is the reply over send.max_per_minute.
+var errRateLimited = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: "Sending rate limit of this account reached, try again later"}
+
 func (o *observedSender) Begin(ctx context.Context, from string, opts backends.MailOptions) (backends.Transaction, error) {
+	if o.limit != nil && !o.limit.Allow() {
+		o.record(0, errRateLimited)
+		return nil, errRateLimited
+	}
 	tx, err := o.Sender.Begin(ctx, from, opts)
 	if err != nil {
 		o.record(0, err)
