@@ -15,7 +15,11 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/oauth2"
 
+	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
+	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/postfixtest"
 )
 
@@ -345,4 +349,70 @@ func needProgram(t *testing.T, name string) string {
 	}
 	t.Skip(msg)
 	return ""
+}
+
+// TestServeSMTPXOAUTH2: an account whose imap backend has an oauth2
+// grant sends with that grant: the send section names only the server,
+// the credentials (auth xoauth2, username) and the refreshing token come
+// from the backend, as stored by popbridge auth. The upstream Postfix
+// checks the token at the fake authorization server's introspection
+// endpoint.
+func TestServeSMTPXOAUTH2(t *testing.T) {
+	const alice, bob = "alice@example.com", "bob@example.net"
+	tokens := oauthtest.Start(t)
+	tokens.Username = alice
+	tokens.AddRefreshToken("rt-ann")
+	p := postfixtest.Start(t, postfixtest.Options{Users: map[string]string{alice: "upstream-pw", bob: "bob-pw"}, IntrospectURL: tokens.IntrospectURL})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "upstream-ca.pem"), p.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`listen:
+  pop3: 127.0.0.1:0
+  submissions: 127.0.0.1:0
+tls: {self_signed: true}
+state_dir: state
+log: {format: json}
+accounts:
+  - user: ann
+    password_hash: %q
+    backend:
+      type: imap
+      addr: imap.example.com:993   # not used here: ann only sends
+      auth: xoauth2
+      username: %s
+      oauth2:
+        provider: custom
+        client_id: %s
+        auth_url: %s
+        token_url: %s
+        scopes: [mail]
+    send:
+      type: smtp
+      addr: %s
+      ca_file: upstream-ca.pem
+      server_name: localhost
+`, testHash(t), alice, tokens.ClientID, tokens.AuthURL, tokens.TokenURL, p.Addr)
+	path := filepath.Join(dir, "popbridge.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", app.TokenDir)}
+	if err := store.Save("ann", &oauth2.Token{RefreshToken: "rt-ann"}); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, stop := startRun(t, "serve", "-config", path)
+	subs := localhostAddr(listenerAddr(t, stderr, "submissions"))
+	ca := filepath.Join(dir, "state", "tls", "cert.pem")
+	if res := sendSmtplib(t, subs, "ssl", ca, "ann", "s3cret", alice, []string{bob}, smtpMessage); !res.OK {
+		t.Fatalf("smtplib: %+v\n%s", res, stderr)
+	}
+	deliveredAs(t, p, bob, 1, smtpMessage)
+	if tokens.Refreshes() != 1 || !strings.Contains(p.Log(), "sasl_method=XOAUTH2") {
+		t.Fatalf("refreshes %d; the upstream log does not show XOAUTH2:\n%s", tokens.Refreshes(), p.Log())
+	}
+	if code := stop(); code != 0 {
+		t.Fatalf("serve exited %d:\n%s", code, stderr)
+	}
+	t.Logf("smtp: serve: an imap account's oauth2 grant (the token popbridge auth stores) sends over XOAUTH2 to Postfix, which checks it: delivered byte for byte")
 }
