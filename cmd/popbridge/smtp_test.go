@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -413,6 +414,10 @@ accounts:
 	}
 	if code := stop(); code != 0 {
 		t.Fatalf("serve exited %d:\n%s", code, stderr)
+	}
+	r := runCmd(t, "", "check", "-offline", "-config", path)
+	if want := regexp.MustCompile(`(?m)^SEND +ann +smtp ` + regexp.QuoteMeta(p.Addr) + `, tls starttls, auth xoauth2 \(the backend's oauth2 grant\), from alice@example\.com$`); r.code != 0 || !want.MatchString(r.stdout) {
+		t.Fatalf("check: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	t.Logf("smtp: serve: an imap account's oauth2 grant (the token popbridge auth stores) sends over XOAUTH2 to Postfix, which checks it: delivered byte for byte")
 }

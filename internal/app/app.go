@@ -1,7 +1,8 @@
 // Package app assembles a popbridge server from a validated
 // configuration: the state directory (cache.db, the body cache, the
 // OAuth2 token store), every account's backend behind the accounts
-// router, the POP3 listeners, the operations listener (listen.http:
+// router, the POP3 listeners, the SMTP submission listeners with every
+// account's sender (submission.go), the operations listener (listen.http:
 // /metrics, /status, /healthz, /readyz) and the control socket.
 //
 // Build binds and opens everything, Serve runs the POP3 server until its

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -421,4 +422,29 @@ func (p *penalty) forget(addr netip.Addr) {
 	p.mu.Lock()
 	delete(p.failures, addr)
 	p.mu.Unlock()
+}
+
+// DescribeSend says for people how account a sends, defaults included,
+// without secrets; or why it cannot.
+func DescribeSend(a config.Account) string {
+	s, why := a.DefaultSend()
+	if s == nil {
+		return "cannot send: " + why
+	}
+	from := strings.Join(s.From, ", ")
+	if from == "" {
+		from = "nobody (set send.from)"
+	}
+	if s.Type == modes.SendGmail {
+		return fmt.Sprintf("gmail API messages.send, from %s", from)
+	}
+	auth := string(s.Auth)
+	if s.Auth.Token() {
+		if s.TokenFile != "" {
+			auth += " (token_file)"
+		} else {
+			auth += " (the backend's oauth2 grant)"
+		}
+	}
+	return fmt.Sprintf("smtp %s, tls %s, auth %s, from %s", s.Addr, s.TLS, auth, from)
 }
