@@ -15,6 +15,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/proxy"
 )
 
 // TestSendSharesTokenSource: an account whose imap backend has an oauth2
@@ -162,5 +163,41 @@ accounts:
 	}
 	if !slices.Equal(codes, []int{0, 0, 451}) || c.begun != 2 {
 		t.Fatalf("replies %v, %d reached the upstream; want 0 0 451 and 2", codes, c.begun)
+	}
+}
+
+// TestSMTPAuthNoHash: a passthrough account without password_hash, whose
+// password only its upstream checks when reading, cannot log in to SMTP;
+// an account with a hash logs in with its POP3 password.
+func TestSMTPAuthNoHash(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "popbridge.yaml")
+	src := `listen: {pop3: 127.0.0.1:0}
+state_dir: state
+accounts:
+  - user: alice
+    password_hash: "` + testHash(t) + `"
+    backend: {type: maildir, path: mail}
+  - user: ben
+    backend: {type: imap, addr: "127.0.0.1:1", tls: starttls, auth: passthrough}
+`
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := must(config.Load(path))
+	st := must(openState(filepath.Join(dir, "state"), nil))
+	defer st.close(zerolog.Nop())
+	router := must(newRouter(cfg, st))
+	sends := &sendSwap{router: newSwapBackend(router)}
+	sends.cur.Store(must(newSenders(cfg, st)))
+	ctx := context.Background()
+	if _, err := sends.Authenticate(ctx, "ben", "anything"); !errors.Is(err, proxy.ErrAuthFailed) {
+		t.Fatalf("ben (no hash): %v, want ErrAuthFailed", err)
+	}
+	if l, err := sends.Authenticate(ctx, "alice", "s3cret"); err != nil || l.User != "alice" {
+		t.Fatalf("alice: %+v %v", l, err)
+	}
+	if _, err := sends.Authenticate(ctx, "alice", "wrong"); !errors.Is(err, proxy.ErrAuthFailed) {
+		t.Fatalf("alice, wrong password: %v", err)
 	}
 }
