@@ -20,6 +20,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -66,6 +67,11 @@ type Options struct {
 	// 30 s); CommandTimeout each command's reply (default 5 min), and
 	// the idle time while writing the message.
 	DialTimeout, CommandTimeout time.Duration
+	// KeepIdle is how long a connection stays open and logged in after
+	// a transaction that succeeded, for the next one (at most MaxIdle
+	// connections, default 4); default 30 s, negative: close at once.
+	KeepIdle time.Duration
+	MaxIdle  int
 }
 
 // Sender is a backends.Sender for one upstream account. It is safe for
@@ -75,6 +81,16 @@ type Sender struct {
 	tls  *tls.Config
 	host string
 	port string
+
+	mu   sync.Mutex
+	idle []*idleConn // logged-in connections between transactions
+}
+
+// idleConn is a connection kept for the next transaction; timer closes
+// it after KeepIdle.
+type idleConn struct {
+	c     *conn
+	timer *time.Timer
 }
 
 var _ backends.Sender = (*Sender)(nil)
@@ -104,6 +120,12 @@ func New(opts Options) (*Sender, error) {
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = host
+	}
+	if opts.KeepIdle == 0 {
+		opts.KeepIdle = 30 * time.Second
+	}
+	if opts.MaxIdle <= 0 {
+		opts.MaxIdle = 4
 	}
 	if opts.HelloName == "" {
 		opts.HelloName = "localhost"
@@ -307,13 +329,75 @@ func (x *xoauth2) Start() (string, []byte, error) {
 // success with the server still waiting for the response.
 func (x *xoauth2) Next([]byte) ([]byte, error) { return []byte{}, nil }
 
-// Begin connects, logs in and sends MAIL FROM.
+// takeIdle returns a kept connection, now watching ctx, or nil.
+func (s *Sender) takeIdle(ctx context.Context) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.idle) > 0 {
+		ic := s.idle[len(s.idle)-1]
+		s.idle = s.idle[:len(s.idle)-1]
+		if !ic.timer.Stop() {
+			continue // expired: its timer closes it
+		}
+		c := ic.c
+		c.raw.SetDeadline(time.Time{})
+		c.stop = context.AfterFunc(ctx, func() { c.raw.Close() })
+		return c
+	}
+	return nil
+}
+
+// putIdle keeps c, after a transaction that succeeded, for the next
+// one; false if there is no room (the caller closes it).
+func (s *Sender) putIdle(c *conn) bool {
+	if s.opts.KeepIdle < 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.idle) >= s.opts.MaxIdle {
+		return false
+	}
+	if c.stop != nil {
+		c.stop()
+		c.stop = nil
+	}
+	ic := &idleConn{c: c}
+	ic.timer = time.AfterFunc(s.opts.KeepIdle, func() {
+		s.mu.Lock()
+		if i := slices.Index(s.idle, ic); i >= 0 {
+			s.idle = slices.Delete(s.idle, i, i+1)
+		}
+		s.mu.Unlock()
+		c.raw.SetDeadline(time.Now().Add(5 * time.Second))
+		c.c.Quit()
+		c.close()
+	})
+	s.idle = append(s.idle, ic)
+	return true
+}
+
+// Begin logs in (or takes a connection kept logged in since a previous
+// transaction) and sends MAIL FROM. A kept connection the upstream has
+// closed in the meantime is replaced by a new one: nothing was sent on it.
 func (s *Sender) Begin(ctx context.Context, from string, opts backends.MailOptions) (backends.Transaction, error) {
+	mail := &gosmtp.MailOptions{Size: opts.Size, UTF8: opts.UTF8}
+	if c := s.takeIdle(ctx); c != nil {
+		err := c.c.Mail(from, mail)
+		if err == nil {
+			return &tx{c: c}, nil
+		}
+		c.close()
+		var se *gosmtp.SMTPError
+		if errors.As(err, &se) && se.Code != 421 {
+			return nil, fmt.Errorf("smtp: MAIL FROM at %s: %w", s.opts.Addr, err)
+		}
+	}
 	c, err := s.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.c.Mail(from, &gosmtp.MailOptions{Size: opts.Size, UTF8: opts.UTF8}); err != nil {
+	if err := c.c.Mail(from, mail); err != nil {
 		c.close()
 		return nil, fmt.Errorf("smtp: MAIL FROM at %s: %w", s.opts.Addr, err)
 	}
@@ -323,6 +407,7 @@ func (s *Sender) Begin(ctx context.Context, from string, opts backends.MailOptio
 type tx struct {
 	c    *conn
 	done bool
+	ok   bool // the upstream accepted the message
 }
 
 func (t *tx) Rcpt(ctx context.Context, to string) error {
@@ -363,12 +448,18 @@ func (t *tx) Data(ctx context.Context, r io.Reader) (string, error) {
 		t.c.close()
 		return "", fmt.Errorf("smtp: message at %s: %w", addr, err)
 	}
+	t.ok = true
 	return resp.StatusText, nil
 }
 
-// Close quits politely after a completed transaction, and otherwise
-// just closes the connection (which also aborts an open transaction).
+// Close keeps the connection for the next transaction after one that
+// succeeded; otherwise it quits politely after a completed transaction,
+// and just closes the connection (which also aborts an open
+// transaction).
 func (t *tx) Close() error {
+	if t.ok && t.c.s.putIdle(t.c) {
+		return nil
+	}
 	if t.done {
 		t.c.c.Quit()
 	}

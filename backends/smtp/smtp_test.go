@@ -253,7 +253,9 @@ func TestSendOAuth(t *testing.T) {
 	}
 	store := &oauth.Store{Dir: t.TempDir()}
 	src := oauth.NewSource(context.Background(), alice, cfg, store, nil)
-	s := newSender(t, smtpb.Options{Addr: p.Addr, ServerName: "localhost", RootCAs: p.CertPool(), Auth: modes.AuthXOAUTH2, Username: alice, TokenSource: src})
+	// KeepIdle -1: every send logs in, so that each one shows the token
+	// state (a kept connection would stay logged in).
+	s := newSender(t, smtpb.Options{Addr: p.Addr, ServerName: "localhost", RootCAs: p.CertPool(), Auth: modes.AuthXOAUTH2, Username: alice, TokenSource: src, KeepIdle: -1})
 	login := func() string {
 		_, err := send(s, alice, []string{bob}, bytes.NewReader(msg))
 		switch {
