@@ -53,6 +53,11 @@ type Listen struct {
 	POP3 string `yaml:"pop3"`
 	// POP3S is the implicit-TLS listener (RFC 8314); it needs TLS.
 	POP3S string `yaml:"pop3s"`
+	// Submission is the SMTP submission listener (RFC 6409: STARTTLS,
+	// port 587) and Submissions the implicit-TLS one (RFC 8314: port
+	// 465). Both need tls.
+	Submission  string `yaml:"submission"`
+	Submissions string `yaml:"submissions"`
 	// HTTP is the operations listener: /healthz, /readyz, /metrics and
 	// /status. Plain HTTP; keep it on loopback or a private network.
 	HTTP string `yaml:"http"`
@@ -201,6 +206,9 @@ type Account struct {
 	// it into PasswordHash.
 	PasswordHashFile string  `yaml:"password_hash_file"`
 	Backend          Backend `yaml:"backend"`
+	// Send is where the mail the account submits over SMTP goes; nil
+	// means the default of DefaultSend.
+	Send *Send `yaml:"send"`
 }
 
 // Load reads, resolves and validates the configuration file at path.

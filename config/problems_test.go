@@ -47,6 +47,12 @@ func TestProblemLines(t *testing.T) {
 		{"accounts not a list", "listen: {pop3: ':1110'}\naccounts:\n  user: alice\n", []string{
 			`cfg.yaml:3: accounts: must be a list, not a mapping (one entry is written [])`,
 		}},
+		{"misspelt send key", minimal + "    send: {type: smtp, adr: smtp.example.com:587, username: alice@example.com, password: pw}\n", []string{
+			`cfg.yaml:10: accounts[0].send: unknown key "adr" (did you mean addr?)`,
+		}},
+		{"submission without tls", strings.Replace(minimal, "listen:\n", "listen:\n  submission: 127.0.0.1:1587\n", 1), []string{
+			`cfg.yaml:3: listen.submission: needs tls (a server certificate: SMTP clients log in only over TLS, except where cleartext_auth allows)`,
+		}},
 		{"misspelt top-level key", minimal + "stat_dir: /var/lib/popbridge\n", []string{
 			`cfg.yaml:10: unknown key "stat_dir" (did you mean state_dir?)`,
 		}},

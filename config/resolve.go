@@ -45,6 +45,9 @@ func (r *resolver) resolve(c *Config) {
 		if gb := a.Backend.Gmail; gb != nil {
 			gb.resolve(r, key+".backend")
 		}
+		if a.Send != nil {
+			a.Send.resolve(r, key+".send")
+		}
 	}
 }
 

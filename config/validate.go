@@ -74,6 +74,7 @@ func (c *Config) validateListen(p *problems) {
 	if c.Listen.POP3 != "" && c.Listen.POP3 == c.Listen.POP3S {
 		p.add("listen.pop3s", "same address as listen.pop3")
 	}
+	c.validateSubmission(p)
 	if c.TLS != nil {
 		c.TLS.validate(p)
 	}
@@ -250,6 +251,7 @@ func (c *Config) validateAccounts(p *problems) {
 		}
 
 		c.validateBackend(p, key+".backend", a.Backend)
+		a.validateSend(p, key+".send")
 		if m := a.Backend.Maildir; m != nil && m.Path != "" {
 			path := filepath.Clean(m.Path)
 			if j, dup := maildirs[path]; dup {
@@ -312,4 +314,25 @@ func validUser(s string) bool {
 		}
 	}
 	return true
+}
+
+// validateSubmission checks the SMTP submission listeners.
+func (c *Config) validateSubmission(p *problems) {
+	taken := map[string]string{c.Listen.POP3: "listen.pop3", c.Listen.POP3S: "listen.pop3s", c.Listen.HTTP: "listen.http"}
+	for _, l := range []struct{ key, addr string }{{"listen.submission", c.Listen.Submission}, {"listen.submissions", c.Listen.Submissions}} {
+		if l.addr == "" {
+			continue
+		}
+		checkAddr(p, l.key, l.addr)
+		if c.TLS == nil {
+			p.add(l.key, "needs tls (a server certificate: SMTP clients log in only over TLS, except where cleartext_auth allows)")
+		}
+		if strings.HasSuffix(l.addr, ":0") {
+			continue // any free port: never the same
+		}
+		if other, dup := taken[l.addr]; dup {
+			p.add(l.key, "same address as %s", other)
+		}
+		taken[l.addr] = l.key
+	}
 }

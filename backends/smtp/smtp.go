@@ -20,6 +20,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -28,39 +29,16 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/oauth"
-)
-
-// Security is how the connection to the upstream is protected.
-type Security string
-
-const (
-	// STARTTLS: plaintext connect, then STARTTLS before anything else
-	// (port 587). The default.
-	STARTTLS Security = "starttls"
-	// ImplicitTLS: TLS from the first byte (port 465).
-	ImplicitTLS Security = "tls"
-)
-
-// Auth is the upstream authentication mechanism.
-type Auth string
-
-const (
-	// AuthPassword logs in with Username and Password: AUTH PLAIN, or
-	// LOGIN when the server offers no PLAIN. The default.
-	AuthPassword Auth = "password"
-	// AuthXOAUTH2 sends an access token from TokenSource (Gmail,
-	// Outlook).
-	AuthXOAUTH2 Auth = "xoauth2"
-	// AuthOAuthBearer sends an access token as RFC 7628 OAUTHBEARER.
-	AuthOAuthBearer Auth = "oauthbearer"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // Options configures a Sender.
 type Options struct {
 	// Addr is the upstream's host:port.
 	Addr string
-	// Security defaults to STARTTLS. There is no plaintext mode.
-	Security Security
+	// TLS is modes.TLSStartTLS (port 587, the default) or
+	// modes.TLSImplicit (port 465). There is no plaintext mode.
+	TLS modes.TLS
 	// ServerName is the name the certificate must have; default the
 	// host of Addr.
 	ServerName string
@@ -68,11 +46,13 @@ type Options struct {
 	// instead of the system's; RootCAs, if set, wins.
 	CAFile  string
 	RootCAs *x509.CertPool
-	// Auth defaults to AuthPassword.
-	Auth Auth
+	// Auth is modes.AuthPassword (AUTH PLAIN, or LOGIN when the server
+	// offers no PLAIN; the default), modes.AuthXOAUTH2 or
+	// modes.AuthOAuthBearer (a token from TokenSource).
+	Auth modes.Auth
 	// Username is the upstream login (for OAuth2, the mailbox address).
 	Username string
-	// Password for AuthPassword.
+	// Password for modes.AuthPassword.
 	Password string
 	// TokenSource gives access tokens for XOAUTH2 and OAUTHBEARER. If it
 	// is an oauth.Rejecter, a refused token is invalidated and the login
@@ -87,6 +67,11 @@ type Options struct {
 	// 30 s); CommandTimeout each command's reply (default 5 min), and
 	// the idle time while writing the message.
 	DialTimeout, CommandTimeout time.Duration
+	// KeepIdle is how long a connection stays open and logged in after
+	// a transaction that succeeded, for the next one (at most MaxIdle
+	// connections, default 4); default 30 s, negative: close at once.
+	KeepIdle time.Duration
+	MaxIdle  int
 }
 
 // Sender is a backends.Sender for one upstream account. It is safe for
@@ -96,6 +81,16 @@ type Sender struct {
 	tls  *tls.Config
 	host string
 	port string
+
+	mu   sync.Mutex
+	idle []*idleConn // logged-in connections between transactions
+}
+
+// idleConn is a connection kept for the next transaction; timer closes
+// it after KeepIdle.
+type idleConn struct {
+	c     *conn
+	timer *time.Timer
 }
 
 var _ backends.Sender = (*Sender)(nil)
@@ -106,39 +101,40 @@ func New(opts Options) (*Sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtp: address %q must be host:port (e.g. smtp.gmail.com:587): %w", opts.Addr, err)
 	}
-	switch opts.Security {
-	case "":
-		opts.Security = STARTTLS
-	case STARTTLS, ImplicitTLS:
-	default:
-		return nil, fmt.Errorf("smtp: security %q: use %q (port 587) or %q (port 465)", opts.Security, STARTTLS, ImplicitTLS)
+	opts.TLS = modes.SMTPTLSModes.Or(opts.TLS)
+	if !modes.SMTPTLSModes.Has(opts.TLS) {
+		return nil, fmt.Errorf("smtp: tls %q: use %s (%s: port 587, %s: port 465)", opts.TLS, modes.SMTPTLSModes, modes.TLSStartTLS, modes.TLSImplicit)
 	}
+	opts.Auth = modes.SMTPAuth.Or(opts.Auth)
 	switch opts.Auth {
-	case "":
-		opts.Auth = AuthPassword
-		fallthrough
-	case AuthPassword:
+	case modes.AuthPassword:
 		if opts.Username == "" || opts.Password == "" {
 			return nil, errors.New("smtp: password login needs a username and a password")
 		}
-	case AuthXOAUTH2, AuthOAuthBearer:
+	case modes.AuthXOAUTH2, modes.AuthOAuthBearer:
 		if opts.Username == "" || opts.TokenSource == nil {
 			return nil, fmt.Errorf("smtp: %s needs a username and an OAuth2 grant (run popbridge auth)", opts.Auth)
 		}
 	default:
-		return nil, fmt.Errorf("smtp: auth %q: use %q, %q or %q", opts.Auth, AuthPassword, AuthXOAUTH2, AuthOAuthBearer)
+		return nil, fmt.Errorf("smtp: auth %q: use %s", opts.Auth, modes.SMTPAuth)
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = host
+	}
+	if opts.KeepIdle == 0 {
+		opts.KeepIdle = 30 * time.Second
+	}
+	if opts.MaxIdle <= 0 {
+		opts.MaxIdle = 4
 	}
 	if opts.HelloName == "" {
 		opts.HelloName = "localhost"
 	}
 	if opts.DialTimeout <= 0 {
-		opts.DialTimeout = 30 * time.Second
+		opts.DialTimeout = modes.DefaultSMTPDialTimeout
 	}
 	if opts.CommandTimeout <= 0 {
-		opts.CommandTimeout = 5 * time.Minute
+		opts.CommandTimeout = modes.DefaultSMTPCommandTimeout
 	}
 	roots := opts.RootCAs
 	if roots == nil && opts.CAFile != "" {
@@ -249,7 +245,7 @@ func (s *Sender) dial(ctx context.Context) (*conn, error) {
 		return nil, fmt.Errorf("smtp: %s %s: %w", what, s.opts.Addr, err)
 	}
 	raw.SetDeadline(time.Now().Add(s.opts.DialTimeout))
-	if s.opts.Security == ImplicitTLS {
+	if s.opts.TLS == modes.TLSImplicit {
 		tc := tls.Client(raw, s.tls)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			return fail("TLS handshake with", err)
@@ -276,7 +272,7 @@ func (c *conn) login() (token string, err error) {
 	o := c.s.opts
 	var cl sasl.Client
 	switch o.Auth {
-	case AuthPassword:
+	case modes.AuthPassword:
 		switch {
 		case c.c.SupportsAuth(sasl.Plain):
 			cl = sasl.NewPlainClient("", o.Username, o.Password)
@@ -285,9 +281,9 @@ func (c *conn) login() (token string, err error) {
 		default:
 			return "", fmt.Errorf("smtp: %s offers neither AUTH PLAIN nor LOGIN", o.Addr)
 		}
-	case AuthXOAUTH2, AuthOAuthBearer:
+	case modes.AuthXOAUTH2, modes.AuthOAuthBearer:
 		mech := "XOAUTH2"
-		if o.Auth == AuthOAuthBearer {
+		if o.Auth == modes.AuthOAuthBearer {
 			mech = sasl.OAuthBearer
 		}
 		if !c.c.SupportsAuth(mech) {
@@ -333,13 +329,75 @@ func (x *xoauth2) Start() (string, []byte, error) {
 // success with the server still waiting for the response.
 func (x *xoauth2) Next([]byte) ([]byte, error) { return []byte{}, nil }
 
-// Begin connects, logs in and sends MAIL FROM.
+// takeIdle returns a kept connection, now watching ctx, or nil.
+func (s *Sender) takeIdle(ctx context.Context) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.idle) > 0 {
+		ic := s.idle[len(s.idle)-1]
+		s.idle = s.idle[:len(s.idle)-1]
+		if !ic.timer.Stop() {
+			continue // expired: its timer closes it
+		}
+		c := ic.c
+		c.raw.SetDeadline(time.Time{})
+		c.stop = context.AfterFunc(ctx, func() { c.raw.Close() })
+		return c
+	}
+	return nil
+}
+
+// putIdle keeps c, after a transaction that succeeded, for the next
+// one; false if there is no room (the caller closes it).
+func (s *Sender) putIdle(c *conn) bool {
+	if s.opts.KeepIdle < 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.idle) >= s.opts.MaxIdle {
+		return false
+	}
+	if c.stop != nil {
+		c.stop()
+		c.stop = nil
+	}
+	ic := &idleConn{c: c}
+	ic.timer = time.AfterFunc(s.opts.KeepIdle, func() {
+		s.mu.Lock()
+		if i := slices.Index(s.idle, ic); i >= 0 {
+			s.idle = slices.Delete(s.idle, i, i+1)
+		}
+		s.mu.Unlock()
+		c.raw.SetDeadline(time.Now().Add(5 * time.Second))
+		c.c.Quit()
+		c.close()
+	})
+	s.idle = append(s.idle, ic)
+	return true
+}
+
+// Begin logs in (or takes a connection kept logged in since a previous
+// transaction) and sends MAIL FROM. A kept connection the upstream has
+// closed in the meantime is replaced by a new one: nothing was sent on it.
 func (s *Sender) Begin(ctx context.Context, from string, opts backends.MailOptions) (backends.Transaction, error) {
+	mail := &gosmtp.MailOptions{Size: opts.Size, UTF8: opts.UTF8}
+	if c := s.takeIdle(ctx); c != nil {
+		err := c.c.Mail(from, mail)
+		if err == nil {
+			return &tx{c: c}, nil
+		}
+		c.close()
+		var se *gosmtp.SMTPError
+		if errors.As(err, &se) && se.Code != 421 {
+			return nil, fmt.Errorf("smtp: MAIL FROM at %s: %w", s.opts.Addr, err)
+		}
+	}
 	c, err := s.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.c.Mail(from, &gosmtp.MailOptions{Size: opts.Size, UTF8: opts.UTF8}); err != nil {
+	if err := c.c.Mail(from, mail); err != nil {
 		c.close()
 		return nil, fmt.Errorf("smtp: MAIL FROM at %s: %w", s.opts.Addr, err)
 	}
@@ -349,6 +407,7 @@ func (s *Sender) Begin(ctx context.Context, from string, opts backends.MailOptio
 type tx struct {
 	c    *conn
 	done bool
+	ok   bool // the upstream accepted the message
 }
 
 func (t *tx) Rcpt(ctx context.Context, to string) error {
@@ -389,12 +448,18 @@ func (t *tx) Data(ctx context.Context, r io.Reader) (string, error) {
 		t.c.close()
 		return "", fmt.Errorf("smtp: message at %s: %w", addr, err)
 	}
+	t.ok = true
 	return resp.StatusText, nil
 }
 
-// Close quits politely after a completed transaction, and otherwise
-// just closes the connection (which also aborts an open transaction).
+// Close keeps the connection for the next transaction after one that
+// succeeded; otherwise it quits politely after a completed transaction,
+// and just closes the connection (which also aborts an open
+// transaction).
 func (t *tx) Close() error {
+	if t.ok && t.c.s.putIdle(t.c) {
+		return nil
+	}
 	if t.done {
 		t.c.c.Quit()
 	}

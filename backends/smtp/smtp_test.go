@@ -80,13 +80,13 @@ func TestSendPassword(t *testing.T) {
 	p := postfixtest.Start(t, postfixtest.Options{Users: users})
 	for i, o := range []smtpb.Options{
 		{Addr: p.Addr, ServerName: "localhost", RootCAs: p.CertPool()},
-		{Addr: p.TLSAddr, Security: smtpb.ImplicitTLS, ServerName: "localhost", CAFile: p.CAFile()},
+		{Addr: p.TLSAddr, TLS: modes.TLSImplicit, ServerName: "localhost", CAFile: p.CAFile()},
 	} {
 		o.Username, o.Password = alice, users[alice]
 		s := newSender(t, o)
 		reply, err := send(s, alice, []string{bob}, bytes.NewReader(edge))
 		if err != nil {
-			t.Fatalf("%s: %v", o.Security, err)
+			t.Fatalf("%s: %v", o.TLS, err)
 		}
 		if !strings.Contains(reply, "queued as") {
 			t.Errorf("final reply %q does not name the queue id", reply)
@@ -221,7 +221,7 @@ func TestSendOAuth(t *testing.T) {
 	p := postfixtest.Start(t, postfixtest.Options{Users: users, IntrospectURL: f.IntrospectURL})
 	msg := []byte("From: alice@example.com\r\nSubject: oauth\r\n\r\nsent with a token\r\n")
 	n := 0
-	for _, auth := range []smtpb.Auth{smtpb.AuthXOAUTH2, smtpb.AuthOAuthBearer} {
+	for _, auth := range []modes.Auth{modes.AuthXOAUTH2, modes.AuthOAuthBearer} {
 		at, _, _ := f.Issue()
 		good := newSender(t, smtpb.Options{Addr: p.Addr, ServerName: "localhost", RootCAs: p.CertPool(), Auth: auth, Username: alice, TokenSource: staticTokens(at)})
 		if _, err := send(good, alice, []string{bob}, bytes.NewReader(msg)); err != nil {
@@ -232,9 +232,9 @@ func TestSendOAuth(t *testing.T) {
 		if f.Checked(at) != 1 {
 			t.Fatalf("%s: the upstream checked the token %d times, want 1", auth, f.Checked(at))
 		}
-		bad := newSender(t, smtpb.Options{Addr: p.TLSAddr, Security: smtpb.ImplicitTLS, ServerName: "localhost", RootCAs: p.CertPool(), Auth: auth, Username: alice, TokenSource: staticTokens("not-a-token")})
+		bad := newSender(t, smtpb.Options{Addr: p.TLSAddr, TLS: modes.TLSImplicit, ServerName: "localhost", RootCAs: p.CertPool(), Auth: auth, Username: alice, TokenSource: staticTokens("not-a-token")})
 		_, err := bad.Begin(context.Background(), alice, backends.MailOptions{})
-		if auth == smtpb.AuthXOAUTH2 && (!errors.Is(err, backends.ErrUpstreamLogin) || !strings.Contains(err.Error(), "SMTP error 535")) {
+		if auth == modes.AuthXOAUTH2 && (!errors.Is(err, backends.ErrUpstreamLogin) || !strings.Contains(err.Error(), "SMTP error 535")) {
 			t.Fatalf("XOAUTH2 bad token: %v, want the upstream's 535", err)
 		}
 		if err == nil {
@@ -253,7 +253,9 @@ func TestSendOAuth(t *testing.T) {
 	}
 	store := &oauth.Store{Dir: t.TempDir()}
 	src := oauth.NewSource(context.Background(), alice, cfg, store, nil)
-	s := newSender(t, smtpb.Options{Addr: p.Addr, ServerName: "localhost", RootCAs: p.CertPool(), Auth: smtpb.AuthXOAUTH2, Username: alice, TokenSource: src})
+	// KeepIdle -1: every send logs in, so that each one shows the token
+	// state (a kept connection would stay logged in).
+	s := newSender(t, smtpb.Options{Addr: p.Addr, ServerName: "localhost", RootCAs: p.CertPool(), Auth: modes.AuthXOAUTH2, Username: alice, TokenSource: src, KeepIdle: -1})
 	login := func() string {
 		_, err := send(s, alice, []string{bob}, bytes.NewReader(msg))
 		switch {

@@ -87,6 +87,11 @@ func (c *cli) check(ctx context.Context, args []string) error {
 			report(a.User, app.Describe(a), nil)
 		}
 	}
+	if cfg.Listen.Submission != "" || cfg.Listen.Submissions != "" {
+		for _, a := range cfg.Accounts {
+			fmt.Fprintf(tw, "SEND\t%s\t%s\n", a.User, app.DescribeSend(a)) // not tried
+		}
+	}
 	tw.Flush()
 	if !ok {
 		return errReported

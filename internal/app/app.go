@@ -1,7 +1,8 @@
 // Package app assembles a popbridge server from a validated
 // configuration: the state directory (cache.db, the body cache, the
 // OAuth2 token store), every account's backend behind the accounts
-// router, the POP3 listeners, the operations listener (listen.http:
+// router, the POP3 listeners, the SMTP submission listeners with every
+// account's sender (submission.go), the operations listener (listen.http:
 // /metrics, /status, /healthz, /readyz) and the control socket.
 //
 // Build binds and opens everything, Serve runs the POP3 server until its
@@ -21,6 +22,7 @@ import (
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/internal/admin"
 	"github.com/popbridge/popbridge/internal/control"
+	"github.com/popbridge/popbridge/internal/submission"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -58,6 +60,9 @@ type App struct {
 
 	adminAddr net.Addr
 	stopAdmin func()
+	// SMTP submission: nil and empty without listen.submission(s).
+	smtp   *submission.Server
+	smtpLs []listener
 }
 
 // Build opens the state directory of cfg, builds every account's backend
@@ -112,6 +117,20 @@ func Build(cfg *config.Config, log *zerolog.Logger, opts Options) (_ *App, err e
 		}
 		a.ls = append(a.ls, listener{Listener: l, name: spec.name, tls: spec.tls})
 	}
+	sends := &sendSwap{router: a.srv.Backend.(*swapBackend)}
+	if a.smtpLs, err = bindSubmission(cfg, opts.Listeners); err != nil {
+		return nil, err
+	}
+	if len(a.smtpLs) > 0 {
+		set, err := newSenders(cfg, st)
+		if err != nil {
+			return nil, err
+		}
+		sends.cur.Store(set)
+		if a.smtp, err = newSubmission(cfg, log, a.srv, sends); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Listen.HTTP != "" { // listen.http: after the POP3 listeners, so ready means ready
 		if a.stopHTTP, a.httpAddr, err = startHTTP(cfg.Listen.HTTP, st.metrics, *log); err != nil {
 			return nil, err
@@ -121,6 +140,9 @@ func Build(cfg *config.Config, log *zerolog.Logger, opts Options) (_ *App, err e
 		log.Info().Str("version", Version).Str("config", opts.ConfigPath).
 			Int("accounts", len(cfg.Accounts)).Str("state_dir", cfg.StateDir).Msg("popbridge starting")
 		a.reloader = &reloader{path: opts.ConfigPath, backend: a.srv.Backend.(*swapBackend), srv: a.srv, st: st, log: log, cfg: cfg}
+		if a.smtp != nil {
+			a.reloader.sends = sends
+		}
 	}
 	if a.srv.Cleartext.Mode == proxy.CleartextAlways {
 		log.Warn().Msg("cleartext_auth is always: passwords may cross the network unencrypted")
@@ -148,8 +170,27 @@ func startControlOrWarn(st *state, log zerolog.Logger) *control.Server {
 
 // Serve serves every POP3 listener until ctx ends, then shuts the server
 // down gracefully (sessions get 30 s to end), or until a listener fails.
+// The SMTP submission listeners are served alongside and shut down with
+// them.
 func (a *App) Serve(ctx context.Context) error {
-	return runServer(ctx, a.srv, a.ls, *a.log)
+	if a.smtp == nil {
+		return runServer(ctx, a.srv, a.ls, *a.log)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	wait := serveSubmission(ctx, a.smtp, a.smtpLs, *a.log, func(err error) {
+		a.log.Error().Err(err).Msg("listener failed; shutting down")
+		cancel(err)
+	})
+	err := runServer(ctx, a.srv, a.ls, *a.log)
+	cancel(nil)
+	wait()
+	if err == nil {
+		if cause := context.Cause(ctx); cause != context.Canceled && cause != nil {
+			err = cause
+		}
+	}
+	return err
 }
 
 // Reload reads the configuration file again: if it is valid and every
@@ -162,8 +203,8 @@ func (a *App) Reload() error {
 	return a.reloader.reload()
 }
 
-// Addr returns the address of listener name (pop3, pop3s, http or admin), or
-// nil if it is not configured.
+// Addr returns the address of listener name (pop3, pop3s, submission,
+// submissions, http or admin), or nil if it is not configured.
 func (a *App) Addr(name string) net.Addr {
 	if name == "http" {
 		return a.httpAddr
@@ -171,7 +212,7 @@ func (a *App) Addr(name string) net.Addr {
 	if name == "admin" {
 		return a.adminAddr
 	}
-	for _, l := range a.ls {
+	for _, l := range append(a.ls, a.smtpLs...) {
 		if l.name == name {
 			return l.Addr()
 		}
@@ -198,6 +239,10 @@ func (a *App) Close() {
 	for _, l := range a.ls {
 		l.Close()
 	}
+	if a.smtp != nil {
+		a.smtp.Close()
+	}
+	closeListeners(a.smtpLs)
 	if a.st != nil {
 		a.st.close(*a.log)
 		a.st = nil

@@ -57,5 +57,9 @@ func newGmailBackend(a config.Account, st *state) (*gmail.Backend, error) {
 	}
 	st.adopt(b) // its background sizing stops when it is replaced or at shutdown
 	st.metrics.syncSource(a, b)
+	if st.gmail == nil {
+		st.gmail = map[string]*gmail.Backend{}
+	}
+	st.gmail[a.User] = b // for its sender, built next
 	return b, nil
 }

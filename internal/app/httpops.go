@@ -70,8 +70,11 @@ type accountReport struct {
 	LastLogin *time.Time   `json:"last_login,omitempty"`
 	LastSync  *time.Time   `json:"last_sync,omitempty"`
 	LastError *errorReport `json:"last_error,omitempty"`
-	Token     *tokenReport `json:"token,omitempty"`
-	Sync      *syncStatus  `json:"sync,omitempty"`
+	// LastSend and LastSendError are about SMTP submission.
+	LastSend      *time.Time   `json:"last_send,omitempty"`
+	LastSendError *errorReport `json:"last_send_error,omitempty"`
+	Token         *tokenReport `json:"token,omitempty"`
+	Sync          *syncStatus  `json:"sync,omitempty"`
 }
 
 type errorReport struct {
@@ -118,6 +121,10 @@ func (m *metrics) snapshot() []accountReport {
 		r := accountReport{Account: s.user, Backend: s.backend, LastLogin: timePtr(s.lastLogin), LastSync: timePtr(s.lastSync)}
 		if s.errClass != "" {
 			r.LastError = &errorReport{Class: s.errClass, At: s.errAt.UTC().Truncate(time.Second)}
+		}
+		r.LastSend = timePtr(s.lastSend)
+		if s.sendErrClass != "" {
+			r.LastSendError = &errorReport{Class: s.sendErrClass, At: s.sendErrAt.UTC().Truncate(time.Second)}
 		}
 		src := s.token
 		if s.sync != nil {

@@ -44,6 +44,8 @@ type metrics struct {
 	accountErrors  *prometheus.CounterVec
 	gmailUnits     *prometheus.CounterVec
 	gmailBackoffs  *prometheus.CounterVec
+	smtpMessages   *prometheus.CounterVec
+	smtpBytes      *prometheus.CounterVec
 
 	mu       sync.Mutex
 	accounts map[string]*accountStatus // every account configured since the start
@@ -102,6 +104,8 @@ func newMetrics(cfg *config.Config, bodies *cache.Bodies) *metrics {
 	}, func() float64 { _, mi := bodies.Stats(); return float64(mi) }))
 	m.gmailUnits = f.counterVec("popbridge_gmail_quota_units_total", "Gmail API quota units used, by account.", "account")
 	m.gmailBackoffs = f.counterVec("popbridge_gmail_backoffs_total", "Gmail API calls backed off after a rate limit or server error, by account.", "account")
+	m.smtpMessages = f.counterVec("popbridge_smtp_messages_total", "Messages submitted over SMTP, by account and result: sent, refused (5xx) or deferred (4xx, the client retries).", "account", "result")
+	m.smtpBytes = f.counterVec("popbridge_smtp_bytes_total", "Message octets submitted over SMTP, by account and result.", "account", "result")
 	m.reg.MustRegister(tokenCollector{m})
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "popbridge_build_info", Help: "Always 1; the version label says which popbridge runs.",
@@ -223,15 +227,18 @@ func (m *metrics) ready() bool {
 type accountStatus struct {
 	user string
 
-	mu        sync.Mutex
-	backend   string // type
-	m         *metrics
-	lastLogin time.Time
-	lastSync  time.Time
-	errClass  string
-	errAt     time.Time
-	token     *oauth.Source      // nil: no refreshing token source
-	sync      proxy.SyncReporter // nil: the backend reports no sync progress
+	mu           sync.Mutex
+	backend      string // type
+	m            *metrics
+	lastLogin    time.Time
+	lastSync     time.Time
+	errClass     string
+	errAt        time.Time
+	lastSend     time.Time
+	sendErrClass string
+	sendErrAt    time.Time
+	token        *oauth.Source      // nil: no refreshing token source
+	sync         proxy.SyncReporter // nil: the backend reports no sync progress
 }
 
 // account returns the status of account a, made or updated for its

@@ -9,6 +9,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/modes"
 )
 
 // TokenDir is the directory of the OAuth2 token store in the state
@@ -17,7 +18,28 @@ const TokenDir = "tokens"
 
 // OAuthAccount returns the OAuth2 settings of account a and the protocol
 // its scopes follow, or nil if its backend has no oauth2 section.
+//
+// A Microsoft account whose send section sends with the grant (xoauth2
+// or oauthbearer without a token_file) gets the scope SMTP.Send beside
+// the default ones, so that one popbridge auth covers reading and
+// sending. Accounts without a send section keep the scopes they had.
 func OAuthAccount(a config.Account) (*config.OAuth2, string) {
+	o, proto := oauthAccount(a)
+	if o == nil || o.Provider != modes.ProviderMicrosoft || len(o.Scopes) > 0 || proto == oauth.Gmail {
+		return o, proto
+	}
+	if s, _ := a.DefaultSend(); a.Send != nil && s.Type == modes.SendSMTP && s.Auth.Token() && s.TokenFile == "" {
+		with := *o
+		with.Scopes = append(oauth.DefaultScopes(o.Provider, proto), SMTPSendScope)
+		return &with, proto
+	}
+	return o, proto
+}
+
+// SMTPSendScope lets an Outlook or Exchange Online token send over SMTP.
+const SMTPSendScope = "https://outlook.office.com/SMTP.Send"
+
+func oauthAccount(a config.Account) (*config.OAuth2, string) {
 	switch {
 	case a.Backend.IMAP != nil && a.Backend.IMAP.OAuth2 != nil:
 		return a.Backend.IMAP.OAuth2, oauth.IMAP
@@ -48,12 +70,18 @@ func OAuthClient(o *config.OAuth2, protocol, stateDir string) (*oauth2.Config, *
 }
 
 // oauthSource returns the refreshing token source of account a for its
-// backend, or nil if the backend has no oauth2 section.
+// backend, or nil if the backend has no oauth2 section. The backend and
+// the sender of an account built from the same settings share one
+// source, so that one refresh serves both.
 func oauthSource(a config.Account, st *state) (oauth2.TokenSource, error) {
-	o, proto := OAuthAccount(a)
-	if o == nil {
+	orig, _ := oauthAccount(a)
+	if orig == nil {
 		return nil, nil
 	}
+	if src := st.sources[orig]; src != nil {
+		return src, nil
+	}
+	o, proto := OAuthAccount(a)
 	cfg, store, err := OAuthClient(o, proto, st.tokenHome())
 	if err != nil {
 		return nil, fmt.Errorf("oauth2: %w", err)
@@ -62,6 +90,10 @@ func oauthSource(a config.Account, st *state) (oauth2.TokenSource, error) {
 	warnOpen(st, a, o.TokenKeyFile)
 	src := oauth.NewSource(context.Background(), a.User, cfg, store, st.log)
 	st.metrics.tokenSource(a, src)
+	if st.sources == nil {
+		st.sources = map[*config.OAuth2]*oauth.Source{}
+	}
+	st.sources[orig] = src
 	return src, nil
 }
 

@@ -41,6 +41,7 @@ type reloader struct {
 	path    string
 	backend *swapBackend
 	srv     *proxy.Server // its cleartext_auth policy is reloaded; nil in tests of accounts only
+	sends   *sendSwap     // the SMTP senders, reloaded with the accounts; nil without SMTP listeners
 	st      *state        // shared: the store and body cache stay open
 	log     *zerolog.Logger
 
@@ -63,8 +64,15 @@ func (r *reloader) reload() error {
 	}
 	if err == nil {
 		var router *accounts.Router
-		if router, err = newRouter(cfg, r.st); err == nil {
+		var sends *senderSet
+		if router, err = newRouter(cfg, r.st); err == nil && r.sends != nil {
+			sends, err = newSenders(cfg, r.st)
+		}
+		if err == nil {
 			r.backend.cur.Store(router)
+			if sends != nil {
+				r.sends.cur.Store(sends)
+			}
 			r.st.commitBackends() // stops the background work of the backends replaced
 			if r.srv != nil {
 				r.srv.SetCleartext(policy)

@@ -7,7 +7,10 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/popbridge/popbridge/backends/gmail"
+	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/config"
 )
 
 // StoreFile is the cache store in the state directory, held by one
@@ -30,6 +33,12 @@ type state struct {
 	metrics *metrics
 	// workers are the backends working in the background (workers.go).
 	workers workers
+	// sources are the OAuth2 token sources, by the oauth2 section they
+	// were made for: an account's backend and sender share one.
+	sources map[*config.OAuth2]*oauth.Source
+	// gmail are the gmail backends of the last build, by account: their
+	// senders share their quota and token.
+	gmail map[string]*gmail.Backend
 }
 
 // tokenHome is the directory holding tokens/.

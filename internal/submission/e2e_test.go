@@ -118,7 +118,7 @@ func startRelay(t *testing.T, upstreamAddr string) *relay {
 		upstreamAddr = p.Addr
 	}
 	sender, err := smtpb.New(smtpb.Options{
-		Addr: upstreamAddr, ServerName: "localhost", CAFile: p.CAFile(), Auth: smtpb.AuthXOAUTH2,
+		Addr: upstreamAddr, ServerName: "localhost", CAFile: p.CAFile(), Auth: modes.AuthXOAUTH2,
 		Username: alice, TokenSource: oauth.NewSource(context.Background(), alice, cfg, store, nil),
 		CommandTimeout: 30 * time.Second,
 	})

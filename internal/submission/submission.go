@@ -10,7 +10,7 @@
 // bound the whole DATA phase), AUTH LOGIN is served (go-sasl has no
 // LOGIN server), and failed logins and connections are limited.
 //
-// Not yet wired into the popbridge binary.
+// internal/app serves it on listen.submission and listen.submissions.
 package submission
 
 import (
@@ -41,6 +41,11 @@ import (
 type Authenticator interface {
 	Authenticate(ctx context.Context, user, pass string) (backends.Login, error)
 }
+
+// ErrCannotSend, wrapped by an error of Sender.Begin, means the account
+// has no way to send configured: the client gets 550 5.7.0 saying so,
+// and the log the error's text.
+var ErrCannotSend = errors.New("the account is not set up to send mail")
 
 // SenderFunc returns the sender of an authenticated login.
 type SenderFunc func(ctx context.Context, login backends.Login) (backends.Sender, error)
@@ -316,6 +321,7 @@ var (
 	errUpstreamDown  = reply(451, smtp.EnhancedCode{4, 4, 1}, "Upstream server unavailable, try again later")
 	errUpstreamLogin = reply(451, smtp.EnhancedCode{4, 7, 0}, "Upstream login failed, try again later; the administrator must check the account")
 	errUnknownResult = reply(451, smtp.EnhancedCode{4, 4, 2}, "Upstream did not confirm the message, try again later")
+	errCannotSend    = reply(550, smtp.EnhancedCode{5, 7, 0}, "This account is not set up to send mail; the administrator must add a send section")
 	errSenderUTF8    = reply(550, smtp.EnhancedCode{5, 6, 7}, "Non-ASCII addresses require SMTPUTF8")
 	errRcptUTF8      = reply(553, smtp.EnhancedCode{5, 6, 7}, "Non-ASCII addresses require SMTPUTF8")
 )
@@ -325,6 +331,9 @@ var (
 // text, which may carry internals), 4xx for anything not an upstream
 // reply. Always a fresh *smtp.SMTPError: go-smtp does not unwrap.
 func upstreamError(stage string, err error) *smtp.SMTPError {
+	if errors.Is(err, ErrCannotSend) {
+		return errCannotSend
+	}
 	if errors.Is(err, backends.ErrUpstreamLogin) || errors.Is(err, oauth.ErrGrant) || errors.Is(err, oauth.ErrNoGrant) {
 		return errUpstreamLogin
 	}

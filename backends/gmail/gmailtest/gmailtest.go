@@ -88,6 +88,7 @@ type Server struct {
 	history   []record
 	userLabel map[string]bool
 	fails     []*Failure
+	sent      []Sent
 	calls     map[string]int
 	units     int
 	inFlight  int

@@ -27,6 +27,7 @@ func (s *Server) routes() {
 	s.route("POST "+base+"/messages/batchModify", MBatchModify, s.batchModify)
 	s.route("POST "+base+"/messages/batchDelete", MBatchDelete, s.batchDelete)
 	s.route("GET "+base+"/history", MHistoryList, s.listHistory)
+	s.sendRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { notFound(w) })
 }
 

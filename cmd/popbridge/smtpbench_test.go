@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/popbridge/popbridge/internal/postfixtest"
+)
+
+// smtpSend submits msg over STARTTLS at addr with AUTH PLAIN.
+func smtpSend(addr string, conf *tls.Config, user, pass, from, to string, msg []byte) error {
+	return smtpSession(addr, conf, user, pass, func(c *gosmtp.Client) error {
+		return c.SendMail(from, []string{to}, bytes.NewReader(msg))
+	})
+}
+
+// smtpSession logs in over STARTTLS at addr with AUTH PLAIN, runs f and
+// quits.
+func smtpSession(addr string, conf *tls.Config, user, pass string, f func(*gosmtp.Client) error) error {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	c, err := gosmtp.NewClientStartTLS(conn, conf)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", user, pass)); err != nil {
+		return err
+	}
+	if err := f(c); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// TestSMTPBenchmark (opt-in: POPBRIDGE_SMTP_BENCH=1) measures messages/s
+// and MB/s of submissions through popbridge serve to a private Postfix
+// against the same submissions straight to Postfix, at 1 and 16
+// clients each sending its share in one session, and the heap popbridge adds while relaying one 25 MB
+// message. The figures are logged (docs/benchmarks.md); nothing is
+// asserted about speed.
+func TestSMTPBenchmark(t *testing.T) {
+	if os.Getenv("POPBRIDGE_SMTP_BENCH") == "" {
+		t.Skip("set POPBRIDGE_SMTP_BENCH=1 to run the SMTP benchmark")
+	}
+	const alice, bob = "alice@example.com", "bob@example.net"
+	p := postfixtest.Start(t, postfixtest.Options{Users: map[string]string{alice: "upstream-pw", bob: "bob-pw"}, MessageSizeLimit: 40 << 20})
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "upstream-ca.pem"), p.CertPEM, 0o600)
+	hash, _ := bcrypt.GenerateFromPassword([]byte("local-pw"), bcrypt.MinCost)
+	cfg := fmt.Sprintf(`listen:
+  pop3: 127.0.0.1:0
+  submission: 127.0.0.1:0
+tls: {self_signed: true}
+state_dir: state
+log: {level: warn, format: json}
+limits: {max_connections_per_ip: 100}
+accounts:
+  - user: alice
+    password_hash: "%s"
+    backend: {type: maildir, path: mail}
+    send:
+      type: smtp
+      addr: %s
+      ca_file: upstream-ca.pem
+      server_name: localhost
+      username: %s
+      password: upstream-pw
+`, hash, p.Addr, alice)
+	path := filepath.Join(dir, "popbridge.yaml")
+	os.WriteFile(path, []byte(cfg), 0o600)
+	_, stderr, stop := startRun(t, "serve", "-config", path)
+	defer stop()
+	sub := listenerAddr(t, stderr, "submission")
+	insecure := &tls.Config{InsecureSkipVerify: true}
+
+	msg := append([]byte("From: alice@example.com\r\nTo: bob@example.net\r\nSubject: bench\r\n\r\n"),
+		bytes.Repeat([]byte(strings.Repeat("x", 76)+"\r\n"), 10<<10/78)...) // ~10 KiB
+	n := 400
+	run := func(label, addr string, conf *tls.Config, user, pass string, clients int) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		var failed atomic.Value
+		start := time.Now()
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// One session per client, as a mail client or scanner
+				// with several messages to send.
+				err := smtpSession(addr, conf, user, pass, func(c *gosmtp.Client) error {
+					for next.Add(1) <= int64(n) {
+						if err := c.SendMail(alice, []string{bob}, bytes.NewReader(msg)); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					failed.Store(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if err, _ := failed.Load().(error); err != nil {
+			t.Fatalf("%s: %v", label, err)
+		}
+		d := time.Since(start)
+		if label == "" {
+			return // warm-up
+		}
+		t.Logf("smtp: bench %-22s %2d clients: %4d messages of %d B in %5.2fs: %6.1f msg/s, %5.2f MB/s",
+			label, clients, n, len(msg), d.Seconds(), float64(n)/d.Seconds(), float64(n*len(msg))/1e6/d.Seconds())
+	}
+	// Warm-up: Postfix starts its delivery processes.
+	run("", p.Addr, p.TLSConfig(), alice, "upstream-pw", 4)
+	run("", sub, insecure, "alice", "local-pw", 4)
+	for _, clients := range []int{1, 16} {
+		run("direct to Postfix", p.Addr, p.TLSConfig(), alice, "upstream-pw", clients)
+		run("through popbridge", sub, insecure, "alice", "local-pw", clients)
+	}
+
+	big := append([]byte("From: alice@example.com\r\nTo: bob@example.net\r\nSubject: big\r\n\r\n"),
+		bytes.Repeat([]byte(strings.Repeat("y", 998)+"\r\n"), 25e6/1000)...)
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	go func() {
+		var m runtime.MemStats
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+		}
+	}()
+	start := time.Now()
+	err := smtpSend(sub, insecure, "alice", "local-pw", alice, bob, big)
+	close(done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("smtp: bench one %d MB message through popbridge in %.2fs: heap in use rose by at most %.1f MB over %.1f MB before (the client's copy of the message included in both)",
+		len(big)/1e6, time.Since(start).Seconds(), float64(peak.Load()-min(base, peak.Load()))/1e6, float64(base)/1e6)
+}
