@@ -44,6 +44,9 @@ func (r *resolver) resolve(c *Config) {
 		if gb := a.Backend.Gmail; gb != nil {
 			gb.resolve(r, key+".backend")
 		}
+		if gb := a.Backend.Graph; gb != nil {
+			gb.resolve(r, key+".backend")
+		}
 	}
 }
 
