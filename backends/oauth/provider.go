@@ -23,6 +23,7 @@ const (
 	IMAP  = "imap"
 	POP3  = "pop3"
 	Gmail = "gmail" // the Gmail REST API
+	Graph = "graph" // Microsoft Graph
 )
 
 // GmailModifyScope reads, labels and trashes Gmail messages, but cannot
@@ -46,10 +47,11 @@ type Config struct {
 	Scopes []string
 }
 
-// DefaultScopes returns the scopes that let protocol (IMAP, POP3 or the
-// Gmail API) log in at provider: https://mail.google.com/ for Google's
-// IMAP and POP, gmail.modify for the Gmail API, the Outlook resource
-// scope plus offline_access for Microsoft, none for Custom.
+// DefaultScopes returns the scopes that let protocol (IMAP, POP3, the
+// Gmail API or Graph) log in at provider: https://mail.google.com/ for
+// Google's IMAP and POP, gmail.modify for the Gmail API, the Outlook
+// resource scope plus offline_access for Microsoft's IMAP and POP,
+// modes.GraphScopes for Graph, none for Custom.
 func DefaultScopes(provider modes.Provider, protocol string) []string {
 	switch provider {
 	case modes.ProviderGoogle:
@@ -58,6 +60,9 @@ func DefaultScopes(provider modes.Provider, protocol string) []string {
 		}
 		return []string{"https://mail.google.com/"}
 	case modes.ProviderMicrosoft:
+		if protocol == Graph {
+			return append([]string(nil), modes.GraphScopes...)
+		}
 		if protocol == POP3 {
 			return []string{"https://outlook.office.com/POP.AccessAsUser.All", "offline_access"}
 		}

@@ -44,6 +44,8 @@ type metrics struct {
 	accountErrors  *prometheus.CounterVec
 	gmailUnits     *prometheus.CounterVec
 	gmailBackoffs  *prometheus.CounterVec
+	graphOnce      sync.Once
+	graphCalls     *prometheus.CounterVec // made by graphCallsVec
 
 	mu       sync.Mutex
 	accounts map[string]*accountStatus // every account configured since the start

@@ -25,6 +25,8 @@ func OAuthAccount(a config.Account) (*config.OAuth2, string) {
 		return a.Backend.POP3.OAuth2, oauth.POP3
 	case a.Backend.Gmail != nil && a.Backend.Gmail.OAuth2 != nil:
 		return a.Backend.Gmail.OAuth2, oauth.Gmail
+	case a.Backend.Graph != nil && a.Backend.Graph.OAuth2 != nil:
+		return a.Backend.Graph.OAuth2, oauth.Graph
 	}
 	return nil, ""
 }
