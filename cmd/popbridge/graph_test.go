@@ -1,17 +1,21 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/backends/graph/graphtest"
 	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/internal/app"
 )
 
@@ -114,4 +118,81 @@ accounts:
 	}
 	t.Logf("graph: check (folder read with the stored Microsoft token), sync (%d messages sized, the next login fetched no $value), "+
 		"check naming popbridge auth after a revoked grant and without a token", messages)
+}
+
+// TestAuthGraph runs popbridge auth for a graph account (provider
+// microsoft, tenant consumers, endpoints overridden by the fake
+// authorization server): the device flow by default and the loopback
+// flow with PKCE, each asking for the Graph scopes and storing a token.
+func TestAuthGraph(t *testing.T) {
+	f := oauthtest.Start(t)
+	f.DevicePending = 1
+	dir := t.TempDir()
+	path := filepath.Join(dir, "popbridge.yaml")
+	cfg := fmt.Sprintf(`listen:
+  pop3: 127.0.0.1:0
+state_dir: state
+accounts:
+  - user: gwen
+    password_hash: %q
+    backend:
+      type: graph
+      oauth2:
+        provider: microsoft
+        tenant: consumers
+        client_id: %s
+        auth_url: %s
+        device_url: %s
+        token_url: %s
+`, testHash(t), f.ClientID, f.AuthURL, f.DeviceURL, f.TokenURL)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store := &oauth.Store{Dir: filepath.Join(dir, "state", app.TokenDir)}
+	const scopes = "offline_access https://graph.microsoft.com/Mail.ReadWrite"
+
+	r := runCmd(t, "", "auth", "gwen", "-config", path)
+	if r.code != 0 || !strings.Contains(r.stdout, "(microsoft, device flow, scopes "+scopes+")") || !strings.Contains(r.stdout, "ABCD-EFGH") {
+		t.Fatalf("auth (device): %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if got := strings.Join(f.Scopes(), " "); got != scopes {
+		t.Errorf("device flow asked for %q, want %q", got, scopes)
+	}
+	tok, err := store.Load("gwen")
+	if err != nil || !f.ValidAccess(tok.AccessToken) || tok.RefreshToken == "" {
+		t.Fatalf("token stored by the device flow: %v", err)
+	}
+	if err := os.Remove(store.Path("gwen")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Loopback with PKCE (the fake refuses an authorize request without
+	// an S256 code_challenge); the browser's last URL is pasted.
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(context.Background(), []string{"auth", "gwen", "-config", path, "-flow", "loopback"}, pr, stdout, stderr)
+	}()
+	authURL := authURLFrom(t, stdout)
+	if !strings.Contains(authURL, "code_challenge_method=S256") {
+		t.Errorf("authorization URL without PKCE: %s", authURL)
+	}
+	io.WriteString(pw, browserRedirect(t, authURL)+"\n")
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("auth -flow loopback exited %d\n%s\n%s", code, stdout, stderr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("auth -flow loopback did not finish:\n%s", stdout)
+	}
+	if got := strings.Join(f.Scopes(), " "); got != scopes {
+		t.Errorf("loopback flow asked for %q, want %q", got, scopes)
+	}
+	if tok, err := store.Load("gwen"); err != nil || !f.ValidAccess(tok.AccessToken) || tok.RefreshToken == "" {
+		t.Fatalf("token stored by the loopback flow: %v", err)
+	}
+	t.Logf("oauth: popbridge auth for a graph account (microsoft, tenant consumers): device flow and loopback with PKCE, scopes %s", scopes)
 }
