@@ -19,7 +19,8 @@ type GraphBackend struct {
 	// OAuth2 is the OAuth2 client (provider microsoft with tenant
 	// consumers for Outlook.com, organizations or a tenant id for work
 	// accounts; or custom); required. Its default scopes are
-	// offline_access and Mail.ReadWrite.
+	// offline_access and Mail.ReadWrite (Mail.ReadWrite.Shared when
+	// Mailbox is another mailbox).
 	OAuth2 *OAuth2 `yaml:"oauth2"`
 	// Mailbox is empty (or "me") for the signed-in user, else the address
 	// of a shared or delegated mailbox.
@@ -125,9 +126,11 @@ func (b *GraphBackend) validateScopes(p *problems, key string) {
 	if o.Provider != modes.ProviderMicrosoft || len(o.Scopes) == 0 {
 		return
 	}
+	// has reports whether perm, or its .Shared form, is a scope.
 	has := func(perm string) bool {
 		return slices.ContainsFunc(o.Scopes, func(s string) bool {
-			return strings.EqualFold(s, perm) || strings.EqualFold(s, "https://graph.microsoft.com/"+perm)
+			s = strings.TrimSuffix(strings.TrimPrefix(strings.ToLower(s), "https://graph.microsoft.com/"), ".shared")
+			return s == strings.ToLower(perm)
 		})
 	}
 	for _, s := range o.Scopes {

@@ -51,6 +51,12 @@ accounts:
       type: graph
       oauth2: {provider: microsoft, tenant: organizations, client_id: id, scopes: [offline_access, Mail.Read]}
       on_delete: keep
+  - user: erin
+    password_hash: "HASH"
+    backend:
+      type: graph
+      oauth2: {provider: microsoft, client_id: id, scopes: [offline_access, https://graph.microsoft.com/Mail.ReadWrite.Shared]}
+      mailbox: shared@contoso.com
 `)
 	if err != nil {
 		t.Fatal(err)

@@ -20,10 +20,11 @@ import (
 
 // Protocols that scopes depend on.
 const (
-	IMAP  = "imap"
-	POP3  = "pop3"
-	Gmail = "gmail" // the Gmail REST API
-	Graph = "graph" // Microsoft Graph
+	IMAP        = "imap"
+	POP3        = "pop3"
+	Gmail       = "gmail"        // the Gmail REST API
+	Graph       = "graph"        // Microsoft Graph, the signed-in user's mailbox
+	GraphShared = "graph-shared" // Microsoft Graph, another user's or a shared mailbox
 )
 
 // GmailModifyScope reads, labels and trashes Gmail messages, but cannot
@@ -60,8 +61,11 @@ func DefaultScopes(provider modes.Provider, protocol string) []string {
 		}
 		return []string{"https://mail.google.com/"}
 	case modes.ProviderMicrosoft:
-		if protocol == Graph {
+		switch protocol {
+		case Graph:
 			return append([]string(nil), modes.GraphScopes...)
+		case GraphShared:
+			return append([]string(nil), modes.GraphSharedScopes...)
 		}
 		if protocol == POP3 {
 			return []string{"https://outlook.office.com/POP.AccessAsUser.All", "offline_access"}

@@ -44,6 +44,11 @@ func TestGraphOAuth(t *testing.T) {
 	if got := strings.Join(cfg.Scopes, " "); got != "offline_access https://graph.microsoft.com/Mail.ReadWrite" {
 		t.Errorf("scopes %q", got)
 	}
+	a.Backend.Graph.Mailbox = "shared@example.com"
+	o, proto = OAuthAccount(a)
+	if shared, _, err := OAuthClient(o, proto, t.TempDir()); err != nil || strings.Join(shared.Scopes, " ") != "offline_access https://graph.microsoft.com/Mail.ReadWrite.Shared" {
+		t.Errorf("scopes for a shared mailbox: %v %v", shared, err)
+	}
 	if cfg.Endpoint.DeviceAuthURL != "https://login.microsoftonline.com/consumers/oauth2/v2.0/devicecode" ||
 		cfg.Endpoint.AuthURL != "https://login.microsoftonline.com/consumers/oauth2/v2.0/authorize" {
 		t.Errorf("endpoints %+v", cfg.Endpoint)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/oauth2"
 
@@ -26,6 +27,9 @@ func OAuthAccount(a config.Account) (*config.OAuth2, string) {
 	case a.Backend.Gmail != nil && a.Backend.Gmail.OAuth2 != nil:
 		return a.Backend.Gmail.OAuth2, oauth.Gmail
 	case a.Backend.Graph != nil && a.Backend.Graph.OAuth2 != nil:
+		if m := a.Backend.Graph.Mailbox; m != "" && !strings.EqualFold(m, "me") {
+			return a.Backend.Graph.OAuth2, oauth.GraphShared
+		}
 		return a.Backend.Graph.OAuth2, oauth.Graph
 	}
 	return nil, ""
