@@ -20,11 +20,15 @@ import (
 
 // Protocols that scopes depend on.
 const (
-	IMAP        = "imap"
-	POP3        = "pop3"
-	Gmail       = "gmail"        // the Gmail REST API
-	Graph       = "graph"        // Microsoft Graph, the signed-in user's mailbox
-	GraphShared = "graph-shared" // Microsoft Graph, another user's or a shared mailbox
+	IMAP  = "imap"
+	POP3  = "pop3"
+	Gmail = "gmail" // the Gmail REST API
+)
+
+// Protocols of Microsoft Graph (backends/graph).
+const (
+	Graph       = "graph"        // the signed-in user's mailbox
+	GraphShared = "graph-shared" // another user's or a shared mailbox
 )
 
 // GmailModifyScope reads, labels and trashes Gmail messages, but cannot
