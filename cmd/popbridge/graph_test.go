@@ -100,6 +100,25 @@ accounts:
 		t.Errorf("the login after sync fetched $value %d times, want 0", n)
 	}
 
+	// Graph refuses the mailbox: check says which permission to grant.
+	fake.FailNext(graphtest.Failure{N: 1, Endpoint: graphtest.EFolder, Status: 403})
+	r = runCmd(t, "", "check", "-config", path)
+	if r.code != 1 || !regexp.MustCompile(`(?m)^FAIL +gwen +graph .*grant Mail.ReadWrite`).MatchString(r.stdout) ||
+		strings.Contains(r.stdout, "[SYS/PERM]") {
+		t.Errorf("check with a 403: exit %d\n%s", r.code, r.stdout)
+	}
+
+	// Nothing answers at api_endpoint: check names the host and the key.
+	dead := strings.Replace(cfg, fake.Endpoint(), "http://127.0.0.1:1/v1.0", 1)
+	deadPath := filepath.Join(dir, "dead.yaml")
+	if err := os.WriteFile(deadPath, []byte(dead), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = runCmd(t, "", "check", "-config", deadPath)
+	if r.code != 1 || !regexp.MustCompile(`(?m)^FAIL +gwen +graph .*nothing answers at 127\.0\.0\.1:1 \(connection refused\); check api_endpoint`).MatchString(r.stdout) {
+		t.Errorf("check with nothing at api_endpoint: exit %d\n%s", r.code, r.stdout)
+	}
+
 	// A revoked grant, then no token at all: check names the fix.
 	fake.Revoke()
 	r = runCmd(t, "", "check", "-config", path)
@@ -117,7 +136,7 @@ accounts:
 		t.Errorf("the refresh token appears in the output")
 	}
 	t.Logf("graph: check (folder read with the stored Microsoft token), sync (%d messages sized, the next login fetched no $value), "+
-		"check naming popbridge auth after a revoked grant and without a token", messages)
+		"check naming the fix for a 403 (the permission), a dead api_endpoint, a revoked grant and a missing token", messages)
 }
 
 // TestAuthGraph runs popbridge auth for a graph account (provider
