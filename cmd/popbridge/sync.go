@@ -22,8 +22,8 @@ import (
 
 // syncAccount runs popbridge sync.
 func (c *cli) syncAccount(ctx context.Context, args []string) error {
-	fs := c.flags("sync", "ACCOUNT -config FILE", "Learn what the first login of ACCOUNT would have to learn (Gmail: the exact\n"+
-		"size of every message; IMAP: the folder's sizes and UIDs), before any client\n"+
+	fs := c.flags("sync", "ACCOUNT -config FILE", "Learn what the first login of ACCOUNT would have to learn (Gmail, Graph: the\n"+
+		"exact size of every message; IMAP: the folder's sizes and UIDs), before any client\n"+
 		"logs in, and keep it in the state directory. Shows a progress bar on a\n"+
 		"terminal, else a line every few seconds. Nothing is deleted upstream.\n"+
 		"Interrupted (Ctrl-C), it keeps what it learnt; run it again to go on.\n"+
