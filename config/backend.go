@@ -17,7 +17,7 @@ const (
 )
 
 // backendTypes lists the known types, for error messages.
-var backendTypes = []string{TypeMaildir, TypePOP3, TypeIMAP, TypeGmail}
+var backendTypes = []string{TypeMaildir, TypePOP3, TypeIMAP, TypeGmail, TypeGraph}
 
 // Backend is an account's storage. Type selects the backend, and the
 // field of that type holds its settings; the other fields are nil.
@@ -27,6 +27,7 @@ type Backend struct {
 	POP3    *POP3Backend
 	IMAP    *IMAPBackend
 	Gmail   *GmailBackend
+	Graph   *GraphBackend
 }
 
 // MaildirBackend serves a local Maildir.
@@ -63,6 +64,9 @@ func (b *Backend) UnmarshalYAML(n *yaml.Node) error {
 	case TypeGmail:
 		b.Gmail = new(GmailBackend)
 		return decodeStrict(n, b.Gmail, b.Type)
+	case TypeGraph:
+		b.Graph = new(GraphBackend)
+		return decodeStrict(n, b.Graph, b.Type)
 	}
 	// A missing or unknown type is reported by Validate, with its key.
 	return nil

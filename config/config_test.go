@@ -256,7 +256,7 @@ accounts: []
 			`accounts[0].backend: unknown key "x" for backend type maildir`,
 			`accounts[1]: unknown key "passwd"`,
 			"accounts[1].password_hash: must be set (make one with popbridge hash-password)",
-			"accounts[1].backend.type: must be set (one of maildir, pop3, imap, gmail)",
+			"accounts[1].backend.type: must be set (one of maildir, pop3, imap, gmail, graph)",
 		}},
 		{"backend wrong value type", minimal + "      on_delete: [a]\n", nil, []string{
 			"accounts[0].backend.on_delete: must be a single value, not a list",
@@ -280,8 +280,8 @@ accounts:
     password_hash: "HASH"
     backend: {type: imapx, host: x}
 `, nil, []string{
-			"accounts[0].backend.type: must be set (one of maildir, pop3, imap, gmail)",
-			`accounts[1].backend.type: unknown type "imapx" (want one of maildir, pop3, imap, gmail)`,
+			"accounts[0].backend.type: must be set (one of maildir, pop3, imap, gmail, graph)",
+			`accounts[1].backend.type: unknown type "imapx" (want one of maildir, pop3, imap, gmail, graph)`,
 		}},
 		{"duplicate key", "listen: {pop3: \":1110\"}\nlisten: {pop3: \":1111\"}\n", nil, []string{
 			"listen: set twice (first at line 1); keep one",
@@ -484,7 +484,7 @@ accounts:
 			"accounts[0].backend.path: must be set",
 			`accounts[1].user: duplicate of accounts[0].user "a"`,
 			"accounts[1].password_hash: not a valid bcrypt hash (make one with popbridge hash-password)",
-			`accounts[1].backend.type: unknown type "jmap" (want one of maildir, pop3, imap, gmail)`,
+			`accounts[1].backend.type: unknown type "jmap" (want one of maildir, pop3, imap, gmail, graph)`,
 		}},
 	}
 	for _, tt := range tests {

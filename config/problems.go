@@ -212,6 +212,7 @@ var backendSettings = map[string]reflect.Type{
 	TypePOP3:    reflect.TypeFor[POP3Backend](),
 	TypeIMAP:    reflect.TypeFor[IMAPBackend](),
 	TypeGmail:   reflect.TypeFor[GmailBackend](),
+	TypeGraph:   reflect.TypeFor[GraphBackend](),
 }
 
 // walk checks that the node n at key fits type t, and reports each

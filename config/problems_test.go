@@ -100,6 +100,10 @@ func TestProblemLines(t *testing.T) {
 		{"window", strings.Replace(minimal, "type: maildir\n      path: mail/alice", "type: gmail\n      oauth2: {provider: google, client_id: x}\n      window: 30d", 1), []string{
 			`cfg.yaml:10: accounts[0].backend.window: must be all, {since: 30d}, {since: YYYY-MM-DD} or {batch: N}, not "30d"`,
 		}},
+		{"graph window and unknown key", strings.Replace(minimal, "type: maildir\n      path: mail/alice", "type: graph\n      oauth2: {provider: microsoft, client_id: x}\n      window: 7d\n      label: x", 1), []string{
+			`cfg.yaml:10: accounts[0].backend.window: must be all, {since: 30d}, {since: YYYY-MM-DD} or {batch: N}, not "7d"`,
+			`cfg.yaml:11: accounts[0].backend: unknown key "label" for backend type graph`,
+		}},
 		{"a list, not a mapping", "- listen\n- accounts\n", []string{
 			`cfg.yaml:1: must be a mapping (indented key: value lines), not a list`,
 		}},

@@ -48,6 +48,9 @@ func (r *resolver) resolve(c *Config) {
 		if a.Send != nil {
 			a.Send.resolve(r, key+".send")
 		}
+		if gb := a.Backend.Graph; gb != nil {
+			gb.resolve(r, key+".backend")
+		}
 	}
 }
 

@@ -297,6 +297,12 @@ func (c *Config) validateBackend(p *problems, key string, b Backend) {
 			return
 		}
 		b.Gmail.validate(p, key)
+	case TypeGraph:
+		if b.Graph == nil {
+			p.add(key, "graph settings missing")
+			return
+		}
+		b.Graph.validate(p, key)
 	default:
 		p.add(key+".type", "unknown type %q (want one of %s)", b.Type, strings.Join(backendTypes, ", "))
 	}

@@ -72,17 +72,19 @@ import (
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/proxy"
 )
 
 // Delete policies (on_delete): what DELE followed by QUIT does.
+// They are the words of modes.GraphOnDelete.
 const (
-	DeletedItems = "deleteditems" // move to Deleted Items (default)
-	Archive      = "archive"      // move to the Archive folder
-	Delete       = "delete"       // permanentDelete: gone for good
-	MarkRead     = "mark-read"    // set isRead and hide from POP
-	Keep         = "keep"         // change nothing in the mailbox, hide from POP
-	MovePrefix   = "move:"        // "move:FOLDER": move to that folder (well-known name or path)
+	DeletedItems = modes.DeletedItems // move to Deleted Items (default)
+	Archive      = modes.Archive      // move to the Archive folder
+	Delete       = modes.Delete       // permanentDelete: gone for good
+	MarkRead     = modes.MarkRead     // set isRead and hide from POP
+	Keep         = modes.Keep         // change nothing in the mailbox, hide from POP
+	MovePrefix   = "move:"            // "move:FOLDER" (modes.Move): move to that folder (well-known name or path)
 )
 
 // WellKnownFolders are the folder names Graph resolves itself, in any
@@ -104,12 +106,12 @@ type Window struct {
 
 // Defaults for Options fields left zero.
 const (
-	DefaultEndpoint      = "https://graph.microsoft.com/v1.0"
-	DefaultMaxConcurrent = 4
-	DefaultCallTimeout   = 30 * time.Second
+	DefaultEndpoint      = modes.DefaultGraphEndpoint
+	DefaultMaxConcurrent = modes.DefaultGraphMaxConcurrent
+	DefaultCallTimeout   = modes.DefaultGraphCallTimeout
 	DefaultBackoffBase   = 500 * time.Millisecond
 	DefaultMaxAttempts   = 6
-	DefaultLoginWait     = 8 * time.Second
+	DefaultLoginWait     = modes.DefaultGraphLoginWait
 	DefaultVerifyLimit   = 8 << 20
 	DefaultPageSize      = 500
 	maxBackoff           = 32 * time.Second
@@ -142,7 +144,7 @@ type Options struct {
 	Folder string
 	Window Window
 	// OnDelete is the delete policy; empty means DeletedItems.
-	OnDelete string
+	OnDelete modes.OnDelete
 	// DownloadOnce hides every message a session retrieved with RETR,
 	// once the session ends with QUIT.
 	DownloadOnce bool
@@ -263,19 +265,15 @@ func New(opts Options) (*Backend, error) {
 	if opts.TokenSource == nil && opts.HTTPClient == nil {
 		return nil, errors.New("graph: a token source is required")
 	}
-	switch p := opts.OnDelete; {
-	case p == "":
-		opts.OnDelete = DeletedItems
-	case p == DeletedItems, p == Archive, p == Delete, p == MarkRead, p == Keep:
-	case strings.HasPrefix(p, MovePrefix) && strings.Trim(p[len(MovePrefix):], "/ ") != "":
-	default:
-		return nil, fmt.Errorf("graph: unknown on_delete %q (deleteditems, archive, delete, mark-read, keep or move:FOLDER)", p)
+	opts.OnDelete = modes.GraphOnDelete.Or(opts.OnDelete)
+	if !modes.GraphOnDeleteOK(opts.OnDelete) {
+		return nil, fmt.Errorf("graph: unknown on_delete %q (want %s)", opts.OnDelete, modes.GraphOnDelete)
 	}
 	if opts.Window.Batch < 0 {
 		return nil, fmt.Errorf("graph: negative batch %d", opts.Window.Batch)
 	}
 	if opts.Folder == "" {
-		opts.Folder = "inbox"
+		opts.Folder = modes.DefaultGraphFolder
 	}
 	if opts.Endpoint == "" {
 		opts.Endpoint = DefaultEndpoint

@@ -17,6 +17,7 @@ import (
 	"github.com/popbridge/popbridge/backends/graph/graphtest"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/internal/memback"
+	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
 	"github.com/popbridge/popbridge/internal/testcorpus"
 	"github.com/popbridge/popbridge/proxy"
@@ -325,8 +326,9 @@ func state(fake *graphtest.Server, id string) string {
 
 func TestDeletePolicies(t *testing.T) {
 	for _, tc := range []struct {
-		policy, want string
-		hidden       bool
+		policy modes.OnDelete
+		want   string
+		hidden bool
 	}{
 		{"", "deleteditems", false},
 		{graph.DeletedItems, "deleteditems", false},
@@ -336,7 +338,7 @@ func TestDeletePolicies(t *testing.T) {
 		{graph.Keep, "inbox", true},
 		{"move:Inbox/Done", "Done", false},
 	} {
-		t.Run(tc.policy, func(t *testing.T) {
+		t.Run(string(tc.policy), func(t *testing.T) {
 			fake := graphtest.Start(t)
 			fake.AddFolder("inbox", "Done")
 			var ids []string

@@ -286,10 +286,10 @@ func (m *mailbox) Commit(ctx context.Context, deleted, retrieved []string) error
 		del[r.id] = true
 		path := b.mbPath + "/messages/" + url.PathEscape(r.id)
 		switch p := b.opts.OnDelete; {
-		case p == DeletedItems, p == Archive, strings.HasPrefix(p, MovePrefix):
-			dest := p
-			if strings.HasPrefix(p, MovePrefix) {
-				ref, err := b.folderRef(ctx, p[len(MovePrefix):])
+		case p == DeletedItems, p == Archive, strings.HasPrefix(string(p), MovePrefix):
+			dest := string(p)
+			if f, ok := p.MoveTarget(); ok {
+				ref, err := b.folderRef(ctx, f)
 				if err != nil {
 					return err
 				}
@@ -352,7 +352,7 @@ func (m *mailbox) Commit(ctx context.Context, deleted, retrieved []string) error
 	if err != nil {
 		return err
 	}
-	b.log.Info().Str("policy", b.opts.OnDelete).Int("deleted", len(deleted)).Int("retrieved", len(retrieved)).Msg("graph: session committed")
+	b.log.Info().Str("policy", string(b.opts.OnDelete)).Int("deleted", len(deleted)).Int("retrieved", len(retrieved)).Msg("graph: session committed")
 	return nil
 }
 

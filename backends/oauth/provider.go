@@ -25,6 +25,12 @@ const (
 	Gmail = "gmail" // the Gmail REST API
 )
 
+// Protocols of Microsoft Graph (backends/graph).
+const (
+	Graph       = "graph"        // the signed-in user's mailbox
+	GraphShared = "graph-shared" // another user's or a shared mailbox
+)
+
 // GmailModifyScope reads, labels and trashes Gmail messages, but cannot
 // delete them for good.
 const GmailModifyScope = "https://www.googleapis.com/auth/gmail.modify"
@@ -46,10 +52,11 @@ type Config struct {
 	Scopes []string
 }
 
-// DefaultScopes returns the scopes that let protocol (IMAP, POP3 or the
-// Gmail API) log in at provider: https://mail.google.com/ for Google's
-// IMAP and POP, gmail.modify for the Gmail API, the Outlook resource
-// scope plus offline_access for Microsoft, none for Custom.
+// DefaultScopes returns the scopes that let protocol (IMAP, POP3, the
+// Gmail API or Graph) log in at provider: https://mail.google.com/ for
+// Google's IMAP and POP, gmail.modify for the Gmail API, the Outlook
+// resource scope plus offline_access for Microsoft's IMAP and POP,
+// modes.GraphScopes for Graph, none for Custom.
 func DefaultScopes(provider modes.Provider, protocol string) []string {
 	switch provider {
 	case modes.ProviderGoogle:
@@ -58,6 +65,12 @@ func DefaultScopes(provider modes.Provider, protocol string) []string {
 		}
 		return []string{"https://mail.google.com/"}
 	case modes.ProviderMicrosoft:
+		switch protocol {
+		case Graph:
+			return append([]string(nil), modes.GraphScopes...)
+		case GraphShared:
+			return append([]string(nil), modes.GraphSharedScopes...)
+		}
 		if protocol == POP3 {
 			return []string{"https://outlook.office.com/POP.AccessAsUser.All", "offline_access"}
 		}

@@ -46,6 +46,11 @@ func plainFailure(a config.Account, cfgPath string, err error) string {
 		if u, err := url.Parse(cmp.Or(a.Backend.Gmail.APIEndpoint, modes.DefaultGmailEndpoint)); err == nil && u.Host != "" {
 			server = u.Host
 		}
+	case a.Backend.Graph != nil:
+		server, addr = "Microsoft Graph", "api_endpoint"
+		if u, err := url.Parse(cmp.Or(a.Backend.Graph.APIEndpoint, modes.DefaultGraphEndpoint)); err == nil && u.Host != "" {
+			server = u.Host
+		}
 	}
 	auth := fmt.Sprintf("popbridge auth %s -config %s", a.User, cfgPath)
 

@@ -58,6 +58,7 @@ func TestE2E(t *testing.T) {
 	t.Run("getmail-gmail", func(t *testing.T) { t.Parallel(); testGetmail(t, bin, newGmailAccount(t, "alice", "archive")) })
 	t.Run("poplib", func(t *testing.T) { t.Parallel(); testPoplib(t, bin) })
 	t.Run("demo", func(t *testing.T) { t.Parallel(); testDemo(t, bin) })
+	t.Run("graph", func(t *testing.T) { t.Parallel(); testGraph(t, bin) })
 }
 
 // ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/gmail"
+	"github.com/popbridge/popbridge/backends/graph"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/control"
@@ -21,8 +22,8 @@ import (
 
 // syncAccount runs popbridge sync.
 func (c *cli) syncAccount(ctx context.Context, args []string) error {
-	fs := c.flags("sync", "ACCOUNT -config FILE", "Learn what the first login of ACCOUNT would have to learn (Gmail: the exact\n"+
-		"size of every message; IMAP: the folder's sizes and UIDs), before any client\n"+
+	fs := c.flags("sync", "ACCOUNT -config FILE", "Learn what the first login of ACCOUNT would have to learn (Gmail, Graph: the\n"+
+		"exact size of every message; IMAP: the folder's sizes and UIDs), before any client\n"+
 		"logs in, and keep it in the state directory. Shows a progress bar on a\n"+
 		"terminal, else a line every few seconds. Nothing is deleted upstream.\n"+
 		"Interrupted (Ctrl-C), it keeps what it learnt; run it again to go on.\n"+
@@ -68,7 +69,7 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 	start := time.Now()
 	stop := p.start()
 	listed := -1
-	if g, ok := b.(*gmail.Backend); ok {
+	if g, ok := b.(syncer); ok { // gmail, graph
 		err = g.Sync(ctx)
 	} else {
 		listed, err = warm(ctx, b, account)
@@ -89,6 +90,17 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 	fmt.Fprintf(c.stdout, "%s: done in %s (%s); the first login offers every message at once\n", account, took, p.summary())
 	return nil
 }
+
+// syncer is a backend that sizes every message in the background (gmail,
+// graph): Sync does that work to the end.
+type syncer interface {
+	Sync(ctx context.Context) error
+}
+
+var (
+	_ syncer = (*gmail.Backend)(nil)
+	_ syncer = (*graph.Backend)(nil)
+)
 
 // warm opens the maildrop and lists it, the way a client login does,
 // then closes it without changing anything upstream. It returns the

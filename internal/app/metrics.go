@@ -46,6 +46,8 @@ type metrics struct {
 	gmailBackoffs  *prometheus.CounterVec
 	smtpMessages   *prometheus.CounterVec
 	smtpBytes      *prometheus.CounterVec
+	graphOnce      sync.Once
+	graphCalls     *prometheus.CounterVec // made by graphCallsVec
 
 	mu       sync.Mutex
 	accounts map[string]*accountStatus // every account configured since the start

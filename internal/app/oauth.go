@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/oauth2"
 
@@ -47,6 +48,11 @@ func oauthAccount(a config.Account) (*config.OAuth2, string) {
 		return a.Backend.POP3.OAuth2, oauth.POP3
 	case a.Backend.Gmail != nil && a.Backend.Gmail.OAuth2 != nil:
 		return a.Backend.Gmail.OAuth2, oauth.Gmail
+	case a.Backend.Graph != nil && a.Backend.Graph.OAuth2 != nil:
+		if m := a.Backend.Graph.Mailbox; m != "" && !strings.EqualFold(m, "me") {
+			return a.Backend.Graph.OAuth2, oauth.GraphShared
+		}
+		return a.Backend.Graph.OAuth2, oauth.Graph
 	}
 	return nil, ""
 }

@@ -94,6 +94,8 @@ func newBackend(a config.Account, st *state) (backend, error) {
 		return built(newIMAPBackend(a, st))
 	case config.TypeGmail:
 		return built(newGmailBackend(a, st))
+	case config.TypeGraph:
+		return built(newGraphBackend(a, st))
 	}
 	return nil, fmt.Errorf("unknown backend type %q", a.Backend.Type)
 }
@@ -121,6 +123,8 @@ func describe(a config.Account) string {
 	case config.TypeGmail:
 		return gmail.Options{Endpoint: b.Gmail.APIEndpoint, Labels: b.Gmail.Labels, OnDelete: b.Gmail.OnDelete,
 			DownloadOnce: b.Gmail.DownloadOnce}.String()
+	case config.TypeGraph:
+		return describeGraph(b.Graph)
 	}
 	return a.Backend.Type
 }

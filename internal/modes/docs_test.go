@@ -27,6 +27,7 @@ func TestDocumented(t *testing.T) {
 	}
 	words := slices.Concat(
 		wordsOf(modes.MaildirOnDelete), wordsOf(modes.POP3OnDelete), wordsOf(modes.IMAPOnDelete), wordsOf(modes.GmailOnDelete),
+		wordsOf(modes.GraphOnDelete),
 		wordsOf(modes.TLSModes), wordsOf(modes.IMAPAuth), wordsOf(modes.POP3Auth), wordsOf(modes.XOAUTH2Forms),
 		wordsOf(modes.Providers), wordsOf(modes.SendTypes), wordsOf(modes.SMTPTLSModes), wordsOf(modes.SMTPAuth))
 	if len(words) < 20 {
