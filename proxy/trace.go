@@ -10,11 +10,12 @@ import (
 // At log level trace, each session logs every command it reads and the
 // status line of every reply it sends ("+OK ...", "-ERR ...", "+ "), as
 // {"dir":"in"|"out","line":...,"message":"pop3"}. Passwords and SASL
-// responses are replaced by redacted; listings and message content are
+// responses are replaced by Redacted; listings and message content are
 // never logged.
 
-// redacted stands for a secret in a traced line.
-const redacted = "<redacted>"
+// Redacted stands for a secret in a logged line: the one marker of
+// every trace, here and in the backends.
+const Redacted = "<redacted>"
 
 type sessionKey struct{}
 
@@ -56,10 +57,10 @@ func redactCommand(line string) string {
 	case !ok:
 		return line
 	case strings.EqualFold(verb, "PASS"):
-		return verb + " " + redacted
+		return verb + " " + Redacted
 	case strings.EqualFold(verb, "AUTH"):
 		if mech, _, ir := strings.Cut(arg, " "); ir {
-			return verb + " " + mech + " " + redacted
+			return verb + " " + mech + " " + Redacted
 		}
 	}
 	return line
@@ -70,5 +71,5 @@ func redactSASL(line string) string {
 	if line == "*" {
 		return line
 	}
-	return redacted
+	return Redacted
 }

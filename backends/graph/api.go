@@ -94,7 +94,7 @@ func redact(u string) string {
 			if end < 0 {
 				end = len(u) - j
 			}
-			u = u[:j] + "REDACTED" + u[j+end:]
+			u = u[:j] + proxy.Redacted + u[j+end:]
 		}
 	}
 	return u

@@ -19,6 +19,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/pop3test"
+	"github.com/popbridge/popbridge/proxy"
 )
 
 func TestConcurrencyBound(t *testing.T) {
@@ -211,7 +212,7 @@ func TestTraceRedacted(t *testing.T) {
 	list(t, c)
 	quit(t, c)
 	out := buf.String()
-	if !strings.Contains(out, `"graph: request"`) || !strings.Contains(out, `"call":"delta"`) || !strings.Contains(out, "REDACTED") {
+	if !strings.Contains(out, `"graph: request"`) || !strings.Contains(out, `"call":"delta"`) || !strings.Contains(out, "deltatoken="+proxy.Redacted) {
 		t.Fatalf("no trace lines: %s", out)
 	}
 	for _, secret := range []string{"test-token", "Bearer", "deltatoken=ey", "skiptoken=ey"} {

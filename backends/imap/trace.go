@@ -14,14 +14,11 @@ import (
 // At log level trace, an IMAP connection logs the commands it sends and
 // the server's responses, one line each, as {"dir":"out"|"in","line":...,
 // "message":"imap"}. LOGIN arguments, the AUTHENTICATE initial response
-// and every SASL response are replaced by redacted; literals (message
+// and every SASL response are replaced by proxy.Redacted; literals (message
 // bodies) are never logged, nor are untagged FETCH responses; a line is
 // cut at traceMax octets.
 
-const (
-	redacted = "<redacted>"
-	traceMax = 200
-)
+const traceMax = 200
 
 // traceConn is a connection that traces what goes through it.
 type traceConn struct {
@@ -140,16 +137,16 @@ func (t *imapTracer) emit() {
 	if t.dir == "out" {
 		switch word(1) {
 		case "LOGIN":
-			line = string(fields[0]) + " LOGIN " + redacted
+			line = string(fields[0]) + " LOGIN " + proxy.Redacted
 		case "AUTHENTICATE":
 			t.auth.Store(true)
 			line = string(fields[0]) + " AUTHENTICATE " + word(2)
 			if len(fields) > 3 {
-				line += " " + redacted
+				line += " " + proxy.Redacted
 			}
 		default:
 			if t.auth.Load() {
-				line = redacted // a SASL response
+				line = proxy.Redacted // a SASL response
 			}
 		}
 	} else {

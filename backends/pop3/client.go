@@ -53,7 +53,7 @@ type ClientOptions struct {
 	// Logger, when it logs at trace level, gets every command sent and
 	// every status line read, as {"dir":"out"|"in","line":...,"message":
 	// "pop3 upstream"}: PASS, the AUTH initial response and SASL responses
-	// redacted, listings and message content never.
+	// proxy.Redacted, listings and message content never.
 	Logger *zerolog.Logger
 }
 
@@ -284,9 +284,6 @@ func (c *Client) Login(ctx context.Context, user, pass string) error {
 	return err
 }
 
-// redacted stands for a secret in a traced line.
-const redacted = "<redacted>"
-
 // traceLine logs a line sent (out) or a status line read (in).
 func (c *Client) traceLine(dir, line string) {
 	if c.trace != nil {
@@ -324,7 +321,7 @@ func (c *Client) auth(ctx context.Context, mech, ir string, inline bool) error {
 	defer c.begin(ctx)()
 	shown := "AUTH " + mech
 	if inline {
-		shown += " " + redacted
+		shown += " " + proxy.Redacted
 	}
 	if err := c.sendSecret(line, shown); err != nil {
 		return err
@@ -347,9 +344,9 @@ func (c *Client) auth(ctx context.Context, mech, ir string, inline bool) error {
 			// answered with an empty line (RFC 4954 style) to get the -ERR.
 			if !sent {
 				sent = true
-				err = c.sendSecret(ir, redacted)
+				err = c.sendSecret(ir, proxy.Redacted)
 			} else {
-				err = c.sendSecret("", redacted)
+				err = c.sendSecret("", proxy.Redacted)
 			}
 			if err != nil {
 				return err
@@ -628,7 +625,7 @@ func (c *Client) send(line string) error {
 // shownLine returns line as traced: PASS without its argument.
 func shownLine(line string) string {
 	if len(line) > 5 && strings.EqualFold(line[:5], "PASS ") {
-		return line[:5] + redacted
+		return line[:5] + proxy.Redacted
 	}
 	return line
 }

@@ -57,6 +57,15 @@ type Account struct {
 	Sync *proxy.SyncProgress
 	// Sessions is the number of POP3 sessions open now.
 	Sessions int
+	// SendOff, if not empty, says in plain words why the account cannot
+	// send over SMTP submission; then the Send fields are unused.
+	SendOff string
+	// LastSend is the last message sent over SMTP submission;
+	// LastSendError says in plain words why the last failed send failed,
+	// empty if none did.
+	LastSend        time.Time
+	LastSendError   string
+	LastSendErrorAt time.Time
 }
 
 // TokenState is an OAuth2 grant's state, as oauth.Source.Status gives it.

@@ -284,3 +284,30 @@ func TestLogRing(t *testing.T) {
 		t.Fatalf("Write of a non-JSON line: %d, %v", n, err)
 	}
 }
+
+// TestOverviewSending: the overview and the account page show each
+// account's SMTP sending: the last send and the last send error, or why
+// sending is not configured.
+func TestOverviewSending(t *testing.T) {
+	f := newFixture(t, nil)
+	sent := time.Date(2026, 3, 4, 5, 6, 0, 0, time.Local)
+	f.app.mu.Lock()
+	f.app.accounts[0].LastSend = sent
+	f.app.accounts[0].LastSendError = "The submission server refused the message."
+	f.app.accounts[0].LastSendErrorAt = sent.Add(time.Hour)
+	f.app.accounts[1].SendOff = "no send section: add one to send mail."
+	f.app.mu.Unlock()
+	f.login()
+	w := f.do(http.MethodGet, "/", nil)
+	mustContain(t, "overview", w, http.StatusOK,
+		`<dd class="last-send">2026-03-04 05:06</dd>`,
+		`<dd class="last-send-error bad">The submission server refused the message. (2026-03-04 06:06)</dd>`,
+		`<dd class="last-send">Sending not configured: no send section: add one to send mail.</dd>`,
+		`<dd class="last-send">never</dd>`)
+	if n := strings.Count(w.Body.String(), `class="last-send-error`); n != 1 {
+		t.Fatalf("%d send errors shown, want alice's only:\n%s", n, w.Body)
+	}
+	w = f.do(http.MethodGet, "/account?a=bob@example.org", nil)
+	mustContain(t, "bob's page", w, http.StatusOK, "Sending not configured: no send section: add one to send mail.")
+	t.Logf("web: overview shows the last send, the last send error and sending not configured")
+}

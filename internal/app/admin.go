@@ -57,9 +57,10 @@ func (s *adminSources) Accounts(ctx context.Context) []admin.Account {
 		s.st.log.Warn().Err(err).Msg("admin: reading the cache stats")
 	}
 	m := s.st.metrics
+	cfg := s.cfg()
 	var out []admin.Account
-	for _, a := range s.cfg().Accounts {
-		v := admin.Account{User: a.User, Backend: describe(a), Cache: stats[a.User], Sessions: s.st.store.Holders(a.User)}
+	for _, a := range cfg.Accounts {
+		v := admin.Account{User: a.User, Backend: describe(a), Cache: stats[a.User], Sessions: s.st.store.Holders(a.User), SendOff: sendOff(cfg, a)}
 		m.mu.Lock()
 		st := m.accounts[a.User]
 		m.mu.Unlock()
@@ -68,6 +69,10 @@ func (s *adminSources) Accounts(ctx context.Context) []admin.Account {
 			v.LastLogin, v.LastSync = st.lastLogin, st.lastSync
 			if st.errClass != "" {
 				v.LastError, v.LastErrorAt = plainClass(st.errClass), st.errAt
+			}
+			v.LastSend = st.lastSend
+			if st.sendErrClass != "" {
+				v.LastSendError, v.LastSendErrorAt = plainSendClass(st.sendErrClass), st.sendErrAt
 			}
 			src, sync := st.token, st.sync
 			st.mu.Unlock()
@@ -112,6 +117,33 @@ func plainClass(class string) string {
 		return "The upstream reported a permanent failure; the log has the detail."
 	}
 	return "A temporary failure; the log has the detail."
+}
+
+// sendOff says in plain words why account a of cfg cannot send over
+// SMTP submission, or "" if it can.
+func sendOff(cfg *config.Config, a config.Account) string {
+	if cfg.Listen.Submission == "" && cfg.Listen.Submissions == "" {
+		return "no SMTP submission listener: set listen.submission or listen.submissions (see docs/smtp.md)"
+	}
+	if s, why := a.DefaultSend(); s == nil {
+		return why
+	}
+	return ""
+}
+
+// plainSendClass says a send error class of /status in a sentence.
+func plainSendClass(class string) string {
+	switch class {
+	case "not_configured":
+		return "The account is not set up to send: check its send section (see docs/smtp.md)."
+	case "upstream_login":
+		return "The submission server refused the login: check the send credentials or re-authorize the grant."
+	case "upstream_refused":
+		return "The submission server refused the message; the log has its reply."
+	case "upstream_deferred":
+		return "The submission server deferred the message or the send rate limit was reached; the client will retry."
+	}
+	return "The submission server could not be reached or failed; the log has the detail."
 }
 
 // Test implements admin.Tester: what popbridge check does for one

@@ -249,9 +249,6 @@ func (a *App) Close() {
 	}
 }
 
-// Backend is what the binary needs from every account's backend.
-type Backend = backend
-
 // Describe names account a's backend for people, without secrets.
 func Describe(a config.Account) string { return describe(a) }
 
@@ -277,20 +274,6 @@ func (b *Backends) New(a config.Account) (Backend, error) { return newBackend(a,
 // Close stops the background work of every backend built, then closes
 // the store.
 func (b *Backends) Close() { b.st.close(zerolog.Nop()) }
-
-// The JSON of /status, for its clients.
-type (
-	StatusReply   = statusReply
-	AccountReport = accountReport
-)
-
-// Token states in /status.
-const (
-	TokenOK      = tokenOK
-	TokenReauth  = tokenReauth
-	TokenFailing = tokenFailing
-	TokenUnknown = tokenUnknown
-)
 
 // OwnerFile in the state directory names the configuration file it
 // belongs to.

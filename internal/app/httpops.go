@@ -56,15 +56,15 @@ func (m *metrics) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
-// statusReply is the JSON of /status.
-type statusReply struct {
+// StatusReply is the JSON of /status, for its clients.
+type StatusReply struct {
 	Ready    bool            `json:"ready"`
 	Version  string          `json:"version"`
-	Accounts []accountReport `json:"accounts"`
+	Accounts []AccountReport `json:"accounts"`
 }
 
-// accountReport is one configured account in /status.
-type accountReport struct {
+// AccountReport is one configured account in /status.
+type AccountReport struct {
 	Account   string       `json:"account"`
 	Backend   string       `json:"backend"`
 	LastLogin *time.Time   `json:"last_login,omitempty"`
@@ -84,10 +84,10 @@ type errorReport struct {
 
 // Token states in /status.
 const (
-	tokenOK      = "ok"            // the last refresh (or stored token) worked
-	tokenReauth  = "reauth_needed" // popbridge auth must be run again
-	tokenFailing = "refresh_failing"
-	tokenUnknown = "unknown" // not used since the start
+	TokenOK      = "ok"              // the last refresh (or stored token) worked
+	TokenReauth  = "reauth_needed"   // popbridge auth must be run again
+	TokenFailing = "refresh_failing" // refreshes fail, for a reason other than a revoked grant
+	TokenUnknown = "unknown"         // not used since the start
 )
 
 type tokenReport struct {
@@ -105,7 +105,7 @@ func timePtr(t time.Time) *time.Time {
 }
 
 // snapshot returns the report of every account in use.
-func (m *metrics) snapshot() []accountReport {
+func (m *metrics) snapshot() []AccountReport {
 	m.mu.Lock()
 	users := m.current
 	ss := make([]*accountStatus, 0, len(users))
@@ -115,10 +115,10 @@ func (m *metrics) snapshot() []accountReport {
 		}
 	}
 	m.mu.Unlock()
-	out := make([]accountReport, 0, len(ss))
+	out := make([]AccountReport, 0, len(ss))
 	for _, s := range ss {
 		s.mu.Lock()
-		r := accountReport{Account: s.user, Backend: s.backend, LastLogin: timePtr(s.lastLogin), LastSync: timePtr(s.lastSync)}
+		r := AccountReport{Account: s.user, Backend: s.backend, LastLogin: timePtr(s.lastLogin), LastSync: timePtr(s.lastSync)}
 		if s.errClass != "" {
 			r.LastError = &errorReport{Class: s.errClass, At: s.errAt.UTC().Truncate(time.Second)}
 		}
@@ -133,14 +133,14 @@ func (m *metrics) snapshot() []accountReport {
 		s.mu.Unlock()
 		if src != nil {
 			exp, reauth, err := src.Status()
-			t := &tokenReport{State: tokenUnknown, ExpiresAt: timePtr(exp), expiry: exp}
+			t := &tokenReport{State: TokenUnknown, ExpiresAt: timePtr(exp), expiry: exp}
 			switch {
 			case reauth:
-				t.State = tokenReauth
+				t.State = TokenReauth
 			case err != nil:
-				t.State = tokenFailing
+				t.State = TokenFailing
 			case !exp.IsZero():
-				t.State = tokenOK
+				t.State = TokenOK
 			}
 			r.Token = t
 		}
@@ -159,7 +159,7 @@ func (m *metrics) serveStatus(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(statusReply{Ready: m.ready(), Version: Version, Accounts: m.snapshot()})
+	enc.Encode(StatusReply{Ready: m.ready(), Version: Version, Accounts: m.snapshot()})
 }
 
 // startHTTP serves m's handler on addr and marks the POP3 listeners up;

@@ -362,7 +362,7 @@ func (c tokenCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(tokenExpiryDesc, prometheus.GaugeValue, float64(s.Token.expiry.Unix()), s.Account)
 		}
 		v := 0.0
-		if s.Token.State == tokenReauth {
+		if s.Token.State == TokenReauth {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(reauthDesc, prometheus.GaugeValue, v, s.Account)

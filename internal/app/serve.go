@@ -69,8 +69,9 @@ func newRouter(cfg *config.Config, st *state) (*accounts.Router, error) {
 	return r, err
 }
 
-// backend is what the binary needs from every backend type.
-type backend interface {
+// Backend is what the binary needs from every account's backend, of
+// any type.
+type Backend interface {
 	backends.Opener
 	// Check tries the backend without a client, for popbridge check.
 	Check(ctx context.Context) error
@@ -78,7 +79,7 @@ type backend interface {
 
 // newBackend builds the backend of account a. Every backend shares st's
 // store, where the account's name is its user name, and its body cache.
-func newBackend(a config.Account, st *state) (backend, error) {
+func newBackend(a config.Account, st *state) (Backend, error) {
 	switch a.Backend.Type {
 	case config.TypeMaildir:
 		m := a.Backend.Maildir
@@ -101,7 +102,7 @@ func newBackend(a config.Account, st *state) (backend, error) {
 }
 
 // built returns b as a backend, or a nil one (not a nil *B) on error.
-func built[B backend](b B, err error) (backend, error) {
+func built[B Backend](b B, err error) (Backend, error) {
 	if err != nil {
 		return nil, err
 	}
