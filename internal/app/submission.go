@@ -123,7 +123,7 @@ func newSMTPSender(a config.Account, s *config.Send, st *state) (*smtpb.Sender, 
 	opts := smtpb.Options{
 		Addr: s.Addr, TLS: s.TLS, ServerName: s.ServerName, CAFile: s.CAFile,
 		Auth: s.Auth, Username: s.Username, Password: s.Password, From: s.From,
-		DialTimeout: dial, CommandTimeout: command,
+		DialTimeout: dial, CommandTimeout: command, Logger: st.log,
 	}
 	if s.Auth.Token() {
 		if s.TokenFile != "" {
