@@ -65,4 +65,3 @@ func TestTrace(t *testing.T) {
 		t.Errorf("debug level logged %s", buf.String())
 	}
 }
-
