@@ -84,6 +84,11 @@ func newSenders(cfg *config.Config, st *state) (*senderSet, error) {
 				return nil, fmt.Errorf("accounts[%d] (%s): send: %w", i, a.User, err)
 			}
 			snd = ss
+			if s.SentFolder != "" {
+				if snd, err = withSentCopy(a, s.SentFolder, ss, st); err != nil {
+					return nil, fmt.Errorf("accounts[%d] (%s): send.sent_folder: %w", i, a.User, err)
+				}
+			}
 		case s.Type == modes.SendGmail:
 			b := st.gmail[a.User]
 			if b == nil {
