@@ -35,7 +35,7 @@ func withSentCopy(a config.Account, folder string, snd backends.Sender, st *stat
 	if err != nil {
 		return nil, fmt.Errorf("command_timeout: %w", err)
 	}
-	// A backend of its own (no cache, no sync): it only appends.
+	// A backend of its own (never synced or served): it only appends.
 	opts := imapb.Options{Addr: c.Addr, TLS: c.TLS, Auth: c.Auth, Username: c.Username, Password: c.Password,
 		Folder: c.Folder, OnDelete: c.OnDelete, Account: a.User, DialTimeout: dial, CommandTimeout: command, Logger: st.log}
 	if opts.TokenSource, opts.TLSConfig, err = upstream(a, c.Upstream, st); err != nil {

@@ -37,7 +37,8 @@ func (ses *session) traceReply(err error, ok string) {
 	case errors.As(err, &se):
 		ses.trace("out", fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message))
 	default:
-		ses.trace("out", "454 4.7.0 "+err.Error())
+		// go-smtp words the reply; its text is not repeated here.
+		ses.trace("out", "(error reply)")
 	}
 }
 
