@@ -46,6 +46,10 @@ type Send struct {
 	// each reply of the submission server (default 5m).
 	DialTimeout    Duration `yaml:"dial_timeout"`
 	CommandTimeout Duration `yaml:"command_timeout"`
+	// SentFolder, for an imap backend whose server keeps no copy of sent
+	// mail, is the folder popbridge appends each message sent to (with
+	// the backend's connection and login). Empty: none.
+	SentFolder string `yaml:"sent_folder"`
 }
 
 func (s *Send) resolve(r *resolver, key string) {
@@ -168,6 +172,14 @@ func (a Account) validateSend(p *problems, key string) {
 			p.add(key+"."+d.key, "%v", err)
 		} else if v < 0 {
 			p.add(key+"."+d.key, "must not be negative")
+		}
+	}
+	if raw.SentFolder != "" {
+		switch {
+		case a.Backend.IMAP == nil:
+			p.add(key+".sent_folder", "only for imap backends (popbridge appends the copy over the backend's IMAP connection); this account's backend is %s: remove it", a.Backend.Type)
+		case strings.TrimSpace(raw.SentFolder) == "":
+			p.add(key+".sent_folder", "is blank: name the folder (e.g. Sent) or remove the setting")
 		}
 	}
 	if raw.MaxPerMinute < 0 {

@@ -152,3 +152,38 @@ accounts:
 		t.Errorf("%d problems, want 17:\n%s", len(got), strings.Join(got, "\n"))
 	}
 }
+
+// TestSendSentFolder: sent_folder is for imap backends and names a
+// folder.
+func TestSendSentFolder(t *testing.T) {
+	_, err := parseString(t, `
+listen: {pop3: 127.0.0.1:1110}
+accounts:
+  - user: alice
+    password_hash: "HASH"
+    backend: {type: maildir, path: mail/alice}
+    send: {addr: smtp.example.com:587, username: alice@example.com, password: pw, sent_folder: Sent}
+  - user: bob
+    password_hash: "HASH"
+    backend: {type: imap, addr: imap.example.com:993, username: bob@example.com, password: pw}
+    send: {sent_folder: "  "}
+  - user: carol
+    password_hash: "HASH"
+    backend: {type: imap, addr: imap.example.com:993, username: carol@example.com, password: pw}
+    send: {addr: smtp.example.com:587, sent_folder: Sent}
+`)
+	got := errLines(err)
+	for _, want := range []string{
+		"accounts[0].send.sent_folder: only for imap backends (popbridge appends the copy over the backend's IMAP connection); this account's backend is maildir: remove it",
+		`accounts[1].send.sent_folder: is blank: name the folder (e.g. Sent) or remove the setting`,
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("missing problem %q in\n%s", want, strings.Join(got, "\n"))
+		}
+	}
+	for _, line := range got {
+		if strings.HasPrefix(line, "accounts[2]") {
+			t.Errorf("unexpected problem %q", line)
+		}
+	}
+}

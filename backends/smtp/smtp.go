@@ -25,11 +25,13 @@ import (
 
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
+	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/internal/modes"
+	"github.com/popbridge/popbridge/proxy"
 )
 
 // Options configures a Sender.
@@ -72,6 +74,9 @@ type Options struct {
 	// connections, default 4); default 30 s, negative: close at once.
 	KeepIdle time.Duration
 	MaxIdle  int
+	// Logger, at trace level, gets the upstream conversation (secrets
+	// redacted, the message as its size); nil: none.
+	Logger *zerolog.Logger
 }
 
 // Sender is a backends.Sender for one upstream account. It is safe for
@@ -258,6 +263,10 @@ func (s *Sender) dial(ctx context.Context) (*conn, error) {
 		}
 	}
 	c.c.CommandTimeout = s.opts.CommandTimeout
+	if l := s.opts.Logger; l != nil && proxy.TraceEnabled(*l) {
+		// With STARTTLS, the exchange before TLS (no secrets) is over.
+		c.c.DebugWriter = &tracer{log: *l, waitReply: s.opts.TLS == modes.TLSImplicit}
+	}
 	// EHLO now (after STARTTLS: over TLS), so that greeting and
 	// certificate errors are reported as such, not as login failures.
 	if err := c.c.Hello(s.opts.HelloName); err != nil {

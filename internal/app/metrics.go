@@ -47,6 +47,8 @@ type metrics struct {
 	smtpMessages   *prometheus.CounterVec
 	smtpBytes      *prometheus.CounterVec
 	graphOnce      sync.Once
+	sentCopyOnce   sync.Once
+	sentCopies     *prometheus.CounterVec // made by sentCopiesVec
 	graphCalls     *prometheus.CounterVec // made by graphCallsVec
 
 	mu       sync.Mutex

@@ -84,6 +84,11 @@ func newSenders(cfg *config.Config, st *state) (*senderSet, error) {
 				return nil, fmt.Errorf("accounts[%d] (%s): send: %w", i, a.User, err)
 			}
 			snd = ss
+			if s.SentFolder != "" {
+				if snd, err = withSentCopy(a, s.SentFolder, ss, st); err != nil {
+					return nil, fmt.Errorf("accounts[%d] (%s): send.sent_folder: %w", i, a.User, err)
+				}
+			}
 		case s.Type == modes.SendGmail:
 			b := st.gmail[a.User]
 			if b == nil {
@@ -123,7 +128,7 @@ func newSMTPSender(a config.Account, s *config.Send, st *state) (*smtpb.Sender, 
 	opts := smtpb.Options{
 		Addr: s.Addr, TLS: s.TLS, ServerName: s.ServerName, CAFile: s.CAFile,
 		Auth: s.Auth, Username: s.Username, Password: s.Password, From: s.From,
-		DialTimeout: dial, CommandTimeout: command,
+		DialTimeout: dial, CommandTimeout: command, Logger: st.log,
 	}
 	if s.Auth.Token() {
 		if s.TokenFile != "" {

@@ -21,6 +21,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -380,12 +381,14 @@ type session struct {
 	utf8    bool
 	rcpts   int
 	started time.Time
+
+	traced bool // log level trace: commands and replies are logged
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	oc := ourConn(c.Conn())
-	ses := &session{s: s, conn: c, c: oc, ctx: ctx, stop: stop}
+	ses := &session{s: s, conn: c, c: oc, ctx: ctx, stop: stop, traced: proxy.TraceEnabled(s.log)}
 	if oc != nil {
 		ses.ip = oc.ip
 	} else {
@@ -414,6 +417,19 @@ func (ses *session) AuthMechanisms() []string {
 
 // Auth returns the SASL server for mech.
 func (ses *session) Auth(mech string) (sasl.Server, error) {
+	ses.trace("in", "AUTH "+mech)
+	srv, err := ses.auth(mech)
+	if err != nil {
+		ses.traceReply(err, "")
+		return nil, err
+	}
+	if ses.traced {
+		srv = tracedSASL{Server: srv, ses: ses}
+	}
+	return srv, nil
+}
+
+func (ses *session) auth(mech string) (sasl.Server, error) {
 	if !ses.authAllowed() {
 		return nil, errEncryption
 	}
@@ -477,7 +493,9 @@ func (ses *session) authFailed(user, why string) error {
 
 // Mail starts a transaction: the sender must be the account's, then the
 // upstream transaction begins.
-func (ses *session) Mail(from string, opts *smtp.MailOptions) error {
+func (ses *session) Mail(from string, opts *smtp.MailOptions) (err error) {
+	ses.trace("in", "MAIL FROM:<"+from+">")
+	defer func() { ses.traceReply(err, "250 2.0.0 Sender OK") }()
 	if !ses.authed {
 		return errAuthRequired
 	}
@@ -506,7 +524,9 @@ func (ses *session) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
-func (ses *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+func (ses *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
+	ses.trace("in", "RCPT TO:<"+to+">")
+	defer func() { ses.traceReply(err, "250 2.0.0 Recipient OK") }()
 	if !ses.authed {
 		return errAuthRequired
 	}
@@ -527,7 +547,15 @@ func (ses *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 
 // Data relays the message; the reply to the client is the upstream's
 // outcome, never before it.
-func (ses *session) Data(r io.Reader) error {
+func (ses *session) Data(r io.Reader) (err error) {
+	ses.trace("in", "DATA")
+	var cr *countingReader
+	defer func() {
+		if cr != nil {
+			ses.trace("in", "<message "+strconv.FormatInt(cr.n, 10)+" octets>")
+		}
+		ses.traceReply(err, "250 2.0.0 OK: sent upstream")
+	}()
 	if !ses.authed {
 		return errAuthRequired
 	}
@@ -539,8 +567,8 @@ func (ses *session) Data(r io.Reader) error {
 	}
 	ses.tx = nil
 	defer tx.Close()
-	cr := &countingReader{r: r}
-	_, err := tx.Data(ses.ctx, cr)
+	cr = &countingReader{r: r}
+	_, err = tx.Data(ses.ctx, cr)
 	ses.logTx(cr.n, err)
 	switch {
 	case err == nil:
