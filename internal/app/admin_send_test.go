@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,22 +14,7 @@ import (
 	"github.com/popbridge/popbridge/internal/admin"
 )
 
-// acceptingSender accepts every message, reading it whole.
-type acceptingSender struct{}
-
-func (acceptingSender) MaySend(string) bool { return true }
-func (acceptingSender) Begin(context.Context, string, backends.MailOptions) (backends.Transaction, error) {
-	return acceptingTx{}, nil
-}
-
-type acceptingTx struct{}
-
-func (acceptingTx) Rcpt(context.Context, string) error { return nil }
-func (acceptingTx) Data(_ context.Context, r io.Reader) (string, error) {
-	_, err := io.Copy(io.Discard, r)
-	return "queued", err
-}
-func (acceptingTx) Close() error { return nil }
+// acceptingSender is in sentcopy_test.go.
 
 // TestAdminSending: the admin page's account data carries each
 // account's SMTP sending from its sender's status: the last send, the
@@ -88,7 +72,7 @@ accounts:
 	}
 
 	// A send that works.
-	o.Sender = acceptingSender{}
+	o.Sender = &acceptingSender{}
 	tx, err := o.Begin(ctx, "a@example.com", backends.MailOptions{})
 	if err != nil {
 		t.Fatal(err)
