@@ -99,3 +99,18 @@ func TestGraphCallMetrics(t *testing.T) {
 		t.Error("an account that is not configured became a label")
 	}
 }
+
+// TestDescribeGraphSend: popbridge check says a graph account sends
+// through Graph by default, from its user name, with the size limit; and
+// that it cannot send when its own scopes lack Mail.Send.
+func TestDescribeGraphSend(t *testing.T) {
+	a := config.Account{User: "g@contoso.com", Backend: config.Backend{Type: config.TypeGraph, Graph: &config.GraphBackend{
+		OAuth2: &config.OAuth2{Provider: modes.ProviderMicrosoft, Tenant: "organizations", ClientID: "id"}}}}
+	if got, want := DescribeSend(a), "Microsoft Graph sendMail (copy in Sent Items, at most 2900000 bytes), from g@contoso.com"; got != want {
+		t.Errorf("DescribeSend = %q, want %q", got, want)
+	}
+	a.Backend.Graph.OAuth2.Scopes = []string{"offline_access", "Mail.ReadWrite"}
+	if got := DescribeSend(a); !strings.HasPrefix(got, "cannot send: ") || !strings.Contains(got, "Mail.Send") {
+		t.Errorf("DescribeSend with scopes lacking Mail.Send = %q", got)
+	}
+}
