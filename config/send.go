@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/popbridge/popbridge/internal/modes"
@@ -93,6 +94,13 @@ func (a Account) DefaultSend() (*Send, string) {
 		s := &Send{Type: modes.SendGmail}
 		s.fill(a)
 		return s, ""
+	case a.Backend.Graph != nil:
+		if !a.Backend.Graph.sendScope() {
+			return nil, "no send section, and the graph backend's oauth2.scopes lack Mail.Send: add it and run popbridge auth again, or add a send section (see docs/graph.md)"
+		}
+		s := &Send{Type: modes.SendGraph}
+		s.fill(a)
+		return s, ""
 	case a.backendUpstream() != nil:
 		u := a.backendUpstream()
 		if _, ok := modes.SMTPDefault(u.Addr); !ok {
@@ -111,7 +119,10 @@ func (a Account) DefaultSend() (*Send, string) {
 // fill fills in the defaults of s for account a.
 func (s *Send) fill(a Account) {
 	s.Type = modes.SendTypes.Or(s.Type)
-	if s.Type == modes.SendGmail {
+	if s.Type == modes.SendGmail || s.Type == modes.SendGraph {
+		if g := a.Backend.Graph; s.Type == modes.SendGraph && len(s.From) == 0 && g != nil && strings.Contains(g.Mailbox, "@") {
+			s.From = []string{g.Mailbox} // a shared mailbox sends as itself
+		}
 		if len(s.From) == 0 && strings.Contains(a.User, "@") {
 			s.From = []string{a.User}
 		}
@@ -185,6 +196,10 @@ func (a Account) validateSend(p *problems, key string) {
 	if raw.MaxPerMinute < 0 {
 		p.add(key+".max_per_minute", "must not be negative (0 means no limit)")
 	}
+	if s.Type == modes.SendGraph {
+		a.validateGraphSend(p, key, s)
+		return
+	}
 	if s.Type == modes.SendGmail {
 		if a.Backend.Gmail == nil {
 			p.add(key+".type", "gmail sends with the oauth2 grant of a gmail backend; this account's backend is %s: use type smtp", a.Backend.Type)
@@ -229,4 +244,39 @@ func (a Account) validateSend(p *problems, key string) {
 			p.add(key+".token_file", "must be set for auth %s, or the backend must have an oauth2 section whose grant is used", s.Auth)
 		}
 	}
+}
+
+// validateGraphSend checks a send section of type graph (s with the
+// defaults filled in).
+func (a Account) validateGraphSend(p *problems, key string, s *Send) {
+	raw := a.Send
+	if a.Backend.Graph == nil {
+		p.add(key+".type", "graph sends with the oauth2 grant of a graph backend; this account's backend is %s: use type smtp", a.Backend.Type)
+	} else if !a.Backend.Graph.sendScope() {
+		p.add(key+".type", "graph sends with the scope Mail.Send (Mail.Send.Shared for another mailbox), which the backend's oauth2.scopes lack: add it and run popbridge auth again, or leave scopes out")
+	}
+	for k, set := range map[string]bool{"addr": raw.Addr != "", "tls": raw.TLS != "", "ca_file": raw.CAFile != "", "server_name": raw.ServerName != "",
+		"auth": raw.Auth != "", "username": raw.Username != "", "password": raw.Password != "" || raw.PasswordFile != "", "token_file": raw.TokenFile != "",
+		"sent_folder": raw.SentFolder != ""} {
+		if set {
+			p.add(key+"."+k, "not used with type graph (only with type smtp)")
+		}
+	}
+	if len(s.From) == 0 {
+		p.add(key+".from", "must be set for type graph when the user name is not an address: the addresses this account sends as")
+	}
+}
+
+// sendScope reports whether the backend's grant may send: scopes left
+// out (popbridge then asks for Mail.Send), or scopes that include
+// Mail.Send or Mail.Send.Shared.
+func (b *GraphBackend) sendScope() bool {
+	o := b.OAuth2
+	if o == nil || o.Provider != modes.ProviderMicrosoft || len(o.Scopes) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(o.Scopes, func(s string) bool {
+		s = strings.TrimPrefix(strings.ToLower(s), "https://graph.microsoft.com/")
+		return s == "mail.send" || s == "mail.send.shared"
+	})
 }

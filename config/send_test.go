@@ -138,7 +138,7 @@ accounts:
 		"accounts[1].send.type: gmail sends with the oauth2 grant of a gmail backend; this account's backend is maildir: use type smtp",
 		"accounts[1].send.addr: not used with type gmail (only with type smtp)",
 		"accounts[1].send.from: must be set for type gmail when the user name is not an address: the addresses this account sends as",
-		`accounts[2].send.type: unknown type "pigeon" (want smtp or gmail)`,
+		`accounts[2].send.type: unknown type "pigeon" (want smtp, gmail or graph)`,
 		"accounts[3].send.from: must be set: the addresses this account sends as (the username dave is not an address)",
 		"accounts[3].send.password: must be set for auth password (or password_file)",
 		`accounts[3].send.command_timeout: invalid duration "soon" (want e.g. 90s, 10m, 1h)`,
@@ -185,5 +185,78 @@ accounts:
 		if strings.HasPrefix(line, "accounts[2]") {
 			t.Errorf("unexpected problem %q", line)
 		}
+	}
+}
+
+// TestSendGraph: a graph backend sends through Graph by default, from
+// its user name or its shared mailbox; own scopes without Mail.Send
+// leave it unable to send (no send section) or are an error (send type
+// graph); type graph needs a graph backend and takes no smtp settings.
+func TestSendGraph(t *testing.T) {
+	c, err := parseString(t, `
+listen: {pop3: 127.0.0.1:1110}
+accounts:
+  - user: alice@contoso.com
+    password_hash: "HASH"
+    backend:
+      type: graph
+      oauth2: {provider: microsoft, tenant: organizations, client_id: id}
+  - user: team
+    password_hash: "HASH"
+    backend:
+      type: graph
+      mailbox: team@contoso.com
+      oauth2: {provider: microsoft, tenant: organizations, client_id: id}
+  - user: bob@contoso.com
+    password_hash: "HASH"
+    backend:
+      type: graph
+      oauth2: {provider: microsoft, tenant: organizations, client_id: id, scopes: [offline_access, Mail.ReadWrite]}
+  - user: carol@contoso.com
+    password_hash: "HASH"
+    backend:
+      type: graph
+      oauth2: {provider: microsoft, tenant: organizations, client_id: id, scopes: [offline_access, Mail.ReadWrite, Mail.Send]}
+    send: {type: graph, max_per_minute: 30}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]string{{"alice@contoso.com"}, {"team@contoso.com"}, nil, {"carol@contoso.com"}} {
+		s, why := c.Accounts[i].DefaultSend()
+		switch {
+		case want == nil && (s != nil || !strings.Contains(why, "lack Mail.Send")):
+			t.Errorf("accounts[%d]: %+v, %q; want no sender (scopes lack Mail.Send)", i, s, why)
+		case want != nil && (s == nil || s.Type != modes.SendGraph || !slices.Equal(s.From, want)):
+			t.Errorf("accounts[%d]: %+v, %q; want type graph from %v", i, s, why, want)
+		}
+	}
+	_, err = parseString(t, `
+listen: {pop3: 127.0.0.1:1110}
+accounts:
+  - user: bob@contoso.com
+    password_hash: "HASH"
+    backend:
+      type: graph
+      oauth2: {provider: microsoft, tenant: organizations, client_id: id, scopes: [offline_access, Mail.ReadWrite]}
+    send: {type: graph, addr: smtp.office365.com:587}
+  - user: dave
+    password_hash: "HASH"
+    backend: {type: maildir, path: mail/dave}
+    send: {type: graph}
+`)
+	got := errLines(err)
+	for _, want := range []string{
+		"accounts[0].send.type: graph sends with the scope Mail.Send (Mail.Send.Shared for another mailbox), which the backend's oauth2.scopes lack: add it and run popbridge auth again, or leave scopes out",
+		"accounts[0].send.addr: not used with type graph (only with type smtp)",
+		"accounts[1].send.type: graph sends with the oauth2 grant of a graph backend; this account's backend is maildir: use type smtp",
+		"accounts[1].send.from: must be set for type graph when the user name is not an address: the addresses this account sends as",
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("missing %q in\n%s", want, strings.Join(got, "\n"))
+		}
+	}
+	if len(got) != 4 {
+		t.Errorf("%d problems, want 4:\n%s", len(got), strings.Join(got, "\n"))
 	}
 }

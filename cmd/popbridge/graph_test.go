@@ -168,7 +168,7 @@ accounts:
 		t.Fatal(err)
 	}
 	store := &oauth.Store{Dir: filepath.Join(dir, "state", app.TokenDir)}
-	const scopes = "offline_access https://graph.microsoft.com/Mail.ReadWrite"
+	const scopes = "offline_access https://graph.microsoft.com/Mail.ReadWrite https://graph.microsoft.com/Mail.Send" // it sends through Graph by default
 
 	r := runCmd(t, "", "auth", "gwen", "-config", path)
 	if r.code != 0 || !strings.Contains(r.stdout, "(microsoft, device flow, scopes "+scopes+")") || !strings.Contains(r.stdout, "ABCD-EFGH") {

@@ -57,7 +57,11 @@ func newGraphBackend(a config.Account, st *state) (*graph.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.adopt(b) // its background sizing stops when it is replaced or at shutdown
+	if st.graph == nil {
+		st.graph = map[string]*graph.Backend{}
+	}
+	st.graph[a.User] = b // for its sender, built next
+	st.adopt(b)          // its background sizing stops when it is replaced or at shutdown
 	st.metrics.syncSource(a, b)
 	return b, nil
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -29,7 +30,9 @@ func TestDescribeGraph(t *testing.T) {
 }
 
 // TestGraphOAuth checks that a graph account's oauth2 section asks for
-// the Graph scopes by default, at the tenant's endpoints.
+// the Graph scopes by default, at the tenant's endpoints: Mail.Send (or
+// Mail.Send.Shared) too, since it sends through Graph unless its send
+// section says otherwise.
 func TestGraphOAuth(t *testing.T) {
 	a := config.Account{User: "g", Backend: config.Backend{Type: config.TypeGraph, Graph: &config.GraphBackend{
 		OAuth2: &config.OAuth2{Provider: modes.ProviderMicrosoft, Tenant: "consumers", ClientID: "id"}}}}
@@ -41,13 +44,22 @@ func TestGraphOAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(cfg.Scopes, " "); got != "offline_access https://graph.microsoft.com/Mail.ReadWrite" {
+	if got := strings.Join(cfg.Scopes, " "); got != "offline_access https://graph.microsoft.com/Mail.ReadWrite https://graph.microsoft.com/Mail.Send" {
 		t.Errorf("scopes %q", got)
 	}
 	a.Backend.Graph.Mailbox = "shared@example.com"
 	o, proto = OAuthAccount(a)
-	if shared, _, err := OAuthClient(o, proto, t.TempDir()); err != nil || strings.Join(shared.Scopes, " ") != "offline_access https://graph.microsoft.com/Mail.ReadWrite.Shared" {
+	if shared, _, err := OAuthClient(o, proto, t.TempDir()); err != nil || strings.Join(shared.Scopes, " ") != "offline_access https://graph.microsoft.com/Mail.ReadWrite.Shared https://graph.microsoft.com/Mail.Send.Shared" {
 		t.Errorf("scopes for a shared mailbox: %v %v", shared, err)
+	}
+	a.Send = &config.Send{Type: modes.SendSMTP, Addr: "smtp.office365.com:587", Username: "g@example.com", Password: "pw"}
+	if o, proto = OAuthAccount(a); o == nil || len(o.Scopes) != 0 || proto != oauth.GraphShared {
+		t.Errorf("sending with smtp: scopes %v (want the defaults, without Mail.Send)", o)
+	}
+	a.Send = nil
+	a.Backend.Graph.OAuth2.Scopes = []string{"offline_access", "Mail.ReadWrite"}
+	if o, _ = OAuthAccount(a); !slices.Equal(o.Scopes, []string{"offline_access", "Mail.ReadWrite"}) {
+		t.Errorf("own scopes: %v", o.Scopes)
 	}
 	if cfg.Endpoint.DeviceAuthURL != "https://login.microsoftonline.com/consumers/oauth2/v2.0/devicecode" ||
 		cfg.Endpoint.AuthURL != "https://login.microsoftonline.com/consumers/oauth2/v2.0/authorize" {
@@ -85,5 +97,20 @@ func TestGraphCallMetrics(t *testing.T) {
 	}
 	if strings.Contains(body, "mallory") {
 		t.Error("an account that is not configured became a label")
+	}
+}
+
+// TestDescribeGraphSend: popbridge check says a graph account sends
+// through Graph by default, from its user name, with the size limit; and
+// that it cannot send when its own scopes lack Mail.Send.
+func TestDescribeGraphSend(t *testing.T) {
+	a := config.Account{User: "g@contoso.com", Backend: config.Backend{Type: config.TypeGraph, Graph: &config.GraphBackend{
+		OAuth2: &config.OAuth2{Provider: modes.ProviderMicrosoft, Tenant: "organizations", ClientID: "id"}}}}
+	if got, want := DescribeSend(a), "Microsoft Graph sendMail (copy in Sent Items, at most 2900000 bytes), from g@contoso.com"; got != want {
+		t.Errorf("DescribeSend = %q, want %q", got, want)
+	}
+	a.Backend.Graph.OAuth2.Scopes = []string{"offline_access", "Mail.ReadWrite"}
+	if got := DescribeSend(a); !strings.HasPrefix(got, "cannot send: ") || !strings.Contains(got, "Mail.Send") {
+		t.Errorf("DescribeSend with scopes lacking Mail.Send = %q", got)
 	}
 }

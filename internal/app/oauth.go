@@ -24,10 +24,23 @@ const TokenDir = "tokens"
 // or oauthbearer without a token_file) gets the scope SMTP.Send beside
 // the default ones, so that one popbridge auth covers reading and
 // sending. Accounts without a send section keep the scopes they had.
+// A graph account that sends through Graph (its default) gets Mail.Send
+// (Mail.Send.Shared for another mailbox).
 func OAuthAccount(a config.Account) (*config.OAuth2, string) {
 	o, proto := oauthAccount(a)
 	if o == nil || o.Provider != modes.ProviderMicrosoft || len(o.Scopes) > 0 || proto == oauth.Gmail {
 		return o, proto
+	}
+	if s, _ := a.DefaultSend(); s != nil && s.Type == modes.SendGraph && (proto == oauth.Graph || proto == oauth.GraphShared) {
+		// Sending through Graph (the default of a graph backend) needs
+		// Mail.Send, or Mail.Send.Shared for another mailbox.
+		with := *o
+		scope := modes.GraphSendScope
+		if proto == oauth.GraphShared {
+			scope = modes.GraphSendSharedScope
+		}
+		with.Scopes = append(oauth.DefaultScopes(o.Provider, proto), scope)
+		return &with, proto
 	}
 	if s, _ := a.DefaultSend(); a.Send != nil && s.Type == modes.SendSMTP && s.Auth.Token() && s.TokenFile == "" {
 		with := *o

@@ -51,7 +51,7 @@ func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Serve
 
 // newRouter builds every account's backend and the router in front.
 func newRouter(cfg *config.Config, st *state) (*accounts.Router, error) {
-	st.sources, st.gmail = nil, nil // new settings, new token sources and backends (shared with the senders built next)
+	st.sources, st.gmail, st.graph = nil, nil, nil // new settings, new token sources and backends (shared with the senders built next)
 	accts := make([]accounts.Account, 0, len(cfg.Accounts))
 	for i, a := range cfg.Accounts {
 		b, err := newBackend(a, st)

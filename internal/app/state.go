@@ -8,6 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/popbridge/popbridge/backends/gmail"
+	"github.com/popbridge/popbridge/backends/graph"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/config"
@@ -39,6 +40,9 @@ type state struct {
 	// gmail are the gmail backends of the last build, by account: their
 	// senders share their quota and token.
 	gmail map[string]*gmail.Backend
+	// graph are the graph backends of the last build, by account, for
+	// their senders.
+	graph map[string]*graph.Backend
 }
 
 // tokenHome is the directory holding tokens/.

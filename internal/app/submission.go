@@ -20,6 +20,7 @@ import (
 
 	"github.com/popbridge/popbridge/backends"
 	"github.com/popbridge/popbridge/backends/gmail"
+	"github.com/popbridge/popbridge/backends/graph"
 	"github.com/popbridge/popbridge/backends/oauth"
 	smtpb "github.com/popbridge/popbridge/backends/smtp"
 	"github.com/popbridge/popbridge/config"
@@ -99,6 +100,12 @@ func newSenders(cfg *config.Config, st *state) (*senderSet, error) {
 				return nil, fmt.Errorf("send: %w", err)
 			}
 			snd = b.Sender(gmail.SendOptions{From: s.From, SpoolDir: spool})
+		case s.Type == modes.SendGraph:
+			b := st.graph[a.User]
+			if b == nil {
+				return nil, fmt.Errorf("accounts[%d] (%s): send type graph needs a graph backend", i, a.User)
+			}
+			snd = b.Sender(graph.SendOptions{From: s.From})
 		default:
 			snd = refusing{fmt.Sprintf("send type %s is not available in this build", s.Type)}
 		}
@@ -442,6 +449,9 @@ func DescribeSend(a config.Account) string {
 	}
 	if s.Type == modes.SendGmail {
 		return fmt.Sprintf("gmail API messages.send, from %s", from)
+	}
+	if s.Type == modes.SendGraph {
+		return fmt.Sprintf("Microsoft Graph sendMail (copy in Sent Items, at most %d bytes), from %s", graph.SendMaxSize, from)
 	}
 	auth := string(s.Auth)
 	if s.Auth.Token() {

@@ -21,6 +21,8 @@ var (
 	// GraphSendScope is added when the account also sends through Graph.
 	GraphScopes    = []string{"offline_access", "https://graph.microsoft.com/Mail.ReadWrite"}
 	GraphSendScope = "https://graph.microsoft.com/Mail.Send"
+	// GraphSendSharedScope sends as another user's or a shared mailbox.
+	GraphSendSharedScope = "https://graph.microsoft.com/Mail.Send.Shared"
 	// GraphSharedScopes are the default scopes for another user's or a
 	// shared mailbox (mailbox set to an address).
 	GraphSharedScopes = []string{"offline_access", "https://graph.microsoft.com/Mail.ReadWrite.Shared"}

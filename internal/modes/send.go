@@ -15,10 +15,12 @@ const (
 	SendSMTP Send = "smtp"
 	// SendGmail sends with the Gmail API's users.messages.send.
 	SendGmail Send = "gmail"
+	// SendGraph sends with Microsoft Graph's sendMail (MIME mode).
+	SendGraph Send = "graph"
 )
 
 // SendTypes are the send types.
-var SendTypes = List[Send]{SendSMTP, SendGmail}
+var SendTypes = List[Send]{SendSMTP, SendGmail, SendGraph}
 
 // The smtp send type.
 var (

@@ -78,6 +78,7 @@ type Server struct {
 	peak        int
 	noImmutable int
 	fetches     map[string]int
+	sent        []Sent
 
 	// identity
 	access   map[string]bool // valid access tokens
@@ -497,6 +498,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.batch(w, body)
 		return
 	}
+	if ep == ESend {
+		s.sendMail(w, r, path, body)
+		return
+	}
 	if !strings.Contains(r.Header.Get("Prefer"), immutableHdr) {
 		s.mu.Lock()
 		s.noImmutable++
@@ -569,6 +574,9 @@ var (
 func endpointOf(method, path string) string {
 	if path == "/$batch" {
 		return EBatch
+	}
+	if strings.HasSuffix(path, "/sendMail") {
+		return ESend
 	}
 	_, rest := splitMailbox(path)
 	if m := reFolder.FindStringSubmatch(rest); m != nil {
