@@ -64,6 +64,11 @@ type Listen struct {
 	// Admin is the owner's web page (see Admin); a port alone binds to
 	// loopback. Off when empty.
 	Admin string `yaml:"admin"`
+	// ProxyProtocol lists the networks (CIDRs or addresses) of load
+	// balancers whose connections to pop3, pop3s, submission and
+	// submissions start with a PROXY protocol header (v1 or v2) naming
+	// the client. Empty: off. Only these networks are trusted.
+	ProxyProtocol []string `yaml:"proxy_protocol"`
 }
 
 // HTTP configures the operations listener of listen.http.

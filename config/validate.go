@@ -75,6 +75,7 @@ func (c *Config) validateListen(p *problems) {
 		p.add("listen.pop3s", "same address as listen.pop3")
 	}
 	c.validateSubmission(p)
+	c.validateProxyProtocol(p)
 	if c.TLS != nil {
 		c.TLS.validate(p)
 	}
