@@ -117,10 +117,12 @@ func Build(cfg *config.Config, log *zerolog.Logger, opts Options) (_ *App, err e
 		}
 		a.ls = append(a.ls, listener{Listener: l, name: spec.name, tls: spec.tls})
 	}
+	wrapProxyProtocol(a.ls, cfg.Listen.ProxyNetworks(), *log)
 	sends := &sendSwap{router: a.srv.Backend.(*swapBackend)}
 	if a.smtpLs, err = bindSubmission(cfg, opts.Listeners); err != nil {
 		return nil, err
 	}
+	wrapProxyProtocol(a.smtpLs, cfg.Listen.ProxyNetworks(), *log)
 	if len(a.smtpLs) > 0 {
 		set, err := newSenders(cfg, st)
 		if err != nil {
