@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -86,7 +87,7 @@ func TestProxyProtocol(t *testing.T) {
 	if _, g := dial("PROXY TCP4 203.0.113.9 127.0.0.1 40001 110\r\n"); !strings.Contains(g, "Too many connections from your address") {
 		t.Errorf("second connection of 203.0.113.9: %q", g)
 	}
-	if _, g := dial(string([]byte("\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xcb\x00\x71\x0a\x7f\x00\x00\x01\x9c\x42\x00\x6e"))); !strings.HasPrefix(g, "+OK") {
+	if _, g := dial("\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xcb\x00\x71\x0a\x7f\x00\x00\x01\x9c\x42\x00\x6e"); !strings.HasPrefix(g, "+OK") {
 		t.Errorf("connection of 203.0.113.10 (v2 header): %q", g)
 	}
 	ev = eventsWith(logs.String(), "connection refused")
@@ -170,5 +171,50 @@ func TestProxyProtocolSubmission(t *testing.T) {
 	ev := eventsWith(logs.String(), "submission: too many connections")
 	if len(ev) != 1 || ev[0]["client"] != "203.0.113.9" {
 		t.Errorf("refusal events %v", ev)
+	}
+}
+
+// TestProxyProtocolPOP3S: on the implicit-TLS listener the header comes
+// before the TLS handshake, and the session sees the header's address.
+func TestProxyProtocolPOP3S(t *testing.T) {
+	path := writeConfig(t, "limits: {auth_failure_delay: 10ms}\ntls: {self_signed: true}\n")
+	src := strings.Replace(string(must(os.ReadFile(path))), "  pop3: 127.0.0.1:0\n",
+		"  pop3s: 127.0.0.1:0\n  proxy_protocol: [127.0.0.1]\n", 1)
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := must(config.Load(path))
+	logs := &syncBuffer{}
+	log := zerolog.New(logs)
+	a, err := Build(cfg, &log, Options{ConfigPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+
+	nc, err := net.DialTimeout("tcp", a.Addr("pop3s").String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	nc.Write([]byte("\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xc6\x33\x64\x05\x7f\x00\x00\x01\x9c\x42\x03\xe3"))
+	c := textproto.NewConn(tls.Client(nc, &tls.Config{InsecureSkipVerify: true}))
+	if g, err := c.ReadLine(); !strings.HasPrefix(g, "+OK") {
+		t.Fatalf("greeting %q, %v", g, err)
+	}
+	c.PrintfLine("USER alice")
+	c.ReadLine()
+	c.PrintfLine("PASS wrong")
+	if l, _ := c.ReadLine(); !strings.HasPrefix(l, "-ERR") {
+		t.Fatalf("wrong password: %q", l)
+	}
+	c.Close()
+	cancel()
+	<-done
+	if ev := eventsWith(logs.String(), "authentication failed"); len(ev) != 1 || ev[0]["client"] != "198.51.100.5" {
+		t.Errorf("authentication failed events %v, want client 198.51.100.5", ev)
 	}
 }
