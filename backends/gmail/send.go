@@ -1,13 +1,10 @@
 package gmail
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/mail"
 	"os"
 	"slices"
 	"strings"
@@ -98,9 +95,6 @@ func (t *sendTx) Rcpt(_ context.Context, to string) error {
 
 func (t *sendTx) Close() error { return nil }
 
-// maxHeaderBytes bounds the header read for the recipients.
-const maxHeaderBytes = 1 << 20
-
 // Data spools the message, reconciles its headers with the envelope and
 // sends it in one request.
 func (t *sendTx) Data(ctx context.Context, r io.Reader) (string, error) {
@@ -123,25 +117,9 @@ func (t *sendTx) Data(ctx context.Context, r io.Reader) (string, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", fmt.Errorf("gmail: spool: %w", err)
 	}
-	header, err := readHeader(f)
+	bcc, err := backends.EnvelopeBcc(f, t.rcpts)
 	if err != nil {
-		return "", smtpErr(554, gosmtp.EnhancedCode{5, 6, 0}, "Message header unreadable")
-	}
-	named, err := headerRecipients(header)
-	if err != nil {
-		return "", smtpErr(554, gosmtp.EnhancedCode{5, 6, 0}, "Recipient header unreadable")
-	}
-	var bcc []string
-	for _, rc := range t.rcpts {
-		if !slices.ContainsFunc(named, func(a string) bool { return strings.EqualFold(a, rc) }) {
-			bcc = append(bcc, rc)
-		}
-	}
-	for _, a := range named {
-		if !slices.ContainsFunc(t.rcpts, func(r string) bool { return strings.EqualFold(r, a) }) {
-			// Gmail would send to it: never widen the recipients.
-			return "", smtpErr(554, gosmtp.EnhancedCode{5, 6, 0}, "A recipient in the To, Cc or Bcc header is not in the envelope (RCPT TO)")
-		}
+		return "", err
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", fmt.Errorf("gmail: spool: %w", err)
@@ -208,48 +186,4 @@ func sendError(err error) error {
 		return smtpErr(451, gosmtp.EnhancedCode{4, 3, 0}, "Gmail is unavailable, try again later")
 	}
 	return smtpErr(554, gosmtp.EnhancedCode{5, 0, 0}, "Gmail refused the message")
-}
-
-// readHeader reads the header section of the message from r, up to and
-// excluding the empty line.
-func readHeader(r io.Reader) ([]byte, error) {
-	br := bufio.NewReader(io.LimitReader(r, maxHeaderBytes))
-	var h bytes.Buffer
-	for {
-		line, err := br.ReadBytes('\n')
-		if len(bytes.TrimRight(line, "\r\n")) == 0 && (err == nil || len(line) > 0) {
-			return h.Bytes(), nil
-		}
-		h.Write(line)
-		if err == io.EOF {
-			return h.Bytes(), nil // a message that is only a header
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-}
-
-// headerRecipients returns the addresses of the To, Cc and Bcc fields.
-func headerRecipients(header []byte) ([]string, error) {
-	m, err := mail.ReadMessage(io.MultiReader(bytes.NewReader(header), strings.NewReader("\r\n")))
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, k := range []string{"To", "Cc", "Bcc"} {
-		for _, v := range m.Header[k] {
-			if strings.TrimSpace(v) == "" {
-				continue
-			}
-			list, err := mail.ParseAddressList(v)
-			if err != nil {
-				return nil, err
-			}
-			for _, a := range list {
-				out = append(out, a.Address)
-			}
-		}
-	}
-	return out, nil
 }
