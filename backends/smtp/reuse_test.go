@@ -2,10 +2,13 @@ package smtp_test
 
 import (
 	"bytes"
+	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/backends"
 	smtpb "github.com/popbridge/popbridge/backends/smtp"
 	"github.com/popbridge/popbridge/internal/postfixtest"
 )
@@ -55,4 +58,57 @@ func countProbes(p *postfixtest.Postfix) int {
 	}
 	// Connections before the first login's, minus that login's own.
 	return strings.Count(log[:i], "connect from localhost") - 1
+}
+
+// TestConcurrentReuse: clients sending at the same time keep their
+// upstream connections between messages, more than MaxIdle of them,
+// instead of logging in anew for each message (3 rounds of 8 messages
+// sent at once: 8 connections, not 8+4+4).
+func TestConcurrentReuse(t *testing.T) {
+	users := map[string]string{alice: "upstream-pw", bob: "bob-pw"}
+	p := postfixtest.Start(t, postfixtest.Options{Users: users})
+	s := newSender(t, smtpb.Options{Addr: p.Addr, ServerName: "localhost", RootCAs: p.CertPool(), Username: alice, Password: users[alice], MaxIdle: 2})
+	const clients, rounds = 8, 3
+	ctx := context.Background()
+	// One message first, alone, so that countProbes can tell
+	// postfixtest's own connections from the test's.
+	if _, err := send(s, alice, []string{bob}, bytes.NewReader(edge)); err != nil {
+		t.Fatal(err)
+	}
+	for round := range rounds {
+		txs := make([]backends.Transaction, clients)
+		var wg sync.WaitGroup
+		errs := make(chan error, clients)
+		for i := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tx, err := s.Begin(ctx, alice, backends.MailOptions{})
+				if err == nil {
+					err = tx.Rcpt(ctx, bob)
+				}
+				if err == nil {
+					_, err = tx.Data(ctx, bytes.NewReader(edge))
+				}
+				txs[i] = tx
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: %v", round+1, err)
+			}
+		}
+		for _, tx := range txs { // all at once, after all were busy
+			tx.Close()
+		}
+	}
+	delivered(t, p, bob, 1+clients*rounds, edge)
+	// The first message's connection is kept and used in round 1.
+	if n := strings.Count(p.Log(), "connect from localhost") - countProbes(p); n != clients {
+		t.Fatalf("%d upstream connections for %d rounds of %d messages at once, want %d", n, rounds, clients, clients)
+	}
+	t.Logf("smtp: backend connection reuse: %d clients at once, %d rounds: %d upstream connections (MaxIdle 2)", clients, rounds, clients)
 }

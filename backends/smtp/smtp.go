@@ -70,8 +70,13 @@ type Options struct {
 	// the idle time while writing the message.
 	DialTimeout, CommandTimeout time.Duration
 	// KeepIdle is how long a connection stays open and logged in after
-	// a transaction that succeeded, for the next one (at most MaxIdle
-	// connections, default 4); default 30 s, negative: close at once.
+	// a transaction that succeeded, for the next one; default 30 s,
+	// negative: close at once. At most MaxIdle connections (default 4)
+	// are kept, or, if more transactions ran at once within the last
+	// KeepIdle, that many: clients sending at the same time then reuse
+	// their connections instead of logging in anew for each message,
+	// and popbridge never holds more upstream connections than its
+	// clients recently used at once.
 	KeepIdle time.Duration
 	MaxIdle  int
 	// Logger, at trace level, gets the upstream conversation (secrets
@@ -89,6 +94,11 @@ type Sender struct {
 
 	mu   sync.Mutex
 	idle []*idleConn // logged-in connections between transactions
+	busy int         // connections in a transaction
+	// peak is the most busy connections at once since peakAt, a
+	// moment less than KeepIdle ago.
+	peak   int
+	peakAt time.Time
 }
 
 // idleConn is a connection kept for the next transaction; timer closes
@@ -250,15 +260,16 @@ func (s *Sender) dial(ctx context.Context) (*conn, error) {
 		return nil, fmt.Errorf("smtp: %s %s: %w", what, s.opts.Addr, err)
 	}
 	raw.SetDeadline(time.Now().Add(s.opts.DialTimeout))
+	co := newCoalescer(raw)
 	if s.opts.TLS == modes.TLSImplicit {
-		tc := tls.Client(raw, s.tls)
+		tc := tls.Client(co, s.tls)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			return fail("TLS handshake with", err)
 		}
 		c.c = gosmtp.NewClient(tc)
 	} else {
 		// Greeting, EHLO, STARTTLS; the handshake itself is lazy.
-		if c.c, err = gosmtp.NewClientStartTLS(raw, s.tls); err != nil {
+		if c.c, err = gosmtp.NewClientStartTLS(co, s.tls); err != nil {
 			return fail("STARTTLS with", err)
 		}
 	}
@@ -357,14 +368,16 @@ func (s *Sender) takeIdle(ctx context.Context) *conn {
 }
 
 // putIdle keeps c, after a transaction that succeeded, for the next
-// one; false if there is no room (the caller closes it).
+// one; false if there is no room (the caller closes it). There is room
+// for MaxIdle, or for as many as were busy at once lately (see
+// Options.KeepIdle).
 func (s *Sender) putIdle(c *conn) bool {
 	if s.opts.KeepIdle < 0 {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.idle) >= s.opts.MaxIdle {
+	if len(s.idle) >= max(s.opts.MaxIdle, s.recentPeak(time.Now())) {
 		return false
 	}
 	if c.stop != nil {
@@ -394,7 +407,7 @@ func (s *Sender) Begin(ctx context.Context, from string, opts backends.MailOptio
 	if c := s.takeIdle(ctx); c != nil {
 		err := c.c.Mail(from, mail)
 		if err == nil {
-			return &tx{c: c}, nil
+			return s.newTx(c), nil
 		}
 		c.close()
 		var se *gosmtp.SMTPError
@@ -410,13 +423,35 @@ func (s *Sender) Begin(ctx context.Context, from string, opts backends.MailOptio
 		c.close()
 		return nil, fmt.Errorf("smtp: MAIL FROM at %s: %w", s.opts.Addr, err)
 	}
-	return &tx{c: c}, nil
+	return s.newTx(c), nil
+}
+
+// newTx counts c as busy until the transaction's Close.
+func (s *Sender) newTx(c *conn) *tx {
+	s.mu.Lock()
+	s.busy++
+	now := time.Now()
+	if s.busy >= s.recentPeak(now) {
+		s.peak, s.peakAt = s.busy, now
+	}
+	s.mu.Unlock()
+	return &tx{c: c}
+}
+
+// recentPeak is the most connections busy at once within the last
+// KeepIdle, as far as newTx recorded them; s.mu is held.
+func (s *Sender) recentPeak(now time.Time) int {
+	if now.Sub(s.peakAt) > s.opts.KeepIdle {
+		return s.busy
+	}
+	return s.peak
 }
 
 type tx struct {
-	c    *conn
-	done bool
-	ok   bool // the upstream accepted the message
+	c      *conn
+	done   bool
+	ok     bool // the upstream accepted the message
+	closed bool
 }
 
 func (t *tx) Rcpt(ctx context.Context, to string) error {
@@ -466,7 +501,15 @@ func (t *tx) Data(ctx context.Context, r io.Reader) (string, error) {
 // and just closes the connection (which also aborts an open
 // transaction).
 func (t *tx) Close() error {
-	if t.ok && t.c.s.putIdle(t.c) {
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	s := t.c.s
+	s.mu.Lock()
+	s.busy--
+	s.mu.Unlock()
+	if t.ok && s.putIdle(t.c) {
 		return nil
 	}
 	if t.done {

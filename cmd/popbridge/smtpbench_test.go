@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,7 +94,10 @@ accounts:
 
 	msg := append([]byte("From: alice@example.com\r\nTo: bob@example.net\r\nSubject: bench\r\n\r\n"),
 		bytes.Repeat([]byte(strings.Repeat("x", 76)+"\r\n"), 10<<10/78)...) // ~10 KiB
-	n := 400
+	n := 400 // POPBRIDGE_SMTP_BENCH_N overrides, for longer rows
+	if v, err := strconv.Atoi(os.Getenv("POPBRIDGE_SMTP_BENCH_N")); err == nil && v > 0 {
+		n = v
+	}
 	run := func(label, addr string, conf *tls.Config, user, pass string, clients int) {
 		var next atomic.Int64
 		var wg sync.WaitGroup
