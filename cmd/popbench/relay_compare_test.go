@@ -43,14 +43,14 @@ func TestCompareRelayWithNginx(t *testing.T) {
 			name: "256 KiB", prefix: "u",
 			size:     func(int) int { return 256 << 10 },
 			gen:      genMessage,
-			sessions: 4,
+			sessions: 10,
 		},
 		{
 			// Shorter sessions: more of them, for a measurement as long.
 			name: "10 to 60 KB", prefix: "s",
 			size:     smallSize,
 			gen:      genSmallMessage,
-			sessions: 24,
+			sessions: 25,
 		},
 	}
 	users := map[string]string{}
@@ -104,10 +104,16 @@ func TestCompareRelayWithNginx(t *testing.T) {
 			for _, s := range servers {
 				benchUser(t, s.addr, user, c, c)
 			}
-			res := make([]Result, len(servers))
+			// Interleaved: the row of each server is the sum of
+			// relayRounds rounds, each round running every server in
+			// turn, starting one further down the list each time, so that
+			// a drift of the machine (or a position in the order) is
+			// spread over all rows alike.
+			addrs := make([]string, len(servers))
 			for i, s := range servers {
-				res[i] = benchUser(t, s.addr, user, c, n)
+				addrs[i] = s.addr
 			}
+			res := benchInterleaved(t, addrs, user, c, n)
 			ng := res[1]
 			if res[2].MBPerSec > ng.MBPerSec {
 				ng = res[2]
@@ -210,6 +216,68 @@ func genSmallMessage(seed, size int) []byte {
 	}
 	b.WriteString(end)
 	return b.Bytes()
+}
+
+// relayRounds is how many rounds benchInterleaved splits a row into.
+const relayRounds = 5
+
+// benchInterleaved measures n sessions at concurrency c against each
+// address, in relayRounds rounds of n/relayRounds sessions; round r
+// starts with address r (mod len) and goes through all of them in
+// order. Each address's Result sums its rounds: sessions, messages,
+// octets, errors and elapsed time, and the rates from those; the
+// latencies are the means of the rounds' percentiles.
+func benchInterleaved(t *testing.T, addrs []string, user string, c, n int) []Result {
+	t.Helper()
+	per := max(c, n/relayRounds)
+	res := make([]Result, len(addrs))
+	for r := range relayRounds {
+		for k := range addrs {
+			i := (r + k) % len(addrs)
+			res[i] = addResult(res[i], benchUser(t, addrs[i], user, c, per))
+		}
+	}
+	for i := range res {
+		res[i] = finishResult(res[i], relayRounds)
+	}
+	return res
+}
+
+// addResult adds round b to the running sum a (see benchInterleaved).
+func addResult(a, b Result) Result {
+	a.Concurrency = b.Concurrency
+	a.ElapsedSec += b.ElapsedSec
+	a.Sessions += b.Sessions
+	a.SessionsOK += b.SessionsOK
+	a.SessionsFailed += b.SessionsFailed
+	a.Messages += b.Messages
+	a.Bytes += b.Bytes
+	a.AddedCRLF += b.AddedCRLF
+	a.Errors += b.Errors
+	a.ErrorSamples = append(a.ErrorSamples, b.ErrorSamples...)
+	for _, l := range []struct{ sum, add *Latency }{{&a.SessionLatency, &b.SessionLatency}, {&a.RetrLatency, &b.RetrLatency}} {
+		l.sum.Count += l.add.Count
+		l.sum.P50 += l.add.P50
+		l.sum.P99 += l.add.P99
+		l.sum.Mean += l.add.Mean
+		l.sum.Max = max(l.sum.Max, l.add.Max)
+	}
+	return a
+}
+
+// finishResult turns the sum of rounds into rates and mean percentiles.
+func finishResult(a Result, rounds int) Result {
+	if a.ElapsedSec > 0 {
+		a.SessionsPerSec = float64(a.SessionsOK) / a.ElapsedSec
+		a.MessagesPerSec = float64(a.Messages) / a.ElapsedSec
+		a.MBPerSec = float64(a.Bytes) / 1e6 / a.ElapsedSec
+	}
+	for _, l := range []*Latency{&a.SessionLatency, &a.RetrLatency} {
+		l.P50 /= float64(rounds)
+		l.P99 /= float64(rounds)
+		l.Mean /= float64(rounds)
+	}
+	return a
 }
 
 // benchUser runs popbench's session mode with the user pattern, password pw.
