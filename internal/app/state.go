@@ -25,7 +25,7 @@ type state struct {
 	// sources use instead of dir's (check runs on a scratch store but
 	// must use the real tokens).
 	tokens string
-	store  *cache.Store
+	store  cache.StateStore
 	bodies *cache.Bodies // nil keeps no bodies
 	// log is the server's log, for backends that report on their own
 	// (imap: UIDVALIDITY changes); nil logs nothing.
