@@ -212,3 +212,61 @@ func TestPostgresStateStart(t *testing.T) {
 		t.Errorf("Build gave up after %v, before pgStartWait", d)
 	}
 }
+
+// TestPostgresOutage stops PostgreSQL under a serving replica: /readyz
+// answers 503, a new login gets -ERR [SYS/TEMP], a session in progress
+// cannot commit its deletes (nothing is hidden or removed); when the
+// database is back the replica is ready again by itself and serves every
+// message.
+func TestPostgresOutage(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.CreateDB(t)
+	r := startReplica(t, pgConfig(t, pgMaildir(t), pgEnv(t, dsn), ""))
+	base := "http://" + r.app.Addr("http").String()
+	addr := r.app.Addr("pop3").String()
+	waitReady := func(want int) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("/readyz to answer %d", want), func() string {
+			if code, _ := httpGet(t, base+"/readyz", ""); code == want {
+				return "yes"
+			}
+			return ""
+		})
+	}
+	waitReady(200)
+
+	p := dialPOP3(t, addr)
+	p.cmd("USER alice")
+	if s := p.cmd("PASS s3cret"); !strings.HasPrefix(s, "+OK") {
+		t.Fatalf("PASS: %q", s)
+	}
+	all := p.multi("UIDL")
+	if s := p.cmd("DELE 1"); !strings.HasPrefix(s, "+OK") {
+		t.Fatalf("DELE: %q", s)
+	}
+
+	srv.Shutdown()
+	waitReady(503)
+	if s := p.cmd("QUIT"); !strings.HasPrefix(s, "-ERR [SYS/TEMP]") {
+		t.Errorf("QUIT while PostgreSQL is down: %q, want -ERR [SYS/TEMP]", s)
+	}
+	q := dialPOP3(t, addr)
+	q.cmd("USER alice")
+	if s := q.cmd("PASS s3cret"); !strings.HasPrefix(s, "-ERR [SYS/TEMP]") {
+		t.Errorf("login while PostgreSQL is down: %q, want -ERR [SYS/TEMP]", s)
+	}
+
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(200)
+	p = dialPOP3(t, addr)
+	p.cmd("USER alice")
+	if s := p.cmd("PASS s3cret"); !strings.HasPrefix(s, "+OK") {
+		t.Fatalf("PASS after the restart: %q", s)
+	}
+	if got := p.multi("UIDL"); got != all {
+		t.Errorf("after the outage UIDL is\n%s\nwant every message, as before:\n%s", got, all)
+	}
+	p.cmd("QUIT")
+}
