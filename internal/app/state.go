@@ -33,7 +33,10 @@ type state struct {
 	pg       *pgstore.Store
 	dsn      string
 	leaseTTL time.Duration
-	bodies   *cache.Bodies // nil keeps no bodies
+	// tokenDB, if set, holds the OAuth2 tokens instead of tokens/: pg,
+	// or the server's pg for a scratch state (the admin page's test).
+	tokenDB *pgstore.Store
+	bodies  *cache.Bodies // nil keeps no bodies
 	// log is the server's log, for backends that report on their own
 	// (imap: UIDVALIDITY changes); nil logs nothing.
 	log *zerolog.Logger

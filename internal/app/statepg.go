@@ -41,7 +41,7 @@ func openStateConfig(cfg *config.Config, bodies *cache.Bodies, log *zerolog.Logg
 	if err != nil {
 		return nil, err
 	}
-	return &state{dir: cfg.StateDir, store: pg, pg: pg, dsn: dsn, leaseTTL: cfg.State.Lease(), bodies: bodies}, nil
+	return &state{dir: cfg.StateDir, store: pg, pg: pg, tokenDB: pg, dsn: dsn, leaseTTL: cfg.State.Lease(), bodies: bodies}, nil
 }
 
 // openPG opens the PostgreSQL store, waiting up to pgStartWait while it
