@@ -68,3 +68,35 @@ func openPG(dsn string, log *zerolog.Logger) (*pgstore.Store, error) {
 		time.Sleep(delay)
 	}
 }
+
+// OpenBackendsConfig opens the state that cfg.State chooses, as the
+// server does (popbridge sync): cache.db in state_dir, or the PostgreSQL
+// database, whose tokens the OAuth2 sources then use.
+func OpenBackendsConfig(cfg *config.Config, log *zerolog.Logger) (*Backends, error) {
+	st, err := openStateConfig(cfg, nil, log)
+	if err != nil {
+		return nil, err
+	}
+	st.log = log
+	return &Backends{st: st}, nil
+}
+
+// ShareTokens makes the backends built next read their OAuth2 tokens
+// from the PostgreSQL state of cfg under state.driver postgres, where
+// popbridge auth stored them (popbridge check, whose store is a scratch
+// one). Under bbolt it does nothing. Close closes the connection.
+func (b *Backends) ShareTokens(cfg *config.Config) error {
+	if !cfg.State.Postgres() {
+		return nil
+	}
+	dsn, err := pgstore.LoadDSN(cfg.State.DSN, cfg.State.DSNFile, cfg.State.Env())
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	pg, err := pgstore.Open(context.Background(), dsn, &pgstore.Options{NoMigrate: true})
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	b.st.tokenDB, b.tokens = pg, pg
+	return nil
+}
