@@ -445,3 +445,49 @@ func writeTestFile(t *testing.T, path string, mode os.FileMode, data string) {
 		t.Fatal(err)
 	}
 }
+
+// TestStateMigrateLarge times state migrate of 1000 accounts of 500
+// records each, to PostgreSQL and back, for docs/scale.md. Opt-in:
+// POPBRIDGE_MIGRATE_LARGE=1.
+func TestStateMigrateLarge(t *testing.T) {
+	if os.Getenv("POPBRIDGE_MIGRATE_LARGE") == "" {
+		t.Skip("set POPBRIDGE_MIGRATE_LARGE=1 to measure")
+	}
+	const accounts, msgs = 1000, 500
+	pg := pgtest.Start(t)
+	t.Setenv(pgstore.DSNEnv, pg.CreateDB(t))
+	src := newMigrateFixture(t)
+	src.fill(t, 0)
+	s, err := cache.Open(filepath.Join(src.state, app.StoreFile), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a := range accounts {
+		c := cache.Change{Sync: &cache.SyncState{HistoryID: uint64(a)}}
+		for m := range msgs {
+			id := fmt.Sprintf("18c%013x", a*msgs+m)
+			c.Put = append(c.Put, cache.MessageRecord{Key: id, Size: 40000 + int64(m), UIDL: id})
+			if m%10 == 0 {
+				c.AddTombstones = append(c.AddTombstones, id)
+			}
+		}
+		if err := s.Apply(fmt.Sprintf("user%05d@example.com", a), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	start := time.Now()
+	r := src.migrate(t, "-progress", "250")
+	if r.code != 0 {
+		t.Fatalf("to postgres: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("to postgres in %s:\n%s", time.Since(start).Round(time.Millisecond), r.stdout)
+	dst := newMigrateFixture(t)
+	writeTestFile(t, dst.path, 0o600, string(must(os.ReadFile(src.path))))
+	start = time.Now()
+	r = dst.migrate(t, "-to", "bbolt", "-progress", "250")
+	if r.code != 0 {
+		t.Fatalf("to bbolt: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("to bbolt in %s:\n%s", time.Since(start).Round(time.Millisecond), r.stdout)
+}
