@@ -154,6 +154,9 @@ func (c *cli) stateMigrate(ctx context.Context, args []string) error {
 		return fmt.Errorf("PostgreSQL (%s): %s", describeDSN(dsn), strings.Join(strings.Fields(err.Error()), " "))
 	}
 	defer pg.Close()
+	if err := replicasIdle(ctx, pg); err != nil {
+		return err
+	}
 	pgSide := &side{
 		name:  "PostgreSQL (" + describeDSN(dsn) + ")",
 		store: pg,
@@ -213,6 +216,25 @@ func (c *cli) stateMigrate(ctx context.Context, args []string) error {
 func migrateDSN(cfg *config.Config) (string, error) {
 	_ = cfg
 	return pgstore.LoadDSN("", "", "")
+}
+
+// replicasIdle refuses a database that popbridge replicas use now: one
+// with their listener connections (pgstore.ListenerName) or a live
+// maildrop lease.
+func replicasIdle(ctx context.Context, pg *pgstore.Store) error {
+	var listeners, leases int
+	err := pg.Pool().QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1),
+		(SELECT count(*) FROM maildrop_lease WHERE expires_at > clock_timestamp())`, pgstore.ListenerName).Scan(&listeners, &leases)
+	switch {
+	case err != nil:
+		return fmt.Errorf("PostgreSQL: look for running replicas: %w", err)
+	case listeners > 0:
+		return fmt.Errorf("popbridge replicas are connected to the database (%d listener connection(s)): stop every replica first (kubectl scale deployment popbridge --replicas=0), so that nothing changes the state while it is copied", listeners)
+	case leases > 0:
+		return fmt.Errorf("POP3 sessions hold %d maildrop lease(s) in the database: stop every replica first, so that nothing changes the state while it is copied", leases)
+	}
+	return nil
 }
 
 // describeDSN names the database of dsn without its password.

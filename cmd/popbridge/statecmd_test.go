@@ -415,6 +415,45 @@ func TestStateMigrate(t *testing.T) {
 			t.Errorf("PostgreSQL holds %d accounts after the refusals", len(got))
 		}
 
+		// Replicas use the database: a listener, then a live lease.
+		f.fill(t, 0)
+		sub, err := pgstore.Subscribe(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); !sub.Connected() && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		for _, to := range []string{"postgres", "bbolt"} {
+			r = f.migrate(t, "-to", to)
+			if r.code != 1 || !strings.Contains(r.stderr, "popbridge replicas are connected to the database (1 listener connection(s)): stop every replica first") {
+				t.Errorf("-to %s with a replica's listener: exit %d\n%s", to, r.code, r.stderr)
+			}
+		}
+		sub.Close()
+		store, err := pgstore.Open(context.Background(), dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lease, err := store.Acquire(context.Background(), "alice", "replica-1", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The listener's connection ends shortly after Close.
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if r = f.migrate(t); !strings.Contains(r.stderr, "listener connection") {
+				break
+			}
+		}
+		if r.code != 1 || !strings.Contains(r.stderr, "POP3 sessions hold 1 maildrop lease(s) in the database: stop every replica first") {
+			t.Errorf("with a live lease: exit %d\n%s", r.code, r.stderr)
+		}
+		lease.Release(context.Background())
+		store.Close()
+		if got := dumpPG(t, dsn); len(got) != 0 {
+			t.Errorf("PostgreSQL holds %d accounts after the refusals", len(got))
+		}
+
 		// PostgreSQL unreachable: the DSN's password is not printed.
 		t.Setenv(pgstore.DSNEnv, "postgres://popbridge:hunter2@127.0.0.1:1/popbridge?connect_timeout=2")
 		r = f.migrate(t)
