@@ -29,8 +29,9 @@ const stateUsage = `Usage: popbridge state migrate -config FILE [-to postgres|bb
 
 migrate copies popbridge's state between the bbolt file of the state
 directory (state_dir/cache.db and the OAuth2 token files in state_dir/tokens)
-and PostgreSQL (the DSN of the configuration's state section, else the
-environment variable POPBRIDGE_STATE_DSN): per account its message records
+and PostgreSQL (the DSN of the configuration's state section: dsn, dsn_file,
+or the environment variable dsn_env names, by default POPBRIDGE_STATE_DSN,
+whatever its driver says): per account its message records
 (UIDLs and sizes), tombstones and sync state, and the OAuth2 tokens of the
 configured accounts, sealed with their token key as before.
 -to postgres (the default) copies the file into PostgreSQL, -to bbolt back.
@@ -51,23 +52,6 @@ func (c *cli) state(ctx context.Context, args []string) error {
 	}
 	return usageError(fmt.Sprintf("unknown subcommand %q (want migrate)", args[0]))
 }
-
-// migrateStore is what state migrate uses of a store: methods that
-// cache.Store and pgstore.Store share.
-type migrateStore interface {
-	Stats() ([]cache.AccountStats, error)
-	Messages(account string) (map[string]cache.MessageRecord, error)
-	Tombstones(account string) (map[string]struct{}, error)
-	SyncState(account string) (cache.SyncState, error)
-	Apply(account string, c cache.Change) error
-	Forget(account string) error
-	Close() error
-}
-
-var (
-	_ migrateStore = (*cache.Store)(nil)
-	_ migrateStore = (*pgstore.Store)(nil)
-)
 
 // tokenStore is what state migrate uses of a token store: oauth.Store
 // (files) and pgstore.Tokens share it.
@@ -91,7 +75,7 @@ const migrateTimeout = 2 * time.Minute
 // side is one end of a migration.
 type side struct {
 	name   string // for messages: "state_dir/cache.db" or "PostgreSQL (host/db)"
-	store  migrateStore
+	store  cache.StateStore
 	tokens func(key *[32]byte) tokenStore
 	// hasToken reports whether account has a token, without its key.
 	hasToken func(account string) (bool, error)
@@ -112,7 +96,8 @@ func (c *cli) stateMigrate(ctx context.Context, args []string) error {
 			"Stop popbridge first (on PostgreSQL: every replica). An account the target\n"+
 			"already holds is refused unless -overwrite, which replaces it. The counts\n"+
 			"are compared after the copy. The DSN comes from the configuration's state\n"+
-			"section, else the environment variable "+pgstore.DSNEnv+".")
+			"section (dsn, dsn_file, or the variable dsn_env names, by default\n"+
+			pgstore.DSNEnv+"), whatever its driver says.")
 	path := flags.String("config", "", "configuration `file` (YAML)")
 	to := flags.String("to", "postgres", "where to copy to: `postgres` (from bbolt) or bbolt (from postgres)")
 	overwrite := flags.Bool("overwrite", false, "replace what the target holds for the accounts copied")
@@ -201,21 +186,30 @@ func (c *cli) stateMigrate(ctx context.Context, args []string) error {
 	if err := m.run(ctx); err != nil {
 		return err
 	}
-	if *to == "postgres" {
+	switch {
+	case *to == "postgres" && cfg.State.Postgres():
+		m.skippedTokenFiles(tokenDir)
+		fmt.Fprintf(c.stdout, "Next: start the replicas with %s (state.driver: postgres).\n", *path)
+	case *to == "postgres":
 		m.skippedTokenFiles(tokenDir)
 		fmt.Fprintf(c.stdout, "Next: set state.driver: postgres in %s, with the same DSN, and start the replicas.\n", *path)
-	} else {
-		fmt.Fprintf(c.stdout, "Next: set state.driver: bbolt in %s (or remove the state section) and start popbridge.\n", *path)
+	case cfg.State.Postgres():
+		fmt.Fprintf(c.stdout, "Next: remove the state section from %s (it says driver: postgres) and start popbridge.\n", *path)
+	default:
+		fmt.Fprintf(c.stdout, "Next: start popbridge with %s.\n", *path)
 	}
 	return nil
 }
 
-// migrateDSN returns the PostgreSQL DSN of cfg's state section.
-// TODO(s21-state): read cfg.State (dsn, dsn_file, dsn_env) once it lands;
-// until then only the environment variable POPBRIDGE_STATE_DSN.
+// migrateDSN returns the PostgreSQL DSN of cfg's state section (dsn,
+// else dsn_file, else the environment variable dsn_env names), whatever
+// its driver.
 func migrateDSN(cfg *config.Config) (string, error) {
-	_ = cfg
-	return pgstore.LoadDSN("", "", "")
+	dsn, err := pgstore.LoadDSN(cfg.State.DSN, cfg.State.DSNFile, cfg.State.Env())
+	if err != nil {
+		return "", fmt.Errorf("state: %w", err)
+	}
+	return dsn, nil
 }
 
 // replicasIdle refuses a database that popbridge replicas use now: one

@@ -119,7 +119,7 @@ type accountState struct {
 }
 
 // dump reads every account of s.
-func dump(t *testing.T, s migrateStore) map[string]accountState {
+func dump(t *testing.T, s cache.StateStore) map[string]accountState {
 	t.Helper()
 	stats, err := s.Stats()
 	if err != nil {
@@ -253,7 +253,7 @@ func TestStateMigrate(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("migrate to bbolt: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
-		if !strings.Contains(r.stdout, "to "+filepath.Join(dst.state, app.StoreFile)) || !strings.Contains(r.stdout, "Next: set state.driver: bbolt") {
+		if !strings.Contains(r.stdout, "to "+filepath.Join(dst.state, app.StoreFile)) || !strings.Contains(r.stdout, "Next: start popbridge with "+dst.path) {
 			t.Errorf("stdout:\n%s", r.stdout)
 		}
 		compareStates(t, "bbolt after the round trip", dumpBolt(t, dst.state), want)
@@ -335,6 +335,44 @@ func TestStateMigrate(t *testing.T) {
 		r = f.migrate(t, "-to", "bbolt")
 		if r.code != 1 || !strings.Contains(r.stderr, filepath.Join(f.state, app.StoreFile)+" already holds state of 8 account(s)") {
 			t.Errorf("-to bbolt onto data: exit %d\n%s", r.code, r.stderr)
+		}
+	})
+
+	t.Run("DSNFromConfig", func(t *testing.T) {
+		// A box whose configuration already says driver: postgres, the
+		// DSN in a file: no environment variable needed.
+		dsn := pg.CreateDB(t)
+		t.Setenv(pgstore.DSNEnv, "")
+		f := newMigrateFixture(t)
+		dsnFile := filepath.Join(filepath.Dir(f.path), "dsn")
+		writeTestFile(t, dsnFile, 0o600, dsn+"\n")
+		cfg := string(must(os.ReadFile(f.path))) + "state: {driver: postgres, dsn_file: dsn}\n"
+		writeTestFile(t, f.path, 0o600, cfg)
+		f.fill(t, 2)
+		want := dumpBolt(t, f.state)
+		r := f.migrate(t)
+		if r.code != 0 || !strings.Contains(r.stdout, "Next: start the replicas with "+f.path+" (state.driver: postgres).") {
+			t.Fatalf("to postgres: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		compareStates(t, "postgres", dumpPG(t, dsn), want)
+
+		// Back, with the same configuration in another directory.
+		dst := newMigrateFixture(t)
+		writeTestFile(t, filepath.Join(filepath.Dir(dst.path), "dsn"), 0o600, dsn)
+		writeTestFile(t, dst.path, 0o600, cfg)
+		r = dst.migrate(t, "-to", "bbolt")
+		if r.code != 0 || !strings.Contains(r.stdout, "Next: remove the state section from "+dst.path+" (it says driver: postgres) and start popbridge.") {
+			t.Fatalf("to bbolt: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		compareStates(t, "bbolt", dumpBolt(t, dst.state), want)
+
+		// A DSN file that others may read is refused, as by serve.
+		if err := os.Chmod(dsnFile, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r = f.migrate(t, "-overwrite")
+		if r.code != 1 || !strings.Contains(r.stderr, "popbridge state: state: pgstore: "+dsnFile+" holds the PostgreSQL DSN and every user of this machine may read") {
+			t.Errorf("DSN file 0644: exit %d\n%s", r.code, r.stderr)
 		}
 	})
 
