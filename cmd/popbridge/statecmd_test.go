@@ -338,6 +338,57 @@ func TestStateMigrate(t *testing.T) {
 		}
 	})
 
+	t.Run("Serve", func(t *testing.T) {
+		// What a client saw on bbolt it sees on PostgreSQL after the
+		// copy, and back: alice's maildir keeps deleted messages
+		// (on_delete: keep), so only the tombstones hide them.
+		t.Setenv(pgstore.DSNEnv, pg.CreateDB(t))
+		path := writeConfig(t, "")
+		bbolt := string(must(os.ReadFile(path)))
+		uidls := func(want int) []string {
+			t.Helper()
+			addr, _, stop := startServe(t, path)
+			p := loginAlice(t, addr)
+			list := strings.Split(strings.TrimSpace(p.multi("UIDL")), "\n")
+			if len(list) != want {
+				t.Fatalf("UIDL: %q, want %d messages", list, want)
+			}
+			if s := p.cmd("DELE 1"); !strings.HasPrefix(s, "+OK") {
+				t.Fatalf("DELE 1: %q", s)
+			}
+			if s := p.cmd("QUIT"); !strings.HasPrefix(s, "+OK") {
+				t.Fatalf("QUIT: %q", s)
+			}
+			if code := stop(); code != 0 {
+				t.Fatalf("serve: exit %d", code)
+			}
+			var ids []string
+			for _, l := range list {
+				ids = append(ids, strings.Fields(l)[1])
+			}
+			return ids
+		}
+		migrate := func(args ...string) {
+			t.Helper()
+			r := runCmd(t, "", append([]string{"state", "migrate", "-config", path}, args...)...)
+			if r.code != 0 {
+				t.Fatalf("migrate %v: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
+			}
+		}
+		first := uidls(5) // on bbolt; hides the first
+		migrate()
+		writeTestFile(t, path, 0o600, bbolt+"state: {driver: postgres}\n")
+		second := uidls(4) // on PostgreSQL; hides the next
+		if !reflect.DeepEqual(second, first[1:]) {
+			t.Errorf("UIDLs on PostgreSQL %q, want %q", second, first[1:])
+		}
+		migrate("-to", "bbolt", "-overwrite")
+		writeTestFile(t, path, 0o600, bbolt)
+		if third := uidls(3); !reflect.DeepEqual(third, first[2:]) {
+			t.Errorf("UIDLs back on bbolt %q, want %q", third, first[2:])
+		}
+	})
+
 	t.Run("DSNFromConfig", func(t *testing.T) {
 		// A box whose configuration already says driver: postgres, the
 		// DSN in a file: no environment variable needed.
