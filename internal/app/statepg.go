@@ -41,7 +41,12 @@ func openStateConfig(cfg *config.Config, bodies *cache.Bodies, log *zerolog.Logg
 	if err != nil {
 		return nil, err
 	}
-	return &state{dir: cfg.StateDir, store: pg, pg: pg, dsn: dsn, leaseTTL: cfg.State.Lease(), bodies: bodies}, nil
+	inval, err := startInvalidator(dsn, pg, bodies, log)
+	if err != nil {
+		pg.Close()
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return &state{dir: cfg.StateDir, store: pg, pg: pg, tokenDB: pg, dsn: dsn, leaseTTL: cfg.State.Lease(), bodies: bodies, inval: inval}, nil
 }
 
 // openPG opens the PostgreSQL store, waiting up to pgStartWait while it
