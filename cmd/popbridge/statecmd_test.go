@@ -15,7 +15,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/oauth2"
 
+	"github.com/popbridge/popbridge/backends/gmail/gmailtest"
 	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/cache"
 	"github.com/popbridge/popbridge/cache/pgstore"
 	"github.com/popbridge/popbridge/internal/app"
@@ -386,6 +388,98 @@ func TestStateMigrate(t *testing.T) {
 		writeTestFile(t, path, 0o600, bbolt)
 		if third := uidls(3); !reflect.DeepEqual(third, first[2:]) {
 			t.Errorf("UIDLs back on bbolt %q, want %q", third, first[2:])
+		}
+	})
+
+	t.Run("ServeOAuth", func(t *testing.T) {
+		// A sealed token file, copied into PostgreSQL, serves a gmail
+		// login there with no file left; the refresh a replica makes
+		// (the provider rotates refresh tokens) comes back to the file.
+		t.Setenv(pgstore.DSNEnv, pg.CreateDB(t))
+		tokens := oauthtest.Start(t)
+		tokens.Rotate = true
+		fake := gmailtest.Start(t)
+		fake.SetValidToken(tokens.ValidAccess)
+		fake.Add([]byte("From: a@example.org\r\nSubject: one\r\n\r\nfirst\r\n"), "INBOX")
+		dir := t.TempDir()
+		var key [32]byte
+		rand.Read(key[:])
+		writeTestFile(t, filepath.Join(dir, "token.key"), 0o600, hex.EncodeToString(key[:]))
+		bbolt := fmt.Sprintf(`listen: {pop3: 127.0.0.1:0}
+log: {format: json}
+state_dir: state
+accounts:
+  - user: gina
+    password_hash: %q
+    backend:
+      type: gmail
+      api_endpoint: %s
+      oauth2:
+        provider: custom
+        client_id: %s
+        auth_url: %s
+        token_url: %s
+        scopes: [https://www.googleapis.com/auth/gmail.modify]
+        token_key_file: token.key
+`, testHash(t), fake.Endpoint(), tokens.ClientID, tokens.AuthURL, tokens.TokenURL)
+		path := filepath.Join(dir, "popbridge.yaml")
+		writeTestFile(t, path, 0o600, bbolt)
+		state := filepath.Join(dir, "state")
+		files := &oauth.Store{Dir: filepath.Join(state, app.TokenDir), Key: &key}
+		at, rt, exp := tokens.Issue()
+		if err := files.Save("gina", &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: exp}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := cache.Open(filepath.Join(state, app.StoreFile), nil) // an empty cache.db
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		login := func() {
+			t.Helper()
+			_, stderr, stop := startRun(t, "serve", "-config", path)
+			p := dialPOP3(t, listenerAddr(t, stderr, "pop3"))
+			p.cmd("USER gina")
+			if r := p.cmd("PASS s3cret"); r != "+OK Logged in." {
+				t.Fatalf("PASS: %q\n%s", r, stderr)
+			}
+			if r := p.cmd("STAT"); !strings.HasPrefix(r, "+OK 1 ") {
+				t.Fatalf("STAT: %q", r)
+			}
+			p.cmd("QUIT")
+			if code := stop(); code != 0 {
+				t.Fatalf("serve: exit %d\n%s", code, stderr)
+			}
+		}
+		migrate := func(args ...string) {
+			t.Helper()
+			r := runCmd(t, "", append([]string{"state", "migrate", "-config", path}, args...)...)
+			if r.code != 0 || !strings.Contains(r.stdout, "1 OAuth2 token(s)") {
+				t.Fatalf("migrate %v: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
+			}
+		}
+
+		migrate()
+		if err := os.RemoveAll(files.Dir); err != nil {
+			t.Fatal(err)
+		}
+		writeTestFile(t, path, 0o600, bbolt+"state: {driver: postgres}\n")
+		login() // with the token from PostgreSQL
+		tokens.RevokeAccess()
+		login() // refreshes; the old refresh token is dead now
+		if n := tokens.Refreshes(); n != 1 || tokens.LiveRefreshToken(rt) {
+			t.Fatalf("%d refreshes, old refresh token live: %v", n, tokens.LiveRefreshToken(rt))
+		}
+
+		migrate("-to", "bbolt")
+		writeTestFile(t, path, 0o600, bbolt)
+		login() // with the rotated token, from the file
+		if n := tokens.Refreshes(); n != 1 {
+			t.Errorf("%d refreshes, want 1: the file did not get the rotated token", n)
+		}
+		data := string(must(os.ReadFile(files.Path("gina"))))
+		if !strings.Contains(data, `"sealed"`) || strings.Contains(data, "rt-") {
+			t.Errorf("the token file is not sealed: %s", data)
 		}
 	})
 
