@@ -10,6 +10,7 @@
 //	popbridge cache stats [-json] (-config FILE | -state DIR)
 //	popbridge cache forget (-config FILE | -state DIR) ACCOUNT
 //	popbridge cache verify (-config FILE | -state DIR)
+//	popbridge state migrate -config FILE [-to postgres|bbolt] [-overwrite]
 //	popbridge hash-password [-cost N]
 //	popbridge healthcheck (-config FILE | -url URL) [-ready]
 //	popbridge version
@@ -53,6 +54,9 @@ Usage:
                                       drop everything cached for ACCOUNT
   popbridge cache verify (-config FILE | -state DIR)
                                       read the whole cache file and check it
+  popbridge state migrate -config FILE [-to postgres|bbolt] [-overwrite]
+                                      copy the state (cache.db, OAuth2
+                                      tokens) into PostgreSQL, or back
   popbridge auth ACCOUNT -config FILE [-flow loopback|device] [-port N]
                                       obtain and store the OAuth2 token of an
                                       account with backend.oauth2
@@ -116,6 +120,8 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		err = c.syncAccount(ctx, args)
 	case "cache":
 		err = c.cache(args)
+	case "state":
+		err = c.state(ctx, args)
 	case "hash-password":
 		err = c.hashPassword(args)
 	case "healthcheck":
