@@ -77,7 +77,7 @@ func (s *Store) Acquire(ctx context.Context, account, owner string, ttl time.Dur
 		if err != nil {
 			return err
 		}
-		return notify(ctx, tx, "lease", account)
+		return s.notify(ctx, tx, "lease", account)
 	})
 	if err != nil {
 		return nil, wrap(fmt.Sprintf("account %q: acquire the maildrop lease", account), err)
@@ -207,7 +207,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, "DELETE FROM maildrop_lease WHERE account = $1 AND fence = $2", l.Account, l.Fence); err != nil {
 			return err
 		}
-		return notify(ctx, tx, "lease", l.Account)
+		return l.store.notify(ctx, tx, "lease", l.Account)
 	})
 	return wrap(fmt.Sprintf("account %q: release the maildrop lease", l.Account), err)
 }

@@ -2,6 +2,8 @@ package pgstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +22,8 @@ type Invalidation struct {
 	Kind string
 	// Account is the account whose data changed.
 	Account string
+	// Origin is the Origin of the Store that made the change.
+	Origin string
 }
 
 // ListenerName is the application_name of a Subscriber's connection
@@ -156,8 +160,9 @@ func (s *Subscriber) listen(ctx context.Context, cfg *pgx.ConnConfig) bool {
 			}
 			continue
 		}
-		kind, account, _ := strings.Cut(n.Payload, ":")
-		if !s.send(ctx, Invalidation{Kind: kind, Account: account}) {
+		kind, rest, _ := strings.Cut(n.Payload, ":")
+		origin, account, _ := strings.Cut(rest, ":")
+		if !s.send(ctx, Invalidation{Kind: kind, Account: account, Origin: origin}) {
 			return true
 		}
 	}
@@ -170,4 +175,11 @@ func (s *Subscriber) send(ctx context.Context, inv Invalidation) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// newOrigin returns a random Store name for Invalidation.Origin.
+func newOrigin() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

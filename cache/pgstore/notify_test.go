@@ -46,7 +46,7 @@ func TestNotifyAcrossConnections(t *testing.T) {
 		t.Error("Connected false after the first All")
 	}
 	mustApply(t, writer, "alice", Change{Put: []MessageRecord{{Key: "1", Size: 1}}})
-	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "alice"}) {
+	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "alice", Origin: writer.Origin()}) {
 		t.Errorf("got %+v, want a state change of alice", inv)
 	}
 	// A rolled back fenced write says nothing; the lease says "lease".
@@ -54,7 +54,7 @@ func TestNotifyAcrossConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inv := next(t, sub); inv != (Invalidation{Kind: "lease", Account: "bob"}) {
+	if inv := next(t, sub); inv != (Invalidation{Kind: "lease", Account: "bob", Origin: writer.Origin()}) {
 		t.Errorf("got %+v, want the lease of bob", inv)
 	}
 	writer.Fenced(context.Background(), l, func(w *Writer) error {
@@ -64,7 +64,7 @@ func TestNotifyAcrossConnections(t *testing.T) {
 	if err := writer.PutCursor("carol", "graph", "link"); err != nil {
 		t.Fatal(err)
 	}
-	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "carol"}) {
+	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "carol", Origin: writer.Origin()}) {
 		t.Errorf("got %+v, want carol's cursor (and nothing of the rolled back write)", inv)
 	}
 	tokens := &Tokens{Store: writer}
@@ -74,7 +74,7 @@ func TestNotifyAcrossConnections(t *testing.T) {
 	if err := tokens.Save("dave", tokenFor("rt")); err != nil {
 		t.Fatal(err)
 	}
-	if inv := next(t, sub); inv != (Invalidation{Kind: "token", Account: "dave"}) {
+	if inv := next(t, sub); inv != (Invalidation{Kind: "token", Account: "dave", Origin: writer.Origin()}) {
 		t.Errorf("got %+v, want dave's token", inv)
 	}
 	t.Log("replicas: changes by one replica reach another's listener after commit; rolled back ones never")
@@ -97,8 +97,18 @@ func TestNotifyAfterReconnect(t *testing.T) {
 		t.Errorf("Err after the kill = %v, want a temporary error", err)
 	}
 	mustApply(t, writer, "alice", Change{AddTombstones: []string{"x"}})
-	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "alice"}) {
+	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "alice", Origin: writer.Origin()}) {
 		t.Errorf("after reconnecting: %+v, want alice", inv)
+	}
+	// An account name with colons, from another Store: a different
+	// Origin, the name whole.
+	other := openDSN(t, dsn)
+	if other.Origin() == writer.Origin() || other.Origin() == "" {
+		t.Fatalf("two Stores with Origin %q and %q, want two different", writer.Origin(), other.Origin())
+	}
+	mustApply(t, other, "urn:x:alice", Change{AddTombstones: []string{"y"}})
+	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "urn:x:alice", Origin: other.Origin()}) {
+		t.Errorf("got %+v, want urn:x:alice from the other Store", inv)
 	}
 	sub.Close()
 	if _, ok := <-sub.C(); ok {

@@ -48,6 +48,7 @@ type Store struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration
 	holds   holds
+	origin  string // this Store's name in its notifications (Origin)
 }
 
 // Open connects to the database at dsn (a postgres:// URL or key=value
@@ -76,7 +77,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, wrap("open", err)
 	}
-	s := &Store{pool: pool, timeout: o.Timeout}
+	s := &Store{pool: pool, timeout: o.Timeout, origin: newOrigin()}
 	s.holds.init()
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -461,7 +462,7 @@ func (s *Store) write(ctx context.Context, account string, lease *Lease, fn func
 		if err := fn(ctx, w); err != nil {
 			return err
 		}
-		return notify(ctx, tx, "state", account)
+		return s.notify(ctx, tx, "state", account)
 	})
 	if err != nil {
 		var ve *validationError
@@ -482,11 +483,17 @@ func lockAccount(ctx context.Context, tx pgx.Tx, account string) error {
 	return err
 }
 
-// notify announces a change of kind to account's data at commit.
-func notify(ctx context.Context, tx pgx.Tx, kind, account string) error {
-	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, kind+":"+account)
+// notify announces a change of kind to account's data at commit, as
+// "kind:origin:account".
+func (s *Store) notify(ctx context.Context, tx pgx.Tx, kind, account string) error {
+	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, kind+":"+s.origin+":"+account)
 	return err
 }
+
+// Origin names this Store in the Invalidations its own changes cause
+// (Invalidation.Origin), so that a replica can tell them from the
+// changes of others. It is random, new for every Open.
+func (s *Store) Origin() string { return s.origin }
 
 // Forget removes all of the account's data: records, tombstones, sync
 // state and cursors (not its OAuth token). It returns an error wrapping
@@ -518,7 +525,7 @@ func (s *Store) Forget(account string) error {
 			return err
 		}
 		existed = tag.RowsAffected() > 0
-		return notify(ctx, tx, "state", account)
+		return s.notify(ctx, tx, "state", account)
 	})
 	switch {
 	case err != nil:

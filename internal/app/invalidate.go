@@ -21,6 +21,7 @@ import (
 // memory under PostgreSQL.
 type invalidator struct {
 	sub    *pgstore.Subscriber
+	origin string // the store's Origin: its own changes are no news
 	store  cache.StateStore
 	bodies *cache.Bodies
 	log    *zerolog.Logger
@@ -30,12 +31,12 @@ type invalidator struct {
 	sources map[string][]*oauth.Source // by account, the newest last
 }
 
-func startInvalidator(dsn string, store cache.StateStore, bodies *cache.Bodies, log *zerolog.Logger) (*invalidator, error) {
+func startInvalidator(dsn string, store *pgstore.Store, bodies *cache.Bodies, log *zerolog.Logger) (*invalidator, error) {
 	sub, err := pgstore.Subscribe(dsn)
 	if err != nil {
 		return nil, err
 	}
-	v := &invalidator{sub: sub, store: store, bodies: bodies, log: log, done: make(chan struct{}), sources: map[string][]*oauth.Source{}}
+	v := &invalidator{sub: sub, origin: store.Origin(), store: store, bodies: bodies, log: log, done: make(chan struct{}), sources: map[string][]*oauth.Source{}}
 	go v.run()
 	return v, nil
 }
@@ -49,6 +50,10 @@ func (v *invalidator) run() {
 
 func (v *invalidator) apply(inv pgstore.Invalidation) {
 	switch {
+	case inv.Kind == "state" && inv.Origin == v.origin:
+		// This replica's own records, written by a session or sync
+		// that kept the bodies it fetched; the notification may come
+		// after the Hold is released.
 	case inv.All:
 		v.bodies.Purge()
 		v.mu.Lock()
