@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/popbridge/popbridge/backends/graph"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/cache/pgstore"
 	"github.com/popbridge/popbridge/config"
 )
 
@@ -25,7 +27,18 @@ type state struct {
 	// sources use instead of dir's (check runs on a scratch store but
 	// must use the real tokens).
 	tokens string
-	store  *cache.Store
+	store  cache.StateStore
+	// pg is store under state.driver postgres, nil under bbolt; dsn and
+	// leaseTTL are its DSN (never logged) and state.lease_ttl.
+	pg       *pgstore.Store
+	dsn      string
+	leaseTTL time.Duration
+	// tokenDB, if set, holds the OAuth2 tokens instead of tokens/: pg,
+	// or the server's pg for a scratch state (the admin page's test).
+	tokenDB *pgstore.Store
+	// inval drops in-memory caches on other replicas' changes; nil
+	// under bbolt.
+	inval  *invalidator
 	bodies *cache.Bodies // nil keeps no bodies
 	// log is the server's log, for backends that report on their own
 	// (imap: UIDVALIDITY changes); nil logs nothing.
@@ -93,6 +106,7 @@ func (e damagedStoreError) Unwrap() error { return e.DamagedError }
 // logging a failure.
 func (s *state) close(log zerolog.Logger) {
 	s.closeBackends()
+	s.inval.close()
 	if err := s.store.Close(); err != nil {
 		log.Error().Err(err).Msg("closing the cache store")
 	}
