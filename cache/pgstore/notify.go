@@ -2,8 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"strings"
 	"sync"
 	"time"
@@ -22,7 +20,7 @@ type Invalidation struct {
 	Kind string
 	// Account is the account whose data changed.
 	Account string
-	// Origin is the Origin of the Store that made the change.
+	// Origin is the Store.Origin of the Store that made the change.
 	Origin string
 }
 
@@ -160,8 +158,8 @@ func (s *Subscriber) listen(ctx context.Context, cfg *pgx.ConnConfig) bool {
 			}
 			continue
 		}
-		kind, rest, _ := strings.Cut(n.Payload, ":")
-		origin, account, _ := strings.Cut(rest, ":")
+		kind, account, _ := strings.Cut(n.Payload, ":")
+		kind, origin, _ := strings.Cut(kind, "/")
 		if !s.send(ctx, Invalidation{Kind: kind, Account: account, Origin: origin}) {
 			return true
 		}
@@ -175,11 +173,4 @@ func (s *Subscriber) send(ctx context.Context, inv Invalidation) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// newOrigin returns a random Store name for Invalidation.Origin.
-func newOrigin() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

@@ -7,8 +7,20 @@ import (
 	"time"
 )
 
-// next returns the next invalidation, failing the test after 10 s.
+// next returns the next invalidation, failing the test after 10 s,
+// with its Origin checked and cleared (see TestNotifyOrigin).
 func next(t *testing.T, sub *Subscriber) Invalidation {
+	t.Helper()
+	inv := nextOrigin(t, sub)
+	if !inv.All && inv.Origin == "" {
+		t.Errorf("%+v: no Origin", inv)
+	}
+	inv.Origin = ""
+	return inv
+}
+
+// nextOrigin returns the next invalidation, failing the test after 10 s.
+func nextOrigin(t *testing.T, sub *Subscriber) Invalidation {
 	t.Helper()
 	select {
 	case inv, ok := <-sub.C():
@@ -46,7 +58,7 @@ func TestNotifyAcrossConnections(t *testing.T) {
 		t.Error("Connected false after the first All")
 	}
 	mustApply(t, writer, "alice", Change{Put: []MessageRecord{{Key: "1", Size: 1}}})
-	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "alice", Origin: writer.Origin()}) {
+	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "alice"}) {
 		t.Errorf("got %+v, want a state change of alice", inv)
 	}
 	// A rolled back fenced write says nothing; the lease says "lease".
@@ -54,7 +66,7 @@ func TestNotifyAcrossConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inv := next(t, sub); inv != (Invalidation{Kind: "lease", Account: "bob", Origin: writer.Origin()}) {
+	if inv := next(t, sub); inv != (Invalidation{Kind: "lease", Account: "bob"}) {
 		t.Errorf("got %+v, want the lease of bob", inv)
 	}
 	writer.Fenced(context.Background(), l, func(w *Writer) error {
@@ -64,7 +76,7 @@ func TestNotifyAcrossConnections(t *testing.T) {
 	if err := writer.PutCursor("carol", "graph", "link"); err != nil {
 		t.Fatal(err)
 	}
-	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "carol", Origin: writer.Origin()}) {
+	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "carol"}) {
 		t.Errorf("got %+v, want carol's cursor (and nothing of the rolled back write)", inv)
 	}
 	tokens := &Tokens{Store: writer}
@@ -74,7 +86,7 @@ func TestNotifyAcrossConnections(t *testing.T) {
 	if err := tokens.Save("dave", tokenFor("rt")); err != nil {
 		t.Fatal(err)
 	}
-	if inv := next(t, sub); inv != (Invalidation{Kind: "token", Account: "dave", Origin: writer.Origin()}) {
+	if inv := next(t, sub); inv != (Invalidation{Kind: "token", Account: "dave"}) {
 		t.Errorf("got %+v, want dave's token", inv)
 	}
 	t.Log("replicas: changes by one replica reach another's listener after commit; rolled back ones never")
@@ -97,22 +109,33 @@ func TestNotifyAfterReconnect(t *testing.T) {
 		t.Errorf("Err after the kill = %v, want a temporary error", err)
 	}
 	mustApply(t, writer, "alice", Change{AddTombstones: []string{"x"}})
-	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "alice", Origin: writer.Origin()}) {
+	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "alice"}) {
 		t.Errorf("after reconnecting: %+v, want alice", inv)
-	}
-	// An account name with colons, from another Store: a different
-	// Origin, the name whole.
-	other := openDSN(t, dsn)
-	if other.Origin() == writer.Origin() || other.Origin() == "" {
-		t.Fatalf("two Stores with Origin %q and %q, want two different", writer.Origin(), other.Origin())
-	}
-	mustApply(t, other, "urn:x:alice", Change{AddTombstones: []string{"y"}})
-	if inv := next(t, sub); inv != (Invalidation{Kind: "state", Account: "urn:x:alice", Origin: other.Origin()}) {
-		t.Errorf("got %+v, want urn:x:alice from the other Store", inv)
 	}
 	sub.Close()
 	if _, ok := <-sub.C(); ok {
 		t.Error("C still open after Close")
 	}
 	t.Log("replicas: the listener reconnected by itself after its connection was killed, and invalidated everything")
+}
+
+// TestNotifyOrigin: an invalidation names the Store that made the
+// change, so that a replica can tell its own changes from others'.
+func TestNotifyOrigin(t *testing.T) {
+	dsn := newDB(t)
+	a, b := openDSN(t, dsn), openDSN(t, dsn)
+	if a.Origin() == "" || a.Origin() == b.Origin() {
+		t.Fatalf("origins %q and %q, want two different ones", a.Origin(), b.Origin())
+	}
+	sub := subscribe(t, dsn)
+	mustApply(t, a, "alice", Change{AddTombstones: []string{"x"}})
+	if inv := nextOrigin(t, sub); inv != (Invalidation{Kind: "state", Account: "alice", Origin: a.Origin()}) {
+		t.Errorf("got %+v, want alice's change from %s", inv, a.Origin())
+	}
+	if err := (&Tokens{Store: b}).Save("a:b/c", tokenFor("rt")); err != nil {
+		t.Fatal(err)
+	}
+	if inv := nextOrigin(t, sub); inv != (Invalidation{Kind: "token", Account: "a:b/c", Origin: b.Origin()}) {
+		t.Errorf("got %+v, want the token of a:b/c from %s", inv, b.Origin())
+	}
 }

@@ -2,6 +2,8 @@ package pgstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -47,8 +49,8 @@ type Options struct {
 type Store struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration
+	origin  string // tags this Store's notifications (Invalidation.Origin)
 	holds   holds
-	origin  string // this Store's name in its notifications (Origin)
 }
 
 // Open connects to the database at dsn (a postgres:// URL or key=value
@@ -462,7 +464,7 @@ func (s *Store) write(ctx context.Context, account string, lease *Lease, fn func
 		if err := fn(ctx, w); err != nil {
 			return err
 		}
-		return s.notify(ctx, tx, "state", account)
+		return notify(ctx, tx, s.origin, "state", account)
 	})
 	if err != nil {
 		var ve *validationError
@@ -483,17 +485,23 @@ func lockAccount(ctx context.Context, tx pgx.Tx, account string) error {
 	return err
 }
 
-// notify announces a change of kind to account's data at commit, as
-// "kind:origin:account".
-func (s *Store) notify(ctx context.Context, tx pgx.Tx, kind, account string) error {
-	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, kind+":"+s.origin+":"+account)
+// notify announces a change of kind to account's data at commit, made
+// by the Store of origin. The payload is "kind/origin:account".
+func notify(ctx context.Context, tx pgx.Tx, origin, kind, account string) error {
+	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, kind+"/"+origin+":"+account)
 	return err
 }
 
-// Origin names this Store in the Invalidations its own changes cause
-// (Invalidation.Origin), so that a replica can tell them from the
-// changes of others. It is random, new for every Open.
+// Origin identifies this Store in the Invalidations its changes cause,
+// so that a replica can tell its own changes from other replicas'.
 func (s *Store) Origin() string { return s.origin }
+
+// newOrigin returns a random name for a Store.
+func newOrigin() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
 
 // Forget removes all of the account's data: records, tombstones, sync
 // state and cursors (not its OAuth token). It returns an error wrapping
@@ -525,7 +533,7 @@ func (s *Store) Forget(account string) error {
 			return err
 		}
 		existed = tag.RowsAffected() > 0
-		return s.notify(ctx, tx, "state", account)
+		return notify(ctx, tx, s.origin, "state", account)
 	})
 	switch {
 	case err != nil:

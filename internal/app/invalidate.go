@@ -21,7 +21,6 @@ import (
 // memory under PostgreSQL.
 type invalidator struct {
 	sub    *pgstore.Subscriber
-	origin string // the store's Origin: its own changes are no news
 	store  cache.StateStore
 	bodies *cache.Bodies
 	log    *zerolog.Logger
@@ -31,12 +30,12 @@ type invalidator struct {
 	sources map[string][]*oauth.Source // by account, the newest last
 }
 
-func startInvalidator(dsn string, store *pgstore.Store, bodies *cache.Bodies, log *zerolog.Logger) (*invalidator, error) {
+func startInvalidator(dsn string, store cache.StateStore, bodies *cache.Bodies, log *zerolog.Logger) (*invalidator, error) {
 	sub, err := pgstore.Subscribe(dsn)
 	if err != nil {
 		return nil, err
 	}
-	v := &invalidator{sub: sub, origin: store.Origin(), store: store, bodies: bodies, log: log, done: make(chan struct{}), sources: map[string][]*oauth.Source{}}
+	v := &invalidator{sub: sub, store: store, bodies: bodies, log: log, done: make(chan struct{}), sources: map[string][]*oauth.Source{}}
 	go v.run()
 	return v, nil
 }
@@ -50,10 +49,6 @@ func (v *invalidator) run() {
 
 func (v *invalidator) apply(inv pgstore.Invalidation) {
 	switch {
-	case inv.Kind == "state" && inv.Origin == v.origin:
-		// This replica's own records, written by a session or sync
-		// that kept the bodies it fetched; the notification may come
-		// after the Hold is released.
 	case inv.All:
 		v.bodies.Purge()
 		v.mu.Lock()
@@ -73,8 +68,12 @@ func (v *invalidator) apply(inv pgstore.Invalidation) {
 		}
 		v.mu.Unlock()
 	case inv.Kind == "state":
-		// This replica's own sessions and syncs hold the account while
-		// they write: their changes keep the bodies they fetched.
+		// This replica's own changes keep the bodies it fetched: its
+		// sessions and syncs made them (the notification may arrive
+		// after they let the account go), as under bbolt.
+		if o, ok := v.store.(interface{ Origin() string }); ok && inv.Origin == o.Origin() {
+			return
+		}
 		if v.store.Holders(inv.Account) == 0 {
 			v.bodies.Forget(inv.Account)
 		}
