@@ -232,23 +232,30 @@ func Load(path string) (*Config, error) {
 // reads no secrets and validates nothing else, so it works without the
 // server's environment variables and secret files.
 func LoadState(path string) (stateDir string, users []string, err error) {
+	stateDir, users, _, err = LoadStateSection(path)
+	return stateDir, users, err
+}
+
+// LoadStateSection is LoadState with the state section too (dsn_file
+// made absolute), for the cache commands under driver postgres.
+func LoadStateSection(path string) (stateDir string, users []string, state State, err error) {
 	data, dir, err := read(path)
 	if err != nil {
-		return "", nil, err
+		return "", nil, State{}, err
 	}
 	c, doc, err := decode(path, data)
 	if err != nil {
-		return "", nil, err
+		return "", nil, State{}, err
 	}
 	if len(doc.probs) > 0 {
-		return "", nil, joinProblems(doc.probs)
+		return "", nil, State{}, joinProblems(doc.probs)
 	}
 	r := resolver{dir: dir, failed: map[string]bool{}}
 	r.stateDir(c)
 	for _, a := range c.Accounts {
 		users = append(users, a.User)
 	}
-	return c.StateDir, users, nil
+	return c.StateDir, users, c.State, nil
 }
 
 // read returns the file's content and its absolute directory.

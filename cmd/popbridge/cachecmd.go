@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,8 +12,10 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/cache/pgstore"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/control"
@@ -29,7 +32,8 @@ and UIDLs are learnt again, and messages hidden by on_delete: keep show again.
 verify reads the whole file and checks its consistency, changing nothing.
 
 While popbridge serve or demo runs, they ask it over the control socket in
-the state directory; otherwise they open the cache file (cache.db) directly.
+the state directory; otherwise they open the cache file (cache.db) directly,
+or, with state.driver postgres in -config, the database (stats and forget).
 forget refuses an account with an open POP3 session. While verify runs in
 the server, its writes to the cache wait (about 0.1 s per 100 MB).
 `
@@ -54,25 +58,42 @@ func (c *cli) cache(args []string) error {
 }
 
 // stateFlags adds -config and -state to fs; dir returns the state
-// directory they name and, for -config, the configured account names.
-func stateFlags(fs *flag.FlagSet) (dir func() (string, []string, error)) {
+// directory they name and, for -config, the configured account names
+// and the state section.
+func stateFlags(fs *flag.FlagSet) (dir func() (string, []string, config.State, error)) {
 	cfgPath := fs.String("config", "", "configuration `file`; its state_dir is used")
 	stateDir := fs.String("state", "", "state `directory` (e.g. a demo's -dir)")
-	return func() (string, []string, error) {
+	return func() (string, []string, config.State, error) {
 		switch {
 		case *cfgPath != "" && *stateDir != "":
-			return "", nil, usageError("give -config or -state, not both")
+			return "", nil, config.State{}, usageError("give -config or -state, not both")
 		case *stateDir != "":
-			return *stateDir, nil, nil
+			return *stateDir, nil, config.State{}, nil
 		case *cfgPath != "":
-			dir, users, err := config.LoadState(*cfgPath)
+			dir, users, st, err := config.LoadStateSection(*cfgPath)
 			if err == nil {
 				err = app.CheckOwner(dir, *cfgPath) // not another server's cache
 			}
-			return dir, users, err
+			return dir, users, st, err
 		}
-		return "", nil, usageError("-config or -state is required")
+		return "", nil, config.State{}, usageError("-config or -state is required")
 	}
+}
+
+// openShared opens the PostgreSQL store of a state section with driver
+// postgres, for the cache commands when no server answers.
+func openShared(st config.State) (*pgstore.Store, error) {
+	dsn, err := pgstore.LoadDSN(st.DSN, st.DSNFile, st.Env())
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	pg, err := pgstore.Open(ctx, dsn, &pgstore.Options{MaxConns: 2, NoMigrate: true})
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return pg, nil
 }
 
 func (c *cli) cacheStats(args []string) error {
@@ -82,11 +103,11 @@ func (c *cli) cacheStats(args []string) error {
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
-	dir, users, err := stateDir()
+	dir, users, st, err := stateDir()
 	if err != nil {
 		return err
 	}
-	r, err := readStats(dir)
+	r, err := readStats(dir, st)
 	if err != nil {
 		return err
 	}
@@ -111,9 +132,12 @@ func (c *cli) cacheStats(args []string) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", a.Account, a.Messages, a.Tombstones, a.Bytes, a.DiskBytes)
 	}
 	tw.Flush()
-	if r.Source == "server" {
+	switch r.Source {
+	case "server":
 		fmt.Fprintf(c.stdout, "\nFrom the running popbridge (pid %d); its body cache holds %d message(s), %d bytes.\n", r.PID, r.Bodies.Count, r.Bodies.Bytes)
-	} else {
+	case "postgres":
+		fmt.Fprintf(c.stdout, "\nFrom the PostgreSQL database of state.driver postgres (no popbridge running in %s).\n", dir)
+	default:
 		fmt.Fprintf(c.stdout, "\nFrom %s (no popbridge running).\n", filepath.Join(dir, app.StoreFile))
 	}
 	return nil
@@ -121,8 +145,8 @@ func (c *cli) cacheStats(args []string) error {
 
 // statsOutput is what cache stats prints, as a table or as JSON.
 type statsOutput struct {
-	// Source is "server" (the running popbridge answered) or "file" (the
-	// store was read directly).
+	// Source is "server" (the running popbridge answered), "file" (the
+	// store was read directly) or "postgres" (the database was).
 	Source   string                 `json:"source"`
 	StateDir string                 `json:"state_dir"`
 	PID      int                    `json:"pid,omitempty"`
@@ -130,8 +154,9 @@ type statsOutput struct {
 	Bodies   *control.BodyStats     `json:"bodies,omitempty"` // the server's
 }
 
-// readStats asks the server in dir, else reads its store.
-func readStats(dir string) (statsOutput, error) {
+// readStats asks the server in dir, else reads its store: the file, or
+// the database under driver postgres.
+func readStats(dir string, st config.State) (statsOutput, error) {
 	out := statsOutput{Source: "server", StateDir: dir}
 	r, ok, err := control.Ask(dir, control.Request{Op: "stats"})
 	if err != nil {
@@ -146,6 +171,16 @@ func readStats(dir string) (statsOutput, error) {
 			out.Bodies = &control.BodyStats{}
 		}
 		return out, nil
+	}
+	if st.Postgres() {
+		pg, err := openShared(st)
+		if err != nil {
+			return out, err
+		}
+		defer pg.Close()
+		out.Source = "postgres"
+		out.Accounts, err = control.StoreStats(pg)
+		return out, err
 	}
 	store, err := openStore(dir, true)
 	if err != nil {
@@ -178,7 +213,7 @@ func (c *cli) cacheForget(args []string) error {
 	if account == "" {
 		return usageError("ACCOUNT is required")
 	}
-	dir, _, err := stateDir()
+	dir, _, st, err := stateDir()
 	if err != nil {
 		return err
 	}
@@ -197,6 +232,24 @@ func (c *cli) cacheForget(args []string) error {
 			return fmt.Errorf("account %q has an open POP3 session; try again when it has ended", account)
 		}
 		return fmt.Errorf("the running popbridge: %s", r.Error)
+	}
+	if st.Postgres() {
+		pg, err := openShared(st)
+		if err != nil {
+			return err
+		}
+		err = pg.Forget(account)
+		pg.Close()
+		switch {
+		case errors.Is(err, cache.ErrNoAccount):
+			return fmt.Errorf("no data for account %q in the PostgreSQL database", account)
+		case errors.Is(err, cache.ErrInUse):
+			return fmt.Errorf("account %q has an open POP3 session on a replica; try again when it has ended", account)
+		case err != nil:
+			return err
+		}
+		fmt.Fprintf(c.stdout, "Forgot account %q in the PostgreSQL database (every replica sees it).\n", account)
+		return nil
 	}
 	store, err := openStore(dir, false)
 	if err != nil {
@@ -241,9 +294,12 @@ func (c *cli) cacheVerify(args []string) error {
 	if err := c.parse(flags, args); err != nil {
 		return err
 	}
-	dir, _, err := stateDir()
+	dir, _, st, err := stateDir()
 	if err != nil {
 		return err
+	}
+	if st.Postgres() {
+		return errors.New("cache verify checks a bbolt cache.db; with state.driver postgres there is none: PostgreSQL checks its own pages (see docs/scale.md)")
 	}
 	path := filepath.Join(dir, app.StoreFile)
 	if r, ok, err := control.Ask(dir, control.Request{Op: "verify"}); err != nil {
