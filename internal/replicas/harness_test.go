@@ -228,6 +228,8 @@ type clusterOptions struct {
 	// files are written into every replica's directory (name -> content),
 	// with mode 0600, before it starts.
 	files map[string]string
+	// logLevel is log.level; default debug.
+	logLevel string
 }
 
 // startCluster runs the replicas with the same configuration (their own
@@ -236,6 +238,9 @@ func startCluster(t *testing.T, o clusterOptions) []*replica {
 	t.Helper()
 	if o.n == 0 {
 		o.n = 3
+	}
+	if o.logLevel == "" {
+		o.logLevel = "debug"
 	}
 	var rs []*replica
 	for i := range o.n {
@@ -248,7 +253,7 @@ func startCluster(t *testing.T, o clusterOptions) []*replica {
 		if o.dsn != "" {
 			fmt.Fprintf(&cfg, "state:\n  driver: postgres\n  dsn_env: %s\n  lease_ttl: %s\n", dsnEnv, leaseTTL)
 		}
-		fmt.Fprintf(&cfg, "log: {level: debug, format: json}\naccounts:\n%s", o.accounts)
+		fmt.Fprintf(&cfg, "log: {level: %s, format: json}\naccounts:\n%s", o.logLevel, o.accounts)
 		writeFile(t, r.config, cfg.String())
 		for name, content := range o.files {
 			writeFile(t, filepath.Join(r.dir, name), content)
@@ -261,7 +266,7 @@ func startCluster(t *testing.T, o clusterOptions) []*replica {
 		t.Cleanup(func() {
 			r.stop()
 			if t.Failed() {
-				t.Logf("replica %s configuration:\n%s\nreplica %s log:\n%s", r.name, cfg.String(), r.name, tail(r.log.String(), 12<<10))
+				t.Logf("replica %s configuration:\n%s\nreplica %s log:\n%s", r.name, tail(cfg.String(), 4<<10), r.name, tail(r.log.String(), 12<<10))
 			}
 		})
 		rs = append(rs, r)
