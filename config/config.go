@@ -33,6 +33,8 @@ type Config struct {
 	// control socket of the running server. Load sets an absent one to
 	// DefaultStateDir beside the file.
 	StateDir string `yaml:"state_dir"`
+	// State chooses where the per-account state lives (state.go).
+	State State `yaml:"state"`
 	// Cache tunes the in-memory caches.
 	Cache Cache `yaml:"cache"`
 	Log   Log   `yaml:"log"`

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -257,6 +258,12 @@ func (d *document) walk(n *yaml.Node, t reflect.Type, key string) {
 			d.mapping(n, t, key, " in window", nil)
 		case n.Kind != yaml.ScalarNode || n.Value != "all" && n.Value != "":
 			d.add(n, key, "must be %s, not %s", windowForms, describe(n))
+		}
+		return
+	case reflect.TypeFor[time.Duration]():
+		var v time.Duration
+		if n.Kind != yaml.ScalarNode || n.Decode(&v) != nil {
+			d.add(n, key, "must be a duration such as 30s or 2m, not %s", describe(n))
 		}
 		return
 	}

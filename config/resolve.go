@@ -60,6 +60,7 @@ func (r *resolver) stateDir(c *Config) {
 		c.StateDir = DefaultStateDir
 	}
 	r.path(&c.StateDir)
+	r.path(&c.State.DSNFile)
 }
 
 // path makes a relative path relative to the config file's directory.

@@ -46,6 +46,7 @@ func (c *Config) Validate() error {
 	}
 	c.Limits.validate(p)
 	c.Cache.validate(p)
+	c.State.validate(p)
 	c.validateAccounts(p)
 	c.validateAdmin(p)
 	return errors.Join(p.errs...)

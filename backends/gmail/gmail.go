@@ -86,7 +86,7 @@ type Options struct {
 	Account string
 	// Store keeps sizes, dates, the history position and the hidden
 	// messages; required.
-	Store *cache.Store
+	Store cache.StateStore
 	// Bodies, if not nil, keeps decoded messages fetched to learn their
 	// size or for TOP, so that the RETR that follows costs no request.
 	Bodies *cache.Bodies

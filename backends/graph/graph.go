@@ -123,7 +123,7 @@ type Options struct {
 	Account string
 	// Store keeps UIDLs, sizes, dates, the delta link and hidden
 	// messages; required.
-	Store *cache.Store
+	Store cache.StateStore
 	// Bodies, if not nil, keeps fetched messages for the RETR or TOP that
 	// follows.
 	Bodies *cache.Bodies

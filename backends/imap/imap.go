@@ -98,7 +98,7 @@ type Options struct {
 	// Store keeps sizes, UIDs and sync state per account, so warm logins
 	// fetch only what changed, and the tombstones of Seen and Keep. Nil
 	// fetches every size at every login; Seen and Keep need a Store.
-	Store *cache.Store
+	Store cache.StateStore
 	// Bodies, if not nil, keeps small bodies so that TOP followed by RETR,
 	// or a repeated RETR, fetches the message once.
 	Bodies *cache.Bodies

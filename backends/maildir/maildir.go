@@ -47,7 +47,7 @@ type Options struct {
 	// by its unique name, stamped with the file's size and mtime) across
 	// restarts, and the Keep policy's hidden messages as tombstones.
 	// Required for Keep; nil keeps sizes in this process only.
-	Store *cache.Store
+	Store cache.StateStore
 	// Account names the account in Store. Empty means "path-" and 16 hex
 	// digits of the SHA-256 of Path made absolute.
 	Account string

@@ -54,8 +54,9 @@ func newStore(t testing.TB) *cache.Store {
 }
 
 // reopenStore closes st and opens its file again, as a restart does.
-func reopenStore(t testing.TB, st *cache.Store) *cache.Store {
+func reopenStore(t testing.TB, s cache.StateStore) *cache.Store {
 	t.Helper()
+	st := s.(*cache.Store)
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -39,9 +40,11 @@ const Early = time.Minute
 type Source struct {
 	account string
 	cfg     *oauth2.Config
-	store   *Store
+	store   TokenStore
 	ctx     context.Context
 	log     *zerolog.Logger
+	// changed is set by StoreChanged, for stores without a file.
+	changed atomic.Bool
 
 	mu  sync.Mutex
 	tok *oauth2.Token
@@ -72,7 +75,7 @@ var refreshTimeout = 30 * time.Second
 // timeout is used; log (nil for none) gets a line naming the
 // account when its grant is gone or a save fails. Tokens and secrets are
 // never logged.
-func NewSource(ctx context.Context, account string, cfg *oauth2.Config, store *Store, log *zerolog.Logger) *Source {
+func NewSource(ctx context.Context, account string, cfg *oauth2.Config, store TokenStore, log *zerolog.Logger) *Source {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -83,6 +86,41 @@ func NewSource(ctx context.Context, account string, cfg *oauth2.Config, store *S
 }
 
 var _ oauth2.TokenSource = (*Source)(nil)
+
+// TokenStore keeps the tokens of a Source: a Store (one file per
+// account), or a store shared by replicas (pgstore.Tokens, through
+// internal/app). Load wraps ErrNoToken when there is none; an error
+// wrapping proxy.ErrTemporary means the store cannot be reached now.
+type TokenStore interface {
+	Load(account string) (*oauth2.Token, error)
+	Save(account string, tok *oauth2.Token) error
+}
+
+// Refresher is a TokenStore that refreshes a token once across the
+// processes sharing it: it locks the account's token, asks stale about
+// the stored one, and only if so calls refresh and stores its result
+// (keeping the refresh token when the answer has none), returning the
+// token to use. A Source uses it when its store has it.
+type Refresher interface {
+	TokenStore
+	Refresh(ctx context.Context, account string, stale func(*oauth2.Token) bool,
+		refresh func(context.Context, *oauth2.Token) (*oauth2.Token, error)) (*oauth2.Token, error)
+}
+
+// path returns the file of the account's token, or "" for a store
+// without files.
+func (s *Source) path() string {
+	if fs, ok := s.store.(*Store); ok {
+		return fs.Path(s.account)
+	}
+	return ""
+}
+
+// StoreChanged tells the source that the stored token changed elsewhere
+// (another replica refreshed it, popbridge auth wrote a new one): the
+// next Token reads the store again. Stores with files are watched
+// without it.
+func (s *Source) StoreChanged() { s.changed.Store(true) }
 
 func usable(t *oauth2.Token) bool {
 	return t != nil && t.AccessToken != "" && (t.Expiry.IsZero() || time.Until(t.Expiry) > Early)
@@ -98,9 +136,14 @@ func (s *Source) Token() (tok *oauth2.Token, err error) {
 		return &t, nil
 	}
 	// Stat before reading: a file replaced in between is seen next time.
-	s.file, _ = os.Stat(s.store.Path(s.account))
+	if p := s.path(); p != "" {
+		s.file, _ = os.Stat(p)
+	}
+	s.changed.Store(false)
 	stored, err := s.store.Load(s.account)
 	switch {
+	case errors.Is(err, proxy.ErrTemporary):
+		return nil, fmt.Errorf("oauth: account %s: read the token: %w", s.account, err)
 	case errors.Is(err, ErrNoToken):
 		s.logf("no OAuth2 token stored; run popbridge auth %s", s.account)
 		return nil, fmt.Errorf("oauth: account %s: %w: %w", s.account, ErrNoGrant, err)
@@ -117,6 +160,9 @@ func (s *Source) Token() (tok *oauth2.Token, err error) {
 	if stored.RefreshToken == "" {
 		s.logf("the stored OAuth2 token has expired and has no refresh token; run popbridge auth %s", s.account)
 		return nil, fmt.Errorf("oauth: account %s: no refresh token: %w", s.account, ErrGrant)
+	}
+	if r, ok := s.store.(Refresher); ok {
+		return s.refreshShared(r)
 	}
 	fresh, err := s.cfg.TokenSource(s.ctx, &oauth2.Token{RefreshToken: stored.RefreshToken}).Token()
 	if err != nil {
@@ -138,8 +184,8 @@ func (s *Source) Token() (tok *oauth2.Token, err error) {
 		if err := s.store.Save(s.account, fresh); err != nil {
 			// Keep serving from memory; the log says what is at risk.
 			s.logf("saving the refreshed OAuth2 token failed (a rotated refresh token may be lost): %v", err)
-		} else {
-			s.file, _ = os.Stat(s.store.Path(s.account))
+		} else if p := s.path(); p != "" {
+			s.file, _ = os.Stat(p)
 		}
 	}
 	t := *fresh
@@ -149,7 +195,11 @@ func (s *Source) Token() (tok *oauth2.Token, err error) {
 // storeChanged reports whether the store file is not the one the token
 // in memory was read from or saved to. Called with s.mu held.
 func (s *Source) storeChanged() bool {
-	fi, err := os.Stat(s.store.Path(s.account))
+	p := s.path()
+	if p == "" {
+		return s.changed.Load()
+	}
+	fi, err := os.Stat(p)
 	if err != nil || s.file == nil {
 		return true
 	}
@@ -233,4 +283,39 @@ func (s *Source) logf(format string, args ...any) {
 	if s.log != nil {
 		s.log.Error().Str("account", s.account).Msgf(format, args...)
 	}
+}
+
+// refreshShared refreshes through a Refresher, once across the processes
+// sharing the store: a token another one refreshed meanwhile is used as
+// it is. Called with s.mu held, after the stored token was found stale.
+func (s *Source) refreshShared(r Refresher) (*oauth2.Token, error) {
+	rejected := s.rejected
+	var grantErr *oauth2.RetrieveError
+	fresh, err := r.Refresh(s.ctx, s.account, func(t *oauth2.Token) bool {
+		return !usable(t) || t.AccessToken == rejected
+	}, func(ctx context.Context, cur *oauth2.Token) (*oauth2.Token, error) {
+		if cur.RefreshToken == "" {
+			return nil, errors.New("no refresh token stored")
+		}
+		tok, err := s.cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: cur.RefreshToken}).Token()
+		if re := (*oauth2.RetrieveError)(nil); errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
+			grantErr = re
+		}
+		return tok, err
+	})
+	switch {
+	case grantErr != nil:
+		s.tok = nil
+		s.logf("OAuth2 refresh token expired or revoked (invalid_grant); run popbridge auth %s", s.account)
+		return nil, fmt.Errorf("oauth: account %s: refresh: %w: %s", s.account, ErrGrant, grantErr.ErrorCode)
+	case errors.Is(err, ErrNoToken):
+		s.logf("no OAuth2 token stored; run popbridge auth %s", s.account)
+		return nil, fmt.Errorf("oauth: account %s: %w: %w", s.account, ErrNoGrant, err)
+	case err != nil:
+		// Temporary: the provider or the store is down.
+		return nil, fmt.Errorf("oauth: account %s: refresh: %w", s.account, err)
+	}
+	s.tok = fresh
+	t := *fresh
+	return &t, nil
 }

@@ -65,7 +65,7 @@ type Options struct {
 	OnDelete modes.OnDelete
 	// Store keeps corrected message sizes and, for modes.Keep, the tombstones.
 	// Nil keeps the sizes in memory only; modes.Keep needs a Store.
-	Store *cache.Store
+	Store cache.StateStore
 	// Bodies, if not nil, keeps small bodies so that TOP followed by RETR
 	// fetches the message once.
 	Bodies *cache.Bodies

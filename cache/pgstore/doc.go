@@ -4,26 +4,22 @@
 // UIDVALIDITY and highest UID, Gmail historyId, the upstream POP3 UIDL
 // listing), named cursors (a Microsoft Graph delta link), OAuth2 tokens,
 // and the maildrop lock. It is the shared counterpart of cache.Store
-// (bbolt, one process); it is not yet selectable in the binary.
+// (bbolt, one process); the binary uses it under state.driver: postgres.
 //
 // # Same operations as cache.Store
 //
 // Store has cache.Store's methods, with the same names and signatures,
 // and uses cache's types (MessageRecord, SyncState, Change,
-// AccountStats) and error values (cache.ErrNoAccount, cache.ErrInUse),
-// so that one interface can be extracted from both: Messages, Message,
+// AccountStats, Snapshot) and error values (cache.ErrNoAccount,
+// cache.ErrInUse); both are a cache.StateStore: Snapshot, Messages, Message,
 // Tombstones, IsTombstoned, SyncState, PutMessages, DeleteMessages,
 // AddTombstones, RemoveTombstones, PutSyncState, Apply, Forget, Hold,
-// Stats, Close. Where it differs, and why:
+// Holders, Stats, Close. Where it differs, and why:
 //
 //   - Open(ctx, dsn, *Options) instead of Open(path, *Options): a
 //     database, not a file; Path does not exist. Options differ
 //     (Timeout, MaxConns, NoMigrate instead of LockTimeout,
 //     MemoryRecords, BatchDelay, ReadOnly).
-//   - Snapshot returns a *pgstore.Snapshot, with the methods of
-//     *cache.Snapshot (Len, Message, Messages, Tombstoned,
-//     TombstoneCount, Tombstones, Sync): cache.Snapshot's fields are
-//     unexported. The common interface needs a Snapshot interface.
 //   - The methods take no context, like cache.Store's; each is bounded
 //     by Options.Timeout. The replica-only operations (Acquire, Fenced,
 //     Tokens.Refresh, ...) take one.

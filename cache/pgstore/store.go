@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
-	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -127,60 +124,25 @@ func (s *Store) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.timeout)
 }
 
-// Snapshot is a consistent view of one account, read in one transaction.
-// It has the methods of cache.Snapshot.
-type Snapshot struct {
-	msgs  map[string]cache.MessageRecord
-	tombs map[string]struct{}
-	sync  cache.SyncState
-}
-
-// Len returns the number of message records.
-func (s *Snapshot) Len() int { return len(s.msgs) }
-
-// Message returns the record for key, and whether there is one.
-func (s *Snapshot) Message(key string) (cache.MessageRecord, bool) {
-	r, ok := s.msgs[key]
-	return r, ok
-}
-
-// Messages yields every message record, in no particular order.
-func (s *Snapshot) Messages() iter.Seq[cache.MessageRecord] { return maps.Values(s.msgs) }
-
-// Tombstoned reports whether key is hidden from POP.
-func (s *Snapshot) Tombstoned(key string) bool {
-	_, ok := s.tombs[key]
-	return ok
-}
-
-// TombstoneCount returns the number of hidden keys.
-func (s *Snapshot) TombstoneCount() int { return len(s.tombs) }
-
-// Tombstones yields every hidden key, in no particular order.
-func (s *Snapshot) Tombstones() iter.Seq[string] { return maps.Keys(s.tombs) }
-
-// Sync returns the sync state; its POP3UIDLs slice is a copy.
-func (s *Snapshot) Sync() cache.SyncState {
-	st := s.sync
-	st.POP3UIDLs = slices.Clone(st.POP3UIDLs)
-	return st
-}
-
 // Snapshot reads the account whole, in one read-only transaction; an
 // account without data yields an empty one.
-func (s *Store) Snapshot(account string) (*Snapshot, error) {
+func (s *Store) Snapshot(account string) (*cache.Snapshot, error) {
 	if err := checkAccount(account); err != nil {
 		return nil, err
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	snap := &Snapshot{msgs: map[string]cache.MessageRecord{}, tombs: map[string]struct{}{}}
+	var (
+		msgs  []cache.MessageRecord
+		tombs []string
+		sync  cache.SyncState
+	)
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, "SELECT key, size, uidl, stamp FROM message WHERE account = $1", account)
 		var key, uidl, stamp []byte
 		var size int64
 		_, err := pgx.ForEachRow(rows, []any{&key, &size, &uidl, &stamp}, func() error {
-			snap.msgs[string(key)] = cache.MessageRecord{Key: string(key), Size: size, UIDL: string(uidl), Stamp: string(stamp)}
+			msgs = append(msgs, cache.MessageRecord{Key: string(key), Size: size, UIDL: string(uidl), Stamp: string(stamp)})
 			return nil
 		})
 		if err != nil {
@@ -188,7 +150,7 @@ func (s *Store) Snapshot(account string) (*Snapshot, error) {
 		}
 		rows, _ = tx.Query(ctx, "SELECT key FROM tombstone WHERE account = $1", account)
 		_, err = pgx.ForEachRow(rows, []any{&key}, func() error {
-			snap.tombs[string(key)] = struct{}{}
+			tombs = append(tombs, string(key))
 			return nil
 		})
 		if err != nil {
@@ -204,11 +166,11 @@ func (s *Store) Snapshot(account string) (*Snapshot, error) {
 		if err != nil {
 			return err
 		}
-		snap.sync = cache.SyncState{UIDValidity: uint32(uv), HighestUID: uint32(hu), HistoryID: uint64(hist)}
+		sync = cache.SyncState{UIDValidity: uint32(uv), HighestUID: uint32(hu), HistoryID: uint64(hist)}
 		if uidls != nil {
-			snap.sync.POP3UIDLs = make([]string, len(uidls))
+			sync.POP3UIDLs = make([]string, len(uidls))
 			for i, u := range uidls {
-				snap.sync.POP3UIDLs[i] = string(u)
+				sync.POP3UIDLs[i] = string(u)
 			}
 		}
 		return nil
@@ -216,7 +178,7 @@ func (s *Store) Snapshot(account string) (*Snapshot, error) {
 	if err != nil {
 		return nil, wrap(fmt.Sprintf("account %q: read", account), err)
 	}
-	return snap, nil
+	return cache.NewSnapshot(msgs, tombs, sync), nil
 }
 
 // Messages returns the account's message records by key.
@@ -225,7 +187,11 @@ func (s *Store) Messages(account string) (map[string]cache.MessageRecord, error)
 	if err != nil {
 		return nil, err
 	}
-	return snap.msgs, nil
+	msgs := make(map[string]cache.MessageRecord, snap.Len())
+	for r := range snap.Messages() {
+		msgs[r.Key] = r
+	}
+	return msgs, nil
 }
 
 // Message returns the record for key, and whether there is one.
@@ -254,7 +220,11 @@ func (s *Store) Tombstones(account string) (map[string]struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	return snap.tombs, nil
+	tombs := make(map[string]struct{}, snap.TombstoneCount())
+	for k := range snap.Tombstones() {
+		tombs[k] = struct{}{}
+	}
+	return tombs, nil
 }
 
 // IsTombstoned reports whether key is hidden from POP.
@@ -278,7 +248,7 @@ func (s *Store) SyncState(account string) (cache.SyncState, error) {
 	if err != nil {
 		return cache.SyncState{}, err
 	}
-	return snap.sync, nil
+	return snap.Sync(), nil
 }
 
 // PutMessages adds or replaces records in one transaction.
@@ -572,6 +542,14 @@ func (s *Store) Hold(account string) (release func(), err error) {
 	return s.holds.hold(account), nil
 }
 
+// Holders returns how many sessions (and background syncs) of this
+// process hold account now, as Hold counts them.
+func (s *Store) Holders(account string) int {
+	s.holds.mu.Lock()
+	defer s.holds.mu.Unlock()
+	return s.holds.sessions[account]
+}
+
 // Stats reads every account's figures, sorted by account. DiskBytes is
 // the size of the account's rows (pg_column_size), without indexes.
 func (s *Store) Stats() ([]cache.AccountStats, error) {
@@ -723,3 +701,5 @@ func (h *holds) forget(account string) (done func(), ok bool) {
 		h.changed.Broadcast()
 	}, true
 }
+
+var _ cache.StateStore = (*Store)(nil)

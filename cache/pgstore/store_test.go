@@ -457,15 +457,23 @@ func TestReplicasShareState(t *testing.T) {
 	total := 0
 	for a := range accounts {
 		name := fmt.Sprintf("acct%d", a)
-		var snaps [3]*Snapshot
+		var snaps [3]*cache.Snapshot
+		var msgs [3]map[string]MessageRecord
+		var tombs [3]map[string]struct{}
 		for i, r := range reps {
 			var err error
 			if snaps[i], err = r.Snapshot(name); err != nil {
 				t.Fatal(err)
 			}
+			if msgs[i], err = r.Messages(name); err != nil {
+				t.Fatal(err)
+			}
+			if tombs[i], err = r.Tombstones(name); err != nil {
+				t.Fatal(err)
+			}
 		}
 		for i := 1; i < 3; i++ {
-			if !maps.Equal(snaps[0].msgs, snaps[i].msgs) || !maps.Equal(snaps[0].tombs, snaps[i].tombs) {
+			if !maps.Equal(msgs[0], msgs[i]) || !maps.Equal(tombs[0], tombs[i]) {
 				t.Errorf("%s: replicas 0 and %d disagree", name, i)
 			}
 		}

@@ -99,12 +99,19 @@ func (c *cli) auth(ctx context.Context, args []string) error {
 		fmt.Fprintln(c.stderr, "popbridge auth: warning: the provider sent no refresh token; the server can use this token only until it expires"+
 			" (Microsoft: add the offline_access scope)")
 	}
-	if err := store.Save(account, tok); err != nil {
-		return err
-	}
 	enc := "not encrypted"
 	if store.Key != nil {
 		enc = "encrypted"
+	}
+	if cfg.State.Postgres() {
+		if err := app.SaveSharedToken(cfg, account, store.Key, tok); err != nil {
+			return fmt.Errorf("account %s: %w", account, err)
+		}
+		fmt.Fprintf(c.stdout, "\nToken for %s saved to the PostgreSQL state (%s).\n", account, enc)
+		return nil
+	}
+	if err := store.Save(account, tok); err != nil {
+		return err
 	}
 	fmt.Fprintf(c.stdout, "\nToken for %s saved to %s (%s).\n", account, store.Path(account), enc)
 	return nil

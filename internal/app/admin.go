@@ -163,6 +163,7 @@ func (s *adminSources) Test(ctx context.Context, user string) (string, error) {
 		return "", err
 	}
 	defer bs.Close()
+	bs.st.tokenDB = s.st.tokenDB // the shared tokens, under state.driver postgres
 	b, err := bs.New(a)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(ctx, adminCheckTimeout)
@@ -222,7 +223,7 @@ func (s *adminSources) Save(user string, tok *oauth2.Token) error {
 	if err != nil {
 		return err
 	}
-	return store.Save(user, tok)
+	return s.st.tokenStore(store).Save(user, tok)
 }
 
 // debugWriter logs each line of net/http's error log at debug level.

@@ -78,7 +78,7 @@ func Build(cfg *config.Config, log *zerolog.Logger, opts Options) (_ *App, err e
 			return nil, err
 		}
 	}
-	st, err := openState(cfg.StateDir, bodies)
+	st, err := openStateConfig(cfg, bodies, log)
 	if err != nil {
 		return nil, err
 	}

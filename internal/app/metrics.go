@@ -34,6 +34,9 @@ type metrics struct {
 	statusToken string
 	srv         atomic.Pointer[proxy.Server] // for readiness
 	listening   atomic.Bool                  // every POP3 listener is bound
+	// storePing checks the shared state store (PostgreSQL) for
+	// readiness; nil under bbolt, which is always there.
+	storePing func(context.Context) error
 
 	sessionsActive prometheus.Gauge
 	sessions       map[string]prometheus.Counter     // by outcome
@@ -220,11 +223,24 @@ func (m *metrics) setServer(srv *proxy.Server) {
 	srv.Observer = m
 }
 
-// ready reports whether every POP3 listener is up and the server is not
-// shutting down.
+// ready reports whether every POP3 listener is up, the server is not
+// shutting down and the state store answers.
 func (m *metrics) ready() bool {
 	srv := m.srv.Load()
-	return m.listening.Load() && srv != nil && !srv.ShuttingDown()
+	return m.listening.Load() && srv != nil && !srv.ShuttingDown() && m.storeReady()
+}
+
+// storePingTimeout bounds the store check of one readiness probe.
+const storePingTimeout = 2 * time.Second
+
+// storeReady pings the state store, if it is one that can go away.
+func (m *metrics) storeReady() bool {
+	if m.storePing == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storePingTimeout)
+	defer cancel()
+	return m.storePing(ctx) == nil
 }
 
 // accountStatus is what /status says about one account.

@@ -105,9 +105,11 @@ func oauthSource(a config.Account, st *state) (oauth2.TokenSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oauth2: %w", err)
 	}
-	warnOpen(st, a, store.Path(a.User))
+	if st.tokenDB == nil {
+		warnOpen(st, a, store.Path(a.User))
+	}
 	warnOpen(st, a, o.TokenKeyFile)
-	src := oauth.NewSource(context.Background(), a.User, cfg, store, st.log)
+	src := oauth.NewSource(context.Background(), a.User, cfg, st.tokenStore(store), st.log)
 	st.metrics.tokenSource(a, src)
 	if st.sources == nil {
 		st.sources = map[*config.OAuth2]*oauth.Source{}

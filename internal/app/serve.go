@@ -29,6 +29,9 @@ func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Serve
 	st.log = log
 	if (cfg.Listen.HTTP != "" || cfg.Listen.Admin != "") && st.metrics == nil { // the admin page reads them too
 		st.metrics = newMetrics(cfg, st.bodies)
+		if st.pg != nil {
+			st.metrics.storePing = st.pg.Ping
+		}
 	}
 	router, err := newRouter(cfg, st)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/popbridge/popbridge/backends/graph"
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/cache"
+	"github.com/popbridge/popbridge/cache/pgstore"
 	"github.com/popbridge/popbridge/config"
 )
 
@@ -25,8 +27,16 @@ type state struct {
 	// sources use instead of dir's (check runs on a scratch store but
 	// must use the real tokens).
 	tokens string
-	store  *cache.Store
-	bodies *cache.Bodies // nil keeps no bodies
+	store  cache.StateStore
+	// pg is store under state.driver postgres, nil under bbolt; dsn and
+	// leaseTTL are its DSN (never logged) and state.lease_ttl.
+	pg       *pgstore.Store
+	dsn      string
+	leaseTTL time.Duration
+	// tokenDB, if set, holds the OAuth2 tokens instead of tokens/: pg,
+	// or the server's pg for a scratch state (the admin page's test).
+	tokenDB *pgstore.Store
+	bodies  *cache.Bodies // nil keeps no bodies
 	// log is the server's log, for backends that report on their own
 	// (imap: UIDVALIDITY changes); nil logs nothing.
 	log *zerolog.Logger

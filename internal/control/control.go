@@ -76,7 +76,7 @@ type BodyStats struct {
 }
 
 // StoreStats returns the stats of every account in store.
-func StoreStats(store *cache.Store) ([]AccountStats, error) {
+func StoreStats(store cache.StateStore) ([]AccountStats, error) {
 	st, err := store.Stats()
 	if err != nil {
 		return nil, err
@@ -93,7 +93,7 @@ const controlIdle = 30 * time.Second
 
 // Server answers the control protocol for a running server.
 type Server struct {
-	store  *cache.Store
+	store  cache.StateStore
 	bodies *cache.Bodies // nil keeps no bodies
 	ln     *net.UnixListener
 	path   string
@@ -108,7 +108,7 @@ type Server struct {
 // Start listens on the state directory's control socket (mode
 // 0600), replacing a stale socket left by a process that died, and serves
 // it until Close.
-func Start(dir string, store *cache.Store, bodies *cache.Bodies, log zerolog.Logger) (*Server, error) {
+func Start(dir string, store cache.StateStore, bodies *cache.Bodies, log zerolog.Logger) (*Server, error) {
 	path := filepath.Join(dir, File)
 	ln, err := listenControl(path)
 	if err != nil {
@@ -245,7 +245,11 @@ func (c *Server) do(line []byte) Reply {
 		c.log.Info().Str("account", req.Account).Msg("cache forgotten")
 		return Reply{OK: true, PID: os.Getpid()}
 	case "verify":
-		err := c.store.Verify()
+		v, ok := c.store.(interface{ Verify() error })
+		if !ok {
+			return Reply{Code: CodeBadRequest, Error: "verify checks a bbolt cache.db; this server keeps its state in PostgreSQL"}
+		}
+		err := v.Verify()
 		var de *cache.DamagedError
 		switch {
 		case errors.As(err, &de):
