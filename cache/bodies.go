@@ -121,6 +121,17 @@ func (b *Bodies) Forget(account string) {
 	b.lru.removeFunc(func(k bodyKey) bool { return k.account == account })
 }
 
+// Purge drops every body, e.g. when changes elsewhere went unheard.
+func (b *Bodies) Purge() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.init()
+	b.lru.purge()
+}
+
 // Len returns the number of kept bodies and their total length.
 func (b *Bodies) Len() (n int, total int64) {
 	if b == nil {

@@ -267,3 +267,21 @@ func TestBodiesConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestBodiesPurge(t *testing.T) {
+	b := &Bodies{MaxBytes: 1 << 20}
+	b.Put("a", "1", []byte("one"))
+	b.Put("b", "2", []byte("two"))
+	b.Purge()
+	if n, total := b.Len(); n != 0 || total != 0 {
+		t.Errorf("after Purge: %d bodies, %d bytes", n, total)
+	}
+	if _, ok := b.Get("a", "1"); ok {
+		t.Error("a body survived Purge")
+	}
+	if !b.Put("a", "1", []byte("one")) {
+		t.Error("Put after Purge refused")
+	}
+	var nilBodies *Bodies
+	nilBodies.Purge() // no bodies kept: nothing to do
+}

@@ -116,6 +116,9 @@ func (s *Source) path() string {
 	return ""
 }
 
+// Account returns the account the source is for.
+func (s *Source) Account() string { return s.account }
+
 // StoreChanged tells the source that the stored token changed elsewhere
 // (another replica refreshed it, popbridge auth wrote a new one): the
 // next Token reads the store again. Stores with files are watched

@@ -54,6 +54,8 @@ func (c *cli) check(ctx context.Context, args []string) error {
 	}
 	if err := app.CheckOwner(cfg.StateDir, *path); err != nil {
 		report("state", cfg.StateDir, err)
+	} else if cfg.State.Postgres() { // no cache.db: the database is checked below
+		report("state", cfg.StateDir+" (control socket and certificate; the state is in PostgreSQL)", nil)
 	} else {
 		detail, err := app.CheckState(cfg.StateDir)
 		report("state", detail, err)
@@ -70,6 +72,9 @@ func (c *cli) check(ctx context.Context, args []string) error {
 		return err
 	}
 	defer bs.Close()
+	if cfg.State.Postgres() { // the tokens popbridge auth stored are in the database
+		report("state", "PostgreSQL (state.driver postgres)", bs.ShareTokens(cfg))
+	}
 	for _, a := range cfg.Accounts {
 		if *offline {
 			// Built as serve builds it (ca_file, token_key_file, ...),

@@ -51,7 +51,7 @@ func (c *cli) syncAccount(ctx context.Context, args []string) error {
 	}
 	// Warnings only: the progress is printed below.
 	log := zerolog.New(c.stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
-	bs, err := app.OpenBackends(cfg.StateDir, "", &log)
+	bs, err := app.OpenBackendsConfig(cfg, &log)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/popbridge/popbridge/cache/pgstore"
 	"github.com/popbridge/popbridge/config"
 	"github.com/popbridge/popbridge/internal/admin"
 	"github.com/popbridge/popbridge/internal/control"
@@ -256,7 +257,10 @@ func Describe(a config.Account) string { return describe(a) }
 
 // Backends builds account backends outside a server, for popbridge check
 // and sync, on the store in one directory.
-type Backends struct{ st *state }
+type Backends struct {
+	st     *state
+	tokens *pgstore.Store // opened by ShareTokens; nil if none
+}
 
 // OpenBackends opens the store in dir. The OAuth2 token sources read the
 // tokens in the state directory tokens (dir if empty); log, if not nil,
@@ -267,7 +271,7 @@ func OpenBackends(dir, tokens string, log *zerolog.Logger) (*Backends, error) {
 		return nil, err
 	}
 	st.tokens, st.log = tokens, log
-	return &Backends{st}, nil
+	return &Backends{st: st}, nil
 }
 
 // New builds account a's backend, as the server does.
@@ -275,7 +279,12 @@ func (b *Backends) New(a config.Account) (Backend, error) { return newBackend(a,
 
 // Close stops the background work of every backend built, then closes
 // the store.
-func (b *Backends) Close() { b.st.close(zerolog.Nop()) }
+func (b *Backends) Close() {
+	b.st.close(zerolog.Nop())
+	if b.tokens != nil {
+		b.tokens.Close()
+	}
+}
 
 // OwnerFile in the state directory names the configuration file it
 // belongs to.

@@ -111,6 +111,7 @@ func oauthSource(a config.Account, st *state) (oauth2.TokenSource, error) {
 	warnOpen(st, a, o.TokenKeyFile)
 	src := oauth.NewSource(context.Background(), a.User, cfg, st.tokenStore(store), st.log)
 	st.metrics.tokenSource(a, src)
+	st.inval.watch(src)
 	if st.sources == nil {
 		st.sources = map[*config.OAuth2]*oauth.Source{}
 	}

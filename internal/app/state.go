@@ -36,7 +36,10 @@ type state struct {
 	// tokenDB, if set, holds the OAuth2 tokens instead of tokens/: pg,
 	// or the server's pg for a scratch state (the admin page's test).
 	tokenDB *pgstore.Store
-	bodies  *cache.Bodies // nil keeps no bodies
+	// inval drops in-memory caches on other replicas' changes; nil
+	// under bbolt.
+	inval  *invalidator
+	bodies *cache.Bodies // nil keeps no bodies
 	// log is the server's log, for backends that report on their own
 	// (imap: UIDVALIDITY changes); nil logs nothing.
 	log *zerolog.Logger
@@ -103,6 +106,7 @@ func (e damagedStoreError) Unwrap() error { return e.DamagedError }
 // logging a failure.
 func (s *state) close(log zerolog.Logger) {
 	s.closeBackends()
+	s.inval.close()
 	if err := s.store.Close(); err != nil {
 		log.Error().Err(err).Msg("closing the cache store")
 	}

@@ -41,7 +41,12 @@ func openStateConfig(cfg *config.Config, bodies *cache.Bodies, log *zerolog.Logg
 	if err != nil {
 		return nil, err
 	}
-	return &state{dir: cfg.StateDir, store: pg, pg: pg, tokenDB: pg, dsn: dsn, leaseTTL: cfg.State.Lease(), bodies: bodies}, nil
+	inval, err := startInvalidator(dsn, pg, bodies, log)
+	if err != nil {
+		pg.Close()
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return &state{dir: cfg.StateDir, store: pg, pg: pg, tokenDB: pg, dsn: dsn, leaseTTL: cfg.State.Lease(), bodies: bodies, inval: inval}, nil
 }
 
 // openPG opens the PostgreSQL store, waiting up to pgStartWait while it
@@ -62,4 +67,36 @@ func openPG(dsn string, log *zerolog.Logger) (*pgstore.Store, error) {
 		}
 		time.Sleep(delay)
 	}
+}
+
+// OpenBackendsConfig opens the state that cfg.State chooses, as the
+// server does (popbridge sync): cache.db in state_dir, or the PostgreSQL
+// database, whose tokens the OAuth2 sources then use.
+func OpenBackendsConfig(cfg *config.Config, log *zerolog.Logger) (*Backends, error) {
+	st, err := openStateConfig(cfg, nil, log)
+	if err != nil {
+		return nil, err
+	}
+	st.log = log
+	return &Backends{st: st}, nil
+}
+
+// ShareTokens makes the backends built next read their OAuth2 tokens
+// from the PostgreSQL state of cfg under state.driver postgres, where
+// popbridge auth stored them (popbridge check, whose store is a scratch
+// one). Under bbolt it does nothing. Close closes the connection.
+func (b *Backends) ShareTokens(cfg *config.Config) error {
+	if !cfg.State.Postgres() {
+		return nil
+	}
+	dsn, err := pgstore.LoadDSN(cfg.State.DSN, cfg.State.DSNFile, cfg.State.Env())
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	pg, err := pgstore.Open(context.Background(), dsn, &pgstore.Options{NoMigrate: true})
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	b.st.tokenDB, b.tokens = pg, pg
+	return nil
 }

@@ -115,3 +115,65 @@ func TestPostgresTokenRefreshedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresInvalidation checks that a replica drops what it keeps in
+// memory when another changes the shared state: the message bodies of an
+// account forgotten elsewhere, and the access token when popbridge auth
+// stores a new grant (the next login uses the new one, though the old
+// access token is still valid).
+func TestPostgresInvalidation(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.CreateDB(t)
+	env := pgEnv(t, dsn)
+	tokens := oauthtest.Start(t)
+	tokens.AddRefreshToken("rt-gmail")
+	fake := gmailtest.Start(t)
+	fake.SetValidToken(tokens.ValidAccess)
+	fake.Add([]byte("Subject: hello\r\n\r\nbody\r\n"), "INBOX")
+	cfg := must(config.Load(gmailPGConfig(t, fake, tokens, env)))
+	if err := SaveSharedToken(cfg, "gina", nil, &oauth2.Token{RefreshToken: "rt-gmail"}); err != nil {
+		t.Fatal(err)
+	}
+	r1 := startReplica(t, gmailPGConfig(t, fake, tokens, env))
+	r2 := startReplica(t, gmailPGConfig(t, fake, tokens, env))
+	login := func(r *pgReplica) *pop3 {
+		t.Helper()
+		p := dialPOP3(t, r.app.Addr("pop3").String())
+		p.cmd("USER gina")
+		if s := p.cmd("PASS s3cret"); !strings.HasPrefix(s, "+OK") {
+			t.Fatalf("PASS: %q", s)
+		}
+		return p
+	}
+
+	p := login(r1)
+	if body := p.multi("RETR 1"); !strings.Contains(body, "body") {
+		t.Fatalf("RETR 1: %q", body)
+	}
+	p.cmd("QUIT")
+	if n, _ := r1.app.st.bodies.Len(); n != 1 {
+		t.Fatalf("replica 1 keeps %d bodies after RETR, want 1", n)
+	}
+	if err := r2.app.st.store.Forget("gina"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replica 1 to drop the bodies of gina, forgotten on replica 2", func() string {
+		if n, _ := r1.app.st.bodies.Len(); n == 0 {
+			return "yes"
+		}
+		return ""
+	})
+
+	access, refresh, expiry := tokens.Issue()
+	if err := SaveSharedToken(cfg, "gina", nil, &oauth2.Token{AccessToken: access, RefreshToken: refresh, Expiry: expiry}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replica 1 to use the new grant", func() string {
+		p := login(r1)
+		p.cmd("QUIT")
+		if tokens.Checked(access) > 0 {
+			return "yes"
+		}
+		return ""
+	})
+}
