@@ -278,15 +278,25 @@ func (c *conn) login(user, pass string) error {
 	if call != nil {
 		obs.BackendCall(BackendCall{Op: OpLogin, Account: key, Duration: time.Since(call.start)})
 	}
-	if !c.srv.lock(key) {
+	lock, err := c.srv.locker.Lock(ctx, key)
+	if err != nil {
 		if err := mbox.Close(); err != nil {
 			c.log.Warn().Err(err).Msg("closing mailbox failed")
 		}
-		c.log.Info().Str("user", user).Msg("maildrop in use")
-		c.reply(ErrInUse.wire())
+		if errors.Is(err, ErrInUse) {
+			c.log.Info().Str("user", user).Msg("maildrop in use")
+			c.reply(ErrInUse.wire())
+			return nil
+		}
+		c.log.Error().Str("user", user).Err(err).Msg("locking maildrop failed")
+		c.reply(publicError(err).wire())
 		return nil
 	}
-	c.mbox, c.lockKey = mbox, key
+	c.mbox, c.lockKey, c.lock = mbox, key, lock
+	if lost := lock.Lost(); lost != nil {
+		c.lockStop = make(chan struct{})
+		go c.watchLock(lost, c.lockStop)
+	}
 	start := time.Now()
 	list, err := mbox.List(ctx)
 	c.backendCall(OpList, start, err)
@@ -570,6 +580,13 @@ func (c *conn) cmdQUIT() error {
 	committer, commit := find[Committer](c.mbox)
 	if len(uids) > 0 || commit {
 		ctx, cancel := context.WithTimeout(c.ctx, c.srv.backendTimeout())
+		if err := c.checkLock(ctx); err != nil {
+			cancel()
+			c.log.Error().Err(err).Int("marked", len(uids)).Msg("maildrop lock not confirmed; nothing deleted")
+			c.releaseMailbox()
+			c.reply("-ERR [SYS/TEMP] Could not confirm the lock on the mailbox; no messages were deleted. Log in again and retry.")
+			return errQuit
+		}
 		var err error
 		start := time.Now()
 		if commit {
@@ -593,4 +610,21 @@ func (c *conn) cmdQUIT() error {
 	c.releaseMailbox()
 	c.reply(fmt.Sprintf("+OK Logging out, %d messages deleted.", len(uids)))
 	return errQuit
+}
+
+// checkLock confirms, before the UPDATE state changes anything upstream,
+// that the session still holds the maildrop lock until ctx's deadline.
+func (c *conn) checkLock(ctx context.Context) error {
+	if c.lockLost.Load() {
+		return errLockLost
+	}
+	if err := c.lock.Check(ctx); err != nil {
+		return fmt.Errorf("check the maildrop lock: %w", err)
+	}
+	select {
+	case <-c.lock.Lost():
+		return errLockLost
+	default:
+	}
+	return nil
 }

@@ -70,12 +70,15 @@ type conn struct {
 	trace  bool // log commands and status lines (trace.go)
 
 	interrupted atomic.Bool
+	lockLost    atomic.Bool // the maildrop lock was lost (Lock.Lost)
 
 	state    state
 	user     string // from USER, waiting for PASS
 	bad      int
 	mbox     Mailbox
 	lockKey  string
+	lock     Lock
+	lockStop chan struct{} // ends watchLock
 	msgs     []message
 	loggedIn string // the authenticated user name
 
@@ -184,9 +187,14 @@ func (c *conn) serve() {
 			c.lingerClose()
 			return
 		}
+		if err == nil && c.lockLost.Load() {
+			err = errLockLost
+		}
 		if err != nil {
 			reason = c.readErrReason(err)
-			if c.interrupted.Load() {
+			if reason == "lock lost" {
+				c.replyNow(lockLostReply)
+			} else if c.interrupted.Load() {
 				c.replyNow("-ERR [SYS/TEMP] Server shutting down.")
 			} else if reason == "idle timeout" && c.state == stateTransaction {
 				c.replyNow("-ERR Disconnected for inactivity.")
@@ -231,6 +239,8 @@ func (c *conn) serve() {
 func (c *conn) readErrReason(err error) string {
 	var ne net.Error
 	switch {
+	case c.lockLost.Load():
+		return "lock lost"
 	case c.interrupted.Load():
 		return "shutdown"
 	case errors.As(err, &ne) && ne.Timeout():
@@ -269,7 +279,36 @@ func (c *conn) releaseMailbox() {
 		c.log.Warn().Err(err).Msg("closing mailbox failed")
 	}
 	c.mbox = nil
-	c.srv.unlock(c.lockKey)
+	if c.lockStop != nil {
+		close(c.lockStop)
+		c.lockStop = nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), releaseTimeout)
+	defer cancel()
+	if err := c.lock.Release(ctx); err != nil {
+		c.log.Warn().Err(err).Msg("releasing the maildrop lock failed; it frees itself when it expires")
+	}
+	c.lock = nil
+}
+
+// releaseTimeout bounds Lock.Release.
+const releaseTimeout = 10 * time.Second
+
+// errLockLost ends a session whose maildrop lock was lost.
+var errLockLost = errors.New("maildrop lock lost")
+
+// lockLostReply ends a session whose maildrop lock was lost.
+const lockLostReply = "-ERR [SYS/TEMP] Lost the lock on the mailbox; no messages were deleted. Log in again."
+
+// watchLock ends the session when its lock is lost: the flag makes the
+// next command fail, and the read deadline ends a read in progress.
+func (c *conn) watchLock(lost, stop <-chan struct{}) {
+	select {
+	case <-lost:
+		c.lockLost.Store(true)
+		c.rwc.SetReadDeadline(time.Now())
+	case <-stop:
+	}
 }
 
 // handshake runs the server side of a TLS handshake; a failure is logged
@@ -318,7 +357,7 @@ func (c *conn) readLine(max int, timeout time.Duration) (string, error) {
 	if timeout > 0 {
 		c.rwc.SetReadDeadline(time.Now().Add(timeout))
 	}
-	if c.interrupted.Load() {
+	if c.interrupted.Load() || c.lockLost.Load() {
 		return "", errors.New("interrupted")
 	}
 	line, err := c.br.ReadSlice('\n')

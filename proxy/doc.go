@@ -16,9 +16,10 @@
 //     CleartextPolicy says so. Backend.Login is called with the user name
 //     and password, bounded by BackendTimeout. A failed login is answered
 //     after a delay that grows per client address (AuthFailureDelay).
-//   - The maildrop lock: one session per maildrop. The lock key is the
-//     user name, or the MaildropID of a Mailbox implementing MaildropIDer;
-//     a second session gets ErrInUse (response code IN-USE).
+//   - The maildrop lock: one session per maildrop, taken from the
+//     Server's Locker (see below). The lock key is the user name, or the
+//     MaildropID of a Mailbox implementing MaildropIDer; a second session
+//     gets ErrInUse (response code IN-USE).
 //   - The snapshot: Mailbox.List is called once. Its UIDs and sizes are
 //     checked (valid, unique UIDs; sizes not negative) and numbered 1 to
 //     n; they do not change for the rest of the session.
@@ -26,11 +27,11 @@
 //     alone. RETR calls Mailbox.Open, TOP calls TopOpener.OpenTop when
 //     the Mailbox has it and Open otherwise; the stream is opened before
 //     +OK is sent, and is dot-stuffed with CRLF line ends on the way out.
-//   - UPDATE, on QUIT only: Mailbox.Delete with the marked UIDs (not
-//     called when none are marked), or Committer.Commit when the Mailbox
-//     has it. +OK is sent only when that call returns nil. A session that
-//     ends any other way (dropped connection, idle timeout, shutdown)
-//     deletes nothing.
+//   - UPDATE, on QUIT only: Lock.Check, then Mailbox.Delete with the
+//     marked UIDs (not called when none are marked), or
+//     Committer.Commit when the Mailbox has it. +OK is sent only when
+//     that call returns nil. A session that ends any other way (dropped
+//     connection, idle timeout, shutdown, lost lock) deletes nothing.
 //   - Close: Mailbox.Close is called exactly once, and the lock released,
 //     before the reply to QUIT, so the client may log in again at once.
 //
@@ -39,6 +40,40 @@
 // MaxBadCommands), idle time (AuthIdleTimeout, IdleTimeout); every write
 // has its own deadline (WriteTimeout). A panic in a session is recovered,
 // logged with its stack and ends that session only.
+//
+// # The maildrop lock
+//
+// Server.Locker takes the locks. The default keeps them in this
+// process's memory, which is enough for one server; replicas behind a
+// load balancer share one Locker's state (popbridge's is a lease in
+// PostgreSQL, internal/pglock), so that a second session on any
+// replica gets IN-USE. Lock is called after a successful login: an
+// error wrapping ErrInUse is answered with IN-USE, any other (the lock's
+// database unreachable) like a backend's error, SYS/TEMP unless it
+// carries an *Error; the session stays unauthenticated either way and
+// the opened Mailbox is closed.
+//
+// A lock held by a replica that then stalls (a pause, a partition) may
+// expire and be taken by another session. So on QUIT, with something to
+// delete or commit, the server calls Lock.Check with the context of the
+// Delete or Commit first; Check confirms that the lock is still the
+// session's until that context's deadline. If it fails, nothing is
+// deleted or committed, and QUIT answers
+//
+//	-ERR [SYS/TEMP] Could not confirm the lock on the mailbox; no messages were deleted. Log in again and retry.
+//
+// A lock known to be lost before QUIT (Lock.Lost closed: a renewal that
+// found the lease taken over, or no renewal for a whole lease) ends the
+// session at once, at its next command or during its wait for one,
+// with
+//
+//	-ERR [SYS/TEMP] Lost the lock on the mailbox; no messages were deleted. Log in again.
+//
+// and without entering the UPDATE state; a command already running
+// (a RETR) completes first. Lock.Release is called once, when the
+// session leaves the maildrop: before the reply to QUIT, or when the
+// session ends any other way. A lock whose Release fails must free
+// itself (a lease expires).
 //
 // # The Backend and Mailbox contract
 //

@@ -122,12 +122,17 @@ type Server struct {
 	// Observer, if set, is told about sessions and commands, for metrics.
 	Observer Observer
 
+	// Locker takes the maildrop locks. Nil means a lock in this
+	// process's memory; a Locker shared by several Servers (such as a
+	// lease in a database) locks a maildrop across all of them.
+	Locker Locker
+
 	initOnce   sync.Once
 	mu         sync.Mutex
 	listeners  map[*net.Listener]struct{}
 	conns      map[*conn]struct{}
 	perIP      map[netip.Addr]int
-	locks      map[string]struct{}
+	locker     Locker
 	penalty    *penaltyBox
 	inShutdown atomic.Bool
 	cleartext  atomic.Pointer[CleartextPolicy] // SetCleartext's, over Cleartext
@@ -187,7 +192,10 @@ func (s *Server) init() {
 		s.listeners = make(map[*net.Listener]struct{})
 		s.conns = make(map[*conn]struct{})
 		s.perIP = make(map[netip.Addr]int)
-		s.locks = make(map[string]struct{})
+		s.locker = s.Locker
+		if s.locker == nil {
+			s.locker = &localLocker{}
+		}
 		s.penalty = newPenaltyBox()
 		s.shutdownCh = make(chan struct{})
 		s.baseCtx, s.cancelAll = context.WithCancel(context.Background())
@@ -363,24 +371,6 @@ func remoteAddr(c net.Conn) netip.Addr {
 		return ap.Addr().Unmap()
 	}
 	return netip.Addr{}
-}
-
-// lock takes the maildrop lock key; it reports false if another session
-// holds it.
-func (s *Server) lock(key string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, held := s.locks[key]; held {
-		return false
-	}
-	s.locks[key] = struct{}{}
-	return true
-}
-
-func (s *Server) unlock(key string) {
-	s.mu.Lock()
-	delete(s.locks, key)
-	s.mu.Unlock()
 }
 
 // Shutdown stops the listeners, then ends every session at its next

@@ -40,7 +40,7 @@
 //
 // # Replicas
 //
-// The maildrop lock is a lease (Acquire, KeepAlive, Renew, Release) with
+// The maildrop lock is a lease (Acquire, KeepAlive, Renew, Extend, Release) with
 // a fencing token from a sequence. The writes of a POP3 UPDATE state go
 // through Fenced, which checks the lease in the same transaction: a
 // replica that lost its lease (expired during a pause or a partition,

@@ -88,15 +88,29 @@ func (s *Store) Acquire(ctx context.Context, account, owner string, ttl time.Dur
 	return &Lease{Account: account, Owner: owner, Fence: fence, TTL: ttl, store: s, lost: make(chan struct{}), validUntil: start.Add(ttl)}, nil
 }
 
-// Renew extends the lease by its TTL from now. It fails with an error
-// wrapping ErrLeaseLost, and marks the lease lost, when it expired or was
-// taken over meanwhile.
-func (l *Lease) Renew(ctx context.Context) error {
+// Renew extends the lease by its TTL from now (never shortening it). It
+// fails with an error wrapping ErrLeaseLost, and marks the lease lost,
+// when it expired or was taken over meanwhile.
+func (l *Lease) Renew(ctx context.Context) error { return l.renew(ctx, l.TTL) }
+
+// Extend is Renew for at least d from now instead of the TTL: before a
+// change upstream that must finish under the lease (the deletes of a
+// POP3 QUIT), extend it past that change's deadline. KeepAlive's
+// renewals do not shorten it. A replica that dies meanwhile keeps the
+// maildrop locked until then.
+func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
+	return l.renew(ctx, max(d, l.TTL))
+}
+
+func (l *Lease) renew(ctx context.Context, d time.Duration) error {
+	if err := l.Err(); err != nil {
+		return err // a lost lease is never renewed again
+	}
 	ctx, cancel := context.WithTimeout(ctx, l.store.timeout)
 	defer cancel()
 	start := time.Now()
-	tag, err := l.store.pool.Exec(ctx, `UPDATE maildrop_lease SET expires_at = clock_timestamp() + $3::interval
-		WHERE account = $1 AND fence = $2 AND expires_at > clock_timestamp()`, l.Account, l.Fence, l.TTL)
+	tag, err := l.store.pool.Exec(ctx, `UPDATE maildrop_lease SET expires_at = greatest(expires_at, clock_timestamp() + $3::interval)
+		WHERE account = $1 AND fence = $2 AND expires_at > clock_timestamp()`, l.Account, l.Fence, d)
 	if err != nil {
 		return wrap(fmt.Sprintf("account %q: renew the maildrop lease", l.Account), err)
 	}
@@ -105,7 +119,7 @@ func (l *Lease) Renew(ctx context.Context) error {
 		l.markLost(err)
 		return err
 	}
-	l.extended(start)
+	l.extendedBy(start, d)
 	return nil
 }
 
@@ -122,10 +136,14 @@ func (l *Lease) ValidUntil() time.Time {
 
 // extended records that the database extended the lease to TTL after
 // start, or later.
-func (l *Lease) extended(start time.Time) {
+func (l *Lease) extended(start time.Time) { l.extendedBy(start, l.TTL) }
+
+// extendedBy records that the database extended the lease to d after
+// start, or later.
+func (l *Lease) extendedBy(start time.Time, d time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if t := start.Add(l.TTL); l.err == nil && t.After(l.validUntil) {
+	if t := start.Add(d); l.err == nil && t.After(l.validUntil) {
 		l.validUntil = t
 	}
 }

@@ -308,3 +308,51 @@ func TestFencedExtendsLease(t *testing.T) {
 		t.Error("a rolled back Fenced moved ValidUntil")
 	}
 }
+
+// TestExtendOutlastsKeepAlive: Extend holds the lease past its TTL in the
+// database, and KeepAlive's renewals do not shorten it; a lost lease is
+// not extended.
+func TestExtendOutlastsKeepAlive(t *testing.T) {
+	s, _ := openTemp(t)
+	const ttl = 500 * time.Millisecond
+	l, err := s.Acquire(context.Background(), "bob", "a", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.KeepAlive()
+	defer l.Release(context.Background())
+	before := time.Now()
+	if err := l.Extend(context.Background(), 4*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if v := l.ValidUntil(); v.Before(before.Add(4 * time.Second)) {
+		t.Errorf("ValidUntil %v after Extend(4s) at %v", v, before)
+	}
+	time.Sleep(2 * ttl) // several renewals
+	var left time.Duration
+	if err := s.pool.QueryRow(t.Context(), "SELECT extract(epoch FROM expires_at - clock_timestamp())::float8 * 1e9 FROM maildrop_lease WHERE account = 'bob'").Scan((*float64Duration)(&left)); err != nil {
+		t.Fatal(err)
+	}
+	if left < 2*time.Second {
+		t.Errorf("lease ends in %v after renewals; Extend(4s) was %v ago", left, time.Since(before))
+	}
+	// Taken over: Extend fails and says so.
+	if _, err := s.pool.Exec(t.Context(), "UPDATE maildrop_lease SET fence = nextval('lease_fence') WHERE account = 'bob'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Extend(context.Background(), time.Minute); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("Extend of a taken-over lease: %v, want ErrLeaseLost", err)
+	}
+}
+
+// float64Duration scans nanoseconds given as a float.
+type float64Duration time.Duration
+
+func (d *float64Duration) Scan(v any) error {
+	f, ok := v.(float64)
+	if !ok {
+		return fmt.Errorf("scan %T as a duration", v)
+	}
+	*d = float64Duration(f)
+	return nil
+}
