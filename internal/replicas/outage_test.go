@@ -30,8 +30,8 @@ func TestReplicasPostgresRestart(t *testing.T) {
 	for i := 1; i <= 6; i++ {
 		users = append(users, fmt.Sprintf("u%d", i))
 	}
-	d := startDovecot(t, users, 20, "")
-	accounts, files := imapAccounts(t, d, users)
+	d := startDovecot(t, append(users, "held"), 20, "")
+	accounts, files := imapAccounts(t, d, append(users, "held"))
 	rs := startCluster(t, clusterOptions{dsn: dsn, accounts: accounts, files: files})
 	before := map[string][]string{}
 	for _, u := range users {
@@ -71,6 +71,12 @@ func TestReplicasPostgresRestart(t *testing.T) {
 	served := func(s session) bool { return strings.HasPrefix(s.login, "+OK") }
 	time.Sleep(1500 * time.Millisecond)
 	servedBefore := count(served)
+	// A session in progress across the stop, outside the load.
+	held := rs[0].mustLogin(t, "held", "pop-held")
+	heldBefore := list(t, held)
+	if _, err := held.Cmd("DELE 1"); err != nil {
+		t.Fatal(err)
+	}
 
 	srv.Shutdown()
 	down := time.Now()
@@ -89,6 +95,12 @@ func TestReplicasPostgresRestart(t *testing.T) {
 			wg.Wait()
 			t.Fatalf("replica %s: login while PostgreSQL is down: %q, want -ERR [SYS/TEMP]", r.name, reply)
 		}
+	}
+	heldQuit, _ := held.Cmd("QUIT")
+	if !strings.HasPrefix(heldQuit, "-ERR") {
+		stop.Store(true)
+		wg.Wait()
+		t.Fatalf("QUIT after DELE of a session in progress while PostgreSQL is down: %q, want -ERR", heldQuit)
 	}
 	time.Sleep(time.Second)
 	if err := srv.Restart(); err != nil {
@@ -131,6 +143,9 @@ func TestReplicasPostgresRestart(t *testing.T) {
 			mayGo[s.deleted] = true
 		}
 	}
+	if now := d.pop3Listing(t, "held"); !slices.Equal(now.UIDLs, heldBefore.UIDLs) {
+		t.Errorf("held: Dovecot lists %v after the QUIT answered %q; want all of %v", now, heldQuit, heldBefore)
+	}
 	removed := 0
 	for _, u := range users {
 		now := d.pop3Listing(t, u).UIDLs
@@ -157,8 +172,8 @@ func TestReplicasPostgresRestart(t *testing.T) {
 	if servedBefore == 0 || removed == 0 {
 		t.Fatalf("the load did too little: %d sessions served before the stop, %d messages removed", servedBefore, removed)
 	}
-	t.Logf("replicas: PostgreSQL stopped and restarted under load (%d sessions on 3 replicas, %d answered -ERR [SYS/TEMP]): /readyz 503 on all %v after the stop, 200 %v after the restart by itself; %d messages removed, each after DELE and QUIT +OK, none else (%d keys with a QUIT left unanswered)",
-		len(sessions), temp, notReady.Round(100*time.Millisecond), ready.Round(100*time.Millisecond), removed, len(slices.Collect(maps.Keys(mayGo))))
+	t.Logf("replicas: PostgreSQL stopped and restarted under load (%d sessions on 3 replicas, %d logins answered -ERR [SYS/TEMP]): /readyz 503 on all %v after the stop, 200 %v after the restart by itself; a session in progress got %q at QUIT and kept its mail; %d messages removed, each after DELE and QUIT +OK, none else (%d with a QUIT left unanswered)",
+		len(sessions), temp, notReady.Round(time.Millisecond), ready.Round(time.Millisecond), heldQuit, removed, len(slices.Collect(maps.Keys(mayGo))))
 }
 
 // runSession logs in as user on r, lists, retrieves the first message
