@@ -77,7 +77,7 @@ func (s *Store) Acquire(ctx context.Context, account, owner string, ttl time.Dur
 		if err != nil {
 			return err
 		}
-		return notify(ctx, tx, "lease", account)
+		return notify(ctx, tx, s.origin, "lease", account)
 	})
 	if err != nil {
 		return nil, wrap(fmt.Sprintf("account %q: acquire the maildrop lease", account), err)
@@ -225,7 +225,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, "DELETE FROM maildrop_lease WHERE account = $1 AND fence = $2", l.Account, l.Fence); err != nil {
 			return err
 		}
-		return notify(ctx, tx, "lease", l.Account)
+		return notify(ctx, tx, l.store.origin, "lease", l.Account)
 	})
 	return wrap(fmt.Sprintf("account %q: release the maildrop lease", l.Account), err)
 }

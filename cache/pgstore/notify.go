@@ -20,6 +20,8 @@ type Invalidation struct {
 	Kind string
 	// Account is the account whose data changed.
 	Account string
+	// Origin is the Store.Origin of the Store that made the change.
+	Origin string
 }
 
 // ListenerName is the application_name of a Subscriber's connection
@@ -157,7 +159,8 @@ func (s *Subscriber) listen(ctx context.Context, cfg *pgx.ConnConfig) bool {
 			continue
 		}
 		kind, account, _ := strings.Cut(n.Payload, ":")
-		if !s.send(ctx, Invalidation{Kind: kind, Account: account}) {
+		kind, origin, _ := strings.Cut(kind, "/")
+		if !s.send(ctx, Invalidation{Kind: kind, Account: account, Origin: origin}) {
 			return true
 		}
 	}

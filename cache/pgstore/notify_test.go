@@ -7,8 +7,20 @@ import (
 	"time"
 )
 
-// next returns the next invalidation, failing the test after 10 s.
+// next returns the next invalidation, failing the test after 10 s,
+// with its Origin checked and cleared (see TestNotifyOrigin).
 func next(t *testing.T, sub *Subscriber) Invalidation {
+	t.Helper()
+	inv := nextOrigin(t, sub)
+	if !inv.All && inv.Origin == "" {
+		t.Errorf("%+v: no Origin", inv)
+	}
+	inv.Origin = ""
+	return inv
+}
+
+// nextOrigin returns the next invalidation, failing the test after 10 s.
+func nextOrigin(t *testing.T, sub *Subscriber) Invalidation {
 	t.Helper()
 	select {
 	case inv, ok := <-sub.C():
@@ -105,4 +117,25 @@ func TestNotifyAfterReconnect(t *testing.T) {
 		t.Error("C still open after Close")
 	}
 	t.Log("replicas: the listener reconnected by itself after its connection was killed, and invalidated everything")
+}
+
+// TestNotifyOrigin: an invalidation names the Store that made the
+// change, so that a replica can tell its own changes from others'.
+func TestNotifyOrigin(t *testing.T) {
+	dsn := newDB(t)
+	a, b := openDSN(t, dsn), openDSN(t, dsn)
+	if a.Origin() == "" || a.Origin() == b.Origin() {
+		t.Fatalf("origins %q and %q, want two different ones", a.Origin(), b.Origin())
+	}
+	sub := subscribe(t, dsn)
+	mustApply(t, a, "alice", Change{AddTombstones: []string{"x"}})
+	if inv := nextOrigin(t, sub); inv != (Invalidation{Kind: "state", Account: "alice", Origin: a.Origin()}) {
+		t.Errorf("got %+v, want alice's change from %s", inv, a.Origin())
+	}
+	if err := (&Tokens{Store: b}).Save("a:b/c", tokenFor("rt")); err != nil {
+		t.Fatal(err)
+	}
+	if inv := nextOrigin(t, sub); inv != (Invalidation{Kind: "token", Account: "a:b/c", Origin: b.Origin()}) {
+		t.Errorf("got %+v, want the token of a:b/c from %s", inv, b.Origin())
+	}
 }

@@ -2,6 +2,8 @@ package pgstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -47,6 +49,7 @@ type Options struct {
 type Store struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration
+	origin  string // tags this Store's notifications (Invalidation.Origin)
 	holds   holds
 }
 
@@ -76,7 +79,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, wrap("open", err)
 	}
-	s := &Store{pool: pool, timeout: o.Timeout}
+	s := &Store{pool: pool, timeout: o.Timeout, origin: newOrigin()}
 	s.holds.init()
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -461,7 +464,7 @@ func (s *Store) write(ctx context.Context, account string, lease *Lease, fn func
 		if err := fn(ctx, w); err != nil {
 			return err
 		}
-		return notify(ctx, tx, "state", account)
+		return notify(ctx, tx, s.origin, "state", account)
 	})
 	if err != nil {
 		var ve *validationError
@@ -482,10 +485,22 @@ func lockAccount(ctx context.Context, tx pgx.Tx, account string) error {
 	return err
 }
 
-// notify announces a change of kind to account's data at commit.
-func notify(ctx context.Context, tx pgx.Tx, kind, account string) error {
-	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, kind+":"+account)
+// notify announces a change of kind to account's data at commit, made
+// by the Store of origin. The payload is "kind/origin:account".
+func notify(ctx context.Context, tx pgx.Tx, origin, kind, account string) error {
+	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, kind+"/"+origin+":"+account)
 	return err
+}
+
+// Origin identifies this Store in the Invalidations its changes cause,
+// so that a replica can tell its own changes from other replicas'.
+func (s *Store) Origin() string { return s.origin }
+
+// newOrigin returns a random name for a Store.
+func newOrigin() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Forget removes all of the account's data: records, tombstones, sync
@@ -518,7 +533,7 @@ func (s *Store) Forget(account string) error {
 			return err
 		}
 		existed = tag.RowsAffected() > 0
-		return notify(ctx, tx, "state", account)
+		return notify(ctx, tx, s.origin, "state", account)
 	})
 	switch {
 	case err != nil:

@@ -188,7 +188,7 @@ func (t *Tokens) CompareAndSwap(ctx context.Context, account string, version int
 			return err
 		}
 		if ok = tag.RowsAffected() == 1; ok {
-			return notify(ctx, tx, "token", account)
+			return notify(ctx, tx, t.Store.origin, "token", account)
 		}
 		return nil
 	})
@@ -252,7 +252,7 @@ func (t *Tokens) Refresh(ctx context.Context, account string, stale func(*oauth2
 			return fmt.Errorf("pgstore: the token of %s changed under its row lock", account)
 		}
 		out = fresh
-		return notify(ctx, tx, "token", account)
+		return notify(ctx, tx, t.Store.origin, "token", account)
 	})
 	if refreshErr != nil {
 		return nil, fmt.Errorf("pgstore: account %q: refresh the token: %w", account, refreshErr)
@@ -293,7 +293,7 @@ func (t *Tokens) write(ctx context.Context, tx pgx.Tx, account string, tok *oaut
 	if err != nil {
 		return err
 	}
-	return notify(ctx, tx, "token", account)
+	return notify(ctx, tx, t.Store.origin, "token", account)
 }
 
 // keepRefresh returns tok, with old's refresh token when tok has none.

@@ -68,8 +68,12 @@ func (v *invalidator) apply(inv pgstore.Invalidation) {
 		}
 		v.mu.Unlock()
 	case inv.Kind == "state":
-		// This replica's own sessions and syncs hold the account while
-		// they write: their changes keep the bodies they fetched.
+		// This replica's own changes keep the bodies it fetched: its
+		// sessions and syncs made them (the notification may arrive
+		// after they let the account go), as under bbolt.
+		if o, ok := v.store.(interface{ Origin() string }); ok && inv.Origin == o.Origin() {
+			return
+		}
 		if v.store.Holders(inv.Account) == 0 {
 			v.bodies.Forget(inv.Account)
 		}

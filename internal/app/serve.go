@@ -16,6 +16,7 @@ import (
 	"github.com/popbridge/popbridge/backends/maildir"
 	pop3relay "github.com/popbridge/popbridge/backends/pop3"
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/pglock"
 	"github.com/popbridge/popbridge/internal/tlsconf"
 	"github.com/popbridge/popbridge/proxy"
 )
@@ -39,6 +40,10 @@ func newServer(cfg *config.Config, log *zerolog.Logger, st *state) (*proxy.Serve
 	}
 	st.commitBackends()
 	srv := &proxy.Server{Backend: newSwapBackend(router), Logger: log} // SIGHUP swaps the router
+	if st.pg != nil {
+		// The maildrop lock across replicas: a lease in PostgreSQL.
+		srv.Locker = pglock.New(st.pg, st.leaseTTL)
+	}
 	if srv.Cleartext, err = CleartextPolicy(cfg.CleartextAuth); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -76,11 +77,20 @@ func TestPostgresTokenRefreshedOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p := dialPOP3(t, r.app.Addr("pop3").String())
-			p.cmd("USER gina")
-			replies[i] = p.cmd("PASS s3cret")
-			if strings.HasPrefix(replies[i], "+OK") {
-				p.cmd("QUIT")
+			// One session per maildrop across replicas: a login that
+			// finds gina IN-USE tries again once the other has quit.
+			for range 100 {
+				p := dialPOP3(t, r.app.Addr("pop3").String())
+				p.cmd("USER gina")
+				replies[i] = p.cmd("PASS s3cret")
+				if strings.HasPrefix(replies[i], "+OK") {
+					p.cmd("QUIT")
+				}
+				p.c.Close()
+				if !strings.HasPrefix(replies[i], "-ERR [IN-USE]") {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
 		}()
 	}
