@@ -24,8 +24,8 @@ var pg *pgtest.Server
 
 func TestMain(m *testing.M) {
 	var err error
-	pg, err = pgtest.Launch(0)
-	if err != nil && !(errors.Is(err, pgtest.ErrNotInstalled) && os.Getenv("CI") != "true") {
+	pg, err = pgtest.ForPackage()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -99,6 +99,18 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// ForPackage is Launch(0) for a package's TestMain, with the CI rule:
+// when PostgreSQL is not installed it returns nil and no error (the
+// tests skip), unless the environment has CI=true (then the error, and
+// the run must fail).
+func ForPackage() (*Server, error) {
+	s, err := Launch(0)
+	if errors.Is(err, ErrNotInstalled) && os.Getenv("CI") != "true" {
+		return nil, nil
+	}
+	return s, err
+}
+
 // Launch initialises a cluster in a new directory under the system's
 // temporary directory and starts its server on port, or on a free port
 // when port is 0. It returns ErrNotInstalled when PostgreSQL is missing.

@@ -50,8 +50,8 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	pg, err = pgtest.Launch(0)
-	if err != nil && !(errors.Is(err, pgtest.ErrNotInstalled) && os.Getenv("CI") != "true") {
+	pg, err = pgtest.ForPackage()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
