@@ -116,9 +116,18 @@ func TestReplicasKillHolder(t *testing.T) {
 	rs[0].kill9(t)
 	killed := time.Now()
 
-	// The lease outlives its holder until it runs out.
-	if _, reply := rs[1].login(t, "ann", "pop-ann"); !strings.HasPrefix(reply, "-ERR [IN-USE]") {
-		t.Fatalf("B right after A was killed: PASS %q, want -ERR [IN-USE] (the lease is still live)", reply)
+	// The lease outlives its holder until it runs out: at least 2/3 of
+	// lease_ttl, since it is renewed every third. A login answered later
+	// than that (a very loaded machine) may rightly find it expired.
+	inUse := "[IN-USE] at once"
+	if cl, reply := rs[1].login(t, "ann", "pop-ann"); !strings.HasPrefix(reply, "-ERR [IN-USE]") {
+		if since := time.Since(killed); since < leaseTTL*2/3 {
+			t.Fatalf("B %v after A was killed: PASS %q, want -ERR [IN-USE] (the lease is still live)", since, reply)
+		}
+		inUse = "B's login came after the lease's sure remainder, IN-USE not checked"
+		if strings.HasPrefix(reply, "+OK") {
+			cl.Cmd("QUIT") // deletes nothing: no DELE in this session
+		}
 	}
 	var b, c = rs[1], rs[2]
 	var took time.Duration
@@ -148,8 +157,8 @@ func TestReplicasKillHolder(t *testing.T) {
 	if n := query[int64](t, dsn, "SELECT count(*) FROM tombstone WHERE account = 'ann'"); n != 0 {
 		t.Fatalf("%d tombstones for ann after the killed session", n)
 	}
-	t.Logf("replicas: kill -9 of the replica holding the maildrop after DELE (no QUIT): [IN-USE] at once, replica %s served it %v later (lease_ttl %v), all %d messages still in Dovecot",
-		b.name, took.Round(100*time.Millisecond), leaseTTL, len(before.UIDLs))
+	t.Logf("replicas: kill -9 of the replica holding the maildrop after DELE (no QUIT): %s, replica %s served it %v later (lease_ttl %v), all %d messages still in Dovecot",
+		inUse, b.name, took.Round(100*time.Millisecond), leaseTTL, len(before.UIDLs))
 }
 
 // TestReplicasPausedCannotCommit: replica A is paused (SIGSTOP) after
