@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/freeport"
 )
 
 // TestCompareWithDovecot is the benchmark of docs/benchmarks.md: popbridge
@@ -253,15 +254,9 @@ func genMessage(seed, size int) []byte {
 	return b.Bytes()
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a free TCP port on 127.0.0.1 (freeport: not one an
+// outgoing connection can take before the server binds it).
+func freePort(t *testing.T) int { return freeport.Port(t) }
 
 func waitListen(t *testing.T, addr string) {
 	t.Helper()

@@ -39,6 +39,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/freeport"
 	"github.com/popbridge/popbridge/internal/testcert"
 	"github.com/popbridge/popbridge/internal/testcorpus"
 )
@@ -961,16 +962,9 @@ func waitGreeting(t *testing.T, addr string, useTLS bool, log *syncBuffer) {
 	t.Fatalf("popbridge did not greet on %s within 20 s: %v\n%s", addr, err, log)
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a free TCP port on 127.0.0.1 (freeport: not one an
+// outgoing connection can take before the server binds it).
+func freePort(t *testing.T) int { return freeport.Port(t) }
 
 // ---------------------------------------------------------------------
 // Expected bytes

@@ -19,6 +19,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth"
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/internal/app"
+	"github.com/popbridge/popbridge/internal/freeport"
 )
 
 // httpGet returns the status code and body of GET url with the optional
@@ -212,16 +213,9 @@ func TestHealthcheckUsage(t *testing.T) {
 	}
 }
 
-// opsPort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func opsPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// opsPort returns a free TCP port on 127.0.0.1 (freeport: not one an
+// outgoing connection can take before the server binds it).
+func opsPort(t *testing.T) int { return freeport.Port(t) }
 
 // httptestServer serves code on every path and returns its URL.
 func httptestServer(t *testing.T, code int) string {

@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/internal/freeport"
 	"github.com/popbridge/popbridge/internal/testcert"
 	"github.com/popbridge/popbridge/internal/testcorpus"
 )
@@ -581,24 +582,13 @@ func traversable(dir string) error {
 	}
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
+// freePorts returns n distinct free TCP ports on 127.0.0.1 (freeport).
 func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("dovecottest: free port: %w", err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	ps, err := freeport.Ports(n)
+	if err != nil {
+		return nil, fmt.Errorf("dovecottest: free port: %w", err)
 	}
-	return ports, nil
+	return ps, nil
 }
 
 func tail(b []byte, n int) []byte {

@@ -18,7 +18,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -33,6 +32,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/popbridge/popbridge/internal/freeport"
 )
 
 // ErrNotInstalled is returned by Launch when no PostgreSQL server
@@ -310,12 +311,11 @@ func (s *Server) tail() string {
 	return "postgres log:\n" + l
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a free TCP port on 127.0.0.1 (freeport).
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ps, err := freeport.Ports(1)
 	if err != nil {
 		return 0, fmt.Errorf("pgtest: free port: %w", err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return ps[0], nil
 }

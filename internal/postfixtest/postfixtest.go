@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/freeport"
 )
 
 // Options configures an instance. The zero value gives one user
@@ -701,24 +702,13 @@ func ids(name string) (uid, gid int, err error) {
 	return uid, gid, nil
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
+// freePorts returns n distinct free TCP ports on 127.0.0.1 (freeport).
 func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("postfixtest: free port: %w", err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	ps, err := freeport.Ports(n)
+	if err != nil {
+		return nil, fmt.Errorf("postfixtest: free port: %w", err)
 	}
-	return ports, nil
+	return ps, nil
 }
 
 func tail(s string, n int) string {

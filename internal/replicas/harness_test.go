@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/popbridge/popbridge/internal/dovecottest"
+	"github.com/popbridge/popbridge/internal/freeport"
 	"github.com/popbridge/popbridge/internal/pgtest"
 	"github.com/popbridge/popbridge/internal/pop3test"
 )
@@ -460,16 +461,9 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a free TCP port on 127.0.0.1 (freeport: not one an
+// outgoing connection can take before the server binds it).
+func freePort(t *testing.T) int { return freeport.Port(t) }
 
 func tail(s string, n int) string {
 	if len(s) > n {
