@@ -137,7 +137,7 @@ type Store struct {
 	batch bool
 	mem   *memory
 	locks accountLocks
-	holds holds
+	holds Holds
 	loads atomic.Int64 // accounts read whole from bbolt, for tests
 }
 
@@ -196,7 +196,6 @@ func open(path string, opts *Options, migs []migration) (*Store, error) {
 		return nil, fmt.Errorf("cache: open %s: %w", path, err)
 	}
 	s := &Store{db: db, path: path, batch: o.BatchDelay > 0, mem: newMemory(int64(o.MemoryRecords))}
-	s.holds.init()
 	if s.batch {
 		db.MaxBatchDelay = o.BatchDelay
 	}
@@ -342,7 +341,7 @@ func (s *Store) Forget(account string) error {
 	if err := checkName("account", account); err != nil {
 		return err
 	}
-	done, ok := s.holds.forget(account)
+	done, ok := s.holds.Forget(account)
 	if !ok {
 		return fmt.Errorf("cache: forget %q: %w", account, ErrInUse)
 	}
@@ -370,7 +369,7 @@ func (s *Store) Hold(account string) (release func(), err error) {
 	if err := checkName("account", account); err != nil {
 		return nil, err
 	}
-	return s.holds.hold(account), nil
+	return s.holds.Hold(account), nil
 }
 
 // Stats reads every account's figures from the file, sorted by account.
@@ -618,63 +617,8 @@ func (l *accountLocks) lock(account string) (unlock func()) {
 	}
 }
 
-// holds counts the sessions holding each account, and the Forgets in
-// progress, which exclude each other.
-type holds struct {
-	mu         sync.Mutex
-	changed    *sync.Cond // a Forget finished
-	sessions   map[string]int
-	forgetting map[string]int
-}
-
-func (h *holds) init() {
-	h.changed = sync.NewCond(&h.mu)
-	h.sessions = map[string]int{}
-	h.forgetting = map[string]int{}
-}
-
-func (h *holds) hold(account string) (release func()) {
-	h.mu.Lock()
-	for h.forgetting[account] > 0 {
-		h.changed.Wait()
-	}
-	h.sessions[account]++
-	h.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			h.mu.Lock()
-			if h.sessions[account]--; h.sessions[account] == 0 {
-				delete(h.sessions, account)
-			}
-			h.mu.Unlock()
-		})
-	}
-}
-
-// forget reports whether the account is free; if so, holds wait until
-// done is called.
-func (h *holds) forget(account string) (done func(), ok bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.sessions[account] > 0 {
-		return nil, false
-	}
-	h.forgetting[account]++
-	return func() {
-		h.mu.Lock()
-		if h.forgetting[account]--; h.forgetting[account] == 0 {
-			delete(h.forgetting, account)
-		}
-		h.mu.Unlock()
-		h.changed.Broadcast()
-	}, true
-}
-
 // Holders returns how many sessions (and background syncs) hold account
 // now, as Hold counts them.
 func (s *Store) Holders(account string) int {
-	s.holds.mu.Lock()
-	defer s.holds.mu.Unlock()
-	return s.holds.sessions[account]
+	return s.holds.Count(account)
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -50,7 +49,7 @@ type Store struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration
 	origin  string // tags this Store's notifications (Invalidation.Origin)
-	holds   holds
+	holds   cache.Holds
 }
 
 // Open connects to the database at dsn (a postgres:// URL or key=value
@@ -80,7 +79,6 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		return nil, wrap("open", err)
 	}
 	s := &Store{pool: pool, timeout: o.Timeout, origin: newOrigin()}
-	s.holds.init()
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	if o.NoMigrate {
@@ -512,7 +510,7 @@ func (s *Store) Forget(account string) error {
 	if err := checkAccount(account); err != nil {
 		return err
 	}
-	done, ok := s.holds.forget(account)
+	done, ok := s.holds.Forget(account)
 	if !ok {
 		return fmt.Errorf("pgstore: forget %q: %w", account, cache.ErrInUse)
 	}
@@ -554,15 +552,13 @@ func (s *Store) Hold(account string) (release func(), err error) {
 	if err := checkAccount(account); err != nil {
 		return nil, err
 	}
-	return s.holds.hold(account), nil
+	return s.holds.Hold(account), nil
 }
 
 // Holders returns how many sessions (and background syncs) of this
 // process hold account now, as Hold counts them.
 func (s *Store) Holders(account string) int {
-	s.holds.mu.Lock()
-	defer s.holds.mu.Unlock()
-	return s.holds.sessions[account]
+	return s.holds.Count(account)
 }
 
 // Stats reads every account's figures, sorted by account. DiskBytes is
@@ -664,57 +660,6 @@ func bytesOf(ss []string) [][]byte {
 		out[i] = []byte(s)
 	}
 	return out
-}
-
-// holds counts the sessions of this process holding each account, and
-// the Forgets in progress, which exclude each other (as in cache).
-type holds struct {
-	mu         sync.Mutex
-	changed    *sync.Cond
-	sessions   map[string]int
-	forgetting map[string]int
-}
-
-func (h *holds) init() {
-	h.changed = sync.NewCond(&h.mu)
-	h.sessions = map[string]int{}
-	h.forgetting = map[string]int{}
-}
-
-func (h *holds) hold(account string) (release func()) {
-	h.mu.Lock()
-	for h.forgetting[account] > 0 {
-		h.changed.Wait()
-	}
-	h.sessions[account]++
-	h.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			h.mu.Lock()
-			if h.sessions[account]--; h.sessions[account] == 0 {
-				delete(h.sessions, account)
-			}
-			h.mu.Unlock()
-		})
-	}
-}
-
-func (h *holds) forget(account string) (done func(), ok bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.sessions[account] > 0 {
-		return nil, false
-	}
-	h.forgetting[account]++
-	return func() {
-		h.mu.Lock()
-		if h.forgetting[account]--; h.forgetting[account] == 0 {
-			delete(h.forgetting, account)
-		}
-		h.mu.Unlock()
-		h.changed.Broadcast()
-	}, true
 }
 
 var _ cache.StateStore = (*Store)(nil)

@@ -250,10 +250,7 @@ func TestHoldWaitsForForget(t *testing.T) {
 	forgot := make(chan error, 1)
 	go func() { forgot <- s.Forget("carol") }()
 	for {
-		s.holds.mu.Lock()
-		n := s.holds.forgetting["carol"]
-		s.holds.mu.Unlock()
-		if n > 0 {
+		if s.holds.Forgetting("carol") {
 			break
 		}
 		time.Sleep(time.Millisecond)
