@@ -83,17 +83,9 @@ func stateFlags(fs *flag.FlagSet) (dir func() (string, []string, config.State, e
 // openShared opens the PostgreSQL store of a state section with driver
 // postgres, for the cache commands when no server answers.
 func openShared(st config.State) (*pgstore.Store, error) {
-	dsn, err := pgstore.LoadDSN(st.DSN, st.DSNFile, st.Env())
-	if err != nil {
-		return nil, fmt.Errorf("state: %w", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	pg, err := pgstore.Open(ctx, dsn, &pgstore.Options{MaxConns: 2, NoMigrate: true})
-	if err != nil {
-		return nil, fmt.Errorf("state: %w", err)
-	}
-	return pg, nil
+	return app.OpenShared(ctx, st, &pgstore.Options{MaxConns: 2, NoMigrate: true})
 }
 
 func (c *cli) cacheStats(args []string) error {

@@ -128,7 +128,7 @@ func (c *cli) stateMigrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	dsn, err := migrateDSN(cfg)
+	dsn, err := app.StateDSN(cfg.State)
 	if err != nil {
 		return err
 	}
@@ -199,17 +199,6 @@ func (c *cli) stateMigrate(ctx context.Context, args []string) error {
 		fmt.Fprintf(c.stdout, "Next: start popbridge with %s.\n", *path)
 	}
 	return nil
-}
-
-// migrateDSN returns the PostgreSQL DSN of cfg's state section (dsn,
-// else dsn_file, else the environment variable dsn_env names), whatever
-// its driver.
-func migrateDSN(cfg *config.Config) (string, error) {
-	dsn, err := pgstore.LoadDSN(cfg.State.DSN, cfg.State.DSNFile, cfg.State.Env())
-	if err != nil {
-		return "", fmt.Errorf("state: %w", err)
-	}
-	return dsn, nil
 }
 
 // replicasIdle refuses a database that popbridge replicas use now: one

@@ -19,6 +19,32 @@ import (
 // not ready (/readyz) until PostgreSQL is back. A variable for tests.
 var pgStartWait = 30 * time.Second
 
+// StateDSN returns the PostgreSQL DSN of a state section: its dsn, else
+// the file dsn_file names, else the environment variable of dsn_env,
+// whatever the driver.
+func StateDSN(st config.State) (string, error) {
+	dsn, err := pgstore.LoadDSN(st.DSN, st.DSNFile, st.Env())
+	if err != nil {
+		return "", fmt.Errorf("state: %w", err)
+	}
+	return dsn, nil
+}
+
+// OpenShared opens the PostgreSQL database of a state section at once,
+// without the wait of a starting server: for the commands that use it
+// beside the replicas (popbridge auth, check and cache).
+func OpenShared(ctx context.Context, st config.State, opts *pgstore.Options) (*pgstore.Store, error) {
+	dsn, err := StateDSN(st)
+	if err != nil {
+		return nil, err
+	}
+	pg, err := pgstore.Open(ctx, dsn, opts)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return pg, nil
+}
+
 // openStateConfig opens the state that cfg.State chooses: cache.db in
 // cfg.StateDir (bbolt), or the PostgreSQL database of the state DSN.
 // state_dir is created either way: it keeps the control socket and the
@@ -30,9 +56,9 @@ func openStateConfig(cfg *config.Config, bodies *cache.Bodies, log *zerolog.Logg
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state_dir %s: %w", cfg.StateDir, err)
 	}
-	dsn, err := pgstore.LoadDSN(cfg.State.DSN, cfg.State.DSNFile, cfg.State.Env())
+	dsn, err := StateDSN(cfg.State)
 	if err != nil {
-		return nil, fmt.Errorf("state: %w", err)
+		return nil, err
 	}
 	if cfg.State.InlinePassword() && log != nil {
 		log.Warn().Msg("state.dsn holds a password in the configuration file; move the DSN into a file of mode 0600 (state.dsn_file) or the environment variable state.dsn_env names")
@@ -89,13 +115,9 @@ func (b *Backends) ShareTokens(cfg *config.Config) error {
 	if !cfg.State.Postgres() {
 		return nil
 	}
-	dsn, err := pgstore.LoadDSN(cfg.State.DSN, cfg.State.DSNFile, cfg.State.Env())
+	pg, err := OpenShared(context.Background(), cfg.State, &pgstore.Options{NoMigrate: true})
 	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	pg, err := pgstore.Open(context.Background(), dsn, &pgstore.Options{NoMigrate: true})
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
+		return err
 	}
 	b.st.tokenDB, b.tokens = pg, pg
 	return nil

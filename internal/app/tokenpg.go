@@ -64,13 +64,9 @@ func (st *state) tokenStore(files *oauth.Store) oauth.TokenStore {
 // (state.driver postgres), sealed with key, for popbridge auth; the
 // replicas use it at their next login.
 func SaveSharedToken(cfg *config.Config, account string, key *[32]byte, tok *oauth2.Token) error {
-	dsn, err := pgstore.LoadDSN(cfg.State.DSN, cfg.State.DSNFile, cfg.State.Env())
+	pg, err := OpenShared(context.Background(), cfg.State, nil)
 	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	pg, err := pgstore.Open(context.Background(), dsn, nil)
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
+		return err
 	}
 	defer pg.Close()
 	return (&pgstore.Tokens{Store: pg, Key: key}).Save(account, tok)
