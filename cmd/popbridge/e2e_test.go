@@ -42,6 +42,7 @@ import (
 	"github.com/popbridge/popbridge/internal/freeport"
 	"github.com/popbridge/popbridge/internal/testcert"
 	"github.com/popbridge/popbridge/internal/testcorpus"
+	"github.com/popbridge/popbridge/internal/testpeer"
 )
 
 // TestE2E builds popbridge once and runs each real client against it in
@@ -1076,16 +1077,7 @@ func tail(s string, n int) string {
 // skipped, or fails when CI=true.
 func need(t *testing.T, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	msg := fmt.Sprintf("%s not found; install the Debian package %s", name, pkg)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: real-client tests must run)", msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testpeer.LookPath(t, name, pkg)
 }
 
 // run runs a command and returns its standard output; it fails the test

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/popbridge/popbridge/internal/testpeer"
 )
 
 // docFilter returns the fail2ban filter of docs/operations.md: the ini
@@ -77,14 +79,7 @@ func TestFail2banFilter(t *testing.T) {
 		t.Errorf("failregex matched hosts %q, want the two failed logins from 127.0.0.1; log:\n%s", hosts, log)
 	}
 
-	bin, err := exec.LookPath("fail2ban-regex")
-	if err != nil {
-		msg := "fail2ban-regex not found; install the Debian package fail2ban"
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s (CI=true: it must run)", msg)
-		}
-		t.Skip(msg)
-	}
+	bin := testpeer.LookPath(t, "fail2ban-regex", "fail2ban")
 	dir := t.TempDir()
 	logFile, filter := filepath.Join(dir, "popbridge.log"), filepath.Join(dir, "popbridge.conf")
 	if err := os.WriteFile(logFile, []byte(log), 0o600); err != nil {

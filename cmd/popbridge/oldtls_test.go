@@ -13,6 +13,7 @@ import (
 
 	"github.com/popbridge/popbridge/internal/pop3wire"
 	"github.com/popbridge/popbridge/internal/testcert"
+	"github.com/popbridge/popbridge/internal/testpeer"
 )
 
 // tls10 is a client that speaks TLS 1.0 only, as old mail clients do.
@@ -144,13 +145,7 @@ func TestTLSLegacyCipherSuites(t *testing.T) {
 // its security level lowered so that it accepts TLS 1.0 at all) against
 // pop3s and STLS with min_version 1.0, and at the default, where it fails.
 func TestTLSOpenSSLClient(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("openssl not found; install the Debian package openssl (CI=true: real-client tests must run)")
-		}
-		t.Skip("openssl not found; install the Debian package openssl")
-	}
+	openssl := testpeer.LookPath(t, "openssl", "openssl")
 	sClient := func(addr string, stls bool) (string, error) {
 		args := []string{"s_client", "-connect", addr, "-tls1", "-cipher", "DEFAULT:@SECLEVEL=0", "-quiet"}
 		if stls {

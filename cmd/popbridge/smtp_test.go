@@ -22,6 +22,7 @@ import (
 	"github.com/popbridge/popbridge/backends/oauth/oauthtest"
 	"github.com/popbridge/popbridge/internal/app"
 	"github.com/popbridge/popbridge/internal/postfixtest"
+	"github.com/popbridge/popbridge/internal/testpeer"
 )
 
 // smtplibScript sends one message with Python's smtplib and prints the
@@ -340,16 +341,7 @@ func grepLines(s, sub string) string {
 // the same name). Without it the test is skipped, or fails when CI=true.
 func needProgram(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	msg := fmt.Sprintf("%s not found; install the Debian package %s", name, name)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: real-client tests must run)", msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testpeer.LookPath(t, name, name)
 }
 
 // TestServeSMTPXOAUTH2: an account whose imap backend has an oauth2

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/popbridge/popbridge/backends/oauth"
+	"github.com/popbridge/popbridge/internal/testpeer"
 	"github.com/popbridge/popbridge/proxy"
 )
 
@@ -36,10 +37,7 @@ func newBrowser(t *testing.T) context.Context {
 		exe, _ = exec.LookPath("chromium")
 	}
 	if exe == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("chromium not found: .ci/run must apt-get install chromium")
-		}
-		t.Skip("chromium not found (apt-get install chromium)")
+		testpeer.Missing(t, "chromium not found; install the Debian package chromium")
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe),

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/popbridge/popbridge/config"
+	"github.com/popbridge/popbridge/internal/testpeer"
 )
 
 // TestProxyProtocolHAProxy: a real haproxy (Debian package) in front of
@@ -26,14 +27,7 @@ import (
 // the clients, and a header sent directly from an untrusted address is
 // answered as a bad command.
 func TestProxyProtocolHAProxy(t *testing.T) {
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		msg := "haproxy not found; install the Debian package haproxy"
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s (CI=true: it must run)", msg)
-		}
-		t.Skip(msg)
-	}
+	bin := testpeer.LookPath(t, "haproxy", "haproxy")
 	path := writeConfig(t, "limits: {max_connections_per_ip: 1, auth_failure_delay: 10ms}\n")
 	src := strings.Replace(string(must(os.ReadFile(path))), "  pop3: 127.0.0.1:0\n", "  pop3: 127.0.0.1:0\n  proxy_protocol: [127.0.0.1]\n", 1)
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {

@@ -34,6 +34,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/popbridge/popbridge/internal/freeport"
+	"github.com/popbridge/popbridge/internal/testpeer"
 )
 
 // ErrNotInstalled is returned by Launch when no PostgreSQL server
@@ -82,10 +83,7 @@ func version(binDir string) int {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	if BinDir() == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(ErrNotInstalled)
-		}
-		t.Skip(ErrNotInstalled)
+		testpeer.Missing(t, ErrNotInstalled.Error())
 	}
 	s, err := Launch(0)
 	if err != nil {
@@ -106,7 +104,7 @@ func Start(t testing.TB) *Server {
 // the run must fail).
 func ForPackage() (*Server, error) {
 	s, err := Launch(0)
-	if errors.Is(err, ErrNotInstalled) && os.Getenv("CI") != "true" {
+	if errors.Is(err, ErrNotInstalled) && !testpeer.CI() {
 		return nil, nil
 	}
 	return s, err

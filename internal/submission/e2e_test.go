@@ -21,20 +21,14 @@ import (
 	"github.com/popbridge/popbridge/internal/modes"
 	"github.com/popbridge/popbridge/internal/postfixtest"
 	"github.com/popbridge/popbridge/internal/submission"
+	"github.com/popbridge/popbridge/internal/testpeer"
 )
 
 // need returns the path of a client program, skipping the test (failing
 // it when CI=true) when it is missing.
 func need(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
+	return testpeer.LookPath(t, name, name)
 }
 
 // smtplibScript sends one message with Python's smtplib and prints the
