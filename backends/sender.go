@@ -11,6 +11,12 @@ import (
 // never reported to it as a bad password.
 var ErrUpstreamLogin = errors.New("the upstream server refused the login")
 
+// ErrSenderRefused is wrapped, with the upstream's reply, by an error of
+// Transaction.Rcpt when the upstream refused MAIL FROM: a Sender that
+// pipelines (RFC 2920) reads MAIL's reply together with the first
+// RCPT's. The listener reports it as a refused sender.
+var ErrSenderRefused = errors.New("the upstream server refused the sender")
+
 // Sender sends mail for one account: the upstream side of SMTP
 // submission (internal/submission). backends/smtp implements it.
 type Sender interface {
@@ -38,7 +44,8 @@ type MailOptions struct {
 // Sender.Begin. After an error from Data the transaction is over; Close
 // must still be called.
 type Transaction interface {
-	// Rcpt adds an envelope recipient.
+	// Rcpt adds an envelope recipient. Its error may also be the
+	// upstream's refusal of MAIL FROM (see ErrSenderRefused).
 	Rcpt(ctx context.Context, to string) error
 	// Data streams the message from r to the upstream and returns its
 	// final reply text (e.g. a queue id) once it accepted the message.

@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -186,17 +187,16 @@ func (s *Sender) MaxMessageSize(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer c.close()
-	n, _ := c.c.MaxMessageSize()
-	c.c.Quit()
-	return int64(n), nil
+	n := c.cl.maxMessageSize()
+	c.quit()
+	return n, nil
 }
 
 // conn is one upstream connection.
 type conn struct {
 	s    *Sender
 	raw  net.Conn
-	c    *gosmtp.Client
+	cl   *client
 	stop func() bool // stops the context watch
 }
 
@@ -204,7 +204,14 @@ func (c *conn) close() {
 	if c.stop != nil {
 		c.stop()
 	}
-	c.c.Close()
+	c.cl.conn.Close()
+}
+
+// quit says QUIT, waiting a few seconds at most, and closes.
+func (c *conn) quit() {
+	c.cl.timeout = 5 * time.Second
+	c.cl.cmd(221, "QUIT")
+	c.close()
 }
 
 // connect dials, secures, greets and logs in, retrying once with a new
@@ -220,8 +227,7 @@ func (s *Sender) connect(ctx context.Context) (*conn, error) {
 		if err == nil {
 			return c, nil
 		}
-		// After a failed AUTH go-smtp sends "*" (Postfix hangs up):
-		// never reuse the connection.
+		// A failed AUTH ends the connection (Postfix hangs up anyway).
 		c.close()
 		if !refused(err) {
 			return nil, err
@@ -259,30 +265,33 @@ func (s *Sender) dial(ctx context.Context) (*conn, error) {
 		raw.Close()
 		return nil, fmt.Errorf("smtp: %s %s: %w", what, s.opts.Addr, err)
 	}
-	raw.SetDeadline(time.Now().Add(s.opts.DialTimeout))
+	var trace *zerolog.Logger
+	if l := s.opts.Logger; l != nil && proxy.TraceEnabled(*l) {
+		trace = l
+	}
+	// The greeting and the TLS handshake count against DialTimeout.
+	timeout := min(s.opts.DialTimeout, s.opts.CommandTimeout)
 	co := newCoalescer(raw)
 	if s.opts.TLS == modes.TLSImplicit {
+		raw.SetDeadline(time.Now().Add(s.opts.DialTimeout))
 		tc := tls.Client(co, s.tls)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			return fail("TLS handshake with", err)
 		}
-		c.c = gosmtp.NewClient(tc)
+		c.cl = newClient(raw, tc, timeout, trace)
+		if err := c.cl.greet(s.opts.HelloName); err != nil {
+			return fail("EHLO to", err)
+		}
 	} else {
-		// Greeting, EHLO, STARTTLS; the handshake itself is lazy.
-		if c.c, err = gosmtp.NewClientStartTLS(co, s.tls); err != nil {
+		c.cl = newClient(raw, co, timeout, trace)
+		if err := c.cl.greet(s.opts.HelloName); err != nil {
+			return fail("EHLO to", err)
+		}
+		if _, err := c.cl.startTLS(dctx, func(n net.Conn) *tls.Conn { return tls.Client(n, s.tls) }, s.opts.HelloName); err != nil {
 			return fail("STARTTLS with", err)
 		}
 	}
-	c.c.CommandTimeout = s.opts.CommandTimeout
-	if l := s.opts.Logger; l != nil && proxy.TraceEnabled(*l) {
-		// With STARTTLS, the exchange before TLS (no secrets) is over.
-		c.c.DebugWriter = &tracer{log: *l, waitReply: s.opts.TLS == modes.TLSImplicit}
-	}
-	// EHLO now (after STARTTLS: over TLS), so that greeting and
-	// certificate errors are reported as such, not as login failures.
-	if err := c.c.Hello(s.opts.HelloName); err != nil {
-		return fail("EHLO to", err)
-	}
+	c.cl.timeout = s.opts.CommandTimeout
 	raw.SetDeadline(time.Time{})
 	return c, nil
 }
@@ -294,9 +303,9 @@ func (c *conn) login() (token string, err error) {
 	switch o.Auth {
 	case modes.AuthPassword:
 		switch {
-		case c.c.SupportsAuth(sasl.Plain):
+		case c.cl.supportsAuth(sasl.Plain):
 			cl = sasl.NewPlainClient("", o.Username, o.Password)
-		case c.c.SupportsAuth(sasl.Login):
+		case c.cl.supportsAuth(sasl.Login):
 			cl = sasl.NewLoginClient(o.Username, o.Password)
 		default:
 			return "", fmt.Errorf("smtp: %s offers neither AUTH PLAIN nor LOGIN", o.Addr)
@@ -306,7 +315,7 @@ func (c *conn) login() (token string, err error) {
 		if o.Auth == modes.AuthOAuthBearer {
 			mech = sasl.OAuthBearer
 		}
-		if !c.c.SupportsAuth(mech) {
+		if !c.cl.supportsAuth(mech) {
 			return "", fmt.Errorf("smtp: %s does not offer AUTH %s", o.Addr, mech)
 		}
 		tok, err := o.TokenSource.Token()
@@ -320,7 +329,7 @@ func (c *conn) login() (token string, err error) {
 			cl = sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Username: o.Username, Token: token, Host: c.s.host, Port: atoi(c.s.port)})
 		}
 	}
-	if err := c.c.Auth(cl); err != nil {
+	if err := c.cl.authenticate(cl); err != nil {
 		return token, fmt.Errorf("smtp: log in as %q to %s: %w", o.Username, o.Addr, err)
 	}
 	return token, nil
@@ -345,8 +354,7 @@ func (x *xoauth2) Start() (string, []byte, error) {
 }
 
 // Next answers the error challenge (JSON) with an empty response, after
-// which the server sends its failure reply. nil would end Auth as a
-// success with the server still waiting for the response.
+// which the server sends its failure reply (RFC 7628 3.2.3).
 func (x *xoauth2) Next([]byte) ([]byte, error) { return []byte{}, nil }
 
 // takeIdle returns a kept connection, now watching ctx, or nil.
@@ -391,23 +399,24 @@ func (s *Sender) putIdle(c *conn) bool {
 			s.idle = slices.Delete(s.idle, i, i+1)
 		}
 		s.mu.Unlock()
-		c.raw.SetDeadline(time.Now().Add(5 * time.Second))
-		c.c.Quit()
-		c.close()
+		c.quit()
 	})
 	s.idle = append(s.idle, ic)
 	return true
 }
 
 // Begin logs in (or takes a connection kept logged in since a previous
-// transaction) and sends MAIL FROM. A kept connection the upstream has
-// closed in the meantime is replaced by a new one: nothing was sent on it.
+// transaction) and sends MAIL FROM. When the upstream offers PIPELINING
+// (RFC 2920), MAIL FROM goes out at once but its reply is read with the
+// first RCPT's: the upstream works on it while the client sends its
+// RCPT, instead of one more round trip per message. A kept connection
+// the upstream has closed in the meantime is replaced by a new one:
+// nothing was sent on it.
 func (s *Sender) Begin(ctx context.Context, from string, opts backends.MailOptions) (backends.Transaction, error) {
-	mail := &gosmtp.MailOptions{Size: opts.Size, UTF8: opts.UTF8}
 	if c := s.takeIdle(ctx); c != nil {
-		err := c.c.Mail(from, mail)
+		t, err := s.begin(c, from, opts, true)
 		if err == nil {
-			return s.newTx(c), nil
+			return s.count(t), nil
 		}
 		c.close()
 		var se *gosmtp.SMTPError
@@ -419,15 +428,37 @@ func (s *Sender) Begin(ctx context.Context, from string, opts backends.MailOptio
 	if err != nil {
 		return nil, err
 	}
-	if err := c.c.Mail(from, mail); err != nil {
+	t, err := s.begin(c, from, opts, false)
+	if err != nil {
 		c.close()
 		return nil, fmt.Errorf("smtp: MAIL FROM at %s: %w", s.opts.Addr, err)
 	}
-	return s.newTx(c), nil
+	return s.count(t), nil
 }
 
-// newTx counts c as busy until the transaction's Close.
-func (s *Sender) newTx(c *conn) *tx {
+// begin sends MAIL FROM on c; see Begin.
+func (s *Sender) begin(c *conn, from string, opts backends.MailOptions, reused bool) (*tx, error) {
+	line, err := c.cl.mailLine(from, opts)
+	if err != nil {
+		return nil, err
+	}
+	c.cl.send(line)
+	t := &tx{c: c, from: from, opts: opts, reused: reused}
+	if c.cl.has("PIPELINING") {
+		if err := c.cl.flush(); err != nil {
+			return nil, err
+		}
+		t.mailPending = true
+		return t, nil
+	}
+	if _, _, err := c.cl.reply(250, c.cl.timeout); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// count counts t's connection as busy until the transaction's Close.
+func (s *Sender) count(t *tx) *tx {
 	s.mu.Lock()
 	s.busy++
 	now := time.Now()
@@ -435,11 +466,11 @@ func (s *Sender) newTx(c *conn) *tx {
 		s.peak, s.peakAt = s.busy, now
 	}
 	s.mu.Unlock()
-	return &tx{c: c}
+	return t
 }
 
 // recentPeak is the most connections busy at once within the last
-// KeepIdle, as far as newTx recorded them; s.mu is held.
+// KeepIdle, as far as count recorded them; s.mu is held.
 func (s *Sender) recentPeak(now time.Time) int {
 	if now.Sub(s.peakAt) > s.opts.KeepIdle {
 		return s.busy
@@ -448,36 +479,85 @@ func (s *Sender) recentPeak(now time.Time) int {
 }
 
 type tx struct {
-	c      *conn
-	done   bool
-	ok     bool // the upstream accepted the message
-	closed bool
+	c    *conn
+	from string
+	opts backends.MailOptions
+	// reused: c was kept from an earlier transaction, so a MAIL FROM
+	// that fails for the connection's sake is sent again on a new one.
+	reused bool
+	// mailPending: MAIL FROM's reply is read with the first RCPT's.
+	mailPending bool
+	mailErr     error // the upstream refused MAIL FROM
+	done        bool
+	ok          bool // the upstream accepted the message
+	closed      bool
 }
 
 func (t *tx) Rcpt(ctx context.Context, to string) error {
-	if err := t.c.c.Rcpt(to, nil); err != nil {
+	if t.mailErr != nil {
+		return t.mailErr
+	}
+	if strings.ContainsAny(to, "\r\n") {
+		return errors.New("smtp: a recipient must not contain CR or LF")
+	}
+	cl := t.c.cl
+	cl.send("RCPT TO:<" + to + ">")
+	if t.mailPending {
+		t.mailPending = false
+		if _, _, err := cl.reply(250, cl.timeout); err != nil {
+			return t.mailRefused(ctx, to, err)
+		}
+	}
+	if _, _, err := cl.reply(25, cl.timeout); err != nil {
 		return fmt.Errorf("smtp: RCPT TO at %s: %w", t.c.s.opts.Addr, err)
 	}
 	return nil
 }
 
-// Data streams r into the upstream's DATA, without Bcc/Resent-Bcc
-// header fields. A read error from r, or a cancelled ctx, closes the
-// connection without the final dot: the upstream drops the message.
+// mailRefused handles a pipelined MAIL FROM's failure, read with the
+// first RCPT's reply: on a kept connection that the upstream closed
+// meanwhile, MAIL and RCPT are sent again on a new one; otherwise the
+// transaction is over, and every later call returns the refusal, which
+// wraps backends.ErrSenderRefused.
+func (t *tx) mailRefused(ctx context.Context, to string, err error) error {
+	s := t.c.s
+	var se *gosmtp.SMTPError
+	isReply := errors.As(err, &se)
+	t.c.close()
+	if t.reused && (!isReply || se.Code == 421) {
+		c, cerr := s.connect(ctx)
+		if cerr != nil {
+			t.mailErr = cerr
+			return cerr
+		}
+		nt, berr := s.begin(c, t.from, t.opts, false)
+		if berr != nil {
+			c.close()
+			t.mailErr = fmt.Errorf("smtp: MAIL FROM at %s: %w: %w", s.opts.Addr, backends.ErrSenderRefused, berr)
+			return t.mailErr
+		}
+		t.c, t.reused, t.mailPending = c, false, nt.mailPending
+		return t.Rcpt(ctx, to)
+	}
+	t.mailErr = fmt.Errorf("smtp: MAIL FROM at %s: %w: %w", s.opts.Addr, backends.ErrSenderRefused, err)
+	return t.mailErr
+}
+
+// Data sends the message from r without Bcc/Resent-Bcc header fields:
+// with BDAT ... LAST (RFC 3030) when the upstream offers CHUNKING, which
+// needs no round trip for DATA's 354, else into DATA. A read error from
+// r, or a cancelled ctx, closes the connection before the message is
+// complete (no LAST chunk, no final dot): the upstream drops it.
 func (t *tx) Data(ctx context.Context, r io.Reader) (string, error) {
 	t.done = true
 	addr := t.c.s.opts.Addr
-	w, err := t.c.c.Data()
-	if err != nil {
-		t.c.close()
-		return "", fmt.Errorf("smtp: DATA at %s: %w", addr, err)
+	if t.mailErr != nil {
+		return "", t.mailErr
 	}
-	dst := &deadlineWriter{w: w, conn: t.c.raw, idle: t.c.s.opts.CommandTimeout}
+	cl := t.c.cl
 	var rerr error
-	src := &errReader{r: r, err: &rerr}
-	if _, err := io.Copy(dst, newBccFilter(src)); err != nil || ctx.Err() != nil {
-		// Never Close the DataCommand here: that would commit what was
-		// written so far.
+	src := newBccFilter(&errReader{r: r, err: &rerr})
+	abort := func(err error) (string, error) {
 		t.c.close()
 		if rerr != nil {
 			return "", fmt.Errorf("smtp: message from the client: %w", rerr)
@@ -487,19 +567,49 @@ func (t *tx) Data(ctx context.Context, r io.Reader) (string, error) {
 		}
 		return "", fmt.Errorf("smtp: sending the message to %s: %w", addr, err)
 	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		t.c.close()
-		return "", fmt.Errorf("smtp: message at %s: %w", addr, err)
+	var reply string
+	if cl.has("CHUNKING") {
+		k := newChunker(cl)
+		lw := newLineWriter(k, false)
+		_, err := io.Copy(lw, src)
+		if err == nil {
+			err = lw.finish()
+		}
+		if err != nil || ctx.Err() != nil {
+			k.release()
+			return abort(err)
+		}
+		if reply, err = k.close(); err != nil {
+			t.c.close()
+			return "", fmt.Errorf("smtp: message at %s: %w", addr, err)
+		}
+	} else {
+		if _, _, err := cl.cmd(354, "DATA"); err != nil {
+			t.c.close()
+			return "", fmt.Errorf("smtp: DATA at %s: %w", addr, err)
+		}
+		lw := newLineWriter(&deadlineWriter{w: cl.w, conn: t.c.raw, idle: cl.timeout}, true)
+		_, err := io.Copy(lw, src)
+		if err == nil {
+			err = lw.finish()
+		}
+		if err != nil || ctx.Err() != nil {
+			return abort(err)
+		}
+		cl.traceOut("<message " + strconv.FormatInt(lw.n, 10) + " octets>")
+		cl.send(".")
+		if _, reply, err = cl.reply(250, finalReplyTimeout); err != nil {
+			t.c.close()
+			return "", fmt.Errorf("smtp: message at %s: %w", addr, err)
+		}
 	}
 	t.ok = true
-	return resp.StatusText, nil
+	return reply, nil
 }
 
 // Close keeps the connection for the next transaction after one that
-// succeeded; otherwise it quits politely after a completed transaction,
-// and just closes the connection (which also aborts an open
-// transaction).
+// succeeded, or quits politely; after anything else it just closes the
+// connection, which also aborts an open transaction.
 func (t *tx) Close() error {
 	if t.closed {
 		return nil
@@ -509,13 +619,12 @@ func (t *tx) Close() error {
 	s.mu.Lock()
 	s.busy--
 	s.mu.Unlock()
-	if t.ok && s.putIdle(t.c) {
-		return nil
+	switch {
+	case !t.ok:
+		t.c.close()
+	case !s.putIdle(t.c):
+		t.c.quit()
 	}
-	if t.done {
-		t.c.c.Quit()
-	}
-	t.c.close()
 	return nil
 }
 

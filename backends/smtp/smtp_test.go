@@ -142,9 +142,20 @@ func TestSendRejections(t *testing.T) {
 		t.Fatalf("foreign sender: %v", err)
 	}
 	tx.Close()
-	if _, err := s.Begin(ctx, alice, backends.MailOptions{Size: p.MessageSizeLimit + 1}); !errors.As(err, &se) || se.Code != 552 {
-		t.Fatalf("SIZE over the limit: %v", err)
+	// MAIL FROM's reply comes with the first RCPT's (pipelined).
+	tx, err = s.Begin(ctx, alice, backends.MailOptions{Size: p.MessageSizeLimit + 1})
+	if err != nil {
+		t.Fatal(err)
 	}
+	for range 2 {
+		if err := tx.Rcpt(ctx, bob); !errors.As(err, &se) || se.Code != 552 || !errors.Is(err, backends.ErrSenderRefused) {
+			t.Fatalf("SIZE over the limit: %v, want 552 and ErrSenderRefused", err)
+		}
+	}
+	if _, err := tx.Data(ctx, strings.NewReader("Subject: x\r\n\r\nx\r\n")); !errors.Is(err, backends.ErrSenderRefused) {
+		t.Fatalf("Data after a refused sender: %v", err)
+	}
+	tx.Close()
 	bad := newSender(t, smtpb.Options{Addr: p.Addr, Username: alice, Password: "wrong", ServerName: "localhost", RootCAs: p.CertPool()})
 	if _, err := bad.Begin(ctx, alice, backends.MailOptions{}); !errors.Is(err, backends.ErrUpstreamLogin) || errors.As(err, &se) || !strings.Contains(err.Error(), "535") {
 		t.Fatalf("wrong password: %v, want ErrUpstreamLogin with the 535 as text only", err)
@@ -176,12 +187,12 @@ func (f *failingReader) Read(p []byte) (int, error) {
 
 // TestSendTruncatedNeverDelivered: when the client's message fails half
 // way, the upstream transaction is aborted by closing the connection;
-// Postfix delivers nothing (DataCommand.Close would have committed the
-// half message).
+// Postfix, which got the first chunks but no LAST one, delivers
+// nothing. (Without CHUNKING: TestSendWithoutPipelining.)
 func TestSendTruncatedNeverDelivered(t *testing.T) {
 	p := postfixtest.Start(t, postfixtest.Options{Users: users})
 	s := newSender(t, smtpb.Options{Addr: p.Addr, ServerName: "localhost", RootCAs: p.CertPool(), Username: alice, Password: users[alice]})
-	half := []byte("From: alice@example.com\r\nSubject: truncated\r\n\r\n" + strings.Repeat("first half\r\n", 5000))
+	half := []byte("From: alice@example.com\r\nSubject: truncated\r\n\r\n" + strings.Repeat("first half\r\n", 20000)) // 240 KB: three chunks sent
 	cause := errors.New("client connection lost")
 	_, err := send(s, alice, []string{bob}, &failingReader{data: half, err: cause})
 	if !errors.Is(err, cause) {
@@ -197,7 +208,7 @@ func TestSendTruncatedNeverDelivered(t *testing.T) {
 	if msgs, _ := p.Messages(bob); len(msgs) != 1 || p.Queued() {
 		t.Fatalf("%d messages delivered (queued: %v), want only the complete one", len(msgs), p.Queued())
 	}
-	if !strings.Contains(p.Log(), "lost connection after DATA") {
+	if !strings.Contains(p.Log(), "lost connection after BDAT") {
 		t.Fatalf("the upstream did not see the DATA aborted:\n%s", p.Log())
 	}
 	t.Logf("smtp: backend truncated DATA: connection closed, nothing delivered")

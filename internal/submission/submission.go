@@ -375,12 +375,15 @@ type session struct {
 	sender backends.Sender
 	authed bool
 
-	mu      sync.Mutex // tx against Reset/Logout during BDAT
-	tx      backends.Transaction
-	from    string
-	utf8    bool
-	rcpts   int
-	started time.Time
+	mu    sync.Mutex // tx against Reset/Logout during BDAT
+	tx    backends.Transaction
+	from  string
+	utf8  bool
+	rcpts int
+	// refusedLogged: the upstream's refusal of MAIL FROM, read with a
+	// RCPT, was logged as the transaction's outcome.
+	refusedLogged bool
+	started       time.Time
 
 	traced bool // log level trace: commands and replies are logged
 }
@@ -515,7 +518,7 @@ func (ses *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 	tx, err := ses.sender.Begin(ses.ctx, from, backends.MailOptions{Size: opts.Size, UTF8: opts.UTF8})
 	ses.mu.Lock()
 	defer ses.mu.Unlock()
-	ses.from, ses.utf8, ses.rcpts, ses.started = from, opts.UTF8, 0, started
+	ses.from, ses.utf8, ses.rcpts, ses.started, ses.refusedLogged = from, opts.UTF8, 0, started, false
 	if err != nil {
 		ses.logTx(0, err)
 		return upstreamError("mail", err)
@@ -539,6 +542,13 @@ func (ses *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 		return errRcptUTF8
 	}
 	if err := ses.tx.Rcpt(ses.ctx, to); err != nil {
+		if errors.Is(err, backends.ErrSenderRefused) {
+			if !ses.refusedLogged {
+				ses.refusedLogged = true
+				ses.logTx(0, err)
+			}
+			return upstreamError("mail", err)
+		}
 		return upstreamError("rcpt", err)
 	}
 	ses.rcpts++
