@@ -2,11 +2,8 @@ package smtp
 
 import (
 	"bytes"
-	"fmt"
 	"io"
-	"strconv"
 	"sync"
-	"time"
 )
 
 // lineWriter writes a message with CRLF line ends: a bare LF becomes
@@ -95,100 +92,26 @@ func (l *lineWriter) finish() error {
 	return err
 }
 
-// chunkSize is the largest BDAT chunk: a message up to this size goes
-// as one "BDAT n LAST"; a larger one in chunks of this size, sent
-// without waiting for their replies when the upstream pipelines.
-const chunkSize = 64 << 10
+// bdatMax is the largest message sent with BDAT: one chunk, "BDAT n
+// LAST", read whole first (n must be known). Ordinary mail (5 to 100 KB)
+// fits; a larger message goes into DATA. Several chunks would each get
+// a reply, and Postfix, which does not set TCP_NODELAY, holds the last
+// of several replies until the one before is acknowledged: 40 ms of
+// delayed ACK on a message of two chunks sent back to back.
+const bdatMax = 128 << 10
 
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
+var bdatPool = sync.Pool{New: func() any { b := make([]byte, bdatMax); return &b }}
 
-// chunker is the message writer of BDAT: it sends full chunks as they
-// fill; close sends the last one and reads the replies.
-type chunker struct {
-	c       *client
-	buf     *[]byte
-	pending int // chunks sent whose replies are not read
-	sent    int64
-}
+// countWriter counts what would be written.
+type countWriter struct{ n int64 }
 
-func newChunker(c *client) *chunker {
-	return &chunker{c: c, buf: chunkPool.Get().(*[]byte)}
-}
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
-func (k *chunker) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		b := *k.buf
-		m := min(len(p), chunkSize-len(b))
-		b = append(b, p[:m]...)
-		*k.buf = b
-		p = p[m:]
-		if len(b) == chunkSize {
-			if err := k.chunk(false); err != nil {
-				return 0, err
-			}
-		}
-	}
-	return n, nil
-}
-
-// chunk sends what is buffered as one BDAT chunk (the last one is sent
-// by the next readReply). Without PIPELINING it waits for the reply;
-// with it, only once more than 8 replies are outstanding (they are some
-// 30 octets: the upstream never blocks writing them).
-func (k *chunker) chunk(last bool) error {
-	b := *k.buf
-	line := "BDAT " + strconv.Itoa(len(b))
-	if last {
-		line += " LAST"
-	}
-	k.c.send(line)
-	k.c.raw.SetWriteDeadline(time.Now().Add(k.c.timeout))
-	if _, err := k.c.w.Write(b); err != nil {
-		return err
-	}
-	k.sent += int64(len(b))
-	*k.buf = b[:0]
-	if last {
-		return nil
-	}
-	if err := k.c.flush(); err != nil {
-		return err
-	}
-	k.pending++
-	if k.pending > 8 || !k.c.has("PIPELINING") {
-		return k.readChunkReply()
-	}
-	return nil
-}
-
-func (k *chunker) readChunkReply() error {
-	k.pending--
-	_, _, err := k.c.reply(2, k.c.timeout)
-	return err
-}
-
-// close sends the last chunk, reads the replies to the earlier ones and
-// returns the final reply's text.
-func (k *chunker) close() (string, error) {
-	defer k.release()
-	if err := k.chunk(true); err != nil {
-		return "", err
-	}
-	k.c.traceOut("<message " + strconv.FormatInt(k.sent, 10) + " octets>")
-	for k.pending > 0 {
-		if err := k.readChunkReply(); err != nil {
-			return "", fmt.Errorf("a chunk of the message: %w", err)
-		}
-	}
-	_, msg, err := k.c.reply(250, finalReplyTimeout)
-	return msg, err
-}
-
-func (k *chunker) release() {
-	if k.buf != nil {
-		*k.buf = (*k.buf)[:0]
-		chunkPool.Put(k.buf)
-		k.buf = nil
-	}
+// crlfLen is the size of msg as lineWriter (without stuffing) sends it.
+func crlfLen(msg []byte) int64 {
+	var c countWriter
+	l := newLineWriter(&c, false)
+	l.Write(msg)
+	l.finish()
+	return c.n
 }

@@ -55,6 +55,9 @@ func FuzzLineWriter(f *testing.F) {
 			t.Fatalf("DATA %q: got %q, want %q", msg, got, want)
 		}
 		raw := lines(msg, false, s2, s1)
+		if n := crlfLen(msg); n != int64(len(raw)) {
+			t.Fatalf("crlfLen %q = %d, sent %d", msg, n, len(raw))
+		}
 		unstuffed := bytes.ReplaceAll(append([]byte("\r\n"), want[:len(want)-3]...), []byte("\r\n."), []byte("\r\n"))[2:]
 		if !bytes.Equal(raw, unstuffed) {
 			t.Fatalf("BDAT %q: got %q, want %q", msg, raw, unstuffed)
@@ -65,7 +68,7 @@ func FuzzLineWriter(f *testing.F) {
 // TestLineWriterRuns: the message is passed on in runs, not byte by
 // byte (go-smtp's dot writer makes a call per byte).
 func TestLineWriterRuns(t *testing.T) {
-	var c countWriter
+	var c callWriter
 	l := newLineWriter(&c, true)
 	l.Write(bytes.Repeat([]byte("0123456789012345678901234567890123456789\r\n"), 100))
 	if c.calls > 100 {
@@ -73,6 +76,6 @@ func TestLineWriterRuns(t *testing.T) {
 	}
 }
 
-type countWriter struct{ calls int }
+type callWriter struct{ calls int }
 
-func (c *countWriter) Write(p []byte) (int, error) { c.calls++; return len(p), nil }
+func (c *callWriter) Write(p []byte) (int, error) { c.calls++; return len(p), nil }

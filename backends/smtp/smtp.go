@@ -10,6 +10,7 @@
 package smtp
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -407,9 +408,8 @@ func (s *Sender) putIdle(c *conn) bool {
 
 // Begin logs in (or takes a connection kept logged in since a previous
 // transaction) and sends MAIL FROM. When the upstream offers PIPELINING
-// (RFC 2920), MAIL FROM goes out at once but its reply is read with the
-// first RCPT's: the upstream works on it while the client sends its
-// RCPT, instead of one more round trip per message. A kept connection
+// (RFC 2920), MAIL FROM goes out with the first RCPT and both replies
+// are read together: one upstream round trip fewer per message. A kept connection
 // the upstream has closed in the meantime is replaced by a new one:
 // nothing was sent on it.
 func (s *Sender) Begin(ctx context.Context, from string, opts backends.MailOptions) (backends.Transaction, error) {
@@ -445,9 +445,10 @@ func (s *Sender) begin(c *conn, from string, opts backends.MailOptions, reused b
 	c.cl.send(line)
 	t := &tx{c: c, from: from, opts: opts, reused: reused}
 	if c.cl.has("PIPELINING") {
-		if err := c.cl.flush(); err != nil {
-			return nil, err
-		}
+		// MAIL FROM waits in the buffer for the first RCPT: both go in
+		// one TLS record. Sent alone, Postfix answers it alone and then
+		// holds the RCPT's reply until that is acknowledged (Nagle
+		// against delayed ACK: 40 ms a message).
 		t.mailPending = true
 		return t, nil
 	}
@@ -544,19 +545,18 @@ func (t *tx) mailRefused(ctx context.Context, to string, err error) error {
 }
 
 // Data sends the message from r without Bcc/Resent-Bcc header fields:
-// with BDAT ... LAST (RFC 3030) when the upstream offers CHUNKING, which
-// needs no round trip for DATA's 354, else into DATA. A read error from
-// r, or a cancelled ctx, closes the connection before the message is
-// complete (no LAST chunk, no final dot): the upstream drops it.
+// when the upstream offers CHUNKING and the message is at most bdatMax,
+// as "BDAT n LAST" (RFC 3030), which needs no round trip for DATA's 354;
+// otherwise into DATA, streamed. A read error from r, or a cancelled
+// ctx, closes the connection before the message is complete (no BDAT,
+// no final dot): the upstream drops it.
 func (t *tx) Data(ctx context.Context, r io.Reader) (string, error) {
 	t.done = true
-	addr := t.c.s.opts.Addr
 	if t.mailErr != nil {
 		return "", t.mailErr
 	}
-	cl := t.c.cl
 	var rerr error
-	src := newBccFilter(&errReader{r: r, err: &rerr})
+	var src io.Reader = newBccFilter(&errReader{r: r, err: &rerr})
 	abort := func(err error) (string, error) {
 		t.c.close()
 		if rerr != nil {
@@ -565,43 +565,63 @@ func (t *tx) Data(ctx context.Context, r io.Reader) (string, error) {
 		if err == nil {
 			err = ctx.Err()
 		}
-		return "", fmt.Errorf("smtp: sending the message to %s: %w", addr, err)
+		return "", fmt.Errorf("smtp: sending the message to %s: %w", t.c.s.opts.Addr, err)
 	}
-	var reply string
-	if cl.has("CHUNKING") {
-		k := newChunker(cl)
-		lw := newLineWriter(k, false)
-		_, err := io.Copy(lw, src)
-		if err == nil {
-			err = lw.finish()
-		}
-		if err != nil || ctx.Err() != nil {
-			k.release()
+	if t.c.cl.has("CHUNKING") {
+		buf := bdatPool.Get().(*[]byte)
+		defer bdatPool.Put(buf)
+		n, err := io.ReadFull(src, *buf)
+		switch {
+		case rerr != nil || ctx.Err() != nil:
+			return abort(err)
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			return t.bdat((*buf)[:n])
+		case err != nil:
 			return abort(err)
 		}
-		if reply, err = k.close(); err != nil {
-			t.c.close()
-			return "", fmt.Errorf("smtp: message at %s: %w", addr, err)
-		}
-	} else {
-		if _, _, err := cl.cmd(354, "DATA"); err != nil {
-			t.c.close()
-			return "", fmt.Errorf("smtp: DATA at %s: %w", addr, err)
-		}
-		lw := newLineWriter(&deadlineWriter{w: cl.w, conn: t.c.raw, idle: cl.timeout}, true)
-		_, err := io.Copy(lw, src)
-		if err == nil {
-			err = lw.finish()
-		}
-		if err != nil || ctx.Err() != nil {
-			return abort(err)
-		}
-		cl.traceOut("<message " + strconv.FormatInt(lw.n, 10) + " octets>")
-		cl.send(".")
-		if _, reply, err = cl.reply(250, finalReplyTimeout); err != nil {
-			t.c.close()
-			return "", fmt.Errorf("smtp: message at %s: %w", addr, err)
-		}
+		src = io.MultiReader(bytes.NewReader((*buf)[:n]), src)
+	}
+	return t.data(ctx, src, abort)
+}
+
+// bdat sends msg, the whole message, as one BDAT LAST chunk.
+func (t *tx) bdat(msg []byte) (string, error) {
+	cl := t.c.cl
+	cl.send("BDAT " + strconv.FormatInt(crlfLen(msg), 10) + " LAST")
+	lw := newLineWriter(cl.w, false)
+	t.c.raw.SetWriteDeadline(time.Now().Add(cl.timeout))
+	lw.Write(msg)
+	lw.finish()
+	cl.traceOut("<message " + strconv.Itoa(len(msg)) + " octets>")
+	return t.final()
+}
+
+// data streams src into DATA with its dot lines stuffed.
+func (t *tx) data(ctx context.Context, src io.Reader, abort func(error) (string, error)) (string, error) {
+	cl := t.c.cl
+	if _, _, err := cl.cmd(354, "DATA"); err != nil {
+		t.c.close()
+		return "", fmt.Errorf("smtp: DATA at %s: %w", t.c.s.opts.Addr, err)
+	}
+	lw := newLineWriter(&deadlineWriter{w: cl.w, conn: t.c.raw, idle: cl.timeout}, true)
+	_, err := io.Copy(lw, src)
+	if err == nil {
+		err = lw.finish()
+	}
+	if err != nil || ctx.Err() != nil {
+		return abort(err)
+	}
+	cl.traceOut("<message " + strconv.FormatInt(lw.n, 10) + " octets>")
+	cl.send(".")
+	return t.final()
+}
+
+// final reads the upstream's reply to the whole message.
+func (t *tx) final() (string, error) {
+	_, reply, err := t.c.cl.reply(250, finalReplyTimeout)
+	if err != nil {
+		t.c.close()
+		return "", fmt.Errorf("smtp: message at %s: %w", t.c.s.opts.Addr, err)
 	}
 	t.ok = true
 	return reply, nil

@@ -73,6 +73,9 @@ func delivered(t *testing.T, p *postfixtest.Postfix, box string, n int, want []b
 var edge = []byte("From: alice@example.com\r\nTo: bob@example.net\r\nSubject: edge\r\n\r\n" +
 	".leading dot\r\n..two dots\r\n.\r\n\xc3\xa9t\xc3\xa9 \t \r\n" + strings.Repeat("x", 990) + "\r\n\r\nno final newline")
 
+// bigEdge is larger than one BDAT (128 KiB), with dot lines throughout.
+var bigEdge = append(bytes.Clone(edge[:bytes.Index(edge, []byte("\r\n\r\n"))+4]), strings.Repeat(".a line with a leading dot\r\n..and two\r\n", 4000)...)
+
 // TestSendPassword sends with a password over STARTTLS (AUTH PLAIN)
 // and implicit TLS with a CA file: the delivered message equals the
 // submitted one byte for byte.
@@ -84,14 +87,17 @@ func TestSendPassword(t *testing.T) {
 	} {
 		o.Username, o.Password = alice, users[alice]
 		s := newSender(t, o)
-		reply, err := send(s, alice, []string{bob}, bytes.NewReader(edge))
-		if err != nil {
-			t.Fatalf("%s: %v", o.TLS, err)
+		// A small message goes as BDAT LAST, one over 128 KiB into DATA.
+		for j, msg := range [][]byte{edge, bigEdge} {
+			reply, err := send(s, alice, []string{bob}, bytes.NewReader(msg))
+			if err != nil {
+				t.Fatalf("%s: %v", o.TLS, err)
+			}
+			if !strings.Contains(reply, "queued as") {
+				t.Errorf("final reply %q does not name the queue id", reply)
+			}
+			delivered(t, p, bob, 2*i+j+1, msg)
 		}
-		if !strings.Contains(reply, "queued as") {
-			t.Errorf("final reply %q does not name the queue id", reply)
-		}
-		delivered(t, p, bob, i+1, edge)
 	}
 	if n, err := newSender(t, smtpb.Options{Addr: p.Addr, ServerName: "localhost", RootCAs: p.CertPool(), Username: alice, Password: users[alice]}).MaxMessageSize(context.Background()); err != nil || n != p.MessageSizeLimit {
 		t.Fatalf("MaxMessageSize = %d, %v; want %d", n, err, p.MessageSizeLimit)
@@ -185,33 +191,38 @@ func (f *failingReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// TestSendTruncatedNeverDelivered: when the client's message fails half
-// way, the upstream transaction is aborted by closing the connection;
-// Postfix, which got the first chunks but no LAST one, delivers
-// nothing. (Without CHUNKING: TestSendWithoutPipelining.)
+// TestSendTruncatedNeverDelivered: when the client's message fails
+// part way, the upstream transaction is aborted by closing the
+// connection: a small message before anything of it was sent (it would
+// have gone as one BDAT), a large one in the middle of DATA, without the
+// final dot. Postfix delivers nothing of either.
 func TestSendTruncatedNeverDelivered(t *testing.T) {
 	p := postfixtest.Start(t, postfixtest.Options{Users: users})
 	s := newSender(t, smtpb.Options{Addr: p.Addr, ServerName: "localhost", RootCAs: p.CertPool(), Username: alice, Password: users[alice]})
-	half := []byte("From: alice@example.com\r\nSubject: truncated\r\n\r\n" + strings.Repeat("first half\r\n", 20000)) // 240 KB: three chunks sent
-	cause := errors.New("client connection lost")
-	_, err := send(s, alice, []string{bob}, &failingReader{data: half, err: cause})
-	if !errors.Is(err, cause) {
-		t.Fatalf("Data = %v, want the client's error", err)
-	}
-	// A complete message afterwards arrives, and only it.
 	full := []byte("Subject: complete\r\n\r\nbody\r\n")
-	if _, err := send(s, alice, []string{bob}, bytes.NewReader(full)); err != nil {
-		t.Fatal(err)
+	for i, lines := range []int{5000, 20000} { // 60 KB, 240 KB
+		half := []byte("From: alice@example.com\r\nSubject: truncated\r\n\r\n" + strings.Repeat("first half\r\n", lines))
+		cause := errors.New("client connection lost")
+		_, err := send(s, alice, []string{bob}, &failingReader{data: half, err: cause})
+		if !errors.Is(err, cause) {
+			t.Fatalf("Data = %v, want the client's error", err)
+		}
+		// A complete message afterwards arrives, and only it.
+		if _, err := send(s, alice, []string{bob}, bytes.NewReader(full)); err != nil {
+			t.Fatal(err)
+		}
+		delivered(t, p, bob, i+1, full)
 	}
-	delivered(t, p, bob, 1, full)
 	time.Sleep(500 * time.Millisecond)
-	if msgs, _ := p.Messages(bob); len(msgs) != 1 || p.Queued() {
-		t.Fatalf("%d messages delivered (queued: %v), want only the complete one", len(msgs), p.Queued())
+	if msgs, _ := p.Messages(bob); len(msgs) != 2 || p.Queued() {
+		t.Fatalf("%d messages delivered (queued: %v), want only the 2 complete ones", len(msgs), p.Queued())
 	}
-	if !strings.Contains(p.Log(), "lost connection after BDAT") {
-		t.Fatalf("the upstream did not see the DATA aborted:\n%s", p.Log())
+	for _, after := range []string{"lost connection after RCPT", "lost connection after DATA"} {
+		if !strings.Contains(p.Log(), after) {
+			t.Fatalf("the upstream did not log %q:\n%s", after, p.Log())
+		}
 	}
-	t.Logf("smtp: backend truncated DATA: connection closed, nothing delivered")
+	t.Logf("smtp: backend truncated message: connection closed before BDAT or the final dot, nothing delivered")
 }
 
 // staticTokens is a TokenSource without Invalidate: no retry.
