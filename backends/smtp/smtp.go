@@ -556,7 +556,9 @@ func (t *tx) Data(ctx context.Context, r io.Reader) (string, error) {
 		return "", t.mailErr
 	}
 	var rerr error
-	var src io.Reader = newBccFilter(&errReader{r: r, err: &rerr})
+	bcc := newBccFilter(&errReader{r: r, err: &rerr})
+	defer bcc.release()
+	var src io.Reader = bcc
 	abort := func(err error) (string, error) {
 		t.c.close()
 		if rerr != nil {

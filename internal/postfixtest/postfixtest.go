@@ -18,6 +18,7 @@ package postfixtest
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -542,6 +543,9 @@ func (p *Postfix) Messages(mailbox string) ([][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postfixtest: %w", err)
 	}
+	// In delivery order: Postfix names a message "sec.VdevIinodeMusec.host",
+	// and within one second the inode, not the time, orders the names.
+	slices.SortStableFunc(ents, func(a, b os.DirEntry) int { return cmpDelivered(a.Name(), b.Name()) })
 	var out [][]byte
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
@@ -551,6 +555,27 @@ func (p *Postfix) Messages(mailbox string) ([][]byte, error) {
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// cmpDelivered orders Maildir names of Postfix's local delivery by
+// their seconds and microseconds.
+func cmpDelivered(a, b string) int {
+	key := func(name string) (int64, int64) {
+		sec, rest, _ := strings.Cut(name, ".")
+		s, _ := strconv.ParseInt(sec, 10, 64)
+		uniq, _, _ := strings.Cut(rest, ".")
+		var us int64
+		if i := strings.LastIndexByte(uniq, 'M'); i >= 0 {
+			us, _ = strconv.ParseInt(uniq[i+1:], 10, 64)
+		}
+		return s, us
+	}
+	as, au := key(a)
+	bs, bu := key(b)
+	if c := cmp.Compare(as, bs); c != 0 {
+		return c
+	}
+	return cmp.Compare(au, bu)
 }
 
 // WaitMessages waits up to timeout until mailbox holds n messages and
