@@ -171,12 +171,6 @@ func (c *client) cmd(want int, line string) (int, string, error) {
 	return c.reply(want, c.timeout)
 }
 
-// flush sends what is queued without waiting for a reply.
-func (c *client) flush() error {
-	c.raw.SetWriteDeadline(time.Now().Add(c.timeout))
-	return c.w.Flush()
-}
-
 // greet reads the greeting and says EHLO.
 func (c *client) greet(name string) error {
 	if _, _, err := c.reply(220, c.timeout); err != nil {
@@ -325,12 +319,6 @@ func (c *client) maxMessageSize() int64 {
 		return 0
 	}
 	return n
-}
-
-// quit says QUIT and closes the connection.
-func (c *client) quit() {
-	c.cmd(221, "QUIT")
-	c.conn.Close()
 }
 
 func (c *client) traceOut(line string) {

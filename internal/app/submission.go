@@ -205,13 +205,27 @@ func (o *observedSender) Begin(ctx context.Context, from string, opts backends.M
 
 type observedTx struct {
 	backends.Transaction
-	o *observedSender
+	o       *observedSender
+	refused bool // the upstream's refusal of MAIL FROM was recorded
+}
+
+// Rcpt records the upstream's refusal of the sender, which a pipelining
+// sender reads with the first RCPT: the transaction ends there.
+func (t *observedTx) Rcpt(ctx context.Context, to string) error {
+	err := t.Transaction.Rcpt(ctx, to)
+	if err != nil && !t.refused && errors.Is(err, backends.ErrSenderRefused) {
+		t.refused = true
+		t.o.record(0, err)
+	}
+	return err
 }
 
 func (t *observedTx) Data(ctx context.Context, r io.Reader) (string, error) {
 	cr := &countReader{r: r}
 	reply, err := t.Transaction.Data(ctx, cr)
-	t.o.record(cr.n, err)
+	if !t.refused {
+		t.o.record(cr.n, err)
+	}
 	return reply, err
 }
 

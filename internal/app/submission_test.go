@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
 	"github.com/popbridge/popbridge/backends"
@@ -163,6 +166,71 @@ accounts:
 	}
 	if !slices.Equal(codes, []int{0, 0, 451}) || c.begun != 2 {
 		t.Fatalf("replies %v, %d reached the upstream; want 0 0 451 and 2", codes, c.begun)
+	}
+}
+
+// refusingSender's transactions get the upstream's refusal of MAIL FROM
+// with every RCPT, as backends/smtp reports it when pipelining.
+type refusingSender struct{}
+
+func (refusingSender) MaySend(string) bool { return true }
+func (refusingSender) Begin(context.Context, string, backends.MailOptions) (backends.Transaction, error) {
+	return refusingTx{}, nil
+}
+
+type refusingTx struct{}
+
+func (refusingTx) Rcpt(context.Context, string) error {
+	return fmt.Errorf("smtp: MAIL FROM at upstream: %w: %w", backends.ErrSenderRefused, &gosmtp.SMTPError{Code: 553, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "not yours"})
+}
+func (refusingTx) Data(context.Context, io.Reader) (string, error) {
+	return "", errors.New("no recipients")
+}
+func (refusingTx) Close() error { return nil }
+
+// TestSenderRefusedAtRcpt: a sender refused by the upstream, known only
+// from the first RCPT's reply, counts once as a refused message in the
+// metrics and /status, however many RCPTs follow.
+func TestSenderRefusedAtRcpt(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "popbridge.yaml")
+	src := `listen: {pop3: 127.0.0.1:0, http: 127.0.0.1:1}
+state_dir: state
+accounts:
+  - user: alice
+    password_hash: "` + testHash(t) + `"
+    backend: {type: maildir, path: mail}
+    send: {type: smtp, addr: "127.0.0.1:1", username: a@example.com, password: pw}
+`
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := must(config.Load(path))
+	st := must(openState(filepath.Join(dir, "state"), nil))
+	defer st.close(zerolog.Nop())
+	st.metrics = newMetrics(cfg, nil)
+	set := must(newSenders(cfg, st))
+	o := set.senders["alice"].(*observedSender)
+	if o.status == nil || o.m == nil {
+		t.Fatal("no status or metrics for alice")
+	}
+	o.Sender = refusingSender{}
+	tx := must(o.Begin(context.Background(), "a@example.com", backends.MailOptions{}))
+	for range 3 {
+		if err := tx.Rcpt(context.Background(), "b@example.net"); !errors.Is(err, backends.ErrSenderRefused) {
+			t.Fatalf("Rcpt: %v", err)
+		}
+	}
+	tx.Close()
+	var m dto.Metric
+	if err := o.m.smtpMessages.WithLabelValues("alice", sendRefused).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.GetCounter().GetValue(); n != 1 {
+		t.Fatalf("%v refused messages counted, want 1", n)
+	}
+	if o.status.sendErrClass != "upstream_refused" {
+		t.Fatalf("/status send error %q, want upstream_refused", o.status.sendErrClass)
 	}
 }
 
