@@ -10,10 +10,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/popbridge/popbridge/internal/freeport"
 	"github.com/popbridge/popbridge/internal/pop3wire"
 	"github.com/popbridge/popbridge/internal/tlsconf"
 )
@@ -47,14 +49,11 @@ func eventsWith(log, msg string) []map[string]any {
 func tlsConfigFile(t *testing.T, tlsSection string) string {
 	t.Helper()
 	path := writeConfig(t, tlsSection)
+	// Below the ephemeral range: a port just freed there can be taken
+	// by any outgoing connection before popbridge binds it.
 	var ports []string
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, l.Addr().String())
-		l.Close()
+	for _, p := range must(freeport.Ports(2)) {
+		ports = append(ports, net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 	}
 	cfg := strings.Replace(string(must(os.ReadFile(path))), "  pop3: 127.0.0.1:0\n",
 		"  pop3: "+ports[0]+"\n  pop3s: "+ports[1]+"\n", 1)
