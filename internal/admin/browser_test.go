@@ -50,6 +50,9 @@ func newBrowser(t *testing.T) context.Context {
 		// Other names for the test servers: a cross-site origin and a
 		// DNS-rebinding name.
 		chromedp.Flag("host-resolver-rules", "MAP *.test 127.0.0.1"),
+		// Its singleton socket directory (org.chromium.Chromium.*) goes
+		// to TMPDIR and stays there: the test's own, removed after.
+		chromedp.Env("TMPDIR="+t.TempDir()),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
