@@ -252,3 +252,53 @@ func TestEndToEndAbort(t *testing.T) {
 	}
 	t.Logf("smtp: e2e upstream down: 451, nothing delivered")
 }
+
+// TestEndToEndSenderRefusedUpstream: a sender the account may use but
+// the upstream refuses at MAIL FROM (Postfix with smtpd_delay_reject =
+// no: the login alice does not own bob's address). backends/smtp
+// pipelines MAIL with the first RCPT, so the client's MAIL gets 250 and
+// its RCPT the upstream's refusal as a refused sender, with its code and
+// a generic text; nothing is delivered.
+func TestEndToEndSenderRefusedUpstream(t *testing.T) {
+	const other = "bob@example.net"
+	p := postfixtest.Start(t, postfixtest.Options{
+		Users:     map[string]string{alice: "upstream-pw", other: "bob-pw"},
+		ExtraMain: "smtpd_delay_reject = no\nsmtpd_sender_restrictions = reject_sender_login_mismatch",
+	})
+	sender, err := smtpb.New(smtpb.Options{Addr: p.Addr, ServerName: "localhost", CAFile: p.CAFile(),
+		Username: alice, Password: "upstream-pw", From: []string{alice, other}, CommandTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &accounts{passwords: map[string]string{"alice": "local-pw"}, senders: map[string]backends.Sender{"alice": sender}}
+	s := start(t, submission.Options{Auth: a, Senders: a.sender})
+	w := loggedIn(t, s, "alice", "local-pw")
+	w.expect("MAIL FROM:<"+other+">", "250 ")
+	got := w.expect("RCPT TO:<"+alice+">", "553 5.7.1 ")
+	if !strings.Contains(got, "Sender rejected by the upstream server") || strings.Contains(got, "not owned") {
+		t.Fatalf("RCPT reply %q, want the sender refusal with a generic text", got)
+	}
+	w.expect("RCPT TO:<"+alice+">", "553 5.7.1 ")
+	w.expect("DATA", "502 ") // go-smtp: no recipient was accepted
+	// The next transaction, from the account's own address, goes through.
+	w.expect("RSET", "250 ")
+	w.expect("MAIL FROM:<"+alice+">", "250 ")
+	w.expect("RCPT TO:<"+other+">", "250 ")
+	w.expect("DATA", "354 ")
+	w.write("Subject: ok\r\n\r\nfrom alice\r\n.\r\n")
+	if r := w.reply(); !strings.HasPrefix(r, "250 ") {
+		t.Fatalf("message: %q", r)
+	}
+	msgs, err := p.WaitMessages(other, 1, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if msgs, _ = p.Messages(other); len(msgs) != 1 {
+		t.Fatalf("%d messages delivered, want 1", len(msgs))
+	}
+	if msgs, _ := p.Messages(alice); len(msgs) != 0 {
+		t.Fatalf("the refused sender's message arrived: %d", len(msgs))
+	}
+	t.Logf("smtp: e2e sender refused upstream at MAIL: client's RCPT gets 553 5.7.1 as a refused sender, nothing delivered")
+}
