@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,24 +19,34 @@ import (
 // replies (written whole, as one write), for the protocol deviations no
 // real server here produces on demand.
 func scripted(t *testing.T, greeting string, replies ...string) *client {
+	c, _ := recorded(t, greeting, replies...)
+	return c
+}
+
+// recorded is scripted, also returning the lines the peer read (without
+// CRLF), complete once the client has read the last reply.
+func recorded(t *testing.T, greeting string, replies ...string) (*client, *[]string) {
 	t.Helper()
 	a, b := net.Pipe()
 	t.Cleanup(func() { a.Close(); b.Close() })
+	var lines []string
 	go func() {
 		if _, err := b.Write([]byte(greeting)); err != nil {
 			return
 		}
 		r := bufio.NewReader(b)
 		for _, rep := range replies {
-			if _, err := r.ReadString('\n'); err != nil {
+			l, err := r.ReadString('\n')
+			if err != nil {
 				return
 			}
+			lines = append(lines, strings.TrimRight(l, "\r\n"))
 			if _, err := b.Write([]byte(rep)); err != nil {
 				return
 			}
 		}
 	}()
-	return newClient(a, a, 5*time.Second, nil)
+	return newClient(a, a, 5*time.Second, nil), &lines
 }
 
 // TestReplies: multi-line replies (also with bare LF), codes, enhanced
@@ -81,5 +93,31 @@ func TestSTARTTLSInjection(t *testing.T) {
 	_, err := c.startTLS(context.Background(), func(n net.Conn) *tls.Conn { return tls.Client(n, &tls.Config{ServerName: "localhost"}) }, "localhost")
 	if !errors.Is(err, errProtocol) || !strings.Contains(err.Error(), "before the TLS handshake") {
 		t.Fatalf("startTLS = %v, want the injection refused", err)
+	}
+}
+
+// TestAuthExchanges: AUTH LOGIN (what Outlook's port 587 offers besides
+// XOAUTH2) in its challenge steps, and an initial response too long for
+// the AUTH line (an XOAUTH2 token of Microsoft's, some 2 KB) sent as the
+// answer to an empty challenge (RFC 4954 4).
+func TestAuthExchanges(t *testing.T) {
+	b64 := base64.StdEncoding.EncodeToString
+	c, lines := recorded(t, "220 hi\r\n", "334 "+b64([]byte("Username:"))+"\r\n", "334 "+b64([]byte("Password:"))+"\r\n", "235 2.7.0 ok\r\n")
+	c.reply(220, time.Second)
+	if err := c.authenticate(&login{user: "u@example.com", pass: "pw"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"AUTH LOGIN", b64([]byte("u@example.com")), b64([]byte("pw"))}; !slices.Equal(*lines, want) {
+		t.Fatalf("LOGIN sent %q, want %q", *lines, want)
+	}
+	token := strings.Repeat("t", 2000)
+	c, lines = recorded(t, "220 hi\r\n", "334 \r\n", "235 2.7.0 ok\r\n")
+	c.reply(220, time.Second)
+	if err := c.authenticate(&xoauth2{user: "u@example.com", token: token}); err != nil {
+		t.Fatal(err)
+	}
+	ir := b64([]byte("user=u@example.com\x01auth=Bearer " + token + "\x01\x01"))
+	if want := []string{"AUTH XOAUTH2", ir}; !slices.Equal(*lines, want) {
+		t.Fatalf("long XOAUTH2 sent %q, want AUTH XOAUTH2 and the response on its own line", *lines)
 	}
 }

@@ -17,7 +17,8 @@ import (
 // server implementation, Dovecot's submission service (in front of
 // Postfix): messages small (one BDAT) and large (DATA) delivered byte for
 // byte over one kept connection and login, MAIL and RCPT pipelined, a
-// refused recipient passed on as a 5xx.
+// refused recipient passed on as a 5xx; and AUTH LOGIN where it is the
+// only mechanism offered.
 func TestSendThroughDovecotSubmission(t *testing.T) {
 	p := postfixtest.Start(t, postfixtest.Options{Users: users})
 	sub := p.StartSubmission(t, alice)
@@ -39,5 +40,15 @@ func TestSendThroughDovecotSubmission(t *testing.T) {
 	if n := strings.Count(logs, `"line":"AUTH PLAIN`); n != 1 {
 		t.Errorf("%d logins for 3 messages, want 1", n)
 	}
-	t.Logf("smtp: backend against Dovecot submission: small and large messages byte for byte, pipelined, 5xx recipient passed on")
+	// A server offering only AUTH LOGIN, in its two challenge steps.
+	onlyLogin := p.StartSubmission(t, alice, "login")
+	s2 := newSender(t, smtpb.Options{Addr: onlyLogin.Addr, ServerName: "localhost", RootCAs: p.CertPool(), Username: alice, Password: users[alice]})
+	if _, err := send(s2, alice, []string{bob}, bytes.NewReader(edge)); err != nil {
+		t.Fatalf("AUTH LOGIN: %v", err)
+	}
+	delivered(t, p, bob, 4, edge)
+	if !strings.Contains(onlyLogin.Log(), "method=LOGIN") {
+		t.Fatalf("no LOGIN login in the submission log:\n%s", onlyLogin.Log())
+	}
+	t.Logf("smtp: backend against Dovecot submission: small and large messages byte for byte, pipelined, 5xx recipient passed on; AUTH LOGIN")
 }

@@ -307,7 +307,7 @@ func (c *conn) login() (token string, err error) {
 		case c.cl.supportsAuth(sasl.Plain):
 			cl = sasl.NewPlainClient("", o.Username, o.Password)
 		case c.cl.supportsAuth(sasl.Login):
-			cl = sasl.NewLoginClient(o.Username, o.Password)
+			cl = &login{user: o.Username, pass: o.Password}
 		default:
 			return "", fmt.Errorf("smtp: %s offers neither AUTH PLAIN nor LOGIN", o.Addr)
 		}
@@ -357,6 +357,29 @@ func (x *xoauth2) Start() (string, []byte, error) {
 // Next answers the error challenge (JSON) with an empty response, after
 // which the server sends its failure reply (RFC 7628 3.2.3).
 func (x *xoauth2) Next([]byte) ([]byte, error) { return []byte{}, nil }
+
+// login is AUTH LOGIN without an initial response, answering the
+// server's "Username:" and "Password:" challenges: go-sasl's sends the
+// user name at once and accepts only "Password:", which servers that
+// want the two steps refuse.
+type login struct {
+	user, pass string
+	step       int
+}
+
+func (l *login) Start() (string, []byte, error) { return sasl.Login, nil, nil }
+
+func (l *login) Next(challenge []byte) ([]byte, error) {
+	l.step++
+	ch := strings.ToLower(string(challenge))
+	switch {
+	case strings.HasPrefix(ch, "user") || (l.step == 1 && !strings.HasPrefix(ch, "pass")):
+		return []byte(l.user), nil
+	case strings.HasPrefix(ch, "pass") || l.step == 2:
+		return []byte(l.pass), nil
+	}
+	return nil, fmt.Errorf("smtp: AUTH LOGIN: unexpected challenge %q", cut(string(challenge)))
+}
 
 // takeIdle returns a kept connection, now watching ctx, or nil.
 func (s *Sender) takeIdle(ctx context.Context) *conn {
