@@ -289,12 +289,11 @@ func TestEndToEndSenderRefusedUpstream(t *testing.T) {
 	if r := w.reply(); !strings.HasPrefix(r, "250 ") {
 		t.Fatalf("message: %q", r)
 	}
-	msgs, err := p.WaitMessages(other, 1, 15*time.Second)
-	if err != nil {
+	if _, err := p.WaitMessages(other, 1, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if msgs, _ = p.Messages(other); len(msgs) != 1 {
+	if msgs, _ := p.Messages(other); len(msgs) != 1 {
 		t.Fatalf("%d messages delivered, want 1", len(msgs))
 	}
 	if msgs, _ := p.Messages(alice); len(msgs) != 0 {
