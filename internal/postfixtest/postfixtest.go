@@ -317,20 +317,7 @@ func (p *Postfix) startDovecot(opts Options) error {
 	}
 	p.dovecot = pr
 	sock := filepath.Join(dc, "run", "auth-postfix")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return nil
-		}
-		if pr.exited() {
-			return fmt.Errorf("postfixtest: dovecot exited during startup: %s\n%s", pr.out.String(), p.DovecotLog())
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("postfixtest: dovecot auth socket %s not ready after 20 s\n%s", sock, p.DovecotLog())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return pr.waitReady("dovecot auth socket "+sock, func() error { return dialed("unix", sock) }, p.DovecotLog)
 }
 
 func (p *Postfix) mainCF(opts Options) string {
@@ -441,20 +428,10 @@ postlog unix-dgram n - n - 1 postlogd
 		return err
 	}
 	p.master = pr
-	deadline := time.Now().Add(20 * time.Second)
+	log := func() string { return tail(p.Log(), 4<<10) }
 	for _, addr := range []string{p.Addr, p.TLSAddr} {
-		for {
-			err := probe(addr, addr == p.TLSAddr, p.TLSConfig())
-			if err == nil {
-				break
-			}
-			if pr.exited() {
-				return fmt.Errorf("postfixtest: postfix master exited during startup: %s\n%s", pr.out.String(), tail(p.Log(), 4<<10))
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("postfixtest: %s not ready after 20 s: %w\n%s", addr, err, tail(p.Log(), 4<<10))
-			}
-			time.Sleep(30 * time.Millisecond)
+		if err := pr.waitReady("postfix on "+addr, func() error { return probe(addr, addr == p.TLSAddr, p.TLSConfig()) }, log); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -673,6 +650,34 @@ func startProc(bin string, ownGroup bool, args ...string) (*proc, error) {
 		close(pr.done)
 	}()
 	return pr, nil
+}
+
+// waitReady polls ready until it succeeds, the process exits, or 20 s
+// pass; what names the awaited thing and log gives the log for errors.
+func (pr *proc) waitReady(what string, ready func() error, log func() string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := ready()
+		if err == nil {
+			return nil
+		}
+		if pr.exited() {
+			return fmt.Errorf("postfixtest: exited during startup, waiting for %s: %s\n%s", what, pr.out.String(), log())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("postfixtest: %s not ready after 20 s: %w\n%s", what, err, log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// dialed reports whether something accepts connections at addr.
+func dialed(network, addr string) error {
+	c, err := net.Dial(network, addr)
+	if err == nil {
+		c.Close()
+	}
+	return err
 }
 
 func (pr *proc) exited() bool {

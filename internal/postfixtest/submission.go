@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/popbridge/popbridge/internal/dovecottest"
 	"github.com/popbridge/popbridge/internal/testpeer"
@@ -116,21 +115,11 @@ func (p *Postfix) startSubmission(relayUser string, mechanisms []string) (*Submi
 		return nil, err
 	}
 	s := &Submission{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), dir: dir, proc: pr}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", s.Addr); err == nil {
-			c.Close()
-			return s, nil
-		}
-		if pr.exited() {
-			return nil, fmt.Errorf("postfixtest: dovecot submission exited during startup: %s\n%s", pr.out.String(), s.Log())
-		}
-		if time.Now().After(deadline) {
-			pr.stop()
-			return nil, fmt.Errorf("postfixtest: dovecot submission not listening on %s after 20 s\n%s", s.Addr, s.Log())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := pr.waitReady("dovecot submission on "+s.Addr, func() error { return dialed("tcp", s.Addr) }, s.Log); err != nil {
+		pr.stop()
+		return nil, err
 	}
+	return s, nil
 }
 
 // Log returns the submission Dovecot's log so far.
